@@ -1,0 +1,121 @@
+"""The collect stage: load the tasks the pipeline needs, split, deduplicate, write, describe.
+
+Output per task: `<data_dir>/tasks/<task>/{train,validation,test}.parquet` (text[, text_pair],
+label), `unlabeled.parquet` (text; may be empty) and `labels.json`; plus one stats file for all
+collected tasks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from transformers import PreTrainedTokenizerBase
+
+from bertfit.data.sources import SPLITS, load_task
+from bertfit.data.splits import PreparedTask, prepare_task
+from bertfit.params import CollectParams, TaskSpec
+from bertfit.reporting import write_json
+
+log = logging.getLogger(__name__)
+
+LABELS_FILE = "labels.json"
+PERCENTILES = (50, 90, 95, 99)
+
+
+def write_parquet(df: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    df.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def write_task(task: PreparedTask, domain: str, task_dir: Path) -> None:
+    for split, df in task.splits.items():
+        write_parquet(df, task_dir / f"{split}.parquet")
+    write_parquet(pd.DataFrame({"text": task.unlabeled}, dtype=str), task_dir / "unlabeled.parquet")
+    write_json(task_dir / LABELS_FILE, {"task": task.name, "domain": domain, "labels": task.labels})
+
+
+def read_labels(task_dir: Path) -> list[str]:
+    """The label names collect saved for a task, in class-id order."""
+    path = task_dir / LABELS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; run the collect stage for this task first")
+    return json.loads(path.read_text(encoding="utf-8"))["labels"]
+
+
+def read_split(task_dir: Path, split: str) -> pd.DataFrame:
+    path = task_dir / f"{split}.parquet"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; run the collect stage for this task first")
+    return pd.read_parquet(path)
+
+
+def token_lengths(df: pd.DataFrame, tokenizer: PreTrainedTokenizerBase) -> np.ndarray:
+    """Untruncated token counts with special tokens, as the model would see the input."""
+    texts = df["text"].tolist()
+    pairs = df["text_pair"].tolist() if "text_pair" in df.columns else None
+    if not texts:
+        return np.zeros(0, dtype=int)
+    enc = tokenizer(texts, pairs, add_special_tokens=True, verbose=False)
+    return np.array([len(x) for x in enc["input_ids"]])
+
+
+def describe(
+    task: PreparedTask, tokenizer: PreTrainedTokenizerBase, max_seq_length: int
+) -> dict[str, Any]:
+    stats: dict[str, Any] = dict(task.counts)
+    stats["unlabeled_rows"] = len(task.unlabeled)
+    for split, df in task.splits.items():
+        lengths = token_lengths(df, tokenizer)
+        counts = df["label"].value_counts()
+        stats[split] = {
+            "rows": len(df),
+            "label_counts": {label: int(counts.get(label, 0)) for label in task.labels},
+            "tokens": {f"p{p}": float(np.percentile(lengths, p)) for p in PERCENTILES}
+            | {"max": int(lengths.max())},
+            "share_over_max_seq_length": float((lengths > max_seq_length).mean()),
+        }
+    return stats
+
+
+def collect(
+    tasks: dict[str, TaskSpec],
+    names: list[str],
+    params: CollectParams,
+    tokenizer: PreTrainedTokenizerBase,
+    max_seq_length: int,
+    root: Path,
+    data_dir: Path,
+    stats_file: Path,
+) -> dict[str, Any]:
+    """Collect `names` from the catalogue into data_dir/tasks and write the stats file."""
+    unknown = sorted(set(names) - set(tasks))
+    if unknown:
+        raise ValueError(f"tasks {unknown} are not in the catalogue; known: {sorted(tasks)}")
+    all_stats = {}
+    for name in names:
+        spec = tasks[name]
+        log.info("collecting %s (%s source, domain %s)", name, spec.source.kind, spec.domain)
+        task = prepare_task(
+            load_task(name, spec, root), spec.split, params.seed, params.max_empty_ratio
+        )
+        write_task(task, spec.domain, data_dir / "tasks" / name)
+        all_stats[name] = describe(task, tokenizer, max_seq_length)
+        log.info(
+            "%s: train %d / validation %d / test %d rows, %d labels, %d unlabelled texts, "
+            "%d train duplicates of held-out text removed",
+            name,
+            *(len(task.splits[s]) for s in SPLITS),
+            len(task.labels),
+            len(task.unlabeled),
+            task.counts["duplicates_removed_from_train"],
+        )
+    write_json(stats_file, all_stats)
+    return all_stats

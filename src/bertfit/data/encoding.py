@@ -1,0 +1,134 @@
+"""Tokenisation with the paper's truncation strategies (Sun et al. 2019, section 5.3.1).
+
+head-only keeps the first tokens, tail-only the last, head+tail the first `head_tokens` and the
+last (budget - head_tokens); the paper's best is 128 + 382 at 512. Tokenizers only truncate from
+one end, so single texts are tokenised in full and cut here; sentence pairs use the tokenizer's
+own `longest_first` truncation of the pair (head-only on each side).
+
+The settings travel with the model (`bertfit_preprocessing.json` next to config.json), so evaluate
+and later users encode exactly as finetune did instead of repeating the values.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from datasets import Dataset
+from transformers import PreTrainedTokenizerBase
+
+PREPROCESSING_FILE = "bertfit_preprocessing.json"
+STRATEGIES = ("head_tail", "head", "tail")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    max_seq_length: int
+    truncation: str
+    head_tokens: int
+
+    def validate(self, num_special_tokens: int) -> None:
+        if self.truncation not in STRATEGIES:
+            raise ValueError(
+                f"params.yaml: finetune.truncation must be one of {list(STRATEGIES)}, "
+                f"got {self.truncation!r}"
+            )
+        budget = self.max_seq_length - num_special_tokens
+        if self.truncation == "head_tail" and not 0 <= self.head_tokens <= budget:
+            raise ValueError(
+                f"params.yaml: finetune.head_tokens must be in [0, {budget}] (max_seq_length "
+                f"{self.max_seq_length} minus {num_special_tokens} special tokens), "
+                f"got {self.head_tokens}"
+            )
+
+    def save(self, model_dir: Path) -> None:
+        text = json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+        (model_dir / PREPROCESSING_FILE).write_text(text, encoding="utf-8")
+
+    @classmethod
+    def load(cls, model_dir: Path) -> Preprocessing:
+        path = model_dir / PREPROCESSING_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing; {model_dir} was not written by finetune")
+        return cls(**json.loads(path.read_text(encoding="utf-8")))
+
+
+def truncate_ids(ids: list[int], budget: int, strategy: str, head_tokens: int) -> list[int]:
+    """Cut a token id list to `budget` ids by the named strategy."""
+    if len(ids) <= budget:
+        return ids
+    if strategy == "head":
+        return ids[:budget]
+    if strategy == "tail":
+        return ids[len(ids) - budget :]
+    head = min(head_tokens, budget)
+    tail = budget - head
+    return ids[:head] + (ids[len(ids) - tail :] if tail else [])
+
+
+def special_tokens_template(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:
+    """The ids a tokenizer puts before and after a single text ([CLS] … [SEP] for BERT).
+
+    Found by probing rather than by name, so RoBERTa's <s> … </s> or T5's … </s> work too.
+    """
+    bare = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a")["input_ids"]
+    for i in range(len(full) - len(bare) + 1):
+        if full[i : i + len(bare)] == bare:
+            return full[:i], full[i + len(bare) :]
+    raise ValueError(f"cannot locate the text inside {type(tokenizer).__name__}'s special tokens")
+
+
+class Encoder:
+    """Turns frames of `text` [+ `text_pair`] into model inputs under one Preprocessing."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, prep: Preprocessing) -> None:
+        self.tokenizer = tokenizer
+        self.prep = prep
+        self.prefix, self.suffix = special_tokens_template(tokenizer)
+        self.budget = prep.max_seq_length - len(self.prefix) - len(self.suffix)
+        prep.validate(len(self.prefix) + len(self.suffix))
+        self.with_token_types = "token_type_ids" in tokenizer.model_input_names
+
+    def encode(self, texts: list[str], text_pairs: list[str] | None = None) -> dict[str, list]:
+        if text_pairs is not None:
+            enc = self.tokenizer(
+                texts, text_pairs, truncation="longest_first", max_length=self.prep.max_seq_length
+            )
+            return {
+                k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc
+            }
+        # no truncation here on purpose: the strategies need the whole text's ids
+        ids = self.tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
+        input_ids = [
+            self.prefix
+            + truncate_ids(x, self.budget, self.prep.truncation, self.prep.head_tokens)
+            + self.suffix
+            for x in ids
+        ]
+        out: dict[str, list] = {
+            "input_ids": input_ids,
+            "attention_mask": [[1] * len(x) for x in input_ids],
+        }
+        if self.with_token_types:
+            out["token_type_ids"] = [[0] * len(x) for x in input_ids]
+        return out
+
+    def _map_batch(self, batch: dict[str, list]) -> dict[str, Any]:
+        out = self.encode(batch["text"], batch.get("text_pair"))
+        out["length"] = [len(x) for x in out["input_ids"]]
+        return out
+
+    def dataset(self, df: pd.DataFrame, label2id: dict[str, int] | None = None) -> Dataset:
+        """A tokenised datasets.Dataset with `length` (and `labels` when label2id is given)."""
+        cols = ["text"] + (["text_pair"] if "text_pair" in df.columns else [])
+        ds = Dataset.from_pandas(df[cols].reset_index(drop=True), preserve_index=False)
+        ds = ds.map(
+            self._map_batch, batched=True, batch_size=1000, remove_columns=cols, desc="tokenising"
+        )
+        if label2id is not None:
+            ds = ds.add_column("labels", [label2id[label] for label in df["label"]])
+        return ds

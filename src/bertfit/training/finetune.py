@@ -1,0 +1,212 @@
+"""Single-task fine-tuning of the target (Sun et al. 2019, section 5.3) with the HF Trainer.
+
+AdamW with decoupled weight decay, layer-wise learning-rate decay, warm-up then linear decay, the
+paper's truncation strategies and dynamic padding. The best epoch is chosen on the validation split
+and never on test: the reference code scored its "dev" set, which was the test set, every epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from transformers import (
+    DataCollatorWithPadding,
+    EvalPrediction,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
+
+from bertfit.data.encoding import Encoder, Preprocessing
+from bertfit.metrics import classification_metrics
+from bertfit.models.loading import check_max_seq_length, load_classifier, load_tokenizer
+from bertfit.params import FinetuneParams
+from bertfit.reporting import write_csv, write_json
+from bertfit.training.optim import layerwise_param_groups
+
+log = logging.getLogger(__name__)
+
+
+class LayerwiseDecayTrainer(Trainer):
+    """Trainer whose optimiser gets one learning rate per encoder depth (see training.optim)."""
+
+    def __init__(self, *args: Any, layer_decay: float, **kwargs: Any) -> None:
+        self.layer_decay = layer_decay
+        super().__init__(*args, **kwargs)
+
+    def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
+        if self.optimizer is None:
+            model = self.model if model is None else model
+            groups = layerwise_param_groups(
+                model,
+                self.args.learning_rate,
+                self.layer_decay,
+                self.args.weight_decay,
+                self.get_decay_parameter_names(model),
+            )
+            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
+            self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+        return self.optimizer
+
+
+def compute_metrics(pred: EvalPrediction) -> dict[str, float]:
+    logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
+    return classification_metrics(pred.label_ids, np.argmax(logits, axis=-1))
+
+
+def training_arguments(params: FinetuneParams, output_dir: Path) -> TrainingArguments:
+    # bf16 autocast and TF32 matmuls where the GPU has them (Ampere and later); CPU runs in fp32
+    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        seed=params.seed,
+        learning_rate=params.learning_rate,
+        weight_decay=params.weight_decay,
+        num_train_epochs=params.num_train_epochs,
+        per_device_train_batch_size=params.per_device_train_batch_size,
+        per_device_eval_batch_size=params.per_device_eval_batch_size,
+        gradient_accumulation_steps=params.gradient_accumulation_steps,
+        warmup_steps=params.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio
+        lr_scheduler_type=params.lr_scheduler_type,
+        train_sampling_strategy=params.train_sampling_strategy,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        save_only_model=True,
+        save_total_limit=1,  # with load_best_model_at_end the best is kept as well
+        load_best_model_at_end=True,
+        metric_for_best_model=params.metric_for_best_model,
+        logging_steps=params.logging_steps,
+        report_to="none",
+        bf16=bf16,
+        tf32=True if bf16 else None,
+        dataloader_num_workers=0,
+    )
+
+
+def split_history(log_history: list[dict[str, float]]) -> tuple[list[dict], list[dict]]:
+    """Trainer.state.log_history -> (training-loss rows, per-epoch validation rows)."""
+    losses = [
+        {
+            "step": h["step"],
+            "epoch": h["epoch"],
+            "loss": h["loss"],
+            "learning_rate": h.get("learning_rate"),
+        }
+        for h in log_history
+        if "loss" in h
+    ]
+    evals = [
+        {"step": h["step"], "epoch": h["epoch"]}
+        | {k.removeprefix("eval_"): v for k, v in h.items() if k.startswith("eval_")}
+        for h in log_history
+        if "eval_loss" in h
+    ]
+    return losses, evals
+
+
+def finetune(
+    model_name: str,
+    labels: list[str],
+    train_df: pd.DataFrame,
+    validation_df: pd.DataFrame,
+    params: FinetuneParams,
+    max_seq_length: int,
+    output_dir: Path,
+    report_dir: Path,
+) -> dict[str, Any]:
+    """Fine-tune `model_name` on train, pick the best epoch on validation, save to output_dir."""
+    set_seed(params.seed)
+    tokenizer = load_tokenizer(model_name)
+    model = load_classifier(model_name, labels)
+    check_max_seq_length(model.config, max_seq_length, model_name)
+    encoder = Encoder(
+        tokenizer, Preprocessing(max_seq_length, params.truncation, params.head_tokens)
+    )
+    if params.max_train_samples is not None and params.max_train_samples < len(train_df):
+        train_df = train_df.sample(n=params.max_train_samples, random_state=params.seed)
+    label2id = model.config.label2id
+    train_ds = encoder.dataset(train_df, label2id)
+    validation_ds = encoder.dataset(validation_df, label2id)
+
+    effective_batch = params.per_device_train_batch_size * params.gradient_accumulation_steps
+    steps = math.ceil(len(train_ds) / effective_batch) * math.ceil(params.num_train_epochs)
+    log.info(
+        "finetune %s on %d train / %d validation examples, %d labels; device %s; "
+        "%s epochs, effective batch %d, about %d optimisation steps; lr %g, layer decay %g, "
+        "truncation %s at %d tokens",
+        model_name,
+        len(train_ds),
+        len(validation_ds),
+        len(labels),
+        "cuda" if torch.cuda.is_available() else "cpu",
+        params.num_train_epochs,
+        effective_batch,
+        steps,
+        params.learning_rate,
+        params.layer_decay,
+        params.truncation,
+        max_seq_length,
+    )
+
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=output_dir.parent, prefix=".finetune-") as work:
+        work_dir = Path(work)
+        trainer = LayerwiseDecayTrainer(
+            model=model,
+            args=training_arguments(params, work_dir / "checkpoints"),
+            train_dataset=train_ds,
+            eval_dataset=validation_ds,
+            processing_class=tokenizer,
+            data_collator=DataCollatorWithPadding(
+                tokenizer, pad_to_multiple_of=8 if torch.cuda.is_available() else None
+            ),
+            compute_metrics=compute_metrics,
+            layer_decay=params.layer_decay,
+        )
+        train_output = trainer.train()
+        best = trainer.evaluate()  # the best epoch's model, reloaded by load_best_model_at_end
+
+        # pipeline("text-classification") truncates to model_max_length; head-only there
+        tokenizer.model_max_length = max_seq_length
+        staged = work_dir / "model"
+        trainer.save_model(str(staged))
+        encoder.prep.save(staged)
+        if output_dir.exists():
+            shutil.rmtree(output_dir)
+        shutil.move(str(staged), output_dir)
+
+    losses, evals = split_history(trainer.state.log_history)
+    best_epoch = next(
+        (
+            e["epoch"]
+            for e in evals
+            if e.get(params.metric_for_best_model)
+            == best.get(f"eval_{params.metric_for_best_model}")
+        ),
+        None,
+    )
+    metrics = {
+        "validation": {
+            k.removeprefix("eval_"): v
+            for k, v in best.items()
+            if k.startswith("eval_") and not k.endswith(("runtime", "per_second"))
+        },
+        "best_epoch": best_epoch,
+        "train_examples": len(train_ds),
+        "train_runtime_s": train_output.metrics["train_runtime"],
+        "train_examples_per_s": train_output.metrics["train_samples_per_second"],
+    }
+    write_json(report_dir / "metrics.json", metrics)
+    write_csv(report_dir / "loss.csv", losses, ["step", "epoch", "loss", "learning_rate"])
+    eval_fields = ["epoch", "step", "loss", "accuracy", "error_rate", "macro_f1"]
+    write_csv(report_dir / "validation.csv", evals, eval_fields)
+    log.info("best epoch %s on validation: %s", best_epoch, metrics["validation"])
+    return metrics

@@ -1,0 +1,55 @@
+"""collect: load the target task from the catalogue, split, deduplicate, describe.
+
+Reads params.yaml (target, tasks, model, collect) and the task's source; writes
+data/tasks/<task>/{train,validation,test,unlabeled}.parquet and labels.json, and
+reports/collect/stats.json.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from bertfit.cli import configure_logging, stage_parser
+from bertfit.data.collect import collect
+from bertfit.models.loading import load_tokenizer
+from bertfit.params import parse_section, parse_target, parse_tasks, read_params_file
+
+log = logging.getLogger("stages.collect")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = stage_parser(__doc__)
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=Path("."),
+        help="directory that relative file paths in the catalogue start from",
+    )
+    parser.add_argument("--data-dir", type=Path, default=Path("data"))
+    parser.add_argument("--stats-file", type=Path, default=Path("reports/collect/stats.json"))
+    args = parser.parse_args(argv)
+    configure_logging()
+
+    data = read_params_file(args.params)
+    tasks = parse_tasks(data, str(args.params))
+    target = parse_target(data, tasks, str(args.params))
+    model = parse_section(data, "model", str(args.params))
+    params = parse_section(data, "collect", str(args.params))
+    log.info("target %s; model %s; %s", target, model.name, params)
+
+    tokenizer = load_tokenizer(model.name)  # stats count tokens as the model will see them
+    collect(
+        tasks,
+        [target],
+        params,
+        tokenizer,
+        model.max_seq_length,
+        args.root,
+        args.data_dir,
+        args.stats_file,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""evaluate: the fine-tuned model on the target's test split.
+
+Reads params.yaml (target, evaluate), models/finetune/ and data/tasks/<target>/; writes
+reports/evaluate/{metrics.json,per_class.json,confusion.csv,report.md} and
+data/predictions/test.parquet.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from bertfit.cli import configure_logging, stage_parser
+from bertfit.evaluation import evaluate
+from bertfit.params import parse_section, parse_target, parse_tasks, read_params_file
+
+log = logging.getLogger("stages.evaluate")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = stage_parser(__doc__)
+    parser.add_argument("--data-dir", type=Path, default=Path("data"))
+    parser.add_argument("--model-dir", type=Path, default=Path("models/finetune"))
+    parser.add_argument("--report-dir", type=Path, default=Path("reports/evaluate"))
+    parser.add_argument(
+        "--predictions-file", type=Path, default=Path("data/predictions/test.parquet")
+    )
+    args = parser.parse_args(argv)
+    configure_logging()
+
+    data = read_params_file(args.params)
+    target = parse_target(data, parse_tasks(data, str(args.params)), str(args.params))
+    params = parse_section(data, "evaluate", str(args.params))
+    log.info("target %s; %s", target, params)
+    evaluate(
+        args.model_dir,
+        args.data_dir / "tasks" / target,
+        params,
+        args.report_dir,
+        args.predictions_file,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""finetune: single-task fine-tuning of the target; best epoch chosen on validation.
+
+Reads params.yaml (target, model, finetune) and data/tasks/<target>/; writes models/finetune/
+(a standard HF sequence-classification directory with id2label and tokenizer) and
+reports/finetune/{metrics.json,validation.csv,loss.csv}.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from bertfit.cli import configure_logging, stage_parser
+from bertfit.data.collect import read_labels, read_split
+from bertfit.params import parse_section, parse_target, parse_tasks, read_params_file
+from bertfit.training.finetune import finetune
+
+log = logging.getLogger("stages.finetune")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = stage_parser(__doc__)
+    parser.add_argument("--data-dir", type=Path, default=Path("data"))
+    parser.add_argument("--model-dir", type=Path, default=Path("models/finetune"))
+    parser.add_argument("--report-dir", type=Path, default=Path("reports/finetune"))
+    args = parser.parse_args(argv)
+    configure_logging()
+
+    data = read_params_file(args.params)
+    target = parse_target(data, parse_tasks(data, str(args.params)), str(args.params))
+    model = parse_section(data, "model", str(args.params))
+    params = parse_section(data, "finetune", str(args.params))
+    log.info("target %s; model %s; %s", target, model, params)
+
+    task_dir = args.data_dir / "tasks" / target
+    finetune(
+        model.name,
+        read_labels(task_dir),
+        read_split(task_dir, "train"),
+        read_split(task_dir, "validation"),
+        params,
+        model.max_seq_length,
+        args.model_dir,
+        args.report_dir,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""Shared fixtures: offline mode, real data samples, a tiny BERT built locally."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = PROJECT_ROOT.parent / "shared" / "datasets"
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def read_jsonl_gz(path: Path, n: int | None = None) -> list[dict]:
+    rows = []
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        for line in f:
+            rows.append(json.loads(line))
+            if n is not None and len(rows) == n:
+                break
+    return rows
+
+
+@pytest.fixture(scope="session")
+def shared_datasets() -> Path:
+    if not (SHARED_DATASETS / "manifest.json").is_file():
+        pytest.fail(f"{SHARED_DATASETS} is missing: the tests read real samples from it")
+    return SHARED_DATASETS
+
+
+def build_tiny_bert(
+    model_dir: Path, texts: list[str], vocab_size: int = 600, max_position_embeddings: int = 128
+) -> Path:
+    """A 2-layer BERT (hidden 32) and a WordPiece vocabulary of the texts' commonest words."""
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    model_dir.mkdir(parents=True, exist_ok=True)
+    words = Counter(w for t in texts for w in re.findall(r"[a-z0-9]+", t.lower()))
+    chars = sorted({c for w in words for c in w})
+    vocab = SPECIAL_TOKENS + chars + [f"##{c}" for c in chars]
+    vocab += [w for w, _ in words.most_common() if w not in vocab][: vocab_size - len(vocab)]
+    vocab_file = model_dir.parent / f"{model_dir.name}-vocab.txt"
+    vocab_file.write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizer(vocab=str(vocab_file))
+    tokenizer.model_max_length = max_position_embeddings
+    tokenizer.save_pretrained(model_dir)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=max_position_embeddings,
+    )
+    BertModel(config).save_pretrained(model_dir)
+    return model_dir
+
+
+@pytest.fixture(scope="session")
+def trec_sample(shared_datasets: Path) -> dict[str, list[dict]]:
+    """The first rows of the real TREC splits (6 labels, short questions)."""
+    return {
+        s: read_jsonl_gz(shared_datasets / "trec" / f"{s}.jsonl.gz", n)
+        for s, n in (("train", 240), ("validation", 60), ("test", 60))
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(
+    tmp_path_factory: pytest.TempPathFactory, trec_sample: dict[str, list[dict]]
+) -> Path:
+    texts = [r["text"] for rows in trec_sample.values() for r in rows]
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny") / "bert", texts)
