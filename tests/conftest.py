@@ -19,6 +19,26 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = PROJECT_ROOT.parent / "shared" / "datasets"
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
+# finetune params for the tiny model: a high rate so two epochs learn something
+TINY_FINETUNE = {
+    "seed": 1,
+    "learning_rate": 1e-3,
+    "layer_decay": 0.95,
+    "weight_decay": 0.01,
+    "num_train_epochs": 2,
+    "per_device_train_batch_size": 16,
+    "per_device_eval_batch_size": 32,
+    "gradient_accumulation_steps": 1,
+    "warmup_ratio": 0.1,
+    "lr_scheduler_type": "linear",
+    "train_sampling_strategy": "group_by_length",
+    "truncation": "head_tail",
+    "head_tokens": 8,
+    "metric_for_best_model": "accuracy",
+    "max_train_samples": None,
+    "logging_steps": 5,
+}
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     import torch

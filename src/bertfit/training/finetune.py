@@ -88,6 +88,7 @@ def training_arguments(params: FinetuneParams, output_dir: Path) -> TrainingArgu
         bf16=bf16,
         tf32=True if bf16 else None,
         dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
     )
 
 
@@ -172,6 +173,7 @@ def finetune(
             layer_decay=params.layer_decay,
         )
         train_output = trainer.train()
+        history = list(trainer.state.log_history)  # before the final evaluate adds to it
         best = trainer.evaluate()  # the best epoch's model, reloaded by load_best_model_at_end
 
         # pipeline("text-classification") truncates to model_max_length; head-only there
@@ -183,7 +185,7 @@ def finetune(
             shutil.rmtree(output_dir)
         shutil.move(str(staged), output_dir)
 
-    losses, evals = split_history(trainer.state.log_history)
+    losses, evals = split_history(history)
     best_epoch = next(
         (
             e["epoch"]

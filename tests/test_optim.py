@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from datasets import Dataset
+from transformers import TrainingArguments
+
+from bertfit.models.loading import load_classifier
+from bertfit.training.finetune import LayerwiseDecayTrainer
+from bertfit.training.optim import layer_depth
+
+BASE_LR = 2e-5
+XI = 0.9
+
+
+@pytest.fixture()
+def optimizer(tiny_model_dir: Path, tmp_path: Path):
+    model = load_classifier(str(tiny_model_dir), ["a", "b", "c"])
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        learning_rate=BASE_LR,
+        weight_decay=0.01,
+        report_to="none",
+        use_cpu=True,
+    )
+    trainer = LayerwiseDecayTrainer(
+        model=model,
+        args=args,
+        layer_decay=XI,
+        train_dataset=Dataset.from_dict({"input_ids": [[1]]}),
+    )
+    return trainer.create_optimizer()
+
+
+def rates_by_name(optimizer) -> dict[str, tuple[float, float]]:
+    return {
+        name: (group["lr"], group["weight_decay"])
+        for group in optimizer.param_groups
+        for name in group["names"]
+    }
+
+
+def test_optimizer_groups_follow_layer_decay(optimizer) -> None:
+    rates = rates_by_name(optimizer)
+    # tiny model: 2 encoder layers; top layer and heads at the base rate
+    assert rates["classifier.weight"][0] == pytest.approx(BASE_LR)
+    assert rates["bert.pooler.dense.weight"][0] == pytest.approx(BASE_LR)
+    assert rates["bert.encoder.layer.1.attention.self.query.weight"][0] == pytest.approx(BASE_LR)
+    assert rates["bert.encoder.layer.0.output.dense.weight"][0] == pytest.approx(BASE_LR * XI)
+    # embeddings lowest: ξ^L with L = 2 (the reference code never decayed them)
+    assert rates["bert.embeddings.word_embeddings.weight"][0] == pytest.approx(BASE_LR * XI**2)
+    assert rates["bert.embeddings.LayerNorm.weight"][0] == pytest.approx(BASE_LR * XI**2)
+
+
+def test_no_weight_decay_on_bias_and_layernorm(optimizer) -> None:
+    rates = rates_by_name(optimizer)
+    assert rates["bert.encoder.layer.0.output.dense.weight"][1] == 0.01
+    assert rates["bert.encoder.layer.0.output.dense.bias"][1] == 0.0
+    assert rates["bert.encoder.layer.0.output.LayerNorm.weight"][1] == 0.0
+    assert rates["classifier.bias"][1] == 0.0
+
+
+def test_every_trainable_parameter_is_in_exactly_one_group(optimizer, tiny_model_dir) -> None:
+    names = [n for g in optimizer.param_groups for n in g["names"]]
+    model = load_classifier(str(tiny_model_dir), ["a", "b", "c"])
+    assert sorted(names) == sorted(n for n, p in model.named_parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize(
+    ("name", "depth"),
+    [
+        ("bert.embeddings.word_embeddings.weight", 0),
+        ("bert.encoder.layer.0.attention.self.query.weight", 1),
+        ("bert.encoder.layer.11.output.dense.bias", 12),
+        ("roberta.encoder.layer.3.output.dense.bias", 4),
+        ("model.layers.5.mlp.up_proj.weight", 6),
+        ("bert.pooler.dense.weight", 13),
+        ("classifier.weight", 13),
+    ],
+)
+def test_layer_depth(name: str, depth: int) -> None:
+    assert layer_depth(name, num_layers=12) == depth
