@@ -60,6 +60,11 @@ class HubSource(Columns):
 
 
 Source = Annotated[PackageSource | FilesSource | HubSource, Field(discriminator="kind")]
+SOURCE_KINDS: dict[str, type[BaseModel]] = {
+    "package": PackageSource,
+    "files": FilesSource,
+    "hub": HubSource,
+}
 
 
 class SplitSpec(Strict):
@@ -162,25 +167,26 @@ def _format_error(where: str, model: type[BaseModel], err: ValidationError) -> s
     return "\n  ".join(lines)
 
 
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model an annotation holds: itself, or the first model of a union."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    args = getattr(annotation, "__args__", ())
+    return next((a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), None)
+
+
 def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
     """The pydantic model that owns location `loc`, for listing its valid keys."""
-    current: Any = model
-    for part in loc:
-        if not (isinstance(current, type) and issubclass(current, BaseModel)):
-            return None
-        field = current.model_fields.get(str(part))
+    current: type[BaseModel] | None = model
+    for part in map(str, loc):
+        if part in SOURCE_KINDS:  # pydantic puts the union's tag in the location
+            current = SOURCE_KINDS[part]
+            continue
+        field = current.model_fields.get(part) if current else None
         if field is None:
-            # a discriminated-union tag such as 'files' inside tasks.x.source
-            return {
-                m.__name__.removesuffix("Source").lower(): m
-                for m in (PackageSource, FilesSource, HubSource)
-            }.get(str(part))
-        annotation = field.annotation
-        args = getattr(annotation, "__args__", ())
-        current = next(
-            (a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), annotation
-        )
-    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+            return None
+        current = _model_in(field.annotation)
+    return current
 
 
 def parse_section(data: dict[str, Any], section: str, source: str = "params.yaml") -> Strict:
