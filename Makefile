@@ -6,6 +6,8 @@ STAMP := $(VENV)/.bertfit-installed
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
+# dvc.yaml's commands say `python`: it must be the virtual environment's
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: install repro test lint clean
 
