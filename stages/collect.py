@@ -1,8 +1,8 @@
 """collect: load the target task from the catalogue, split, deduplicate, describe.
 
-Reads params.yaml (target, tasks, model, collect) and the task's source; writes
-data/tasks/<task>/{train,validation,test,unlabeled}.parquet and labels.json, and
-reports/collect/stats.json.
+Reads params.yaml (target, tasks, model, collect, pretrain.corpus) and the sources; writes
+data/tasks/<task>/{train,validation,test,unlabeled}.parquet and labels.json for the target and the
+tasks its corpus needs, data/corpus/{train,heldout}.parquet, and reports/collect/stats.json.
 """
 
 from __future__ import annotations
@@ -36,12 +36,14 @@ def main(argv: list[str] | None = None) -> None:
     target = parse_target(data, tasks, str(args.params))
     model = parse_section(data, "model", str(args.params))
     params = parse_section(data, "collect", str(args.params))
-    log.info("target %s; model %s; %s", target, model.name, params)
+    corpus = parse_section(data, "pretrain", str(args.params)).corpus
+    log.info("target %s; corpus %s; model %s; %s", target, corpus, model.name, params)
 
     tokenizer = load_tokenizer(model.name)  # stats count tokens as the model will see them
     collect(
         tasks,
-        [target],
+        target,
+        corpus,
         params,
         tokenizer,
         model.max_seq_length,

@@ -1,6 +1,7 @@
 """finetune: single-task fine-tuning of the target; best epoch chosen on validation.
 
-Reads params.yaml (target, model, finetune) and data/tasks/<target>/; writes models/finetune/
+Reads params.yaml (target, model.max_seq_length, finetune), models/pretrain/ and
+data/tasks/<target>/; writes models/finetune/
 (a standard HF sequence-classification directory with id2label and tokenizer) and
 reports/finetune/{metrics.json,validation.csv,loss.csv}.
 """
@@ -21,6 +22,12 @@ log = logging.getLogger("stages.finetune")
 def main(argv: list[str] | None = None) -> None:
     parser = stage_parser(__doc__)
     parser.add_argument("--data-dir", type=Path, default=Path("data"))
+    parser.add_argument(
+        "--base-model-dir",
+        type=Path,
+        default=Path("models/pretrain"),
+        help="the model to fine-tune: what pretrain wrote",
+    )
     parser.add_argument("--model-dir", type=Path, default=Path("models/finetune"))
     parser.add_argument("--report-dir", type=Path, default=Path("reports/finetune"))
     args = parser.parse_args(argv)
@@ -30,11 +37,11 @@ def main(argv: list[str] | None = None) -> None:
     target = parse_target(data, parse_tasks(data, str(args.params)), str(args.params))
     model = parse_section(data, "model", str(args.params))
     params = parse_section(data, "finetune", str(args.params))
-    log.info("target %s; model %s; %s", target, model, params)
+    log.info("target %s; base model %s; %s; %s", target, args.base_model_dir, model, params)
 
     task_dir = args.data_dir / "tasks" / target
     finetune(
-        model.name,
+        str(args.base_model_dir),
         read_labels(task_dir),
         read_split(task_dir, "train"),
         read_split(task_dir, "validation"),

@@ -20,6 +20,25 @@ SHARED_DATASETS = PROJECT_ROOT.parent / "shared" / "datasets"
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 # finetune params for the tiny model: a high rate so two epochs learn something
+TINY_PRETRAIN = {
+    "corpus": "within_task",
+    "seed": 0,
+    "max_seq_length": 32,
+    "packing": True,
+    "mlm_probability": 0.15,
+    "whole_word_mask": False,
+    "learning_rate": 3e-3,
+    "weight_decay": 0.0,
+    "max_steps": 20,
+    "warmup_ratio": 0.0,
+    "lr_scheduler_type": "linear",
+    "per_device_train_batch_size": 8,
+    "per_device_eval_batch_size": 16,
+    "gradient_accumulation_steps": 1,
+    "save_steps": 10,
+    "logging_steps": 5,
+}
+
 TINY_FINETUNE = {
     "seed": 1,
     "learning_rate": 1e-3,

@@ -9,7 +9,8 @@ import pytest
 
 from bertfit.metrics import classification_metrics, per_class_metrics
 from bertfit.params import FinetuneParams
-from bertfit.training.finetune import finetune, split_history
+from bertfit.reporting import split_history
+from bertfit.training.finetune import finetune
 from tests.conftest import TINY_FINETUNE
 
 

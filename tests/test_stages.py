@@ -13,8 +13,8 @@ import yaml
 from transformers import pipeline
 
 from bertfit.params import read_params_file
-from stages import collect, evaluate, finetune
-from tests.conftest import PROJECT_ROOT, TINY_FINETUNE
+from stages import collect, evaluate, finetune, pretrain
+from tests.conftest import PROJECT_ROOT, TINY_FINETUNE, TINY_PRETRAIN
 
 
 def write_params(path: Path, model_name: str, tasks: dict, target: str, **overrides: dict) -> Path:
@@ -22,7 +22,8 @@ def write_params(path: Path, model_name: str, tasks: dict, target: str, **overri
         "target": target,
         "model": {"name": model_name, "max_seq_length": 32},
         "tasks": tasks,
-        "collect": {"seed": 0, "max_empty_ratio": 0.01},
+        "collect": {"seed": 0, "max_empty_ratio": 0.01, "corpus_heldout_ratio": 0.1},
+        "pretrain": dict(TINY_PRETRAIN),
         "finetune": dict(TINY_FINETUNE),
         "evaluate": {"per_device_eval_batch_size": 32},
     }
@@ -50,100 +51,140 @@ def trec_files(tmp_path: Path, trec_sample: dict[str, list[dict]]) -> dict:
     }
 
 
-def paths(tmp_path: Path) -> dict[str, Path]:
-    return {
-        "data": tmp_path / "data",
-        "model": tmp_path / "models" / "finetune",
-        "ft_reports": tmp_path / "reports" / "finetune",
-        "ev_reports": tmp_path / "reports" / "evaluate",
-        "stats": tmp_path / "reports" / "collect" / "stats.json",
-    }
+class Chain:
+    """The stage mains with every path under one tmp_path, as dvc.yaml passes them."""
 
+    def __init__(self, tmp_path: Path, params_file: Path, root: Path) -> None:
+        self.params = ["--params", str(params_file)]
+        self.root = root
+        self.data = tmp_path / "data"
+        self.stats = tmp_path / "reports" / "collect" / "stats.json"
+        self.pretrained = tmp_path / "models" / "pretrain"
+        self.model = tmp_path / "models" / "finetune"
+        self.pt_reports = tmp_path / "reports" / "pretrain"
+        self.ft_reports = tmp_path / "reports" / "finetune"
+        self.ev_reports = tmp_path / "reports" / "evaluate"
+        self.checkpoints = tmp_path / "checkpoints" / "pretrain"
+        self.predictions = self.data / "predictions" / "test.parquet"
 
-def run_chain(params_file: Path, root: Path, p: dict[str, Path]) -> None:
-    collect.main(
-        [
-            "--params",
-            str(params_file),
-            "--root",
-            str(root),
-            "--data-dir",
-            str(p["data"]),
-            "--stats-file",
-            str(p["stats"]),
-        ]
-    )
-    finetune.main(
-        [
-            "--params",
-            str(params_file),
-            "--data-dir",
-            str(p["data"]),
-            "--model-dir",
-            str(p["model"]),
-            "--report-dir",
-            str(p["ft_reports"]),
-        ]
-    )
-    evaluate.main(
-        [
-            "--params",
-            str(params_file),
-            "--data-dir",
-            str(p["data"]),
-            "--model-dir",
-            str(p["model"]),
-            "--report-dir",
-            str(p["ev_reports"]),
-            "--predictions-file",
-            str(p["data"] / "predictions" / "test.parquet"),
-        ]
-    )
+    def collect(self) -> None:
+        collect.main(
+            [
+                *self.params,
+                "--root",
+                str(self.root),
+                "--data-dir",
+                str(self.data),
+                "--stats-file",
+                str(self.stats),
+            ]
+        )
+
+    def pretrain(self) -> None:
+        pretrain.main(
+            [
+                *self.params,
+                "--corpus-dir",
+                str(self.data / "corpus"),
+                "--model-dir",
+                str(self.pretrained),
+                "--report-dir",
+                str(self.pt_reports),
+                "--checkpoint-dir",
+                str(self.checkpoints),
+            ]
+        )
+
+    def finetune(self) -> None:
+        finetune.main(
+            [
+                *self.params,
+                "--data-dir",
+                str(self.data),
+                "--base-model-dir",
+                str(self.pretrained),
+                "--model-dir",
+                str(self.model),
+                "--report-dir",
+                str(self.ft_reports),
+            ]
+        )
+
+    def evaluate(self) -> None:
+        evaluate.main(
+            [
+                *self.params,
+                "--data-dir",
+                str(self.data),
+                "--model-dir",
+                str(self.model),
+                "--report-dir",
+                str(self.ev_reports),
+                "--predictions-file",
+                str(self.predictions),
+            ]
+        )
+
+    def all(self) -> None:
+        self.collect()
+        self.pretrain()
+        self.finetune()
+        self.evaluate()
 
 
 def test_chain_on_tiny_model(
     tmp_path: Path, tiny_model_dir: Path, trec_files: dict, trec_sample: dict
 ) -> None:
     params_file = write_params(tmp_path / "params.yaml", str(tiny_model_dir), trec_files, "trec")
-    p = paths(tmp_path)
-    run_chain(params_file, tmp_path, p)
+    c = Chain(tmp_path, params_file, tmp_path)
+    c.all()
 
-    task_dir = p["data"] / "tasks" / "trec"
+    task_dir = c.data / "tasks" / "trec"
     labels = json.loads((task_dir / "labels.json").read_text())["labels"]
     assert labels == sorted({r["label"] for r in trec_sample["train"]})
-    stats = json.loads(p["stats"].read_text())["trec"]
-    assert stats["test"]["rows"] == len(trec_sample["test"])
-    assert stats["train"]["tokens"]["p50"] > 3
+    stats = json.loads(c.stats.read_text())
+    assert stats["trec"]["test"]["rows"] == len(trec_sample["test"])
+    assert stats["trec"]["train"]["tokens"]["p50"] > 3
+    assert stats["corpus"]["tasks"] == ["trec"]
+    corpus = pd.concat(
+        [pd.read_parquet(c.data / "corpus" / f"{s}.parquet") for s in ("train", "heldout")]
+    )
+    held_out = {r["text"] for s in ("validation", "test") for r in trec_sample[s]}
+    assert len(corpus) > 0 and not set(corpus["text"]) & held_out
 
-    config = json.loads((p["model"] / "config.json").read_text())
+    pt = json.loads((c.pt_reports / "metrics.json").read_text())
+    assert pt["steps"] == TINY_PRETRAIN["max_steps"]
+    assert pt["heldout_after"]["loss"] < pt["heldout_before"]["loss"]
+
+    config = json.loads((c.model / "config.json").read_text())
     assert [config["id2label"][str(i)] for i in range(len(labels))] == labels
-    assert (p["model"] / "model.safetensors").is_file()
-    assert not list(p["model"].parent.glob(".finetune-*"))  # checkpoints cleaned up
+    assert (c.model / "model.safetensors").is_file()
+    assert not list(c.model.parent.glob(".finetune-*"))  # checkpoints cleaned up
 
-    ft = json.loads((p["ft_reports"] / "metrics.json").read_text())
+    ft = json.loads((c.ft_reports / "metrics.json").read_text())
     assert ft["best_epoch"] in (1.0, 2.0)
-    history = pd.read_csv(p["ft_reports"] / "validation.csv")
+    history = pd.read_csv(c.ft_reports / "validation.csv")
     assert history["epoch"].tolist() == [1.0, 2.0]
     assert ft["validation"]["accuracy"] == history["accuracy"].max()
-    loss = pd.read_csv(p["ft_reports"] / "loss.csv")
+    loss = pd.read_csv(c.ft_reports / "loss.csv")
     assert len(loss) >= 2 and loss["loss"].notna().all()
 
-    metrics = json.loads((p["ev_reports"] / "metrics.json").read_text())
+    metrics = json.loads((c.ev_reports / "metrics.json").read_text())
     for key in ("accuracy", "error_rate", "macro_f1"):
         assert math.isfinite(metrics[key]) and 0 <= metrics[key] <= 1
     assert metrics["accuracy"] + metrics["error_rate"] == pytest.approx(1)
     assert metrics["test_examples"] == len(trec_sample["test"])
-    per_class = json.loads((p["ev_reports"] / "per_class.json").read_text())
+    per_class = json.loads((c.ev_reports / "per_class.json").read_text())
     assert sorted(per_class) == labels
-    confusion = pd.read_csv(p["ev_reports"] / "confusion.csv")
+    confusion = pd.read_csv(c.ev_reports / "confusion.csv")
     assert list(confusion.columns) == ["actual", "predicted"]
     assert confusion["actual"].tolist() == [r["label"] for r in trec_sample["test"]]
-    predictions = pd.read_parquet(p["data"] / "predictions" / "test.parquet")
+    predictions = pd.read_parquet(c.predictions)
     assert (predictions["predicted"] == confusion["predicted"]).all()
-    assert "| accuracy |" in (p["ev_reports"] / "report.md").read_text()
+    assert "| accuracy |" in (c.ev_reports / "report.md").read_text()
 
     # the result is a standard HF directory: the stock pipeline loads it and predicts a label
-    classify = pipeline("text-classification", model=str(p["model"]), device="cpu")
+    classify = pipeline("text-classification", model=str(c.model), device="cpu")
     out = classify(["What city is the capital of France ?"] * 2)
     assert out[0]["label"] in labels and 0 < out[0]["score"] <= 1
 
@@ -155,34 +196,14 @@ def test_finetune_never_reads_test(tmp_path: Path, tiny_model_dir: Path, trec_fi
         trec_files,
         "trec",
         finetune={"num_train_epochs": 1},
+        pretrain={"corpus": "none"},
     )
-    p = paths(tmp_path)
-    collect.main(
-        [
-            "--params",
-            str(params_file),
-            "--root",
-            str(tmp_path),
-            "--data-dir",
-            str(p["data"]),
-            "--stats-file",
-            str(p["stats"]),
-        ]
-    )
-    (p["data"] / "tasks" / "trec" / "test.parquet").unlink()
-    finetune.main(
-        [
-            "--params",
-            str(params_file),
-            "--data-dir",
-            str(p["data"]),
-            "--model-dir",
-            str(p["model"]),
-            "--report-dir",
-            str(p["ft_reports"]),
-        ]
-    )
-    assert (p["model"] / "config.json").is_file()
+    c = Chain(tmp_path, params_file, tmp_path)
+    c.collect()
+    c.pretrain()
+    (c.data / "tasks" / "trec" / "test.parquet").unlink()
+    c.finetune()
+    assert (c.model / "config.json").is_file()
 
 
 def test_max_seq_length_above_model_limit_fails_finetune(
@@ -194,33 +215,13 @@ def test_max_seq_length_above_model_limit_fails_finetune(
         trec_files,
         "trec",
         model={"max_seq_length": 4096},
+        pretrain={"corpus": "none"},
     )
-    p = paths(tmp_path)
-    collect.main(
-        [
-            "--params",
-            str(params_file),
-            "--root",
-            str(tmp_path),
-            "--data-dir",
-            str(p["data"]),
-            "--stats-file",
-            str(p["stats"]),
-        ]
-    )
+    c = Chain(tmp_path, params_file, tmp_path)
+    c.collect()
+    c.pretrain()
     with pytest.raises(ValueError, match=r"max_position_embeddings \(128 .*got 4096"):
-        finetune.main(
-            [
-                "--params",
-                str(params_file),
-                "--data-dir",
-                str(p["data"]),
-                "--model-dir",
-                str(p["model"]),
-                "--report-dir",
-                str(p["ft_reports"]),
-            ]
-        )
+        c.finetune()
 
 
 def test_unknown_params_key_fails_the_stage(
@@ -234,26 +235,30 @@ def test_unknown_params_key_fails_the_stage(
         collect={"max_empty_ration": 0.1},
     )
     with pytest.raises(ValueError, match=r"collect.max_empty_ration: unknown key"):
-        collect.main(["--params", str(params_file), "--root", str(tmp_path)])
+        Chain(tmp_path, params_file, tmp_path).collect()
 
 
 @pytest.mark.slow
-def test_embedded_default_collects_and_finetunes_mr(tmp_path: Path) -> None:
-    """The real chain on the embedded MiniLM and mr, with a small train sample."""
-    project = read_params_file(PROJECT_ROOT / "params.yaml")
-    params = copy.deepcopy(project)
+def test_embedded_default_chain_on_mr(tmp_path: Path) -> None:
+    """The real chain on the embedded MiniLM and mr, with few steps and a small train sample."""
+    params = copy.deepcopy(read_params_file(PROJECT_ROOT / "params.yaml"))
+    params["pretrain"] |= {"max_steps": 4, "save_steps": 2}
     params["finetune"] |= {"max_train_samples": 96, "num_train_epochs": 1}
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(params))
-    p = paths(tmp_path)
-    run_chain(params_file, PROJECT_ROOT, p)
-    stats = json.loads(p["stats"].read_text())["mr"]
-    assert (stats["train"]["rows"], stats["validation"]["rows"], stats["test"]["rows"]) == (
-        10251,
-        1278,
-        1279,
-    )
-    metrics = json.loads((p["ev_reports"] / "metrics.json").read_text())
+    c = Chain(tmp_path, params_file, PROJECT_ROOT)
+    c.all()
+    stats = json.loads(c.stats.read_text())
+    assert (
+        stats["mr"]["train"]["rows"],
+        stats["mr"]["validation"]["rows"],
+        stats["mr"]["test"]["rows"],
+    ) == (10251, 1278, 1279)
+    # within_task: mr's train text and its plot synopses
+    assert stats["corpus"]["train_texts"] + stats["corpus"]["heldout_texts"] > 10251
+    pt = json.loads((c.pt_reports / "metrics.json").read_text())
+    assert pt["steps"] == 4 and pt["heldout_before"]["masked_tokens"] > 0
+    metrics = json.loads((c.ev_reports / "metrics.json").read_text())
     assert metrics["test_examples"] == 1279
-    classify = pipeline("text-classification", model=str(p["model"]), device="cpu")
+    classify = pipeline("text-classification", model=str(c.model), device="cpu")
     assert classify("a gorgeous, witty, moving film")[0]["label"] in ("fresh", "rotten")

@@ -103,6 +103,26 @@ class ModelParams(Strict):
 class CollectParams(Strict):
     seed: int
     max_empty_ratio: float = Field(ge=0, lt=1, description="fail above this share of empty texts")
+    corpus_heldout_ratio: float = Field(gt=0, lt=1, description="MLM corpus share held out")
+
+
+class PretrainParams(Strict):
+    corpus: Literal["none", "within_task", "in_domain", "cross_domain"]
+    seed: int
+    max_seq_length: int = Field(gt=2, description="block length in tokens")
+    packing: bool = Field(description="pack texts into full blocks (else one text per example)")
+    mlm_probability: float = Field(gt=0, lt=1)
+    whole_word_mask: bool
+    learning_rate: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    max_steps: int = Field(gt=0)
+    warmup_ratio: float = Field(ge=0, lt=1)
+    lr_scheduler_type: Literal["linear"]
+    per_device_train_batch_size: int = Field(gt=0)
+    per_device_eval_batch_size: int = Field(gt=0)
+    gradient_accumulation_steps: int = Field(gt=0)
+    save_steps: int = Field(gt=0, description="checkpoint interval, for resuming")
+    logging_steps: int = Field(gt=0)
 
 
 class FinetuneParams(Strict):
@@ -131,6 +151,7 @@ class EvaluateParams(Strict):
 SECTIONS: dict[str, type[Strict]] = {
     "model": ModelParams,
     "collect": CollectParams,
+    "pretrain": PretrainParams,
     "finetune": FinetuneParams,
     "evaluate": EvaluateParams,
 }

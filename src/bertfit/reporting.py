@@ -63,3 +63,24 @@ def markdown_table(header: list[str], rows: Iterable[Iterable[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def split_history(log_history: list[dict[str, float]]) -> tuple[list[dict], list[dict]]:
+    """Trainer.state.log_history -> (training-loss rows, per-epoch validation rows)."""
+    losses = [
+        {
+            "step": h["step"],
+            "epoch": h["epoch"],
+            "loss": h["loss"],
+            "learning_rate": h.get("learning_rate"),
+        }
+        for h in log_history
+        if "loss" in h
+    ]
+    evals = [
+        {"step": h["step"], "epoch": h["epoch"]}
+        | {k.removeprefix("eval_"): v for k, v in h.items() if k.startswith("eval_")}
+        for h in log_history
+        if "eval_loss" in h
+    ]
+    return losses, evals

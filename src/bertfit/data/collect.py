@@ -1,8 +1,8 @@
 """The collect stage: load the tasks the pipeline needs, split, deduplicate, write, describe.
 
 Output per task: `<data_dir>/tasks/<task>/{train,validation,test}.parquet` (text[, text_pair],
-label), `unlabeled.parquet` (text; may be empty) and `labels.json`; plus one stats file for all
-collected tasks.
+label), `unlabeled.parquet` (text; may be empty) and `labels.json`; the MLM corpus
+`<data_dir>/corpus/{train,heldout}.parquet` (empty for `corpus: none`); one stats file for all.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from transformers import PreTrainedTokenizerBase
 
+from bertfit.data.corpus import build_corpus, corpus_tasks
 from bertfit.data.sources import SPLITS, load_task
 from bertfit.data.splits import PreparedTask, prepare_task
 from bertfit.params import CollectParams, TaskSpec
@@ -87,7 +88,8 @@ def describe(
 
 def collect(
     tasks: dict[str, TaskSpec],
-    names: list[str],
+    target: str,
+    corpus: str,
     params: CollectParams,
     tokenizer: PreTrainedTokenizerBase,
     max_seq_length: int,
@@ -95,11 +97,12 @@ def collect(
     data_dir: Path,
     stats_file: Path,
 ) -> dict[str, Any]:
-    """Collect `names` from the catalogue into data_dir/tasks and write the stats file."""
-    unknown = sorted(set(names) - set(tasks))
-    if unknown:
-        raise ValueError(f"tasks {unknown} are not in the catalogue; known: {sorted(tasks)}")
-    all_stats = {}
+    """Collect the target and the tasks its MLM corpus needs; write them, the corpus and stats."""
+    if target not in tasks:
+        raise ValueError(f"target {target!r} is not in the catalogue; known: {sorted(tasks)}")
+    corpus_names = corpus_tasks(corpus, target, tasks)
+    names = [target, *(n for n in corpus_names if n != target)]
+    prepared, all_stats = {}, {}
     for name in names:
         spec = tasks[name]
         log.info("collecting %s (%s source, domain %s)", name, spec.source.kind, spec.domain)
@@ -108,6 +111,7 @@ def collect(
         )
         write_task(task, spec.domain, data_dir / "tasks" / name)
         all_stats[name] = describe(task, tokenizer, max_seq_length)
+        prepared[name] = task
         log.info(
             "%s: train %d / validation %d / test %d rows, %d labels, %d unlabelled texts, "
             "%d train duplicates of held-out text removed",
@@ -117,5 +121,11 @@ def collect(
             len(task.unlabeled),
             task.counts["duplicates_removed_from_train"],
         )
+    train, heldout, counts = build_corpus(
+        corpus_names, prepared, params.corpus_heldout_ratio, params.seed
+    )
+    write_parquet(train, data_dir / "corpus" / "train.parquet")
+    write_parquet(heldout, data_dir / "corpus" / "heldout.parquet")
+    all_stats["corpus"] = {"kind": corpus, "tasks": corpus_names} | counts
     write_json(stats_file, all_stats)
     return all_stats

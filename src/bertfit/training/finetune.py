@@ -29,7 +29,7 @@ from bertfit.data.encoding import Encoder, Preprocessing
 from bertfit.metrics import classification_metrics
 from bertfit.models.loading import check_max_seq_length, load_classifier, load_tokenizer
 from bertfit.params import FinetuneParams
-from bertfit.reporting import write_csv, write_json
+from bertfit.reporting import split_history, write_csv, write_json
 from bertfit.training.optim import layerwise_param_groups
 
 log = logging.getLogger(__name__)
@@ -90,27 +90,6 @@ def training_arguments(params: FinetuneParams, output_dir: Path) -> TrainingArgu
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
     )
-
-
-def split_history(log_history: list[dict[str, float]]) -> tuple[list[dict], list[dict]]:
-    """Trainer.state.log_history -> (training-loss rows, per-epoch validation rows)."""
-    losses = [
-        {
-            "step": h["step"],
-            "epoch": h["epoch"],
-            "loss": h["loss"],
-            "learning_rate": h.get("learning_rate"),
-        }
-        for h in log_history
-        if "loss" in h
-    ]
-    evals = [
-        {"step": h["step"], "epoch": h["epoch"]}
-        | {k.removeprefix("eval_"): v for k, v in h.items() if k.startswith("eval_")}
-        for h in log_history
-        if "eval_loss" in h
-    ]
-    return losses, evals
 
 
 def finetune(

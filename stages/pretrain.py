@@ -1,0 +1,39 @@
+"""pretrain: further masked-LM pretraining of the base model on the collected corpus.
+
+Reads params.yaml (model, pretrain) and data/corpus/{train,heldout}.parquet; writes models/pretrain/
+(a standard HF encoder directory with tokenizer; the base model unchanged for `corpus: none`),
+reports/pretrain/{metrics.json,loss.csv}, and resumable checkpoints in checkpoints/pretrain/.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from bertfit.cli import configure_logging, stage_parser
+from bertfit.params import parse_section, read_params_file
+from bertfit.training.pretrain import pretrain
+
+log = logging.getLogger("stages.pretrain")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = stage_parser(__doc__)
+    parser.add_argument("--corpus-dir", type=Path, default=Path("data/corpus"))
+    parser.add_argument("--model-dir", type=Path, default=Path("models/pretrain"))
+    parser.add_argument("--report-dir", type=Path, default=Path("reports/pretrain"))
+    parser.add_argument("--checkpoint-dir", type=Path, default=Path("checkpoints/pretrain"))
+    args = parser.parse_args(argv)
+    configure_logging()
+
+    data = read_params_file(args.params)
+    model = parse_section(data, "model", str(args.params))
+    params = parse_section(data, "pretrain", str(args.params))
+    log.info("model %s; %s", model.name, params)
+    pretrain(
+        model.name, args.corpus_dir, params, args.model_dir, args.report_dir, args.checkpoint_dir
+    )
+
+
+if __name__ == "__main__":
+    main()

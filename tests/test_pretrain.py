@@ -1,0 +1,161 @@
+from __future__ import annotations
+
+import filecmp
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from transformers import (
+    AutoModel,
+    AutoModelForSequenceClassification,
+    GPT2Config,
+    GPT2Model,
+    TrainerCallback,
+)
+
+import bertfit.training.pretrain as pretrain_module
+from bertfit.params import PretrainParams
+from bertfit.training.pretrain import load_masked_lm, pretrain
+from tests.conftest import TINY_PRETRAIN
+
+PARAMS = TINY_PRETRAIN
+
+
+@pytest.fixture()
+def corpus_dir(tmp_path: Path, trec_sample: dict) -> Path:
+    texts = [r["text"] for r in trec_sample["train"]]
+    out = tmp_path / "corpus"
+    out.mkdir()
+    pd.DataFrame({"text": texts[:200]}).to_parquet(out / "train.parquet")
+    pd.DataFrame({"text": texts[200:]}).to_parquet(out / "heldout.parquet")
+    return out
+
+
+def run(tmp_path: Path, model_dir: Path, corpus_dir: Path, **overrides: object) -> dict:
+    params = PretrainParams(**(PARAMS | overrides))
+    return pretrain(
+        str(model_dir),
+        corpus_dir,
+        params,
+        tmp_path / "out",
+        tmp_path / "reports",
+        tmp_path / "checkpoints",
+    )
+
+
+def test_pretrain_lowers_heldout_loss_and_saves_an_encoder(
+    tmp_path: Path, tiny_model_dir: Path, corpus_dir: Path
+) -> None:
+    metrics = run(tmp_path, tiny_model_dir, corpus_dir)
+    before, after = metrics["heldout_before"], metrics["heldout_after"]
+    assert before["masked_tokens"] == after["masked_tokens"] > 0  # the same fixed masks
+    assert after["loss"] < before["loss"]
+    assert metrics["steps"] == 20 and metrics["tokens_per_s"] > 0
+    assert len(pd.read_csv(tmp_path / "reports" / "loss.csv")) == 4
+    # a standard encoder directory with the base model's pooler, ready for finetune
+    base, tuned = (
+        AutoModel.from_pretrained(tiny_model_dir),
+        AutoModel.from_pretrained(tmp_path / "out"),
+    )
+    assert (base.pooler.dense.weight == tuned.pooler.dense.weight).all()
+    assert not (
+        base.embeddings.word_embeddings.weight == tuned.embeddings.word_embeddings.weight
+    ).all()
+    AutoModelForSequenceClassification.from_pretrained(tmp_path / "out", num_labels=3)
+    assert not list((tmp_path / "checkpoints").glob("checkpoint-*"))  # finished: cleaned up
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"whole_word_mask": True}, {"packing": False, "whole_word_mask": True}, {"packing": False}],
+)
+def test_masking_and_packing_variants_train(
+    tmp_path: Path, tiny_model_dir: Path, corpus_dir: Path, overrides: dict
+) -> None:
+    metrics = run(tmp_path, tiny_model_dir, corpus_dir, max_steps=4, **overrides)
+    assert metrics["steps"] == 4
+    assert metrics["heldout_after"]["loss"] == pytest.approx(
+        metrics["heldout_after"]["loss"]
+    )  # finite
+
+
+def test_corpus_none_passes_the_base_model_through(
+    tmp_path: Path, tiny_model_dir: Path, corpus_dir: Path
+) -> None:
+    metrics = run(tmp_path, tiny_model_dir, corpus_dir, corpus="none")
+    assert metrics == {"corpus": "none"}
+    cmp = filecmp.dircmp(tiny_model_dir, tmp_path / "out")
+    assert not cmp.diff_files and not cmp.left_only
+
+
+class Interrupt(TrainerCallback):
+    """Stops the run right after the first checkpoint, as a killed stage would."""
+
+    def on_save(self, args, state, control, **kwargs):
+        raise KeyboardInterrupt
+
+
+def test_killed_run_resumes_from_last_checkpoint(
+    tmp_path: Path, tiny_model_dir: Path, corpus_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class InterruptedTrainer(pretrain_module.Trainer):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, callbacks=[Interrupt()], **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(pretrain_module, "Trainer", InterruptedTrainer)
+        with pytest.raises(KeyboardInterrupt):
+            run(tmp_path, tiny_model_dir, corpus_dir)
+    assert (tmp_path / "checkpoints" / "checkpoint-10").is_dir()
+    metrics = run(tmp_path, tiny_model_dir, corpus_dir)
+    assert metrics["resumed_from_step"] == 10 and metrics["steps"] == 20
+    # other settings: the old checkpoints are not reused
+    with monkeypatch.context() as m:
+        m.setattr(pretrain_module, "Trainer", InterruptedTrainer)
+        with pytest.raises(KeyboardInterrupt):
+            run(tmp_path, tiny_model_dir, corpus_dir)
+    metrics = run(tmp_path, tiny_model_dir, corpus_dir, learning_rate=1e-3)
+    assert metrics["resumed_from_step"] == 0
+
+
+def test_empty_corpus_is_an_error(tmp_path: Path, tiny_model_dir: Path, corpus_dir: Path) -> None:
+    pd.DataFrame({"text": []}, dtype=str).to_parquet(corpus_dir / "train.parquet")
+    with pytest.raises(ValueError, match=r"corpus train: the corpus is empty"):
+        run(tmp_path, tiny_model_dir, corpus_dir)
+
+
+def test_corpus_smaller_than_one_block_is_an_error(
+    tmp_path: Path, tiny_model_dir: Path, corpus_dir: Path
+) -> None:
+    pd.DataFrame({"text": ["what is it ?"]}).to_parquet(corpus_dir / "train.parquet")
+    with pytest.raises(
+        ValueError,
+        match=r"corpus train: the corpus has \d+ tokens, less than "
+        r"one block of pretrain.max_seq_length=32",
+    ):
+        run(tmp_path, tiny_model_dir, corpus_dir)
+
+
+def test_mlm_probability_must_be_in_open_unit_interval() -> None:
+    with pytest.raises(ValueError, match="mlm_probability"):
+        PretrainParams(**(PARAMS | {"mlm_probability": 1.5}))
+    with pytest.raises(ValueError, match="mlm_probability"):
+        PretrainParams(**(PARAMS | {"mlm_probability": 0.0}))
+
+
+def test_model_without_masked_lm_form_is_refused(tmp_path: Path) -> None:
+    GPT2Model(GPT2Config(n_embd=32, n_layer=1, n_head=2, vocab_size=50)).save_pretrained(
+        tmp_path / "gpt2"
+    )
+    with pytest.raises(ValueError, match=r"\(gpt2\): this architecture has no masked-LM form"):
+        load_masked_lm(str(tmp_path / "gpt2"))
+
+
+def test_stage_params_report_mlm_probability_error(tmp_path: Path) -> None:
+    from bertfit.params import parse_section
+
+    data = {"pretrain": PARAMS | {"mlm_probability": 1.5}}
+    with pytest.raises(ValueError, match=r"pretrain.mlm_probability: .*got 1.5"):
+        parse_section(data, "pretrain")
+    assert json.dumps(PARAMS)  # the fixture params are plain data
