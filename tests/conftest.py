@@ -37,6 +37,7 @@ TINY_PRETRAIN = {
     "gradient_accumulation_steps": 1,
     "save_steps": 10,
     "logging_steps": 5,
+    "mixed_precision": "no",
 }
 
 TINY_FINETUNE = {

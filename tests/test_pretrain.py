@@ -68,7 +68,12 @@ def test_pretrain_lowers_heldout_loss_and_saves_an_encoder(
 
 @pytest.mark.parametrize(
     "overrides",
-    [{"whole_word_mask": True}, {"packing": False, "whole_word_mask": True}, {"packing": False}],
+    [
+        {"whole_word_mask": True},
+        {"packing": False, "whole_word_mask": True},
+        {"packing": False},
+        {"mixed_precision": "auto"},  # bf16 autocast where this machine has it
+    ],
 )
 def test_masking_and_packing_variants_train(
     tmp_path: Path, tiny_model_dir: Path, corpus_dir: Path, overrides: dict

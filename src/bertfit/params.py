@@ -123,6 +123,9 @@ class PretrainParams(Strict):
     gradient_accumulation_steps: int = Field(gt=0)
     save_steps: int = Field(gt=0, description="checkpoint interval, for resuming")
     logging_steps: int = Field(gt=0)
+    mixed_precision: Literal["auto", "no"] = Field(
+        description="auto: bf16 autocast where the GPU or CPU has bf16 arithmetic; no: fp32"
+    )
 
 
 class FinetuneParams(Strict):
