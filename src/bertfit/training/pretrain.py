@@ -274,7 +274,7 @@ def training_arguments(params: PretrainParams, checkpoint_dir: Path) -> Training
         logging_steps=params.logging_steps,
         report_to="none",
         bf16=bf16,
-        tf32=True if bf16 else None,
+        tf32=True if bf16 and torch.cuda.is_available() else None,
         dataloader_pin_memory=torch.cuda.is_available(),
         remove_unused_columns=False,  # keep offset_mapping for whole-word masking
     )
