@@ -117,20 +117,21 @@ def main(argv: list[str] | None = None) -> None:
 
     variants = ["hf_baseline", "bertfit_fp32"] + (["bertfit_bf16"] if bf16_available() else [])
     seconds: dict[str, list[float]] = {v: [] for v in variants}
-    for _ in range(args.rounds):
-        for v in variants:
-            seconds[v].append(
-                run(
-                    v,
-                    model_name,
-                    dataset,
-                    collator,
-                    batch,
-                    args.steps,
-                    args.warmup,
-                    args.out.parent / "tmp",
+    with tempfile.TemporaryDirectory() as scratch:  # the Trainers' output_dir; nothing is saved
+        for _ in range(args.rounds):
+            for v in variants:
+                seconds[v].append(
+                    run(
+                        v,
+                        model_name,
+                        dataset,
+                        collator,
+                        batch,
+                        args.steps,
+                        args.warmup,
+                        Path(scratch),
+                    )
                 )
-            )
     device = (
         torch.cuda.get_device_name()
         if torch.cuda.is_available()
