@@ -35,8 +35,9 @@ from bertfit.data.splits import prepare_task
 from bertfit.models.loading import LOAD_KWARGS, load_tokenizer, resolve_model_name
 from bertfit.params import PretrainParams, parse_tasks, read_params_file
 from bertfit.reporting import write_json
+from bertfit.training.hardware import bf16_available
 from bertfit.training.mlm import use_masked_positions
-from bertfit.training.pretrain import MLMCollator, bf16_available, tokenize_corpus
+from bertfit.training.pretrain import MLMCollator, tokenize_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -262,3 +264,58 @@ def test_embedded_default_chain_on_mr(tmp_path: Path) -> None:
     assert metrics["test_examples"] == 1279
     classify = pipeline("text-classification", model=str(c.model), device="cpu")
     assert classify("a gorgeous, witty, moving film")[0]["label"] in ("fresh", "rotten")
+
+
+@pytest.mark.slow
+def test_stages_run_under_torchrun(tmp_path: Path, tiny_model_dir: Path, trec_files: dict) -> None:
+    """pretrain and finetune as 2 DDP processes (gloo on the CPU), as on several GPUs."""
+    params_file = write_params(tmp_path / "params.yaml", str(tiny_model_dir), trec_files, "trec")
+    c = Chain(tmp_path, params_file, tmp_path)
+    c.collect()
+    # torchrun; `accelerate launch --multi_gpu` is the same on GPUs (its --cpu means 1 process)
+    launch = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+    ]
+    stage_args = {
+        "pretrain.py": [
+            "--corpus-dir",
+            str(c.data / "corpus"),
+            "--model-dir",
+            str(c.pretrained),
+            "--report-dir",
+            str(c.pt_reports),
+            "--checkpoint-dir",
+            str(c.checkpoints),
+        ],
+        "finetune.py": [
+            "--data-dir",
+            str(c.data),
+            "--base-model-dir",
+            str(c.pretrained),
+            "--model-dir",
+            str(c.model),
+            "--report-dir",
+            str(c.ft_reports),
+        ],
+    }
+    for script, args in stage_args.items():
+        done = subprocess.run(
+            [*launch, str(PROJECT_ROOT / "stages" / script), *c.params, *args],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=tmp_path,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+    pt = json.loads((c.pt_reports / "metrics.json").read_text())
+    assert (pt["world_size"], pt["steps"]) == (2, TINY_PRETRAIN["max_steps"])
+    assert json.loads((c.ft_reports / "metrics.json").read_text())["world_size"] == 2
+    assert (c.model / "config.json").is_file()
+    assert not list(c.model.parent.glob(".finetune-*"))
+    c.evaluate()
+    assert json.loads((c.ev_reports / "metrics.json").read_text())["test_examples"] == 60

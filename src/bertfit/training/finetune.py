@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import math
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from bertfit.metrics import classification_metrics
 from bertfit.models.loading import check_max_seq_length, load_classifier, load_tokenizer
 from bertfit.params import FinetuneParams
 from bertfit.reporting import split_history, write_csv, write_json
+from bertfit.training.hardware import ddp_backend
 from bertfit.training.optim import layerwise_param_groups
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,7 @@ def training_arguments(params: FinetuneParams, output_dir: Path) -> TrainingArgu
         tf32=True if bf16 else None,
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
+        ddp_backend=ddp_backend(),
     )
 
 
@@ -136,33 +137,41 @@ def finetune(
         max_seq_length,
     )
 
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=output_dir.parent, prefix=".finetune-") as work:
-        work_dir = Path(work)
-        trainer = LayerwiseDecayTrainer(
-            model=model,
-            args=training_arguments(params, work_dir / "checkpoints"),
-            train_dataset=train_ds,
-            eval_dataset=validation_ds,
-            processing_class=tokenizer,
-            data_collator=DataCollatorWithPadding(
-                tokenizer, pad_to_multiple_of=8 if torch.cuda.is_available() else None
-            ),
-            compute_metrics=compute_metrics,
-            layer_decay=params.layer_decay,
-        )
-        train_output = trainer.train()
-        history = list(trainer.state.log_history)  # before the final evaluate adds to it
-        best = trainer.evaluate()  # the best epoch's model, reloaded by load_best_model_at_end
+    # one work directory, the same path on every process when launched with accelerate/torchrun
+    work_dir = output_dir.parent / f".{output_dir.name}-work"
+    args = training_arguments(params, work_dir / "checkpoints")
+    main_process = args.process_index == 0
+    with args.main_process_first(desc="clearing the work directory"):
+        if main_process:
+            shutil.rmtree(work_dir, ignore_errors=True)
+    trainer = LayerwiseDecayTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=validation_ds,
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(
+            tokenizer, pad_to_multiple_of=8 if torch.cuda.is_available() else None
+        ),
+        compute_metrics=compute_metrics,
+        layer_decay=params.layer_decay,
+    )
+    train_output = trainer.train()
+    history = list(trainer.state.log_history)  # before the final evaluate adds to it
+    best = trainer.evaluate()  # the best epoch's model, reloaded by load_best_model_at_end
 
-        # pipeline("text-classification") truncates to model_max_length; head-only there
-        tokenizer.model_max_length = max_seq_length
-        staged = work_dir / "model"
-        trainer.save_model(str(staged))
-        encoder.prep.save(staged)
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        shutil.move(str(staged), output_dir)
+    # pipeline("text-classification") truncates to model_max_length; head-only there
+    tokenizer.model_max_length = max_seq_length
+    staged = work_dir / "model"
+    trainer.save_model(str(staged))  # written by the main process only
+    trainer.accelerator.wait_for_everyone()
+    if not main_process:
+        return {}
+    encoder.prep.save(staged)
+    if output_dir.exists():
+        shutil.rmtree(output_dir)
+    shutil.move(str(staged), output_dir)
+    shutil.rmtree(work_dir)
 
     losses, evals = split_history(history)
     best_epoch = next(
@@ -182,6 +191,7 @@ def finetune(
         },
         "best_epoch": best_epoch,
         "train_examples": len(train_ds),
+        "world_size": args.world_size,
         "train_runtime_s": train_output.metrics["train_runtime"],
         "train_examples_per_s": train_output.metrics["train_samples_per_second"],
     }

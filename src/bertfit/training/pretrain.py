@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from accelerate import PartialState
 from datasets import Dataset
 from transformers import (
     AutoModelForMaskedLM,
@@ -44,22 +45,12 @@ from bertfit.models.loading import (
 )
 from bertfit.params import PretrainParams
 from bertfit.reporting import split_history, write_csv, write_json
+from bertfit.training.hardware import bf16_available, ddp_backend
 from bertfit.training.mlm import masked_lm_outputs, use_masked_positions
 
 log = logging.getLogger(__name__)
 
 FINGERPRINT_FILE = "fingerprint.json"
-
-
-def bf16_available() -> bool:
-    """bf16 arithmetic in hardware: a CUDA GPU with it, or a CPU with AVX512-BF16 or AMX.
-
-    torch has no public query for the CPU case; these private helpers are what torch's own
-    CPU autocast tests use.
-    """
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
 def read_corpus(corpus_dir: Path) -> tuple[list[str], list[str]]:
@@ -205,20 +196,23 @@ def fingerprint(model_name: str, params: PretrainParams, corpus_dir: Path) -> st
     return h.hexdigest()
 
 
-def prepare_checkpoints(checkpoint_dir: Path, key: str) -> str | None:
-    """The checkpoint to resume from, if the directory holds one of this very run's."""
+def resumable_checkpoint(checkpoint_dir: Path, key: str) -> str | None:
+    """The last checkpoint in checkpoint_dir, if the directory holds this very run's."""
     stamp = checkpoint_dir / FINGERPRINT_FILE
-    if checkpoint_dir.is_dir() and stamp.is_file() and json.loads(stamp.read_text())["key"] == key:
-        last = get_last_checkpoint(str(checkpoint_dir))
-        if last:
-            log.info("resuming from %s", last)
-            return last
+    if stamp.is_file() and json.loads(stamp.read_text())["key"] == key:
+        return get_last_checkpoint(str(checkpoint_dir))
+    return None
+
+
+def prepare_checkpoints(checkpoint_dir: Path, key: str) -> None:
+    """Keep the checkpoints of an interrupted run with the same settings; clear anything else."""
+    if resumable_checkpoint(checkpoint_dir, key):
+        return
     if checkpoint_dir.exists():
-        log.info("%s holds another run's checkpoints; starting over", checkpoint_dir)
+        log.info("%s holds no checkpoint of this run; starting over", checkpoint_dir)
         shutil.rmtree(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True)
-    stamp.write_text(json.dumps({"key": key}) + "\n")
-    return None
+    (checkpoint_dir / FINGERPRINT_FILE).write_text(json.dumps({"key": key}) + "\n")
 
 
 def encoder_with_pooler(model_name: str, mlm_model: PreTrainedModel) -> PreTrainedModel:
@@ -276,6 +270,7 @@ def training_arguments(params: PretrainParams, checkpoint_dir: Path) -> Training
         bf16=bf16,
         tf32=True if bf16 and torch.cuda.is_available() else None,
         dataloader_pin_memory=torch.cuda.is_available(),
+        ddp_backend=ddp_backend(),
         remove_unused_columns=False,  # keep offset_mapping for whole-word masking
     )
 
@@ -290,12 +285,15 @@ def pretrain(
 ) -> dict[str, Any]:
     """Further-pretrain model_name on the corpus and save a standard HF directory."""
     if params.corpus == "none":
-        pass_through(model_name, output_dir)
-        checkpoint_dir.mkdir(parents=True, exist_ok=True)
         metrics: dict[str, Any] = {"corpus": "none"}
-        write_json(report_dir / "metrics.json", metrics)
-        write_csv(report_dir / "loss.csv", [], ["step", "epoch", "loss", "learning_rate"])
-        log.info("pretrain.corpus is none: %s passed through unchanged", model_name)
+        state = PartialState()
+        if state.is_main_process:
+            pass_through(model_name, output_dir)
+            checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            write_json(report_dir / "metrics.json", metrics)
+            write_csv(report_dir / "loss.csv", [], ["step", "epoch", "loss", "learning_rate"])
+            log.info("pretrain.corpus is none: %s passed through unchanged", model_name)
+        state.wait_for_everyone()
         return metrics
 
     set_seed(params.seed)
@@ -318,9 +316,19 @@ def pretrain(
     log.info("held-out MLM before: %s", before)
 
     use_masked_positions(model)
-    resume = prepare_checkpoints(checkpoint_dir, fingerprint(model_name, params, corpus_dir))
+    args = training_arguments(params, checkpoint_dir)
+    main_process = args.process_index == 0
+    key = fingerprint(model_name, params, corpus_dir)
+    with args.main_process_first(desc="preparing checkpoints"):
+        if main_process:
+            prepare_checkpoints(checkpoint_dir, key)
+    resume = resumable_checkpoint(checkpoint_dir, key)  # the same answer on every process
+    if resume:
+        log.info("resuming from %s", resume)
+    effective = (
+        args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+    )
     tokens_per_block = float(np.mean([len(x) for x in train_ds["input_ids"]]))
-    effective = params.per_device_train_batch_size * params.gradient_accumulation_steps
     log.info(
         "pretrain %s on %d %s of %.0f tokens (%d held-out); %d steps of %d, lr %g, "
         "mlm_probability %g, whole-word masking %s; device %s, bf16 %s",
@@ -338,7 +346,7 @@ def pretrain(
     )
     trainer = Trainer(
         model=model,
-        args=training_arguments(params, checkpoint_dir),
+        args=args,
         train_dataset=train_ds,
         data_collator=collator,
         processing_class=tokenizer,
@@ -348,6 +356,9 @@ def pretrain(
     after = mlm_scores(model, heldout)
     log.info("held-out MLM after: %s", after)
 
+    trainer.accelerator.wait_for_everyone()
+    if not main_process:
+        return {}
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=output_dir.parent, prefix=".pretrain-") as work:
         staged = Path(work) / "model"
@@ -366,6 +377,7 @@ def pretrain(
         "heldout_before": before,
         "heldout_after": after,
         "train_blocks": len(train_ds),
+        "world_size": args.world_size,
         "steps": output.global_step,
         "resumed_from_step": int(Path(resume).name.split("-")[1]) if resume else 0,
         "train_runtime_s": runtime,
