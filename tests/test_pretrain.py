@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import filecmp
 import json
+import logging
 from pathlib import Path
 
 import pandas as pd
@@ -45,9 +46,12 @@ def run(tmp_path: Path, model_dir: Path, corpus_dir: Path, **overrides: object) 
 
 
 def test_pretrain_lowers_heldout_loss_and_saves_an_encoder(
-    tmp_path: Path, tiny_model_dir: Path, corpus_dir: Path
+    tmp_path: Path, tiny_model_dir: Path, corpus_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    metrics = run(tmp_path, tiny_model_dir, corpus_dir)
+    with caplog.at_level(logging.INFO, logger="bertfit.training.pretrain"):
+        metrics = run(tmp_path, tiny_model_dir, corpus_dir)
+    summary = [r.getMessage() for r in caplog.records if r.getMessage().startswith("pretrain ")]
+    assert len(summary) == 1 and "20 steps of 8" in summary[0] and "bf16 False" in summary[0]
     before, after = metrics["heldout_before"], metrics["heldout_after"]
     assert before["masked_tokens"] == after["masked_tokens"] > 0  # the same fixed masks
     assert after["loss"] < before["loss"]

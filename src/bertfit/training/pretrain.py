@@ -343,6 +343,7 @@ def pretrain(
         params.mlm_probability,
         params.whole_word_mask,
         "cuda" if torch.cuda.is_available() else "cpu",
+        args.bf16,
     )
     trainer = Trainer(
         model=model,
