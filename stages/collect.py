@@ -12,6 +12,7 @@ from pathlib import Path
 
 from bertfit.cli import configure_logging, stage_parser
 from bertfit.data.collect import collect
+from bertfit.data.sources import project_root
 from bertfit.models.loading import load_tokenizer
 from bertfit.params import parse_section, parse_target, parse_tasks, read_params_file
 
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
         params,
         tokenizer,
         model.max_seq_length,
-        args.root,
+        project_root(args.root),
         args.data_dir,
         args.stats_file,
     )

@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bertfit.data.sources import load_hub, load_task, read_table
+from bertfit.data.sources import load_hub, load_task, project_root, read_table
 from bertfit.params import FilesSource, HubSource, parse_tasks, read_params_file
 from tests.conftest import PROJECT_ROOT
 
@@ -153,3 +153,10 @@ def test_package_reader_options_are_checked(catalogue: dict) -> None:
         r"\['skip_lines'\], got \['skip_line'\]",
     ):
         load_task("trec", spec, PROJECT_ROOT)
+
+
+def test_project_root_sees_through_dvc_experiment_copies(tmp_path: Path) -> None:
+    assert project_root(tmp_path) == tmp_path
+    copy = tmp_path / "proj" / ".dvc" / "tmp" / "exps" / "tmpab12cd"
+    copy.mkdir(parents=True)
+    assert project_root(copy) == (tmp_path / "proj").resolve()

@@ -246,6 +246,20 @@ def load_hub(name: str, source: HubSource) -> RawTask:
     return RawTask(name, splits)
 
 
+def project_root(directory: Path) -> Path:
+    """The project root that relative catalogue paths start from.
+
+    `dvc exp run --queue` and `--temp` run the pipeline in a copy at
+    <project>/.dvc/tmp/exps/<tmp>/, where `../shared/...` would point inside .dvc; paths are
+    then resolved against <project> itself.
+    """
+    parts = directory.resolve().parts
+    for i in range(len(parts) - 2):
+        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    return directory
+
+
 def load_task(name: str, spec: TaskSpec, root: Path) -> RawTask:
     """Load task `name` from its source; relative file paths resolve against `root`."""
     src = spec.source
