@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 import filecmp
-import json
 import logging
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -84,9 +84,8 @@ def test_masking_and_packing_variants_train(
 ) -> None:
     metrics = run(tmp_path, tiny_model_dir, corpus_dir, max_steps=4, **overrides)
     assert metrics["steps"] == 4
-    assert metrics["heldout_after"]["loss"] == pytest.approx(
-        metrics["heldout_after"]["loss"]
-    )  # finite
+    after = metrics["heldout_after"]
+    assert math.isfinite(after["loss"]) and after["masked_tokens"] > 0
 
 
 def test_corpus_none_passes_the_base_model_through(
@@ -167,4 +166,3 @@ def test_stage_params_report_mlm_probability_error(tmp_path: Path) -> None:
     data = {"pretrain": PARAMS | {"mlm_probability": 1.5}}
     with pytest.raises(ValueError, match=r"pretrain.mlm_probability: .*got 1.5"):
         parse_section(data, "pretrain")
-    assert json.dumps(PARAMS)  # the fixture params are plain data
