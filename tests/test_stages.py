@@ -191,18 +191,24 @@ def test_chain_on_tiny_model(
     assert out[0]["label"] in labels and 0 < out[0]["score"] <= 1
 
 
-def test_finetune_never_reads_test(tmp_path: Path, tiny_model_dir: Path, trec_files: dict) -> None:
+def ready_for_finetune(tmp_path: Path, model_dir: Path, tasks: dict, **overrides: dict) -> Chain:
+    """collect and a pass-through pretrain (corpus none) of the trec task, ready for finetune."""
     params_file = write_params(
         tmp_path / "params.yaml",
-        str(tiny_model_dir),
-        trec_files,
+        str(model_dir),
+        tasks,
         "trec",
-        finetune={"num_train_epochs": 1},
         pretrain={"corpus": "none"},
+        **overrides,
     )
     c = Chain(tmp_path, params_file, tmp_path)
     c.collect()
     c.pretrain()
+    return c
+
+
+def test_finetune_never_reads_test(tmp_path: Path, tiny_model_dir: Path, trec_files: dict) -> None:
+    c = ready_for_finetune(tmp_path, tiny_model_dir, trec_files, finetune={"num_train_epochs": 1})
     (c.data / "tasks" / "trec" / "test.parquet").unlink()
     c.finetune()
     assert (c.model / "config.json").is_file()
@@ -211,17 +217,7 @@ def test_finetune_never_reads_test(tmp_path: Path, tiny_model_dir: Path, trec_fi
 def test_max_seq_length_above_model_limit_fails_finetune(
     tmp_path: Path, tiny_model_dir: Path, trec_files: dict
 ) -> None:
-    params_file = write_params(
-        tmp_path / "params.yaml",
-        str(tiny_model_dir),
-        trec_files,
-        "trec",
-        model={"max_seq_length": 4096},
-        pretrain={"corpus": "none"},
-    )
-    c = Chain(tmp_path, params_file, tmp_path)
-    c.collect()
-    c.pretrain()
+    c = ready_for_finetune(tmp_path, tiny_model_dir, trec_files, model={"max_seq_length": 4096})
     with pytest.raises(ValueError, match=r"max_position_embeddings \(128 .*got 4096"):
         c.finetune()
 
