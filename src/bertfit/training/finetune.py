@@ -29,7 +29,7 @@ from bertfit.metrics import classification_metrics
 from bertfit.models.loading import check_max_seq_length, load_classifier, load_tokenizer
 from bertfit.params import FinetuneParams
 from bertfit.reporting import split_history, write_csv, write_json
-from bertfit.training.hardware import ddp_backend
+from bertfit.training.hardware import device_arguments
 from bertfit.training.optim import layerwise_param_groups
 
 log = logging.getLogger(__name__)
@@ -84,12 +84,8 @@ def training_arguments(params: FinetuneParams, output_dir: Path) -> TrainingArgu
         load_best_model_at_end=True,
         metric_for_best_model=params.metric_for_best_model,
         logging_steps=params.logging_steps,
-        report_to="none",
-        bf16=bf16,
-        tf32=True if bf16 else None,
         dataloader_num_workers=0,
-        dataloader_pin_memory=torch.cuda.is_available(),
-        ddp_backend=ddp_backend(),
+        **device_arguments(bf16),
     )
 
 

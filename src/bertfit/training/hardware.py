@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 
@@ -26,3 +27,21 @@ def ddp_backend() -> str | None:
     """
     launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
     return "gloo" if launched and not torch.cuda.is_available() else None
+
+
+def device_arguments(bf16: bool) -> dict[str, Any]:
+    """The TrainingArguments every stage sets the same way for the machine it runs on.
+
+    bf16 autocast (fp32 master weights) when asked for, TF32 matmuls alongside it on CUDA,
+    pinned host memory only for a GPU, gloo DDP for several CPU processes, and no logging
+    integrations (metrics go to reports/ as JSON and CSV).
+    """
+    cuda = torch.cuda.is_available()
+    return {
+        "use_cpu": not cuda,  # CPU autocast must be asked for explicitly
+        "bf16": bf16,
+        "tf32": True if bf16 and cuda else None,
+        "dataloader_pin_memory": cuda,
+        "ddp_backend": ddp_backend(),
+        "report_to": "none",
+    }

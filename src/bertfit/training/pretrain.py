@@ -16,6 +16,7 @@ import logging
 import math
 import shutil
 import tempfile
+import warnings
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ import torch
 from accelerate import PartialState
 from datasets import Dataset
 from transformers import (
+    AutoModel,
     AutoModelForMaskedLM,
     DataCollatorForLanguageModeling,
     PreTrainedModel,
@@ -45,7 +47,7 @@ from bertfit.models.loading import (
 )
 from bertfit.params import PretrainParams
 from bertfit.reporting import split_history, write_csv, write_json
-from bertfit.training.hardware import bf16_available, ddp_backend
+from bertfit.training.hardware import bf16_available, device_arguments
 from bertfit.training.mlm import masked_lm_outputs, use_masked_positions
 
 log = logging.getLogger(__name__)
@@ -111,7 +113,18 @@ class MLMCollator(DataCollatorForLanguageModeling):
 
     tokenizer.pad cannot pad the offsets, so unequal lengths (line-by-line texts) fail in the
     library's collator; padded positions get (0, 0) and, being special tokens, are never masked.
+
+    It also keeps BERT's 80/10/10 replacement under whole-word masking: transformers 5 falls back
+    to 100 % [MASK] there, although its masking code handles the split per token, which is what
+    BERT's own whole-word masking does (each token of a chosen word decides on its own).
     """
+
+    def __post_init__(self) -> None:
+        replace = (self.mask_replace_prob, self.random_replace_prob)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Random token replacement is not supported")
+            super().__post_init__()
+        self.mask_replace_prob, self.random_replace_prob = (float(p) for p in replace)
 
     def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         if not (self.whole_word_mask and examples and "offset_mapping" in examples[0]):
@@ -128,6 +141,25 @@ class MLMCollator(DataCollatorForLanguageModeling):
             for e in examples
         ]
         return super().torch_call(padded)
+
+
+def cap_heldout(dataset: Dataset, max_blocks: int | None, seed: int) -> Dataset:
+    """At most max_blocks held-out examples, a seeded random choice kept in corpus order.
+
+    A 5 % slice of a large corpus (in_domain with IMDb's 50k reviews) is thousands of blocks,
+    scored before and after training; a fixed sample of a few hundred measures the change as
+    well at a small share of the cost.
+    """
+    if max_blocks is None or len(dataset) <= max_blocks:
+        return dataset
+    rng = np.random.default_rng(seed)
+    keep = np.sort(rng.choice(len(dataset), size=max_blocks, replace=False))
+    log.info(
+        "held-out MLM scored on %d of %d blocks (pretrain.heldout_max_blocks)",
+        max_blocks,
+        len(dataset),
+    )
+    return dataset.select(keep)
 
 
 def fixed_masks(
@@ -221,8 +253,6 @@ def encoder_with_pooler(model_name: str, mlm_model: PreTrainedModel) -> PreTrain
     *ForMaskedLM models have no pooler, so saving one as is would leave finetune a random pooler
     where the plain fine-tuning baseline has the base model's: the comparison would be unfair.
     """
-    from transformers import AutoModel
-
     base = AutoModel.from_pretrained(resolve_model_name(model_name), **LOAD_KWARGS)
     missing, unexpected = base.load_state_dict(mlm_model.base_model.state_dict(), strict=False)
     if unexpected or any("pooler" not in k for k in missing):
@@ -241,8 +271,6 @@ def pass_through(model_name: str, output_dir: Path) -> None:
     if source.is_dir():
         shutil.copytree(source, output_dir)
     else:  # a hub id: fetch it once into a standard directory
-        from transformers import AutoModel
-
         load_tokenizer(model_name).save_pretrained(output_dir)
         AutoModel.from_pretrained(model_name, **LOAD_KWARGS).save_pretrained(output_dir)
 
@@ -252,7 +280,6 @@ def training_arguments(params: PretrainParams, checkpoint_dir: Path) -> Training
     # than fp32 here (benchmarks/pretrain_throughput.py)
     bf16 = params.mixed_precision == "auto" and bf16_available()
     return TrainingArguments(
-        use_cpu=not torch.cuda.is_available(),  # CPU autocast must be asked for explicitly
         output_dir=str(checkpoint_dir),
         seed=params.seed,
         learning_rate=params.learning_rate,
@@ -266,12 +293,8 @@ def training_arguments(params: PretrainParams, checkpoint_dir: Path) -> Training
         save_steps=params.save_steps,
         save_total_limit=1,
         logging_steps=params.logging_steps,
-        report_to="none",
-        bf16=bf16,
-        tf32=True if bf16 and torch.cuda.is_available() else None,
-        dataloader_pin_memory=torch.cuda.is_available(),
-        ddp_backend=ddp_backend(),
         remove_unused_columns=False,  # keep offset_mapping for whole-word masking
+        **device_arguments(bf16),
     )
 
 
@@ -309,6 +332,8 @@ def pretrain(
         whole_word_mask=params.whole_word_mask,
         pad_to_multiple_of=8 if torch.cuda.is_available() else None,
     )
+    heldout_available = len(heldout_ds)
+    heldout_ds = cap_heldout(heldout_ds, params.heldout_max_blocks, params.seed)
     heldout = fixed_masks(heldout_ds, collator, params.per_device_eval_batch_size, params.seed)
     if torch.cuda.is_available():
         model.to("cuda")
@@ -323,6 +348,7 @@ def pretrain(
         if main_process:
             prepare_checkpoints(checkpoint_dir, key)
     resume = resumable_checkpoint(checkpoint_dir, key)  # the same answer on every process
+    resumed_step = int(Path(resume).name.split("-")[1]) if resume else 0
     if resume:
         log.info("resuming from %s", resume)
     effective = (
@@ -371,16 +397,17 @@ def pretrain(
     for done in checkpoint_dir.glob("checkpoint-*"):  # finished: nothing left to resume
         shutil.rmtree(done)
 
-    steps_run = output.global_step - (int(Path(resume).name.split("-")[1]) if resume else 0)
+    steps_run = output.global_step - resumed_step
     runtime = output.metrics["train_runtime"]
     metrics = {
         "corpus": params.corpus,
         "heldout_before": before,
         "heldout_after": after,
         "train_blocks": len(train_ds),
+        "heldout_blocks": {"scored": len(heldout_ds), "available": heldout_available},
         "world_size": args.world_size,
         "steps": output.global_step,
-        "resumed_from_step": int(Path(resume).name.split("-")[1]) if resume else 0,
+        "resumed_from_step": resumed_step,
         "train_runtime_s": runtime,
         "tokens_per_s": steps_run * effective * tokens_per_block / runtime if runtime else None,
     }
