@@ -58,6 +58,30 @@ TINY_FINETUNE = {
     "metric_for_best_model": "accuracy",
     "max_train_samples": None,
     "logging_steps": 5,
+    "init_head_from_multitask": True,
+    "mixed_precision": "no",
+}
+
+TINY_MULTITASK = {
+    "enabled": True,
+    "tasks": ["trec"],
+    "seed": 2,
+    "sampling": "proportional",
+    "temperature": 2.0,
+    "learning_rate": 1e-3,
+    "layer_decay": 1.0,
+    "weight_decay": 0.0,
+    "max_steps": 30,
+    "warmup_ratio": 0.0,
+    "lr_scheduler_type": "linear",
+    "per_device_train_batch_size": 16,
+    "per_device_eval_batch_size": 32,
+    "gradient_accumulation_steps": 1,
+    "eval_steps": 10,
+    "logging_steps": 5,
+    "truncation": "head_tail",
+    "head_tokens": 8,
+    "mixed_precision": "no",
 }
 
 

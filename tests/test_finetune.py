@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +12,17 @@ from bertfit.metrics import classification_metrics, per_class_metrics
 from bertfit.params import FinetuneParams
 from bertfit.reporting import split_history
 from bertfit.training.finetune import finetune
+from bertfit.training.hardware import bf16_available
 from tests.conftest import TINY_FINETUNE
 
 
+@pytest.mark.parametrize("mixed_precision", ["no", "auto"])  # auto: bf16 where the CPU has it
 def test_loss_falls_when_overfitting_one_batch(
-    tmp_path: Path, tiny_model_dir: Path, trec_sample: dict
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    trec_sample: dict,
+    mixed_precision: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     rows = pd.DataFrame(trec_sample["train"][:16])[["text", "label"]]
     params = FinetuneParams(
@@ -28,20 +35,24 @@ def test_loss_falls_when_overfitting_one_batch(
                 "warmup_ratio": 0.0,
                 "learning_rate": 1e-2,
                 "layer_decay": 1.0,
+                "mixed_precision": mixed_precision,
             }
         )
     )
     labels = sorted(rows["label"].unique())
-    metrics = finetune(
-        str(tiny_model_dir),
-        labels,
-        rows,
-        rows,
-        params,
-        32,
-        tmp_path / "model",
-        tmp_path / "reports",
-    )
+    with caplog.at_level(logging.INFO, logger="bertfit.training.finetune"):
+        metrics = finetune(
+            str(tiny_model_dir),
+            labels,
+            rows,
+            rows,
+            params,
+            32,
+            tmp_path / "model",
+            tmp_path / "reports",
+        )
+    bf16 = mixed_precision == "auto" and bf16_available()
+    assert any(r.getMessage().endswith(f"bf16 {bf16}") for r in caplog.records)
     loss = pd.read_csv(tmp_path / "reports" / "loss.csv")["loss"].to_numpy()
     assert len(loss) == 30
     assert loss[-1] < 0.75 * loss[0]  # a random-init 2-layer BERT learns slowly

@@ -26,10 +26,11 @@ from transformers import (
 
 from bertfit.data.encoding import Encoder, Preprocessing
 from bertfit.metrics import classification_metrics
+from bertfit.models.heads import load_task_head
 from bertfit.models.loading import check_max_seq_length, load_classifier, load_tokenizer
 from bertfit.params import FinetuneParams
 from bertfit.reporting import split_history, write_csv, write_json
-from bertfit.training.hardware import device_arguments
+from bertfit.training.hardware import bf16_available, device_arguments
 from bertfit.training.optim import layerwise_param_groups
 
 log = logging.getLogger(__name__)
@@ -63,8 +64,8 @@ def compute_metrics(pred: EvalPrediction) -> dict[str, float]:
 
 
 def training_arguments(params: FinetuneParams, output_dir: Path) -> TrainingArguments:
-    # bf16 autocast and TF32 matmuls where the GPU has them (Ampere and later); CPU runs in fp32
-    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    # bf16 autocast (fp32 master weights) where the GPU or CPU has bf16 arithmetic, TF32 on GPU
+    bf16 = params.mixed_precision == "auto" and bf16_available()
     return TrainingArguments(
         output_dir=str(output_dir),
         seed=params.seed,
@@ -98,12 +99,22 @@ def finetune(
     max_seq_length: int,
     output_dir: Path,
     report_dir: Path,
+    task: str | None = None,
 ) -> dict[str, Any]:
-    """Fine-tune `model_name` on train, pick the best epoch on validation, save to output_dir."""
+    """Fine-tune `model_name` on train, pick the best epoch on validation, save to output_dir.
+
+    With finetune.init_head_from_multitask, the head of `task` starts from the one multitask
+    trained (models/multitask/multitask_heads) when the label sets match.
+    """
     set_seed(params.seed)
     tokenizer = load_tokenizer(model_name)
     model = load_classifier(model_name, labels)
     check_max_seq_length(model.config, max_seq_length, model_name)
+    head_from_multitask = bool(
+        params.init_head_from_multitask
+        and task
+        and load_task_head(model, Path(model_name), task, labels)
+    )
     encoder = Encoder(
         tokenizer, Preprocessing(max_seq_length, params.truncation, params.head_tokens)
     )
@@ -118,7 +129,7 @@ def finetune(
     log.info(
         "finetune %s on %d train / %d validation examples, %d labels; device %s; "
         "%s epochs, effective batch %d, about %d optimisation steps; lr %g, layer decay %g, "
-        "truncation %s at %d tokens",
+        "truncation %s at %d tokens; bf16 %s",
         model_name,
         len(train_ds),
         len(validation_ds),
@@ -131,6 +142,7 @@ def finetune(
         params.layer_decay,
         params.truncation,
         max_seq_length,
+        params.mixed_precision == "auto" and bf16_available(),
     )
 
     # one work directory, the same path on every process when launched with accelerate/torchrun
@@ -186,6 +198,7 @@ def finetune(
             if k.startswith("eval_") and not k.endswith(("runtime", "per_second"))
         },
         "best_epoch": best_epoch,
+        "head_from_multitask": head_from_multitask,
         "train_examples": len(train_ds),
         "world_size": args.world_size,
         "train_runtime_s": train_output.metrics["train_runtime"],
