@@ -43,6 +43,8 @@ TINY_PRETRAIN = {
 
 TINY_FINETUNE = {
     "seed": 1,
+    "optimizer": "adamw",
+    "adafactor_relative_step": False,
     "learning_rate": 1e-3,
     "layer_decay": 0.95,
     "weight_decay": 0.01,
@@ -51,6 +53,7 @@ TINY_FINETUNE = {
     "per_device_eval_batch_size": 32,
     "gradient_accumulation_steps": 1,
     "warmup_ratio": 0.1,
+    "warmup_steps": None,
     "lr_scheduler_type": "linear",
     "train_sampling_strategy": "group_by_length",
     "truncation": "head_tail",

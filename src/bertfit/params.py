@@ -167,8 +167,23 @@ class MultitaskParams(Strict):
         return self
 
 
+SCHEDULES = Literal[
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+]
+
+
 class FinetuneParams(Strict):
     seed: int
+    optimizer: Literal["adamw", "adafactor"]
+    adafactor_relative_step: bool = Field(
+        description="Adafactor sets its own step size (lr=None, scale_parameter, warmup_init, "
+        "AdafactorSchedule); learning_rate, the schedule and warm-up are then unused"
+    )
     learning_rate: float = Field(gt=0)
     layer_decay: float = Field(gt=0, le=1, description="ξ: each lower layer gets ξ × the rate")
     weight_decay: float = Field(ge=0)
@@ -176,8 +191,9 @@ class FinetuneParams(Strict):
     per_device_train_batch_size: int = Field(gt=0)
     per_device_eval_batch_size: int = Field(gt=0)
     gradient_accumulation_steps: int = Field(gt=0)
-    warmup_ratio: float = Field(ge=0, lt=1)
-    lr_scheduler_type: Literal["linear"]
+    warmup_ratio: float | None = Field(ge=0, lt=1, description="warm-up as a share of steps")
+    warmup_steps: int | None = Field(ge=0, description="warm-up in steps, instead of the ratio")
+    lr_scheduler_type: SCHEDULES
     train_sampling_strategy: Literal["random", "group_by_length"]
     truncation: Literal["head_tail", "head", "tail"]
     head_tokens: int = Field(ge=0, description="head part of head_tail truncation")
@@ -190,6 +206,26 @@ class FinetuneParams(Strict):
     mixed_precision: Literal["auto", "no"] = Field(
         description="auto: bf16 autocast where the GPU or CPU has bf16 arithmetic; no: fp32"
     )
+
+    @model_validator(mode="after")
+    def _one_warmup(self) -> FinetuneParams:
+        if (self.warmup_ratio is None) == (self.warmup_steps is None):
+            raise ValueError(
+                "give exactly one of warmup_ratio and warmup_steps (the other null), got "
+                f"warmup_ratio={self.warmup_ratio}, warmup_steps={self.warmup_steps}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _relative_step(self) -> FinetuneParams:
+        if self.adafactor_relative_step and self.optimizer != "adafactor":
+            raise ValueError("adafactor_relative_step needs optimizer: adafactor")
+        if self.adafactor_relative_step and self.layer_decay != 1:
+            raise ValueError(
+                "adafactor_relative_step computes one step size for every parameter, so "
+                f"layer-wise decay cannot apply: set layer_decay to 1.0 (got {self.layer_decay})"
+            )
+        return self
 
 
 class EvaluateParams(Strict):

@@ -17,12 +17,14 @@ import numpy as np
 import pandas as pd
 import torch
 from transformers import (
+    Adafactor,
     DataCollatorWithPadding,
     EvalPrediction,
     Trainer,
     TrainingArguments,
     set_seed,
 )
+from transformers.optimization import AdafactorSchedule
 
 from bertfit.data.encoding import Encoder, Preprocessing
 from bertfit.metrics import classification_metrics
@@ -37,10 +39,19 @@ log = logging.getLogger(__name__)
 
 
 class LayerwiseDecayTrainer(Trainer):
-    """Trainer whose optimiser gets one learning rate per encoder depth (see training.optim)."""
+    """Trainer whose optimiser gets one learning rate per encoder depth (see training.optim).
 
-    def __init__(self, *args: Any, layer_decay: float, **kwargs: Any) -> None:
+    The optimiser class comes from TrainingArguments.optim (AdamW, or Adafactor with a fixed
+    rate). `adafactor_relative_step` is Adafactor's other mode, which the Trainer cannot set up
+    from arguments: lr=None, relative_step, scale_parameter and warmup_init, with
+    AdafactorSchedule standing in for the schedule (it only reports the step size).
+    """
+
+    def __init__(
+        self, *args: Any, layer_decay: float, adafactor_relative_step: bool = False, **kwargs: Any
+    ) -> None:
         self.layer_decay = layer_decay
+        self.adafactor_relative_step = adafactor_relative_step
         super().__init__(*args, **kwargs)
 
     def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
@@ -53,9 +64,27 @@ class LayerwiseDecayTrainer(Trainer):
                 self.args.weight_decay,
                 self.get_decay_parameter_names(model),
             )
-            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
-            self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+            if self.adafactor_relative_step:
+                for group in groups:  # Adafactor computes the step size itself
+                    del group["lr"]
+                self.optimizer = Adafactor(
+                    groups, lr=None, scale_parameter=True, relative_step=True, warmup_init=True
+                )
+            else:
+                optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(
+                    self.args, model
+                )
+                self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
         return self.optimizer
+
+    def create_scheduler(
+        self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None
+    ) -> torch.optim.lr_scheduler.LRScheduler:
+        if self.adafactor_relative_step and self.lr_scheduler is None:
+            optimizer = optimizer or self.optimizer
+            # AdafactorSchedule asks the Adafactor itself, not accelerate's wrapper around it
+            self.lr_scheduler = AdafactorSchedule(getattr(optimizer, "optimizer", optimizer))
+        return super().create_scheduler(num_training_steps, optimizer)
 
 
 def compute_metrics(pred: EvalPrediction) -> dict[str, float]:
@@ -75,7 +104,10 @@ def training_arguments(params: FinetuneParams, output_dir: Path) -> TrainingArgu
         per_device_train_batch_size=params.per_device_train_batch_size,
         per_device_eval_batch_size=params.per_device_eval_batch_size,
         gradient_accumulation_steps=params.gradient_accumulation_steps,
-        warmup_steps=params.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio
+        # transformers 5: a float in [0, 1) is a ratio of the steps, an int a number of steps
+        warmup_steps=params.warmup_steps
+        if params.warmup_steps is not None
+        else params.warmup_ratio,
         lr_scheduler_type=params.lr_scheduler_type,
         train_sampling_strategy=params.train_sampling_strategy,
         eval_strategy="epoch",
@@ -86,6 +118,8 @@ def training_arguments(params: FinetuneParams, output_dir: Path) -> TrainingArgu
         metric_for_best_model=params.metric_for_best_model,
         logging_steps=params.logging_steps,
         dataloader_num_workers=0,
+        # adamw: the Trainer's default, torch's fused AdamW; adafactor: fixed-rate mode (see above)
+        **({"optim": "adafactor"} if params.optimizer == "adafactor" else {}),
         **device_arguments(bf16),
     )
 
@@ -163,6 +197,7 @@ def finetune(
         ),
         compute_metrics=compute_metrics,
         layer_decay=params.layer_decay,
+        adafactor_relative_step=params.adafactor_relative_step,
     )
     train_output = trainer.train()
     history = list(trainer.state.log_history)  # before the final evaluate adds to it
