@@ -1,8 +1,9 @@
 """collect: load the target task from the catalogue, split, deduplicate, describe.
 
-Reads params.yaml (target, tasks, model, collect, pretrain.corpus) and the sources; writes
-data/tasks/<task>/{train,validation,test,unlabeled}.parquet and labels.json for the target and the
-tasks its corpus needs, data/corpus/{train,heldout}.parquet, and reports/collect/stats.json.
+Reads params.yaml (target, tasks, model, collect, pretrain.corpus, multitask.enabled/tasks) and
+the sources; writes data/tasks/<task>/{train,validation,test,unlabeled}.parquet and labels.json for
+the target, the tasks its corpus needs and the multitask set, data/corpus/{train,heldout}.parquet,
+and reports/collect/stats.json.
 """
 
 from __future__ import annotations
@@ -38,7 +39,16 @@ def main(argv: list[str] | None = None) -> None:
     model = parse_section(data, "model", str(args.params))
     params = parse_section(data, "collect", str(args.params))
     corpus = parse_section(data, "pretrain", str(args.params)).corpus
-    log.info("target %s; corpus %s; model %s; %s", target, corpus, model.name, params)
+    multitask = parse_section(data, "multitask", str(args.params))
+    multitask_tasks = multitask.tasks if multitask.enabled else []
+    log.info(
+        "target %s; corpus %s; multitask tasks %s; model %s; %s",
+        target,
+        corpus,
+        multitask_tasks,
+        model.name,
+        params,
+    )
 
     tokenizer = load_tokenizer(model.name)  # stats count tokens as the model will see them
     collect(
@@ -51,6 +61,7 @@ def main(argv: list[str] | None = None) -> None:
         project_root(args.root),
         args.data_dir,
         args.stats_file,
+        multitask_tasks,
     )
 
 

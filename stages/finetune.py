@@ -1,6 +1,6 @@
 """finetune: single-task fine-tuning of the target; best epoch chosen on validation.
 
-Reads params.yaml (target, model.max_seq_length, finetune), models/pretrain/ and
+Reads params.yaml (target, model.max_seq_length, finetune), models/multitask/ and
 data/tasks/<target>/; writes models/finetune/
 (a standard HF sequence-classification directory with id2label and tokenizer) and
 reports/finetune/{metrics.json,validation.csv,loss.csv}.
@@ -25,8 +25,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--base-model-dir",
         type=Path,
-        default=Path("models/pretrain"),
-        help="the model to fine-tune: what pretrain wrote",
+        default=Path("models/multitask"),
+        help="the model to fine-tune: what multitask wrote (the pretrained encoder when disabled)",
     )
     parser.add_argument("--model-dir", type=Path, default=Path("models/finetune"))
     parser.add_argument("--report-dir", type=Path, default=Path("reports/finetune"))
@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> None:
         model.max_seq_length,
         args.model_dir,
         args.report_dir,
+        task=target,
     )
 
 

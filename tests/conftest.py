@@ -43,6 +43,8 @@ TINY_PRETRAIN = {
 
 TINY_FINETUNE = {
     "seed": 1,
+    "optimizer": "adamw",
+    "adafactor_relative_step": False,
     "learning_rate": 1e-3,
     "layer_decay": 0.95,
     "weight_decay": 0.01,
@@ -51,6 +53,7 @@ TINY_FINETUNE = {
     "per_device_eval_batch_size": 32,
     "gradient_accumulation_steps": 1,
     "warmup_ratio": 0.1,
+    "warmup_steps": None,
     "lr_scheduler_type": "linear",
     "train_sampling_strategy": "group_by_length",
     "truncation": "head_tail",
@@ -58,6 +61,30 @@ TINY_FINETUNE = {
     "metric_for_best_model": "accuracy",
     "max_train_samples": None,
     "logging_steps": 5,
+    "init_head_from_multitask": True,
+    "mixed_precision": "no",
+}
+
+TINY_MULTITASK = {
+    "enabled": True,
+    "tasks": ["trec"],
+    "seed": 2,
+    "sampling": "proportional",
+    "temperature": 2.0,
+    "learning_rate": 1e-3,
+    "layer_decay": 1.0,
+    "weight_decay": 0.0,
+    "max_steps": 30,
+    "warmup_ratio": 0.0,
+    "lr_scheduler_type": "linear",
+    "per_device_train_batch_size": 16,
+    "per_device_eval_batch_size": 32,
+    "gradient_accumulation_steps": 1,
+    "eval_steps": 10,
+    "logging_steps": 5,
+    "truncation": "head_tail",
+    "head_tokens": 8,
+    "mixed_precision": "no",
 }
 
 

@@ -1,21 +1,32 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from transformers import Adafactor, get_scheduler
+from transformers.optimization import AdafactorSchedule
 
 from bertfit.metrics import classification_metrics, per_class_metrics
-from bertfit.params import FinetuneParams
+from bertfit.models.loading import load_classifier
+from bertfit.params import FinetuneParams, parse_section
 from bertfit.reporting import split_history
-from bertfit.training.finetune import finetune
+from bertfit.training.finetune import LayerwiseDecayTrainer, finetune, training_arguments
+from bertfit.training.hardware import bf16_available
 from tests.conftest import TINY_FINETUNE
 
 
+@pytest.mark.parametrize("mixed_precision", ["no", "auto"])  # auto: bf16 where the CPU has it
 def test_loss_falls_when_overfitting_one_batch(
-    tmp_path: Path, tiny_model_dir: Path, trec_sample: dict
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    trec_sample: dict,
+    mixed_precision: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     rows = pd.DataFrame(trec_sample["train"][:16])[["text", "label"]]
     params = FinetuneParams(
@@ -28,20 +39,24 @@ def test_loss_falls_when_overfitting_one_batch(
                 "warmup_ratio": 0.0,
                 "learning_rate": 1e-2,
                 "layer_decay": 1.0,
+                "mixed_precision": mixed_precision,
             }
         )
     )
     labels = sorted(rows["label"].unique())
-    metrics = finetune(
-        str(tiny_model_dir),
-        labels,
-        rows,
-        rows,
-        params,
-        32,
-        tmp_path / "model",
-        tmp_path / "reports",
-    )
+    with caplog.at_level(logging.INFO, logger="bertfit.training.finetune"):
+        metrics = finetune(
+            str(tiny_model_dir),
+            labels,
+            rows,
+            rows,
+            params,
+            32,
+            tmp_path / "model",
+            tmp_path / "reports",
+        )
+    bf16 = mixed_precision == "auto" and bf16_available()
+    assert any(r.getMessage().endswith(f"bf16 {bf16}") for r in caplog.records)
     loss = pd.read_csv(tmp_path / "reports" / "loss.csv")["loss"].to_numpy()
     assert len(loss) == 30
     assert loss[-1] < 0.75 * loss[0]  # a random-init 2-layer BERT learns slowly
@@ -72,3 +87,120 @@ def test_classification_metrics() -> None:
     per = per_class_metrics(y, p, ["a", "b", "c"])
     assert per["a"] == {"precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3), "support": 2}
     assert per["b"]["precision"] == pytest.approx(2 / 3)
+
+
+def tiny_rows(trec_sample: dict, n: int = 32) -> pd.DataFrame:
+    return pd.DataFrame(trec_sample["train"][:n])[["text", "label"]]
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    ["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"],
+)
+def test_every_schedule_is_the_one_transformers_defines(
+    tmp_path: Path, tiny_model_dir: Path, trec_sample: dict, schedule: str
+) -> None:
+    rows = tiny_rows(trec_sample)
+    overrides = {
+        "lr_scheduler_type": schedule,
+        "warmup_ratio": None,
+        "warmup_steps": 2,
+        "per_device_train_batch_size": 8,
+        "logging_steps": 1,
+        "layer_decay": 1.0,
+    }
+    params = FinetuneParams(**(TINY_FINETUNE | overrides))  # fmt: skip
+    finetune(str(tiny_model_dir), sorted(set(rows["label"])), rows, rows, params, 32,
+             tmp_path / "model", tmp_path / "reports")  # fmt: skip
+    logged = pd.read_csv(tmp_path / "reports" / "loss.csv")["learning_rate"].tolist()
+
+    steps = 8  # 32 rows, batch 8, 2 epochs
+    dummy = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=params.learning_rate)
+    reference = get_scheduler(schedule, dummy, num_warmup_steps=2, num_training_steps=steps)
+    expected = []
+    for _ in range(steps):
+        dummy.step()
+        expected.append(reference.get_last_lr()[0])  # the rate logged after each step
+        reference.step()
+    assert logged == pytest.approx(expected, rel=1e-5, abs=1e-12)
+
+
+def test_warmup_is_a_ratio_or_steps_not_both() -> None:
+    with pytest.raises(ValueError, match=r"exactly one of warmup_ratio and warmup_steps"):
+        FinetuneParams(**(TINY_FINETUNE | {"warmup_ratio": 0.1, "warmup_steps": 10}))
+    with pytest.raises(ValueError, match=r"exactly one of warmup_ratio and warmup_steps"):
+        FinetuneParams(**(TINY_FINETUNE | {"warmup_ratio": None, "warmup_steps": None}))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"lr_scheduler_type": "one_cycle"}, r"lr_scheduler_type: Input should be 'linear'"),
+        ({"optimizer": "lamb"}, r"finetune.optimizer: Input should be 'adamw' or 'adafactor'"),
+        ({"adafactor_relative_step": True}, r"adafactor_relative_step needs optimizer: adafactor"),
+        ({"optimizer": "adafactor", "adafactor_relative_step": True, "layer_decay": 0.95},
+         r"layer-wise decay cannot apply: set layer_decay to 1.0"),
+    ],
+)  # fmt: skip
+def test_bad_schedule_or_optimiser_is_named(override: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_section({"finetune": TINY_FINETUNE | override}, "finetune")
+
+
+def optimiser_of(tmp_path: Path, model_dir: Path, **overrides: object) -> LayerwiseDecayTrainer:
+    params = FinetuneParams(**(TINY_FINETUNE | overrides))
+    trainer = LayerwiseDecayTrainer(
+        model=load_classifier(str(model_dir), ["a", "b"]),
+        args=training_arguments(params, tmp_path / "work"),
+        eval_dataset=[],  # finetune always has one; only the optimiser is looked at here
+        layer_decay=params.layer_decay,
+        adafactor_relative_step=params.adafactor_relative_step,
+    )
+    trainer.create_optimizer_and_scheduler(num_training_steps=10)
+    return trainer
+
+
+def test_adafactor_in_both_modes(tmp_path: Path, tiny_model_dir: Path) -> None:
+    fixed = optimiser_of(tmp_path, tiny_model_dir, optimizer="adafactor", learning_rate=1e-3,
+                         layer_decay=0.5)  # fmt: skip
+    assert isinstance(fixed.optimizer, Adafactor)
+    assert not fixed.optimizer.defaults["relative_step"]
+    assert not fixed.optimizer.defaults["scale_parameter"]
+    assert not fixed.optimizer.defaults["warmup_init"]
+    # layer-wise decay still applies: 2 layers at ξ 0.5 -> embeddings get a quarter of the rate
+    rates = {g["depth"]: g["initial_lr"] for g in fixed.optimizer.param_groups}  # before warm-up
+    assert rates[3] == pytest.approx(1e-3) and rates[0] == pytest.approx(2.5e-4)
+
+    relative = optimiser_of(tmp_path, tiny_model_dir, optimizer="adafactor",
+                            adafactor_relative_step=True, layer_decay=1.0)  # fmt: skip
+    defaults = relative.optimizer.defaults
+    assert defaults["lr"] is None and defaults["relative_step"] and defaults["warmup_init"]
+    assert defaults["scale_parameter"]
+    assert isinstance(relative.lr_scheduler, AdafactorSchedule)
+
+    adamw = optimiser_of(tmp_path, tiny_model_dir)
+    assert isinstance(adamw.optimizer, torch.optim.AdamW)
+
+
+def test_adafactor_relative_step_trains(
+    tmp_path: Path, tiny_model_dir: Path, trec_sample: dict
+) -> None:
+    rows = tiny_rows(trec_sample, 16)
+    overrides = {
+        "optimizer": "adafactor",
+        "adafactor_relative_step": True,
+        "layer_decay": 1.0,
+        "num_train_epochs": 30,
+        "per_device_train_batch_size": 16,
+        "logging_steps": 1,
+    }
+    params = FinetuneParams(**(TINY_FINETUNE | overrides))  # fmt: skip
+    finetune(str(tiny_model_dir), sorted(set(rows["label"])), rows, rows, params, 32,
+             tmp_path / "model", tmp_path / "reports")  # fmt: skip
+    history = pd.read_csv(tmp_path / "reports" / "loss.csv")
+    assert len(history) == 30 and history["loss"].notna().all()
+    # warmup_init: the relative step grows as 1e-6 × step (times the parameters' RMS scale)
+    # (AdafactorSchedule reports the size of the step before; none before the first)
+    rates = history["learning_rate"].to_numpy()[1:]
+    assert rates / rates[0] == pytest.approx(np.arange(1, 30), rel=0.05)
+    assert 1e-9 <= rates[0] <= 1e-6

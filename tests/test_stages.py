@@ -1,4 +1,4 @@
-"""The stage scripts chained on tmp_path: collect -> finetune -> evaluate."""
+"""The stage scripts chained on tmp_path: collect, pretrain, multitask, finetune, evaluate."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import yaml
 from transformers import pipeline
 
 from bertfit.params import read_params_file
-from stages import collect, evaluate, finetune, pretrain
-from tests.conftest import PROJECT_ROOT, TINY_FINETUNE, TINY_PRETRAIN
+from stages import collect, evaluate, finetune, multitask, pretrain
+from tests.conftest import PROJECT_ROOT, TINY_FINETUNE, TINY_MULTITASK, TINY_PRETRAIN
 
 
 def write_params(path: Path, model_name: str, tasks: dict, target: str, **overrides: dict) -> Path:
@@ -26,6 +26,7 @@ def write_params(path: Path, model_name: str, tasks: dict, target: str, **overri
         "tasks": tasks,
         "collect": {"seed": 0, "max_empty_ratio": 0.01, "corpus_heldout_ratio": 0.1},
         "pretrain": dict(TINY_PRETRAIN),
+        "multitask": dict(TINY_MULTITASK) | {"enabled": False},
         "finetune": dict(TINY_FINETUNE),
         "evaluate": {"per_device_eval_batch_size": 32},
     }
@@ -62,8 +63,10 @@ class Chain:
         self.data = tmp_path / "data"
         self.stats = tmp_path / "reports" / "collect" / "stats.json"
         self.pretrained = tmp_path / "models" / "pretrain"
+        self.multitasked = tmp_path / "models" / "multitask"
         self.model = tmp_path / "models" / "finetune"
         self.pt_reports = tmp_path / "reports" / "pretrain"
+        self.mt_reports = tmp_path / "reports" / "multitask"
         self.ft_reports = tmp_path / "reports" / "finetune"
         self.ev_reports = tmp_path / "reports" / "evaluate"
         self.checkpoints = tmp_path / "checkpoints" / "pretrain"
@@ -97,6 +100,21 @@ class Chain:
             ]
         )
 
+    def multitask(self) -> None:
+        multitask.main(
+            [
+                *self.params,
+                "--data-dir",
+                str(self.data),
+                "--base-model-dir",
+                str(self.pretrained),
+                "--model-dir",
+                str(self.multitasked),
+                "--report-dir",
+                str(self.mt_reports),
+            ]
+        )
+
     def finetune(self) -> None:
         finetune.main(
             [
@@ -104,7 +122,7 @@ class Chain:
                 "--data-dir",
                 str(self.data),
                 "--base-model-dir",
-                str(self.pretrained),
+                str(self.multitasked),
                 "--model-dir",
                 str(self.model),
                 "--report-dir",
@@ -130,16 +148,60 @@ class Chain:
     def all(self) -> None:
         self.collect()
         self.pretrain()
+        self.multitask()
         self.finetune()
         self.evaluate()
+
+
+def question_length_task(tmp_path: Path, trec_sample: dict) -> dict:
+    """A regression task on the real questions: the target is each question's word count."""
+    rows = [
+        {"question": r["text"], "words": float(len(r["text"].split()))}
+        for split in ("train", "validation")
+        for r in trec_sample[split]
+    ]
+    pd.DataFrame(rows).to_csv(tmp_path / "qlen.csv", index=False)
+    return {
+        "qlen": {
+            "domain": "question",
+            "problem": "regression",
+            "source": {
+                "kind": "files",
+                "train": "qlen.csv",
+                "text_column": "question",
+                "label_column": "words",
+            },
+            "split": {"validation_ratio": 0.2, "test_ratio": 0.1},
+        }
+    }
 
 
 def test_chain_on_tiny_model(
     tmp_path: Path, tiny_model_dir: Path, trec_files: dict, trec_sample: dict
 ) -> None:
-    params_file = write_params(tmp_path / "params.yaml", str(tiny_model_dir), trec_files, "trec")
+    tasks = trec_files | question_length_task(tmp_path, trec_sample)
+    params_file = write_params(
+        tmp_path / "params.yaml",
+        str(tiny_model_dir),
+        tasks,
+        "trec",
+        multitask={"enabled": True, "tasks": ["trec", "qlen"]},
+    )
     c = Chain(tmp_path, params_file, tmp_path)
     c.all()
+
+    qlen = json.loads((c.data / "tasks" / "qlen" / "labels.json").read_text())
+    assert (qlen["problem"], qlen["labels"]) == ("regression", [])
+    assert pd.read_parquet(c.data / "tasks" / "qlen" / "train.parquet")["label"].dtype == float
+    mt = json.loads((c.mt_reports / "metrics.json").read_text())
+    assert set(mt["validation"]["qlen"]) == {"pearson", "spearman", "mse"}
+    assert 0 <= mt["validation"]["trec"]["accuracy"] <= 1
+    assert sum(mt["task_batches"].values()) == TINY_MULTITASK["max_steps"]
+    mt_loss = pd.read_csv(c.mt_reports / "loss.csv")
+    assert {"loss_trec", "loss_qlen"} <= set(mt_loss.columns)
+    heads = json.loads((c.multitasked / "multitask_heads" / "tasks.json").read_text())["tasks"]
+    assert heads["qlen"]["problem"] == "regression" and heads["trec"]["labels"]
+    assert json.loads((c.ft_reports / "metrics.json").read_text())["head_from_multitask"]
 
     task_dir = c.data / "tasks" / "trec"
     labels = json.loads((task_dir / "labels.json").read_text())["labels"]
@@ -192,7 +254,7 @@ def test_chain_on_tiny_model(
 
 
 def ready_for_finetune(tmp_path: Path, model_dir: Path, tasks: dict, **overrides: dict) -> Chain:
-    """collect and a pass-through pretrain (corpus none) of the trec task, ready for finetune."""
+    """collect and pass-through pretrain and multitask of the trec task, ready for finetune."""
     params_file = write_params(
         tmp_path / "params.yaml",
         str(model_dir),
@@ -204,6 +266,7 @@ def ready_for_finetune(tmp_path: Path, model_dir: Path, tasks: dict, **overrides
     c = Chain(tmp_path, params_file, tmp_path)
     c.collect()
     c.pretrain()
+    c.multitask()
     return c
 
 
@@ -236,11 +299,26 @@ def test_unknown_params_key_fails_the_stage(
         Chain(tmp_path, params_file, tmp_path).collect()
 
 
+def test_multitask_task_missing_from_the_catalogue_fails_collect(
+    tmp_path: Path, tiny_model_dir: Path, trec_files: dict
+) -> None:
+    params_file = write_params(
+        tmp_path / "params.yaml",
+        str(tiny_model_dir),
+        trec_files,
+        "trec",
+        multitask={"enabled": True, "tasks": ["trec", "yelp"]},
+    )
+    with pytest.raises(ValueError, match=r"multitask.tasks: \['yelp'\] not in the catalogue"):
+        Chain(tmp_path, params_file, tmp_path).collect()
+
+
 @pytest.mark.slow
 def test_embedded_default_chain_on_mr(tmp_path: Path) -> None:
     """The real chain on the embedded MiniLM and mr, with few steps and a small train sample."""
     params = copy.deepcopy(read_params_file(PROJECT_ROOT / "params.yaml"))
     params["pretrain"] |= {"max_steps": 4, "save_steps": 2}
+    params["multitask"] |= {"max_steps": 4, "eval_steps": 2}
     params["finetune"] |= {"max_train_samples": 96, "num_train_epochs": 1}
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(params))
@@ -256,6 +334,10 @@ def test_embedded_default_chain_on_mr(tmp_path: Path) -> None:
     assert stats["corpus"]["train_texts"] + stats["corpus"]["heldout_texts"] > 10251
     pt = json.loads((c.pt_reports / "metrics.json").read_text())
     assert pt["steps"] == 4 and pt["heldout_before"]["masked_tokens"] > 0
+    mt = json.loads((c.mt_reports / "metrics.json").read_text())
+    assert sorted(mt["validation"]) == ["airline", "bbc", "mr", "trec"]
+    assert sum(mt["task_batches"].values()) == 4
+    assert json.loads((c.ft_reports / "metrics.json").read_text())["head_from_multitask"]
     metrics = json.loads((c.ev_reports / "metrics.json").read_text())
     assert metrics["test_examples"] == 1279
     classify = pipeline("text-classification", model=str(c.model), device="cpu")
@@ -264,8 +346,14 @@ def test_embedded_default_chain_on_mr(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_stages_run_under_torchrun(tmp_path: Path, tiny_model_dir: Path, trec_files: dict) -> None:
-    """pretrain and finetune as 2 DDP processes (gloo on the CPU), as on several GPUs."""
-    params_file = write_params(tmp_path / "params.yaml", str(tiny_model_dir), trec_files, "trec")
+    """pretrain, multitask and finetune as 2 DDP processes (gloo on the CPU), as on GPUs."""
+    params_file = write_params(
+        tmp_path / "params.yaml",
+        str(tiny_model_dir),
+        trec_files,
+        "trec",
+        multitask={"enabled": True},
+    )
     c = Chain(tmp_path, params_file, tmp_path)
     c.collect()
     # torchrun; `accelerate launch --multi_gpu` is the same on GPUs (its --cpu means 1 process)
@@ -288,11 +376,21 @@ def test_stages_run_under_torchrun(tmp_path: Path, tiny_model_dir: Path, trec_fi
             "--checkpoint-dir",
             str(c.checkpoints),
         ],
-        "finetune.py": [
+        "multitask.py": [
             "--data-dir",
             str(c.data),
             "--base-model-dir",
             str(c.pretrained),
+            "--model-dir",
+            str(c.multitasked),
+            "--report-dir",
+            str(c.mt_reports),
+        ],
+        "finetune.py": [
+            "--data-dir",
+            str(c.data),
+            "--base-model-dir",
+            str(c.multitasked),
             "--model-dir",
             str(c.model),
             "--report-dir",
@@ -310,7 +408,10 @@ def test_stages_run_under_torchrun(tmp_path: Path, tiny_model_dir: Path, trec_fi
         assert done.returncode == 0, done.stderr[-3000:]
     pt = json.loads((c.pt_reports / "metrics.json").read_text())
     assert (pt["world_size"], pt["steps"]) == (2, TINY_PRETRAIN["max_steps"])
-    assert json.loads((c.ft_reports / "metrics.json").read_text())["world_size"] == 2
+    mt = json.loads((c.mt_reports / "metrics.json").read_text())
+    assert mt["world_size"] == 2 and mt["task_batches"] == {"trec": 2 * TINY_MULTITASK["max_steps"]}
+    ft = json.loads((c.ft_reports / "metrics.json").read_text())
+    assert ft["world_size"] == 2 and ft["head_from_multitask"]
     assert (c.model / "config.json").is_file()
     assert not list(c.model.parent.glob(".finetune-*"))
     c.evaluate()

@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
+from scipy.stats import pearsonr, spearmanr
+from sklearn.metrics import (
+    accuracy_score,
+    f1_score,
+    mean_squared_error,
+    precision_recall_fscore_support,
+)
+
+# the metric a task is judged by, per problem type (model selection, multitask means)
+MAIN_METRIC = {"classification": "accuracy", "regression": "pearson"}
 
 
 def classification_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
@@ -31,3 +40,26 @@ def per_class_metrics(
         }
         for i, name in enumerate(label_names)
     }
+
+
+def regression_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
+    """Pearson and Spearman correlation and mean squared error of numeric predictions.
+
+    A constant prediction has no correlation; it scores 0 rather than NaN, so a collapsed model
+    ranks last instead of breaking model selection.
+    """
+    labels = np.asarray(labels, dtype=np.float64).ravel()
+    predictions = np.asarray(predictions, dtype=np.float64).ravel()
+    constant = np.ptp(predictions) == 0 or np.ptp(labels) == 0
+    return {
+        "pearson": 0.0 if constant else float(pearsonr(labels, predictions)[0]),
+        "spearman": 0.0 if constant else float(spearmanr(labels, predictions)[0]),
+        "mse": float(mean_squared_error(labels, predictions)),
+    }
+
+
+def task_metrics(problem: str, labels: np.ndarray, logits: np.ndarray) -> dict[str, float]:
+    """A task's metrics from model outputs: argmax classes, or the single regression value."""
+    if problem == "regression":
+        return regression_metrics(labels, logits[:, 0])
+    return classification_metrics(labels, np.argmax(logits, axis=-1))

@@ -87,6 +87,9 @@ class TaskSpec(Strict):
     domain: str = Field(description="sentiment / question / topic / ...; groups in-domain corpora")
     source: Source
     split: SplitSpec | None = None
+    problem: Literal["classification", "regression"] = Field(
+        "classification", description="regression: one numeric output per example, MSE loss"
+    )
 
 
 # --- stage sections -------------------------------------------------------------------------------
@@ -131,8 +134,56 @@ class PretrainParams(Strict):
     )
 
 
+class MultitaskParams(Strict):
+    enabled: bool = Field(description="false passes the pretrained encoder through")
+    tasks: list[str] = Field(min_length=1, description="catalogue tasks, one head each")
+    seed: int
+    sampling: Literal["proportional", "uniform", "temperature", "annealed"]
+    temperature: float = Field(
+        gt=0, description="T of p ∝ n^(1/T); annealed ends at it, starting from proportional"
+    )
+    learning_rate: float = Field(gt=0)
+    layer_decay: float = Field(gt=0, le=1)
+    weight_decay: float = Field(ge=0)
+    max_steps: int = Field(gt=0)
+    warmup_ratio: float = Field(ge=0, lt=1)
+    lr_scheduler_type: Literal["linear"]
+    per_device_train_batch_size: int = Field(gt=0)
+    per_device_eval_batch_size: int = Field(gt=0)
+    gradient_accumulation_steps: int = Field(gt=0)
+    eval_steps: int = Field(gt=0, description="validation of every task each eval_steps steps")
+    logging_steps: int = Field(gt=0)
+    truncation: Literal["head_tail", "head", "tail"]
+    head_tokens: int = Field(ge=0)
+    mixed_precision: Literal["auto", "no"] = Field(
+        description="auto: bf16 autocast where the GPU or CPU has bf16 arithmetic; no: fp32"
+    )
+
+    @model_validator(mode="after")
+    def _distinct_tasks(self) -> MultitaskParams:
+        repeated = sorted({t for t in self.tasks if self.tasks.count(t) > 1})
+        if repeated:
+            raise ValueError(f"tasks must be distinct, repeated: {repeated}")
+        return self
+
+
+SCHEDULES = Literal[
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+]
+
+
 class FinetuneParams(Strict):
     seed: int
+    optimizer: Literal["adamw", "adafactor"]
+    adafactor_relative_step: bool = Field(
+        description="Adafactor sets its own step size (lr=None, scale_parameter, warmup_init, "
+        "AdafactorSchedule); learning_rate, the schedule and warm-up are then unused"
+    )
     learning_rate: float = Field(gt=0)
     layer_decay: float = Field(gt=0, le=1, description="ξ: each lower layer gets ξ × the rate")
     weight_decay: float = Field(ge=0)
@@ -140,14 +191,41 @@ class FinetuneParams(Strict):
     per_device_train_batch_size: int = Field(gt=0)
     per_device_eval_batch_size: int = Field(gt=0)
     gradient_accumulation_steps: int = Field(gt=0)
-    warmup_ratio: float = Field(ge=0, lt=1)
-    lr_scheduler_type: Literal["linear"]
+    warmup_ratio: float | None = Field(ge=0, lt=1, description="warm-up as a share of steps")
+    warmup_steps: int | None = Field(ge=0, description="warm-up in steps, instead of the ratio")
+    lr_scheduler_type: SCHEDULES
     train_sampling_strategy: Literal["random", "group_by_length"]
     truncation: Literal["head_tail", "head", "tail"]
     head_tokens: int = Field(ge=0, description="head part of head_tail truncation")
     metric_for_best_model: Literal["accuracy", "macro_f1", "loss"]
     max_train_samples: int | None = Field(gt=0, description="cap on train rows; null = all")
     logging_steps: int = Field(gt=0)
+    init_head_from_multitask: bool = Field(
+        description="start from the target's multitask head when its label set matches"
+    )
+    mixed_precision: Literal["auto", "no"] = Field(
+        description="auto: bf16 autocast where the GPU or CPU has bf16 arithmetic; no: fp32"
+    )
+
+    @model_validator(mode="after")
+    def _one_warmup(self) -> FinetuneParams:
+        if (self.warmup_ratio is None) == (self.warmup_steps is None):
+            raise ValueError(
+                "give exactly one of warmup_ratio and warmup_steps (the other null), got "
+                f"warmup_ratio={self.warmup_ratio}, warmup_steps={self.warmup_steps}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _relative_step(self) -> FinetuneParams:
+        if self.adafactor_relative_step and self.optimizer != "adafactor":
+            raise ValueError("adafactor_relative_step needs optimizer: adafactor")
+        if self.adafactor_relative_step and self.layer_decay != 1:
+            raise ValueError(
+                "adafactor_relative_step computes one step size for every parameter, so "
+                f"layer-wise decay cannot apply: set layer_decay to 1.0 (got {self.layer_decay})"
+            )
+        return self
 
 
 class EvaluateParams(Strict):
@@ -158,6 +236,7 @@ SECTIONS: dict[str, type[Strict]] = {
     "model": ModelParams,
     "collect": CollectParams,
     "pretrain": PretrainParams,
+    "multitask": MultitaskParams,
     "finetune": FinetuneParams,
     "evaluate": EvaluateParams,
 }

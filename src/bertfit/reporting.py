@@ -74,6 +74,7 @@ def split_history(log_history: list[dict[str, float]]) -> tuple[list[dict], list
             "loss": h["loss"],
             "learning_rate": h.get("learning_rate"),
         }
+        | {k: v for k, v in h.items() if k.startswith("loss_")}  # per-task losses (multitask)
         for h in log_history
         if "loss" in h
     ]

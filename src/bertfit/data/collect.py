@@ -40,15 +40,22 @@ def write_task(task: PreparedTask, domain: str, task_dir: Path) -> None:
     for split, df in task.splits.items():
         write_parquet(df, task_dir / f"{split}.parquet")
     write_parquet(pd.DataFrame({"text": task.unlabeled}, dtype=str), task_dir / "unlabeled.parquet")
-    write_json(task_dir / LABELS_FILE, {"task": task.name, "domain": domain, "labels": task.labels})
+    info = {"task": task.name, "domain": domain, "problem": task.problem, "labels": task.labels}
+    write_json(task_dir / LABELS_FILE, info)
+
+
+def read_task_info(task_dir: Path) -> dict[str, Any]:
+    """What collect saved about a task: its problem type and label names in class-id order."""
+    path = task_dir / LABELS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; run the collect stage for this task first")
+    info = json.loads(path.read_text(encoding="utf-8"))
+    return {"problem": "classification"} | info
 
 
 def read_labels(task_dir: Path) -> list[str]:
     """The label names collect saved for a task, in class-id order."""
-    path = task_dir / LABELS_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing; run the collect stage for this task first")
-    return json.loads(path.read_text(encoding="utf-8"))["labels"]
+    return read_task_info(task_dir)["labels"]
 
 
 def read_split(task_dir: Path, split: str) -> pd.DataFrame:
@@ -78,7 +85,9 @@ def describe(
         counts = df["label"].value_counts()
         stats[split] = {
             "rows": len(df),
-            "label_counts": {label: int(counts.get(label, 0)) for label in task.labels},
+            "label_counts": {label: int(counts.get(label, 0)) for label in task.labels}
+            if task.labels
+            else {"mean": float(df["label"].mean()), "std": float(df["label"].std())},
             "tokens": {f"p{p}": float(np.percentile(lengths, p)) for p in PERCENTILES}
             | {"max": int(lengths.max())},
             "share_over_max_seq_length": float((lengths > max_seq_length).mean()),
@@ -96,18 +105,30 @@ def collect(
     root: Path,
     data_dir: Path,
     stats_file: Path,
+    multitask_tasks: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Collect the target and the tasks its MLM corpus needs; write them, the corpus and stats."""
+    """Collect the tasks the pipeline needs (the target, the corpus's, the multitask set); write
+    them, the corpus and stats."""
     if target not in tasks:
         raise ValueError(f"target {target!r} is not in the catalogue; known: {sorted(tasks)}")
+    unknown = sorted(set(multitask_tasks or []) - set(tasks))
+    if unknown:
+        raise ValueError(
+            f"multitask.tasks: {unknown} not in the catalogue (tasks in params.yaml: "
+            f"{', '.join(sorted(tasks))})"
+        )
     corpus_names = corpus_tasks(corpus, target, tasks)
-    names = [target, *(n for n in corpus_names if n != target)]
+    names = list(dict.fromkeys([target, *corpus_names, *(multitask_tasks or [])]))
     prepared, all_stats = {}, {}
     for name in names:
         spec = tasks[name]
         log.info("collecting %s (%s source, domain %s)", name, spec.source.kind, spec.domain)
         task = prepare_task(
-            load_task(name, spec, root), spec.split, params.seed, params.max_empty_ratio
+            load_task(name, spec, root),
+            spec.split,
+            params.seed,
+            params.max_empty_ratio,
+            spec.problem,
         )
         write_task(task, spec.domain, data_dir / "tasks" / name)
         all_stats[name] = describe(task, tokenizer, max_seq_length)

@@ -30,16 +30,16 @@ class Preprocessing:
     truncation: str
     head_tokens: int
 
-    def validate(self, num_special_tokens: int) -> None:
+    def validate(self, num_special_tokens: int, section: str = "finetune") -> None:
         if self.truncation not in STRATEGIES:
             raise ValueError(
-                f"params.yaml: finetune.truncation must be one of {list(STRATEGIES)}, "
+                f"params.yaml: {section}.truncation must be one of {list(STRATEGIES)}, "
                 f"got {self.truncation!r}"
             )
         budget = self.max_seq_length - num_special_tokens
         if self.truncation == "head_tail" and not 0 <= self.head_tokens <= budget:
             raise ValueError(
-                f"params.yaml: finetune.head_tokens must be in [0, {budget}] (max_seq_length "
+                f"params.yaml: {section}.head_tokens must be in [0, {budget}] (max_seq_length "
                 f"{self.max_seq_length} minus {num_special_tokens} special tokens), "
                 f"got {self.head_tokens}"
             )
@@ -85,12 +85,14 @@ def special_tokens_template(tokenizer: PreTrainedTokenizerBase) -> tuple[list[in
 class Encoder:
     """Turns frames of `text` [+ `text_pair`] into model inputs under one Preprocessing."""
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, prep: Preprocessing) -> None:
+    def __init__(
+        self, tokenizer: PreTrainedTokenizerBase, prep: Preprocessing, section: str = "finetune"
+    ) -> None:
         self.tokenizer = tokenizer
         self.prep = prep
         self.prefix, self.suffix = special_tokens_template(tokenizer)
         self.budget = prep.max_seq_length - len(self.prefix) - len(self.suffix)
-        prep.validate(len(self.prefix) + len(self.suffix))
+        prep.validate(len(self.prefix) + len(self.suffix), section)
         self.with_token_types = "token_type_ids" in tokenizer.model_input_names
 
     def encode(self, texts: list[str], text_pairs: list[str] | None = None) -> dict[str, list]:

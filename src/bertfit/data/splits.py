@@ -25,9 +25,10 @@ log = logging.getLogger(__name__)
 class PreparedTask:
     name: str
     splits: dict[str, pd.DataFrame]  # train / validation / test, columns text[, text_pair], label
-    labels: list[str]
+    labels: list[str]  # class names in id order; empty for regression
     unlabeled: list[str]
     counts: dict[str, int] = field(default_factory=dict)  # rows removed, by reason
+    problem: str = "classification"
 
 
 def text_key(df: pd.DataFrame) -> pd.Series:
@@ -37,14 +38,32 @@ def text_key(df: pd.DataFrame) -> pd.Series:
     return df["text"]
 
 
-def clean_split(df: pd.DataFrame, where: str, max_empty_ratio: float) -> tuple[pd.DataFrame, int]:
-    """Coerce to strings and drop empty texts, failing when there are too many of them."""
+def numeric_labels(labels: pd.Series, where: str) -> pd.Series:
+    """Regression targets as floats; anything that is not a number is an error."""
+    values = pd.to_numeric(labels, errors="coerce")
+    bad = labels[values.isna() | ~np.isfinite(values.astype(float))]
+    if len(bad):
+        raise ValueError(
+            f"{where}: a regression task needs numeric labels; {len(bad)} are not, e.g. "
+            f"{bad.astype(str).unique()[:3].tolist()}. Fix the label column, or declare the task "
+            f"`problem: classification`"
+        )
+    return values.astype("float64")
+
+
+def clean_split(
+    df: pd.DataFrame, where: str, max_empty_ratio: float, problem: str = "classification"
+) -> tuple[pd.DataFrame, int]:
+    """Normalise labels and texts and drop empty texts, failing when there are too many."""
     df = df.copy()
     if df["label"].isna().any():
         raise ValueError(
             f"{where}: {int(df['label'].isna().sum())} rows have no label; fix the data"
         )
-    df["label"] = df["label"].astype(str).str.strip()
+    if problem == "regression":
+        df["label"] = numeric_labels(df["label"], where)
+    else:
+        df["label"] = df["label"].astype(str).str.strip()
     text_cols = [c for c in ("text", "text_pair") if c in df.columns]
     empty = np.zeros(len(df), dtype=bool)
     for col in text_cols:
@@ -64,9 +83,12 @@ def clean_split(df: pd.DataFrame, where: str, max_empty_ratio: float) -> tuple[p
 
 
 def carve(
-    df: pd.DataFrame, ratio: float, seed: int, where: str
+    df: pd.DataFrame, ratio: float, seed: int, where: str, stratify: bool = True
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split off `ratio` of the rows, stratified by label, keeping identical texts together."""
+    """Split off `ratio` of the rows, stratified by label, keeping identical texts together.
+
+    Regression targets are not classes: their splits are random, still grouped by text.
+    """
     keys = text_key(df)
     groups = pd.DataFrame({"key": keys, "label": df["label"]}).drop_duplicates("key")
     try:
@@ -74,7 +96,7 @@ def carve(
             groups["key"].to_numpy(),
             test_size=ratio,
             random_state=seed,
-            stratify=groups["label"].to_numpy(),
+            stratify=groups["label"].to_numpy() if stratify else None,
         )
     except ValueError as err:
         counts = groups["label"].value_counts().to_dict()
@@ -87,16 +109,21 @@ def carve(
 
 
 def prepare_task(
-    raw: RawTask, split: SplitSpec | None, seed: int, max_empty_ratio: float
+    raw: RawTask,
+    split: SplitSpec | None,
+    seed: int,
+    max_empty_ratio: float,
+    problem: str = "classification",
 ) -> PreparedTask:
     name = raw.name
+    classes = problem == "classification"
     if "train" not in raw.splits:
         raise ValueError(f"tasks.{name}: the source gives no train rows")
     counts: dict[str, int] = dict(raw.notes)
     splits = {}
     for s, df in raw.splits.items():
         splits[s], counts[f"empty_removed_{s}"] = clean_split(
-            df, f"tasks.{name} [{s}]", max_empty_ratio
+            df, f"tasks.{name} [{s}]", max_empty_ratio, problem
         )
 
     missing = [s for s in ("validation", "test") if s not in splits]
@@ -107,13 +134,13 @@ def prepare_task(
         )
     if "test" not in splits:
         splits["train"], splits["test"] = carve(
-            splits["train"], split.test_ratio, seed, f"tasks.{name}"
+            splits["train"], split.test_ratio, seed, f"tasks.{name}", classes
         )
     if "validation" not in splits:
         # validation_ratio is a share of all labelled rows; rescale to what is left after test
         left = 1.0 if "test" not in missing else 1.0 - split.test_ratio
         splits["train"], splits["validation"] = carve(
-            splits["train"], split.validation_ratio / left, seed, f"tasks.{name}"
+            splits["train"], split.validation_ratio / left, seed, f"tasks.{name}", classes
         )
 
     held_out = set(text_key(splits["validation"])) | set(text_key(splits["test"]))
@@ -127,6 +154,22 @@ def prepare_task(
         )
         splits["train"] = splits["train"].loc[~in_held].reset_index(drop=True)
 
+    if not classes:
+        if len(splits["train"]) == 0:
+            raise ValueError(f"tasks.{name}: train has no rows left")
+        labels: list[str] = []
+    else:
+        labels = check_classes(name, splits)
+
+    # drop unlabelled texts that are also labelled examples of validation/test: they must never
+    # reach a pretraining corpus (the imdb unlabelled set shares 270 reviews with test)
+    unlabeled = [t for t in raw.unlabeled if t.strip() and t not in held_out]
+    counts["unlabeled_removed_as_heldout"] = sum(t in held_out for t in raw.unlabeled)
+    return PreparedTask(name, {s: splits[s] for s in SPLITS}, labels, unlabeled, counts, problem)
+
+
+def check_classes(name: str, splits: dict[str, pd.DataFrame]) -> list[str]:
+    """The train classes in id order, after checking validation and test use no others."""
     labels = sorted(splits["train"]["label"].unique())
     if len(labels) < 2:
         raise ValueError(
@@ -140,9 +183,4 @@ def prepare_task(
                 f"tasks.{name} [{s}]: labels {unseen} do not occur in train (train labels: "
                 f"{labels}); the model could never predict them. Fix the data or merge labels."
             )
-
-    # drop unlabelled texts that are also labelled examples of validation/test: they must never
-    # reach a pretraining corpus (the imdb unlabelled set shares 270 reviews with test)
-    unlabeled = [t for t in raw.unlabeled if t.strip() and t not in held_out]
-    counts["unlabeled_removed_as_heldout"] = sum(t in held_out for t in raw.unlabeled)
-    return PreparedTask(name, {s: splits[s] for s in SPLITS}, labels, unlabeled, counts)
+    return labels

@@ -17,29 +17,41 @@ import numpy as np
 import pandas as pd
 import torch
 from transformers import (
+    Adafactor,
     DataCollatorWithPadding,
     EvalPrediction,
     Trainer,
     TrainingArguments,
     set_seed,
 )
+from transformers.optimization import AdafactorSchedule
 
 from bertfit.data.encoding import Encoder, Preprocessing
 from bertfit.metrics import classification_metrics
+from bertfit.models.heads import load_task_head
 from bertfit.models.loading import check_max_seq_length, load_classifier, load_tokenizer
 from bertfit.params import FinetuneParams
 from bertfit.reporting import split_history, write_csv, write_json
-from bertfit.training.hardware import device_arguments
+from bertfit.training.hardware import bf16_available, device_arguments
 from bertfit.training.optim import layerwise_param_groups
 
 log = logging.getLogger(__name__)
 
 
 class LayerwiseDecayTrainer(Trainer):
-    """Trainer whose optimiser gets one learning rate per encoder depth (see training.optim)."""
+    """Trainer whose optimiser gets one learning rate per encoder depth (see training.optim).
 
-    def __init__(self, *args: Any, layer_decay: float, **kwargs: Any) -> None:
+    The optimiser class comes from TrainingArguments.optim (AdamW, or Adafactor with a fixed
+    rate). `adafactor_relative_step` is Adafactor's other mode, which the Trainer cannot set up
+    from arguments: lr=None, relative_step, scale_parameter and warmup_init, with
+    AdafactorSchedule standing in for the schedule (it only reports the step size).
+    """
+
+    def __init__(
+        self, *args: Any, layer_decay: float, adafactor_relative_step: bool = False, **kwargs: Any
+    ) -> None:
         self.layer_decay = layer_decay
+        self.adafactor_relative_step = adafactor_relative_step
         super().__init__(*args, **kwargs)
 
     def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
@@ -52,9 +64,27 @@ class LayerwiseDecayTrainer(Trainer):
                 self.args.weight_decay,
                 self.get_decay_parameter_names(model),
             )
-            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
-            self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+            if self.adafactor_relative_step:
+                for group in groups:  # Adafactor computes the step size itself
+                    del group["lr"]
+                self.optimizer = Adafactor(
+                    groups, lr=None, scale_parameter=True, relative_step=True, warmup_init=True
+                )
+            else:
+                optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(
+                    self.args, model
+                )
+                self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
         return self.optimizer
+
+    def create_scheduler(
+        self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None
+    ) -> torch.optim.lr_scheduler.LRScheduler:
+        if self.adafactor_relative_step and self.lr_scheduler is None:
+            optimizer = optimizer or self.optimizer
+            # AdafactorSchedule asks the Adafactor itself, not accelerate's wrapper around it
+            self.lr_scheduler = AdafactorSchedule(getattr(optimizer, "optimizer", optimizer))
+        return super().create_scheduler(num_training_steps, optimizer)
 
 
 def compute_metrics(pred: EvalPrediction) -> dict[str, float]:
@@ -63,8 +93,8 @@ def compute_metrics(pred: EvalPrediction) -> dict[str, float]:
 
 
 def training_arguments(params: FinetuneParams, output_dir: Path) -> TrainingArguments:
-    # bf16 autocast and TF32 matmuls where the GPU has them (Ampere and later); CPU runs in fp32
-    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    # bf16 autocast (fp32 master weights) where the GPU or CPU has bf16 arithmetic, TF32 on GPU
+    bf16 = params.mixed_precision == "auto" and bf16_available()
     return TrainingArguments(
         output_dir=str(output_dir),
         seed=params.seed,
@@ -74,7 +104,10 @@ def training_arguments(params: FinetuneParams, output_dir: Path) -> TrainingArgu
         per_device_train_batch_size=params.per_device_train_batch_size,
         per_device_eval_batch_size=params.per_device_eval_batch_size,
         gradient_accumulation_steps=params.gradient_accumulation_steps,
-        warmup_steps=params.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio
+        # transformers 5: a float in [0, 1) is a ratio of the steps, an int a number of steps
+        warmup_steps=params.warmup_steps
+        if params.warmup_steps is not None
+        else params.warmup_ratio,
         lr_scheduler_type=params.lr_scheduler_type,
         train_sampling_strategy=params.train_sampling_strategy,
         eval_strategy="epoch",
@@ -85,6 +118,8 @@ def training_arguments(params: FinetuneParams, output_dir: Path) -> TrainingArgu
         metric_for_best_model=params.metric_for_best_model,
         logging_steps=params.logging_steps,
         dataloader_num_workers=0,
+        # adamw: the Trainer's default, torch's fused AdamW; adafactor: fixed-rate mode (see above)
+        **({"optim": "adafactor"} if params.optimizer == "adafactor" else {}),
         **device_arguments(bf16),
     )
 
@@ -98,12 +133,22 @@ def finetune(
     max_seq_length: int,
     output_dir: Path,
     report_dir: Path,
+    task: str | None = None,
 ) -> dict[str, Any]:
-    """Fine-tune `model_name` on train, pick the best epoch on validation, save to output_dir."""
+    """Fine-tune `model_name` on train, pick the best epoch on validation, save to output_dir.
+
+    With finetune.init_head_from_multitask, the head of `task` starts from the one multitask
+    trained (models/multitask/multitask_heads) when the label sets match.
+    """
     set_seed(params.seed)
     tokenizer = load_tokenizer(model_name)
     model = load_classifier(model_name, labels)
     check_max_seq_length(model.config, max_seq_length, model_name)
+    head_from_multitask = bool(
+        params.init_head_from_multitask
+        and task
+        and load_task_head(model, Path(model_name), task, labels)
+    )
     encoder = Encoder(
         tokenizer, Preprocessing(max_seq_length, params.truncation, params.head_tokens)
     )
@@ -118,7 +163,7 @@ def finetune(
     log.info(
         "finetune %s on %d train / %d validation examples, %d labels; device %s; "
         "%s epochs, effective batch %d, about %d optimisation steps; lr %g, layer decay %g, "
-        "truncation %s at %d tokens",
+        "truncation %s at %d tokens; bf16 %s",
         model_name,
         len(train_ds),
         len(validation_ds),
@@ -131,6 +176,7 @@ def finetune(
         params.layer_decay,
         params.truncation,
         max_seq_length,
+        params.mixed_precision == "auto" and bf16_available(),
     )
 
     # one work directory, the same path on every process when launched with accelerate/torchrun
@@ -151,6 +197,7 @@ def finetune(
         ),
         compute_metrics=compute_metrics,
         layer_decay=params.layer_decay,
+        adafactor_relative_step=params.adafactor_relative_step,
     )
     train_output = trainer.train()
     history = list(trainer.state.log_history)  # before the final evaluate adds to it
@@ -186,6 +233,7 @@ def finetune(
             if k.startswith("eval_") and not k.endswith(("runtime", "per_second"))
         },
         "best_epoch": best_epoch,
+        "head_from_multitask": head_from_multitask,
         "train_examples": len(train_ds),
         "world_size": args.world_size,
         "train_runtime_s": train_output.metrics["train_runtime"],

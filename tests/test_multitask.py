@@ -1,0 +1,198 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModel
+
+from bertfit.inference import predict_logits
+from bertfit.metrics import task_metrics
+from bertfit.models.heads import HEADS_DIR, load_task_head
+from bertfit.models.loading import load_classifier, load_tokenizer
+from bertfit.params import MultitaskParams, parse_section
+from bertfit.training.multitask import MultiTaskModel, multitask, prepare_tasks
+from bertfit.training.sampling import TaskBatchSampler, task_probabilities
+from tests.conftest import TINY_MULTITASK
+
+SIZES = [1200, 300, 60]
+
+
+def frequencies(schedule: np.ndarray) -> np.ndarray:
+    return np.bincount(schedule, minlength=len(SIZES)) / len(schedule)
+
+
+@pytest.mark.parametrize(
+    ("scheme", "temperature", "expected"),
+    [
+        ("proportional", 2.0, np.array(SIZES) / sum(SIZES)),
+        ("uniform", 2.0, np.full(3, 1 / 3)),
+        ("temperature", 2.0, np.sqrt(SIZES) / np.sqrt(SIZES).sum()),
+        ("temperature", 4.0, np.power(SIZES, 0.25) / np.power(SIZES, 0.25).sum()),
+    ],
+)
+def test_task_frequencies_follow_the_scheme(
+    scheme: str, temperature: float, expected: np.ndarray
+) -> None:
+    assert task_probabilities(SIZES, scheme, temperature) == pytest.approx(expected)
+    sampler = TaskBatchSampler(SIZES, 8, 20_000, scheme, temperature, seed=0)
+    # 20k draws: a binomial standard error below 0.0036, so 0.015 is over 4 of them
+    assert frequencies(sampler.schedule) == pytest.approx(expected, abs=0.015)
+
+
+def test_annealed_moves_from_proportional_towards_uniform() -> None:
+    n, temperature = 30_000, 5.0
+    sampler = TaskBatchSampler(SIZES, 8, n, "annealed", temperature, seed=1)
+    start = task_probabilities(SIZES, "annealed", temperature, progress=0.0)
+    end = task_probabilities(SIZES, "annealed", temperature, progress=1.0)
+    assert start == pytest.approx(task_probabilities(SIZES, "proportional", temperature))
+    assert end == pytest.approx(task_probabilities(SIZES, "temperature", temperature))
+    window = n // 10
+    for part, first in (("start", 0), ("end", n - window)):
+        steps = np.arange(first, first + window)
+        expected = np.mean(
+            [task_probabilities(SIZES, "annealed", temperature, s / (n - 1)) for s in steps],
+            axis=0,
+        )
+        observed = frequencies(sampler.schedule[first : first + window])
+        assert observed == pytest.approx(expected, abs=0.02), part
+    # the smallest task gets far more of the late batches than of the early ones
+    assert (
+        frequencies(sampler.schedule[-window:])[2] > 3 * frequencies(sampler.schedule[:window])[2]
+    )
+
+
+def test_each_pass_over_a_task_draws_every_example_once() -> None:
+    sizes, batch = [50, 23], 8
+    sampler = TaskBatchSampler(sizes, batch, 200, "uniform", 1.0, seed=3)
+    drawn: dict[int, list[int]] = {0: [], 1: []}
+    for indices in sampler:
+        task = int(indices[0] >= sizes[0])
+        assert all((i >= sizes[0]) == bool(task) for i in indices)  # one task per batch
+        assert len(indices) <= batch
+        drawn[task] += [i - task * sizes[0] for i in indices]
+    for task, size in enumerate(sizes):
+        passes = len(drawn[task]) // size
+        assert passes >= 2
+        for p in range(passes):
+            assert sorted(drawn[task][p * size : (p + 1) * size]) == list(range(size))
+    assert list(sampler) == list(sampler)  # the same batches each time it is iterated
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"sampling": "round_robin"}, r"multitask.sampling: Input should be 'proportional'"),
+        ({"temperature": 0}, r"multitask.temperature: Input should be greater than 0"),
+        ({"temperature": -1.5}, r"multitask.temperature: .*got -1.5"),
+        ({"tasks": []}, r"multitask.tasks: List should have at least 1 item"),
+        ({"tasks": ["trec", "trec"]}, r"tasks must be distinct, repeated: \['trec'\]"),
+    ],
+)
+def test_bad_multitask_params_are_named(override: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_section({"multitask": TINY_MULTITASK | override}, "multitask")
+
+
+def trec_frames(trec_sample: dict) -> dict[str, dict]:
+    """Two real tasks from the TREC rows: the question class, and the word count (regression)."""
+    train = pd.DataFrame(trec_sample["train"])
+    validation = pd.DataFrame(trec_sample["validation"])
+    labels = sorted(set(train["label"]))
+
+    def words(df: pd.DataFrame) -> pd.DataFrame:
+        return df.assign(label=df["text"].str.split().str.len().astype(float))
+
+    return {
+        "trec": {"problem": "classification", "labels": labels, "train": train,
+                 "validation": validation},
+        "qlen": {"problem": "regression", "labels": [], "train": words(train),
+                 "validation": words(validation)},
+    }  # fmt: skip
+
+
+def run(tmp_path: Path, model_dir: Path, frames: dict, **overrides: object) -> dict:
+    params = MultitaskParams(**(TINY_MULTITASK | {"tasks": ["trec", "qlen"]} | overrides))
+    return multitask(model_dir, frames, params, 32, tmp_path / "out", tmp_path / "reports")
+
+
+def test_multitask_trains_shared_encoder_and_heads_and_keeps_the_best(
+    tmp_path: Path, tiny_model_dir: Path, trec_sample: dict
+) -> None:
+    frames = trec_frames(trec_sample)
+    metrics = run(tmp_path, tiny_model_dir, frames, max_steps=40, eval_steps=10)
+
+    history = pd.read_csv(tmp_path / "reports" / "validation.csv")
+    assert history["step"].tolist() == [10, 20, 30, 40]
+    means = (history["trec_accuracy"] + history["qlen_pearson"]) / 2
+    assert history["mean_main"].tolist() == pytest.approx(means.tolist())
+    best = history.loc[history["mean_main"].idxmax()]
+    assert metrics["best_step"] == best["step"]
+    assert metrics["validation"]["trec"]["accuracy"] == pytest.approx(best["trec_accuracy"])
+    assert sum(metrics["task_batches"].values()) == 40 and min(metrics["task_batches"].values())
+
+    losses = pd.read_csv(tmp_path / "reports" / "loss.csv")
+    assert losses["loss_trec"].notna().any() and losses["loss_qlen"].notna().any()
+    assert losses["loss_qlen"].dropna().iloc[-1] < losses["loss_qlen"].dropna().iloc[0]
+
+    # the saved encoder and heads are the best step's: they reproduce its validation scores
+    out = tmp_path / "out"
+    encoder = AutoModel.from_pretrained(out)
+    base = AutoModel.from_pretrained(tiny_model_dir)
+    assert not torch.equal(encoder.embeddings.word_embeddings.weight,
+                           base.embeddings.word_embeddings.weight)  # fmt: skip
+    tokenizer = load_tokenizer(str(out))
+    params = MultitaskParams(**(TINY_MULTITASK | {"tasks": ["trec", "qlen"]}))
+    tasks = {t.name: t for t in prepare_tasks(frames, tokenizer, params, 32)}
+    reloaded = MultiTaskModel.build(str(out), list(tasks.values()))
+    for name, task in tasks.items():
+        head = reloaded.heads[name]
+        load_task_head(head, out, name, task.labels, task.problem)
+        logits = predict_logits(head, tokenizer, task.validation, 32)
+        scores = task_metrics(task.problem, np.asarray(task.validation["labels"]), logits)
+        for key, value in metrics["validation"][name].items():
+            assert scores[key] == pytest.approx(value, abs=1e-5), (name, key)
+
+
+def test_finetune_head_starts_from_the_multitask_head_when_labels_match(
+    tmp_path: Path, tiny_model_dir: Path, trec_sample: dict
+) -> None:
+    frames = trec_frames(trec_sample)
+    run(tmp_path, tiny_model_dir, frames, max_steps=6, eval_steps=6)
+    out = tmp_path / "out"
+    saved = load_file(out / HEADS_DIR / "trec.safetensors")
+    assert set(saved) == {"classifier.weight", "classifier.bias"}
+
+    labels = frames["trec"]["labels"]
+    model = load_classifier(str(out), labels)
+    assert not torch.equal(model.classifier.weight, saved["classifier.weight"])  # fresh
+    assert load_task_head(model, out, "trec", labels)
+    assert torch.equal(model.classifier.weight, saved["classifier.weight"])
+
+    other = load_classifier(str(out), labels[:-1])  # a different label set: fresh head
+    assert not load_task_head(other, out, "trec", labels[:-1])
+    assert not load_task_head(load_classifier(str(out), labels), out, "mr", labels)
+
+
+def test_disabled_multitask_passes_the_encoder_through(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    metrics = run(tmp_path, tiny_model_dir, {}, enabled=False)
+    assert metrics == {"enabled": False}
+    out = tmp_path / "out"
+    assert (out / "model.safetensors").read_bytes() == (
+        tiny_model_dir / "model.safetensors"
+    ).read_bytes()
+    assert not (out / HEADS_DIR).exists()
+
+
+def test_task_without_train_rows_is_an_error(
+    tmp_path: Path, tiny_model_dir: Path, trec_sample: dict
+) -> None:
+    frames = trec_frames(trec_sample)
+    frames["qlen"]["train"] = frames["qlen"]["train"].iloc[:0]
+    with pytest.raises(ValueError, match=r"multitask.tasks: qlen has no train rows"):
+        run(tmp_path, tiny_model_dir, frames)
