@@ -93,6 +93,16 @@ def tiny_rows(trec_sample: dict, n: int = 32) -> pd.DataFrame:
     return pd.DataFrame(trec_sample["train"][:n])[["text", "label"]]
 
 
+def train_on_rows(
+    tmp_path: Path, model_dir: Path, rows: pd.DataFrame, overrides: dict
+) -> tuple[FinetuneParams, pd.DataFrame]:
+    """finetune on `rows` (also the validation set); the params used and the logged loss rows."""
+    params = FinetuneParams(**(TINY_FINETUNE | overrides))
+    finetune(str(model_dir), sorted(set(rows["label"])), rows, rows, params, 32,
+             tmp_path / "model", tmp_path / "reports")  # fmt: skip
+    return params, pd.read_csv(tmp_path / "reports" / "loss.csv")
+
+
 @pytest.mark.parametrize(
     "schedule",
     ["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"],
@@ -109,10 +119,8 @@ def test_every_schedule_is_the_one_transformers_defines(
         "logging_steps": 1,
         "layer_decay": 1.0,
     }
-    params = FinetuneParams(**(TINY_FINETUNE | overrides))  # fmt: skip
-    finetune(str(tiny_model_dir), sorted(set(rows["label"])), rows, rows, params, 32,
-             tmp_path / "model", tmp_path / "reports")  # fmt: skip
-    logged = pd.read_csv(tmp_path / "reports" / "loss.csv")["learning_rate"].tolist()
+    params, history = train_on_rows(tmp_path, tiny_model_dir, rows, overrides)
+    logged = history["learning_rate"].tolist()
 
     steps = 8  # 32 rows, batch 8, 2 epochs
     dummy = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=params.learning_rate)
@@ -194,10 +202,7 @@ def test_adafactor_relative_step_trains(
         "per_device_train_batch_size": 16,
         "logging_steps": 1,
     }
-    params = FinetuneParams(**(TINY_FINETUNE | overrides))  # fmt: skip
-    finetune(str(tiny_model_dir), sorted(set(rows["label"])), rows, rows, params, 32,
-             tmp_path / "model", tmp_path / "reports")  # fmt: skip
-    history = pd.read_csv(tmp_path / "reports" / "loss.csv")
+    _, history = train_on_rows(tmp_path, tiny_model_dir, rows, overrides)
     assert len(history) == 30 and history["loss"].notna().all()
     # warmup_init: the relative step grows as 1e-6 × step (times the parameters' RMS scale)
     # (AdafactorSchedule reports the size of the step before; none before the first)
