@@ -13,12 +13,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoTokenizer
 
 from bertfit.data.collect import read_labels, read_split
 from bertfit.data.encoding import Encoder, Preprocessing
 from bertfit.inference import predict_logits
 from bertfit.metrics import classification_metrics, per_class_metrics
+from bertfit.models.pooling import ChunkCollator, load_sequence_classifier
 from bertfit.params import EvaluateParams
 from bertfit.reporting import markdown_table, write_csv, write_json, write_text
 
@@ -79,17 +80,18 @@ def evaluate(
 ) -> dict[str, Any]:
     labels = read_labels(task_dir)
     task = task_dir.name
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir, use_safetensors=True)
+    model = load_sequence_classifier(model_dir)
     check_model_labels(model_dir, model.config.id2label, labels)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     prep = Preprocessing.load(model_dir)
+    collator = ChunkCollator(tokenizer) if prep.truncation == "hierarchical" else None
     if torch.cuda.is_available():
         model.to("cuda")
 
     test = read_split(task_dir, "test")
     dataset = Encoder(tokenizer, prep).dataset(test, model.config.label2id)
     log.info("evaluating %s on %d %s test examples", model_dir, len(test), task)
-    logits = predict_logits(model, tokenizer, dataset, params.per_device_eval_batch_size)
+    logits = predict_logits(model, tokenizer, dataset, params.per_device_eval_batch_size, collator)
     y_true = np.asarray(dataset["labels"])
     y_pred = logits.argmax(axis=-1)
     probs = torch.softmax(torch.from_numpy(logits), dim=-1).numpy()

@@ -195,8 +195,20 @@ class FinetuneParams(Strict):
     warmup_steps: int | None = Field(ge=0, description="warm-up in steps, instead of the ratio")
     lr_scheduler_type: SCHEDULES
     train_sampling_strategy: Literal["random", "group_by_length"]
-    truncation: Literal["head_tail", "head", "tail"]
+    truncation: Literal["head_tail", "head", "tail", "hierarchical"]
     head_tokens: int = Field(ge=0, description="head part of head_tail truncation")
+    chunk_stride: int | None = Field(
+        gt=0, description="hierarchical: tokens between piece starts; null = no overlap"
+    )
+    max_chunks: int = Field(gt=0, description="hierarchical: pieces kept per text, from the start")
+    chunk_pooling: Literal["mean", "max", "attention"] = Field(
+        description="hierarchical: how the pieces' features are pooled"
+    )
+    feature: Literal["cls", "mean", "max", "concat"] = Field(
+        description="cls: the stock classifier on BERT's pooled [CLS]; mean / max / concat of the "
+        "[CLS] states of the last feature_layers layers"
+    )
+    feature_layers: int = Field(gt=0)
     metric_for_best_model: Literal["accuracy", "macro_f1", "loss"]
     max_train_samples: int | None = Field(gt=0, description="cap on train rows; null = all")
     logging_steps: int = Field(gt=0)

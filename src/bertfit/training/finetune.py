@@ -30,6 +30,7 @@ from bertfit.data.encoding import Encoder, Preprocessing
 from bertfit.metrics import classification_metrics
 from bertfit.models.heads import load_task_head
 from bertfit.models.loading import check_max_seq_length, load_classifier, load_tokenizer
+from bertfit.models.pooling import ChunkCollator, HeadSpec, pooled_classifier
 from bertfit.params import FinetuneParams
 from bertfit.reporting import split_history, write_csv, write_json
 from bertfit.training.hardware import bf16_available, device_arguments
@@ -142,16 +143,31 @@ def finetune(
     """
     set_seed(params.seed)
     tokenizer = load_tokenizer(model_name)
-    model = load_classifier(model_name, labels)
+    hierarchical = params.truncation == "hierarchical"
+    # the stock HF classifier unless a feature or pooling it lacks is asked for (models.pooling)
+    pooled = hierarchical or params.feature != "cls"
+    if pooled:
+        spec = HeadSpec(
+            params.feature, params.feature_layers, params.chunk_pooling if hierarchical else None
+        )
+        model = pooled_classifier(model_name, labels, spec)
+    else:
+        model = load_classifier(model_name, labels)
     check_max_seq_length(model.config, max_seq_length, model_name)
-    head_from_multitask = bool(
-        params.init_head_from_multitask
-        and task
-        and load_task_head(model, Path(model_name), task, labels)
+    head_from_multitask = False
+    if params.init_head_from_multitask and task:
+        if pooled:
+            log.info("the %s head is not the stock classifier: it starts fresh", task)
+        else:
+            head_from_multitask = load_task_head(model, Path(model_name), task, labels)
+    prep = Preprocessing(
+        max_seq_length,
+        params.truncation,
+        params.head_tokens,
+        params.chunk_stride if hierarchical else None,
+        params.max_chunks if hierarchical else None,
     )
-    encoder = Encoder(
-        tokenizer, Preprocessing(max_seq_length, params.truncation, params.head_tokens)
-    )
+    encoder = Encoder(tokenizer, prep)
     if params.max_train_samples is not None and params.max_train_samples < len(train_df):
         train_df = train_df.sample(n=params.max_train_samples, random_state=params.seed)
     label2id = model.config.label2id
@@ -163,7 +179,7 @@ def finetune(
     log.info(
         "finetune %s on %d train / %d validation examples, %d labels; device %s; "
         "%s epochs, effective batch %d, about %d optimisation steps; lr %g, layer decay %g, "
-        "truncation %s at %d tokens; bf16 %s",
+        "truncation %s at %d tokens; feature %s; bf16 %s",
         model_name,
         len(train_ds),
         len(validation_ds),
@@ -176,6 +192,9 @@ def finetune(
         params.layer_decay,
         params.truncation,
         max_seq_length,
+        f"{params.feature} (last {params.feature_layers} layers)"
+        if params.feature != "cls"
+        else "cls",
         params.mixed_precision == "auto" and bf16_available(),
     )
 
@@ -192,7 +211,7 @@ def finetune(
         train_dataset=train_ds,
         eval_dataset=validation_ds,
         processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(
+        data_collator=(ChunkCollator if hierarchical else DataCollatorWithPadding)(
             tokenizer, pad_to_multiple_of=8 if torch.cuda.is_available() else None
         ),
         compute_metrics=compute_metrics,
@@ -206,7 +225,11 @@ def finetune(
     # pipeline("text-classification") truncates to model_max_length; head-only there
     tokenizer.model_max_length = max_seq_length
     staged = work_dir / "model"
-    trainer.save_model(str(staged))  # written by the main process only
+    if not pooled:
+        trainer.save_model(str(staged))  # written by the main process only
+    elif main_process:  # the encoder's HF directory plus the head (models.pooling)
+        trainer.accelerator.unwrap_model(trainer.model).save_pretrained(staged)
+        tokenizer.save_pretrained(staged)
     trainer.accelerator.wait_for_everyone()
     if not main_process:
         return {}
