@@ -63,7 +63,7 @@ TINY_FINETUNE = {
     "chunk_pooling": "mean",
     "feature": "cls",
     "feature_layers": 2,
-    "metric_for_best_model": "accuracy",
+    "metric_for_best_model": "task",
     "max_train_samples": None,
     "logging_steps": 5,
     "init_head_from_multitask": True,

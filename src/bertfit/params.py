@@ -90,6 +90,27 @@ class TaskSpec(Strict):
     problem: Literal["classification", "regression"] = Field(
         "classification", description="regression: one numeric output per example, MSE loss"
     )
+    metric: Literal["accuracy", "f1", "mcc", "pearson"] = Field(
+        "accuracy",
+        description="the task's official metric (GLUE: mcc for CoLA, f1 for MRPC/QQP, pearson "
+        "for STS-B); reported first, and what metric_for_best_model: task selects on",
+    )
+    positive_label: str | None = Field(None, description="the positive class, for f1")
+    in_corpora: bool = Field(
+        True, description="false: never collected for in_domain / cross_domain corpora"
+    )
+
+    @model_validator(mode="after")
+    def _metric_fits(self) -> TaskSpec:
+        regression = self.problem == "regression"
+        if regression != (self.metric == "pearson"):
+            raise ValueError(
+                f"metric {self.metric!r} does not fit a {self.problem} task; regression takes "
+                "pearson, classification accuracy, f1 or mcc"
+            )
+        if (self.metric == "f1") != (self.positive_label is not None):
+            raise ValueError("metric f1 needs positive_label (the class F1 is computed for)")
+        return self
 
 
 # --- stage sections -------------------------------------------------------------------------------
@@ -209,7 +230,9 @@ class FinetuneParams(Strict):
         "[CLS] states of the last feature_layers layers"
     )
     feature_layers: int = Field(gt=0)
-    metric_for_best_model: Literal["accuracy", "macro_f1", "loss"]
+    metric_for_best_model: Literal["task", "accuracy", "macro_f1", "loss"] = Field(
+        description="task: the target's official metric (tasks.<target>.metric)"
+    )
     max_train_samples: int | None = Field(gt=0, description="cap on train rows; null = all")
     logging_steps: int = Field(gt=0)
     init_head_from_multitask: bool = Field(

@@ -166,6 +166,15 @@ class Encoder:
             out["length"] = [len(x) for x in out["input_ids"]]
         return out
 
+    def labelled(self, df: pd.DataFrame, labels: list[str], problem: str, where: str) -> Dataset:
+        """dataset() with `labels`: class ids in `labels` order, or floats for regression."""
+        if problem == "regression":
+            return self.dataset(df).add_column("labels", df["label"].astype(float).tolist())
+        unknown = sorted(set(df["label"]) - set(labels))
+        if unknown:
+            raise ValueError(f"{where}: labels {unknown} are not in {labels}")
+        return self.dataset(df, {label: i for i, label in enumerate(labels)})
+
     def dataset(self, df: pd.DataFrame, label2id: dict[str, int] | None = None) -> Dataset:
         """A tokenised datasets.Dataset with `length` (and `labels` when label2id is given)."""
         cols = ["text"] + (["text_pair"] if "text_pair" in df.columns else [])

@@ -32,7 +32,7 @@ from transformers import (
 )
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from bertfit.models.loading import LOAD_KWARGS, load_config, resolve_model_name
+from bertfit.models.loading import LOAD_KWARGS, classifier_config, resolve_model_name
 
 HEAD_CONFIG = "bertfit_head.json"
 HEAD_WEIGHTS = "bertfit_head.safetensors"
@@ -155,14 +155,11 @@ class PooledClassifier(nn.Module):
         return model
 
 
-def pooled_classifier(model_name: str, labels: list[str], spec: HeadSpec) -> PooledClassifier:
+def pooled_classifier(
+    model_name: str, labels: list[str], spec: HeadSpec, problem: str = "classification"
+) -> PooledClassifier:
     """A fresh PooledClassifier on the encoder `model_name`, for `labels` (id order)."""
-    config = load_config(
-        model_name,
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={label: i for i, label in enumerate(labels)},
-    )
+    config = classifier_config(model_name, labels, problem)
     encoder = AutoModel.from_pretrained(
         resolve_model_name(model_name), config=config, **LOAD_KWARGS
     )
