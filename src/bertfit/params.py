@@ -263,6 +263,39 @@ class FinetuneParams(Strict):
         return self
 
 
+class SearchParams(Strict):
+    """optuna's search space for `python -m bertfit.search` (ranges are [low, high])."""
+
+    n_trials: int = Field(gt=0)
+    seed: int
+    max_train_samples: int | None = Field(gt=0, description="train rows per trial; null = all")
+    learning_rate: tuple[float, float] = Field(description="sampled log-uniformly")
+    num_train_epochs: tuple[int, int]
+    per_device_train_batch_size: list[int] = Field(min_length=1)
+    warmup_ratio: tuple[float, float]
+    layer_decay: tuple[float, float]
+
+    @model_validator(mode="after")
+    def _ranges(self) -> SearchParams:
+        bounds = {
+            "learning_rate": (0, None),
+            "num_train_epochs": (1, None),
+            "warmup_ratio": (0, 0.999),
+            "layer_decay": (1e-9, 1),
+        }
+        for name, (floor, ceiling) in bounds.items():
+            low, high = getattr(self, name)
+            if not (floor <= low <= high and (ceiling is None or high <= ceiling)):
+                raise ValueError(
+                    f"{name} must be [low, high] with {floor} <= low <= high"
+                    + (f" <= {ceiling}" if ceiling is not None else "")
+                    + f", got [{low}, {high}]"
+                )
+        if any(b <= 0 for b in self.per_device_train_batch_size):
+            raise ValueError("per_device_train_batch_size: batch sizes must be > 0")
+        return self
+
+
 class EvaluateParams(Strict):
     per_device_eval_batch_size: int = Field(gt=0)
 
@@ -274,6 +307,7 @@ SECTIONS: dict[str, type[Strict]] = {
     "multitask": MultitaskParams,
     "finetune": FinetuneParams,
     "evaluate": EvaluateParams,
+    "search": SearchParams,
 }
 
 
