@@ -126,7 +126,7 @@ def test_regression_task_with_text_labels_is_an_error(
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ({"problem": "regression"}, r"metric 'accuracy' does not fit a regression task"),
+        ({"problem": "regression", "metric": "accuracy"}, r"'accuracy' does not fit a regression"),
         ({"metric": "pearson"}, r"metric 'pearson' does not fit a classification task"),
         ({"metric": "f1"}, r"metric f1 needs positive_label"),
     ],
@@ -135,3 +135,5 @@ def test_task_metric_must_fit_the_task(spec: dict, message: str) -> None:
     base = {"domain": "d", "source": {"kind": "files", "train": "x.csv"}}
     with pytest.raises(ValueError, match=message):
         parse_tasks({"tasks": {"t": base | spec}})
+    defaults = parse_tasks({"tasks": {"c": base, "r": base | {"problem": "regression"}}})
+    assert (defaults["c"].metric, defaults["r"].metric) == ("accuracy", "pearson")

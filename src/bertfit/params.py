@@ -91,14 +91,22 @@ class TaskSpec(Strict):
         "classification", description="regression: one numeric output per example, MSE loss"
     )
     metric: Literal["accuracy", "f1", "mcc", "pearson"] = Field(
-        "accuracy",
         description="the task's official metric (GLUE: mcc for CoLA, f1 for MRPC/QQP, pearson "
-        "for STS-B); reported first, and what metric_for_best_model: task selects on",
+        "for STS-B); reported first, and what metric_for_best_model: task selects on. Default: "
+        "accuracy, or pearson for regression",
     )
     positive_label: str | None = Field(None, description="the positive class, for f1")
     in_corpora: bool = Field(
         True, description="false: never collected for in_domain / cross_domain corpora"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_metric(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "metric" not in data:
+            regression = data.get("problem") == "regression"
+            return data | {"metric": "pearson" if regression else "accuracy"}
+        return data
 
     @model_validator(mode="after")
     def _metric_fits(self) -> TaskSpec:
