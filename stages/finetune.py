@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 
 from bertfit.cli import configure_logging, stage_parser
-from bertfit.data.collect import read_labels, read_split
+from bertfit.data.collect import read_split, read_task_info
 from bertfit.params import parse_section, parse_target, parse_tasks, read_params_file
 from bertfit.training.finetune import finetune
 
@@ -40,9 +40,10 @@ def main(argv: list[str] | None = None) -> None:
     log.info("target %s; base model %s; %s; %s", target, args.base_model_dir, model, params)
 
     task_dir = args.data_dir / "tasks" / target
+    info = read_task_info(task_dir)
     finetune(
         str(args.base_model_dir),
-        read_labels(task_dir),
+        info["labels"],
         read_split(task_dir, "train"),
         read_split(task_dir, "validation"),
         params,
@@ -50,6 +51,9 @@ def main(argv: list[str] | None = None) -> None:
         args.model_dir,
         args.report_dir,
         task=target,
+        problem=info["problem"],
+        metric=info["metric"],
+        positive_label=info["positive_label"],
     )
 
 

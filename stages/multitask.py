@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     model = parse_section(data, "model", str(args.params))
     params = parse_section(data, "multitask", str(args.params))
     log.info("base model %s; %s", args.base_model_dir, params)
-    unknown = sorted(set(params.tasks) - set(catalogue))
+    unknown = sorted(set(params.tasks) - set(catalogue)) if params.enabled else []
     if unknown:
         raise ValueError(
             f"{args.params}: multitask.tasks: {unknown} not in the catalogue (tasks: "

@@ -20,7 +20,9 @@ def test_corpus_task_selection(catalogue: dict) -> None:
     in_domain = corpus_tasks("in_domain", "mr", catalogue)
     assert in_domain[0] == "mr"
     assert set(in_domain) == {n for n, t in catalogue.items() if t.domain == "sentiment"}
-    assert set(corpus_tasks("cross_domain", "mr", catalogue)) == set(catalogue)
+    offline = {n for n, t in catalogue.items() if t.in_corpora}
+    assert set(corpus_tasks("cross_domain", "mr", catalogue)) == offline
+    assert {"cola", "stsb", "mnli"} <= set(catalogue) - offline  # GLUE: hub only, never in corpora
     with pytest.raises(ValueError, match=r"pretrain.corpus must be one of .*got 'everything'"):
         corpus_tasks("everything", "mr", catalogue)
 

@@ -62,7 +62,13 @@ def test_loss_falls_when_overfitting_one_batch(
     assert loss[-1] < 0.75 * loss[0]  # a random-init 2-layer BERT learns slowly
     assert 0 <= metrics["validation"]["accuracy"] <= 1
     saved = json.loads((tmp_path / "model" / "bertfit_preprocessing.json").read_text())
-    assert saved == {"head_tokens": 8, "max_seq_length": 32, "truncation": "head_tail"}
+    assert saved == {
+        "head_tokens": 8,
+        "max_seq_length": 32,
+        "truncation": "head_tail",
+        "chunk_stride": None,
+        "max_chunks": None,
+    }
 
 
 def test_split_history_separates_loss_and_eval_rows() -> None:

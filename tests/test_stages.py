@@ -31,7 +31,7 @@ def write_params(path: Path, model_name: str, tasks: dict, target: str, **overri
         "evaluate": {"per_device_eval_batch_size": 32},
     }
     for section, values in overrides.items():
-        params[section] = params[section] | values
+        params[section] = params.get(section, {}) | values
     path.write_text(yaml.safe_dump(params), encoding="utf-8")
     return path
 

@@ -13,20 +13,30 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoTokenizer
 
-from bertfit.data.collect import read_labels, read_split
+from bertfit.data.collect import read_split, read_task_info
 from bertfit.data.encoding import Encoder, Preprocessing
 from bertfit.inference import predict_logits
-from bertfit.metrics import classification_metrics, per_class_metrics
+from bertfit.metrics import per_class_metrics, task_metrics
+from bertfit.models.pooling import ChunkCollator, load_sequence_classifier
 from bertfit.params import EvaluateParams
 from bertfit.reporting import markdown_table, write_csv, write_json, write_text
 
 log = logging.getLogger(__name__)
 
 
-def check_model_labels(model_dir: Path, config_id2label: dict[int, str], labels: list[str]) -> None:
-    saved = [config_id2label[i] for i in range(len(config_id2label))]
+def check_model_labels(
+    model_dir: Path, config: Any, labels: list[str], problem: str = "classification"
+) -> None:
+    if problem == "regression":
+        if config.num_labels != 1:
+            raise ValueError(
+                f"{model_dir}/config.json: {config.num_labels} outputs, but the task is a "
+                f"regression; the model was trained on another task. Re-run finetune (dvc repro)."
+            )
+        return
+    saved = [config.id2label[i] for i in range(len(config.id2label))]
     if saved != labels:
         raise ValueError(
             f"{model_dir}/config.json: id2label {saved} does not match the task's labels.json "
@@ -40,18 +50,24 @@ def write_report(
     model_dir: Path,
     prep: Preprocessing,
     n: int,
-    metrics: dict[str, float],
+    metrics: dict[str, Any],
     per_class: dict[str, dict[str, float]],
-    confusion: pd.DataFrame,
+    confusion: pd.DataFrame | None,
 ) -> None:
     lines = [
         f"# Evaluation: {task}",
         "",
         f"Model `{model_dir}`, test split of `{task}` ({n} examples), truncation "
-        f"{prep.truncation} at {prep.max_seq_length} tokens.",
+        f"{prep.truncation} at {prep.max_seq_length} tokens. The task's metric: "
+        f"{metrics['metric']}.",
         "",
-        markdown_table(["metric", "value"], metrics.items()),
+        markdown_table(["metric", "value"], [(k, v) for k, v in metrics.items() if k != "metric"]),
         "",
+    ]
+    if confusion is None:  # regression
+        write_text(path, "\n".join(lines))
+        return
+    lines += [
         "## Per class",
         "",
         markdown_table(
@@ -77,39 +93,50 @@ def evaluate(
     report_dir: Path,
     predictions_file: Path,
 ) -> dict[str, Any]:
-    labels = read_labels(task_dir)
+    info = read_task_info(task_dir)
+    labels, problem, metric = info["labels"], info["problem"], info["metric"]
     task = task_dir.name
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir, use_safetensors=True)
-    check_model_labels(model_dir, model.config.id2label, labels)
+    model = load_sequence_classifier(model_dir)
+    check_model_labels(model_dir, model.config, labels, problem)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     prep = Preprocessing.load(model_dir)
+    collator = ChunkCollator(tokenizer) if prep.truncation == "hierarchical" else None
     if torch.cuda.is_available():
         model.to("cuda")
 
     test = read_split(task_dir, "test")
-    dataset = Encoder(tokenizer, prep).dataset(test, model.config.label2id)
+    dataset = Encoder(tokenizer, prep).labelled(test, labels, problem, f"{task} [test]")
     log.info("evaluating %s on %d %s test examples", model_dir, len(test), task)
-    logits = predict_logits(model, tokenizer, dataset, params.per_device_eval_batch_size)
+    logits = predict_logits(model, tokenizer, dataset, params.per_device_eval_batch_size, collator)
     y_true = np.asarray(dataset["labels"])
-    y_pred = logits.argmax(axis=-1)
-    probs = torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
+    positive = info["positive_label"]
+    scores = task_metrics(problem, y_true, logits, labels.index(positive) if positive else None)
+    # the task's official metric first (GLUE: MCC for CoLA, F1 for MRPC/QQP, Pearson for STS-B)
+    metrics = {"metric": metric, metric: scores[metric]} | scores
 
-    metrics = classification_metrics(y_true, y_pred)
-    per_class = per_class_metrics(y_true, y_pred, labels)
-    actual = [labels[i] for i in y_true]
-    predicted = [labels[i] for i in y_pred]
-    confusion = pd.crosstab(
-        pd.Categorical(actual, labels), pd.Categorical(predicted, labels), dropna=False
-    )
+    if problem == "regression":
+        per_class: dict[str, dict[str, float]] = {}
+        actual, predicted = y_true.tolist(), logits[:, 0].tolist()
+        predictions = test.assign(predicted=predicted)
+        confusion = None
+    else:
+        y_pred = logits.argmax(axis=-1)
+        probs = torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
+        per_class = per_class_metrics(y_true, y_pred, labels)
+        actual = [labels[i] for i in y_true]
+        predicted = [labels[i] for i in y_pred]
+        confusion = pd.crosstab(
+            pd.Categorical(actual, labels), pd.Categorical(predicted, labels), dropna=False
+        )
+        predictions = test.assign(predicted=predicted, confidence=probs.max(axis=-1))
 
     write_json(report_dir / "metrics.json", {"task": task, "test_examples": len(test)} | metrics)
     write_json(report_dir / "per_class.json", per_class)
-    write_csv(
+    write_csv(  # classification: the confusion plot's rows; regression: actual against predicted
         report_dir / "confusion.csv",
         ({"actual": a, "predicted": p} for a, p in zip(actual, predicted, strict=True)),
         ["actual", "predicted"],
     )
-    predictions = test.assign(predicted=predicted, confidence=probs.max(axis=-1))
     predictions_file.parent.mkdir(parents=True, exist_ok=True)
     predictions.to_parquet(predictions_file, index=False)
     write_report(

@@ -6,6 +6,8 @@ Trainer.predict batches in dataset order, where one long text pads its whole bat
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from datasets import Dataset
@@ -14,12 +16,19 @@ from transformers import DataCollatorWithPadding, PreTrainedModel, PreTrainedTok
 
 
 def predict_logits(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset: Dataset, batch_size: int
+    model: PreTrainedModel | torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    dataset: Dataset,
+    batch_size: int,
+    collator: Callable[[list[dict]], dict[str, torch.Tensor]] | None = None,
 ) -> np.ndarray:
-    """Logits for every row of a tokenised dataset (with `length`), in the dataset's order."""
+    """Logits for every row of a tokenised dataset (with `length`), in the dataset's order.
+
+    `collator` batches the rows (default: dynamic padding; ChunkCollator for hierarchical rows).
+    """
     model.eval()
     device = next(model.parameters()).device
-    collator = DataCollatorWithPadding(tokenizer)
+    collator = collator or DataCollatorWithPadding(tokenizer)
     features = [c for c in dataset.column_names if c in tokenizer.model_input_names]
     order = np.argsort(np.asarray(dataset["length"]), kind="stable")
     out = np.empty((len(dataset), model.config.num_labels), dtype=np.float32)

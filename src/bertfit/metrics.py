@@ -7,11 +7,12 @@ from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import (
     accuracy_score,
     f1_score,
+    matthews_corrcoef,
     mean_squared_error,
     precision_recall_fscore_support,
 )
 
-# the metric a task is judged by, per problem type (model selection, multitask means)
+# the metric a task is judged by when the catalogue names none (multitask means)
 MAIN_METRIC = {"classification": "accuracy", "regression": "pearson"}
 
 
@@ -58,8 +59,21 @@ def regression_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict[str,
     }
 
 
-def task_metrics(problem: str, labels: np.ndarray, logits: np.ndarray) -> dict[str, float]:
-    """A task's metrics from model outputs: argmax classes, or the single regression value."""
+def task_metrics(
+    problem: str, labels: np.ndarray, logits: np.ndarray, positive_id: int | None = None
+) -> dict[str, float]:
+    """A task's metrics from model outputs: argmax classes, or the single regression value.
+
+    Classification: accuracy, error rate, macro-F1 and Matthews correlation (CoLA's metric), plus
+    the positive class's F1 when `positive_id` is given (MRPC, QQP).
+    """
     if problem == "regression":
         return regression_metrics(labels, logits[:, 0])
-    return classification_metrics(labels, np.argmax(logits, axis=-1))
+    predictions = np.argmax(logits, axis=-1)
+    scores = classification_metrics(labels, predictions)
+    scores["mcc"] = float(matthews_corrcoef(labels, predictions))
+    if positive_id is not None:
+        scores["f1"] = float(
+            f1_score(labels, predictions, pos_label=positive_id, average="binary", zero_division=0)
+        )
+    return scores

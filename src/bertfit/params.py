@@ -90,6 +90,35 @@ class TaskSpec(Strict):
     problem: Literal["classification", "regression"] = Field(
         "classification", description="regression: one numeric output per example, MSE loss"
     )
+    metric: Literal["accuracy", "f1", "mcc", "pearson"] = Field(
+        description="the task's official metric (GLUE: mcc for CoLA, f1 for MRPC/QQP, pearson "
+        "for STS-B); reported first, and what metric_for_best_model: task selects on. Default: "
+        "accuracy, or pearson for regression",
+    )
+    positive_label: str | None = Field(None, description="the positive class, for f1")
+    in_corpora: bool = Field(
+        True, description="false: never collected for in_domain / cross_domain corpora"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_metric(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "metric" not in data:
+            regression = data.get("problem") == "regression"
+            return data | {"metric": "pearson" if regression else "accuracy"}
+        return data
+
+    @model_validator(mode="after")
+    def _metric_fits(self) -> TaskSpec:
+        regression = self.problem == "regression"
+        if regression != (self.metric == "pearson"):
+            raise ValueError(
+                f"metric {self.metric!r} does not fit a {self.problem} task; regression takes "
+                "pearson, classification accuracy, f1 or mcc"
+            )
+        if (self.metric == "f1") != (self.positive_label is not None):
+            raise ValueError("metric f1 needs positive_label (the class F1 is computed for)")
+        return self
 
 
 # --- stage sections -------------------------------------------------------------------------------
@@ -195,9 +224,23 @@ class FinetuneParams(Strict):
     warmup_steps: int | None = Field(ge=0, description="warm-up in steps, instead of the ratio")
     lr_scheduler_type: SCHEDULES
     train_sampling_strategy: Literal["random", "group_by_length"]
-    truncation: Literal["head_tail", "head", "tail"]
+    truncation: Literal["head_tail", "head", "tail", "hierarchical"]
     head_tokens: int = Field(ge=0, description="head part of head_tail truncation")
-    metric_for_best_model: Literal["accuracy", "macro_f1", "loss"]
+    chunk_stride: int | None = Field(
+        gt=0, description="hierarchical: tokens between piece starts; null = no overlap"
+    )
+    max_chunks: int = Field(gt=0, description="hierarchical: pieces kept per text, from the start")
+    chunk_pooling: Literal["mean", "max", "attention"] = Field(
+        description="hierarchical: how the pieces' features are pooled"
+    )
+    feature: Literal["cls", "mean", "max", "concat"] = Field(
+        description="cls: the stock classifier on BERT's pooled [CLS]; mean / max / concat of the "
+        "[CLS] states of the last feature_layers layers"
+    )
+    feature_layers: int = Field(gt=0)
+    metric_for_best_model: Literal["task", "accuracy", "macro_f1", "loss"] = Field(
+        description="task: the target's official metric (tasks.<target>.metric)"
+    )
     max_train_samples: int | None = Field(gt=0, description="cap on train rows; null = all")
     logging_steps: int = Field(gt=0)
     init_head_from_multitask: bool = Field(
@@ -228,6 +271,39 @@ class FinetuneParams(Strict):
         return self
 
 
+class SearchParams(Strict):
+    """optuna's search space for `python -m bertfit.search` (ranges are [low, high])."""
+
+    n_trials: int = Field(gt=0)
+    seed: int
+    max_train_samples: int | None = Field(gt=0, description="train rows per trial; null = all")
+    learning_rate: tuple[float, float] = Field(description="sampled log-uniformly")
+    num_train_epochs: tuple[int, int]
+    per_device_train_batch_size: list[int] = Field(min_length=1)
+    warmup_ratio: tuple[float, float]
+    layer_decay: tuple[float, float]
+
+    @model_validator(mode="after")
+    def _ranges(self) -> SearchParams:
+        bounds = {
+            "learning_rate": (0, None),
+            "num_train_epochs": (1, None),
+            "warmup_ratio": (0, 0.999),
+            "layer_decay": (1e-9, 1),
+        }
+        for name, (floor, ceiling) in bounds.items():
+            low, high = getattr(self, name)
+            if not (floor <= low <= high and (ceiling is None or high <= ceiling)):
+                raise ValueError(
+                    f"{name} must be [low, high] with {floor} <= low <= high"
+                    + (f" <= {ceiling}" if ceiling is not None else "")
+                    + f", got [{low}, {high}]"
+                )
+        if any(b <= 0 for b in self.per_device_train_batch_size):
+            raise ValueError("per_device_train_batch_size: batch sizes must be > 0")
+        return self
+
+
 class EvaluateParams(Strict):
     per_device_eval_batch_size: int = Field(gt=0)
 
@@ -239,6 +315,7 @@ SECTIONS: dict[str, type[Strict]] = {
     "multitask": MultitaskParams,
     "finetune": FinetuneParams,
     "evaluate": EvaluateParams,
+    "search": SearchParams,
 }
 
 

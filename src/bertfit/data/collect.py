@@ -36,21 +36,34 @@ def write_parquet(df: pd.DataFrame, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def write_task(task: PreparedTask, domain: str, task_dir: Path) -> None:
+def write_task(task: PreparedTask, spec: TaskSpec, task_dir: Path) -> None:
     for split, df in task.splits.items():
         write_parquet(df, task_dir / f"{split}.parquet")
     write_parquet(pd.DataFrame({"text": task.unlabeled}, dtype=str), task_dir / "unlabeled.parquet")
-    info = {"task": task.name, "domain": domain, "problem": task.problem, "labels": task.labels}
+    if spec.positive_label is not None and spec.positive_label not in task.labels:
+        raise ValueError(
+            f"tasks.{task.name}.positive_label {spec.positive_label!r} is not a label of the task "
+            f"({task.labels})"
+        )
+    info = {
+        "task": task.name,
+        "domain": spec.domain,
+        "problem": task.problem,
+        "metric": spec.metric,
+        "positive_label": spec.positive_label,
+        "labels": task.labels,
+    }
     write_json(task_dir / LABELS_FILE, info)
 
 
 def read_task_info(task_dir: Path) -> dict[str, Any]:
-    """What collect saved about a task: its problem type and label names in class-id order."""
+    """What collect saved about a task: problem type, official metric, labels in id order."""
     path = task_dir / LABELS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing; run the collect stage for this task first")
     info = json.loads(path.read_text(encoding="utf-8"))
-    return {"problem": "classification"} | info
+    defaults = {"problem": "classification", "metric": "accuracy", "positive_label": None}
+    return defaults | info
 
 
 def read_labels(task_dir: Path) -> list[str]:
@@ -130,7 +143,7 @@ def collect(
             params.max_empty_ratio,
             spec.problem,
         )
-        write_task(task, spec.domain, data_dir / "tasks" / name)
+        write_task(task, spec, data_dir / "tasks" / name)
         all_stats[name] = describe(task, tokenizer, max_seq_length)
         prepared[name] = task
         log.info(

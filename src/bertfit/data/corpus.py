@@ -45,7 +45,7 @@ def corpus_tasks(corpus: str, target: str, tasks: dict[str, TaskSpec]) -> list[s
     others = sorted(
         n
         for n, spec in tasks.items()
-        if n != target and (corpus == "cross_domain" or spec.domain == domain)
+        if n != target and spec.in_corpora and (corpus == "cross_domain" or spec.domain == domain)
     )
     return [target, *others]
 

@@ -3,7 +3,8 @@
 head-only keeps the first tokens, tail-only the last, head+tail the first `head_tokens` and the
 last (budget - head_tokens); the paper's best is 128 + 382 at 512. Tokenizers only truncate from
 one end, so single texts are tokenised in full and cut here; sentence pairs use the tokenizer's
-own `longest_first` truncation of the pair (head-only on each side).
+own `longest_first` truncation of the pair (head-only on each side). `hierarchical` keeps the
+whole text as a list of max_seq_length pieces (models.pooling encodes each and pools them).
 
 The settings travel with the model (`bertfit_preprocessing.json` next to config.json), so evaluate
 and later users encode exactly as finetune did instead of repeating the values.
@@ -21,7 +22,7 @@ from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
 PREPROCESSING_FILE = "bertfit_preprocessing.json"
-STRATEGIES = ("head_tail", "head", "tail")
+STRATEGIES = ("head_tail", "head", "tail", "hierarchical")
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,10 @@ class Preprocessing:
     max_seq_length: int
     truncation: str
     head_tokens: int
+    # hierarchical: the text in pieces of max_seq_length (special tokens included), a piece
+    # starting every chunk_stride tokens (None: right after the previous one), at most max_chunks
+    chunk_stride: int | None = None
+    max_chunks: int | None = None
 
     def validate(self, num_special_tokens: int, section: str = "finetune") -> None:
         if self.truncation not in STRATEGIES:
@@ -43,6 +48,22 @@ class Preprocessing:
                 f"{self.max_seq_length} minus {num_special_tokens} special tokens), "
                 f"got {self.head_tokens}"
             )
+        if self.truncation == "hierarchical":
+            if self.chunk_stride is not None and not 0 < self.chunk_stride <= budget:
+                raise ValueError(
+                    f"params.yaml: {section}.chunk_stride must be in [1, {budget}] (a piece's "
+                    f"{budget} text tokens; null = no overlap), got {self.chunk_stride}"
+                )
+            if self.max_chunks is None or self.max_chunks < 1:
+                raise ValueError(
+                    f"params.yaml: {section}.max_chunks must be at least 1, got {self.max_chunks}"
+                )
+
+    def pieces(self, ids: list[int], budget: int) -> list[list[int]]:
+        """hierarchical: the token ids cut into at most max_chunks pieces of `budget` ids."""
+        stride = self.chunk_stride or budget
+        starts = range(0, max(len(ids) - budget, 0) + stride, stride)
+        return [ids[s : s + budget] for s in starts][: self.max_chunks]
 
     def save(self, model_dir: Path) -> None:
         text = json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
@@ -94,8 +115,14 @@ class Encoder:
         self.budget = prep.max_seq_length - len(self.prefix) - len(self.suffix)
         prep.validate(len(self.prefix) + len(self.suffix), section)
         self.with_token_types = "token_type_ids" in tokenizer.model_input_names
+        self.hierarchical = prep.truncation == "hierarchical"
 
     def encode(self, texts: list[str], text_pairs: list[str] | None = None) -> dict[str, list]:
+        if text_pairs is not None and self.hierarchical:
+            raise ValueError(
+                "finetune.truncation: hierarchical pooling splits single texts; a sentence-pair "
+                "task (text_pair) needs head_tail, head or tail"
+            )
         if text_pairs is not None:
             enc = self.tokenizer(
                 texts, text_pairs, truncation="longest_first", max_length=self.prep.max_seq_length
@@ -105,13 +132,25 @@ class Encoder:
             }
         # no truncation here on purpose: the strategies need the whole text's ids
         ids = self.tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
+        if self.hierarchical:  # each example: a list of pieces, each with its special tokens
+            input_ids = [
+                [self.prefix + p + self.suffix for p in self.prep.pieces(x, self.budget)]
+                for x in ids
+            ]
+            out: dict[str, list] = {
+                "input_ids": input_ids,
+                "attention_mask": [[[1] * len(p) for p in x] for x in input_ids],
+            }
+            if self.with_token_types:
+                out["token_type_ids"] = [[[0] * len(p) for p in x] for x in input_ids]
+            return out
         input_ids = [
             self.prefix
             + truncate_ids(x, self.budget, self.prep.truncation, self.prep.head_tokens)
             + self.suffix
             for x in ids
         ]
-        out: dict[str, list] = {
+        out = {
             "input_ids": input_ids,
             "attention_mask": [[1] * len(x) for x in input_ids],
         }
@@ -121,8 +160,20 @@ class Encoder:
 
     def _map_batch(self, batch: dict[str, list]) -> dict[str, Any]:
         out = self.encode(batch["text"], batch.get("text_pair"))
-        out["length"] = [len(x) for x in out["input_ids"]]
+        if self.hierarchical:  # the tokens the encoder sees: what batching should group by
+            out["length"] = [sum(len(p) for p in x) for x in out["input_ids"]]
+        else:
+            out["length"] = [len(x) for x in out["input_ids"]]
         return out
+
+    def labelled(self, df: pd.DataFrame, labels: list[str], problem: str, where: str) -> Dataset:
+        """dataset() with `labels`: class ids in `labels` order, or floats for regression."""
+        if problem == "regression":
+            return self.dataset(df).add_column("labels", df["label"].astype(float).tolist())
+        unknown = sorted(set(df["label"]) - set(labels))
+        if unknown:
+            raise ValueError(f"{where}: labels {unknown} are not in {labels}")
+        return self.dataset(df, {label: i for i, label in enumerate(labels)})
 
     def dataset(self, df: pd.DataFrame, label2id: dict[str, int] | None = None) -> Dataset:
         """A tokenised datasets.Dataset with `length` (and `labels` when label2id is given)."""

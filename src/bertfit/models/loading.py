@@ -77,14 +77,25 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
     return AutoTokenizer.from_pretrained(resolve_model_name(name), trust_remote_code=False)
 
 
-def load_classifier(name: str, labels: list[str]) -> PreTrainedModel:
-    """The encoder with a fresh classification head for `labels` (id order = list order)."""
-    config = load_config(
+def classifier_config(
+    name: str, labels: list[str], problem: str = "classification"
+) -> PretrainedConfig:
+    """The model's config with a head for `labels` (id order), or one output for regression."""
+    if problem == "regression":
+        return load_config(name, num_labels=1, problem_type="regression")
+    return load_config(
         name,
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
         label2id={label: i for i, label in enumerate(labels)},
+        problem_type="single_label_classification",
     )
+
+
+def load_classifier(
+    name: str, labels: list[str], problem: str = "classification"
+) -> PreTrainedModel:
+    """The encoder with a fresh head for `labels` (id order = list order), or for regression."""
     return AutoModelForSequenceClassification.from_pretrained(
-        resolve_model_name(name), config=config, **LOAD_KWARGS
+        resolve_model_name(name), config=classifier_config(name, labels, problem), **LOAD_KWARGS
     )

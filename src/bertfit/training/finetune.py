@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,10 @@ from transformers import (
 from transformers.optimization import AdafactorSchedule
 
 from bertfit.data.encoding import Encoder, Preprocessing
-from bertfit.metrics import classification_metrics
+from bertfit.metrics import task_metrics
 from bertfit.models.heads import load_task_head
 from bertfit.models.loading import check_max_seq_length, load_classifier, load_tokenizer
+from bertfit.models.pooling import ChunkCollator, HeadSpec, pooled_classifier
 from bertfit.params import FinetuneParams
 from bertfit.reporting import split_history, write_csv, write_json
 from bertfit.training.hardware import bf16_available, device_arguments
@@ -87,12 +89,32 @@ class LayerwiseDecayTrainer(Trainer):
         return super().create_scheduler(num_training_steps, optimizer)
 
 
-def compute_metrics(pred: EvalPrediction) -> dict[str, float]:
-    logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
-    return classification_metrics(pred.label_ids, np.argmax(logits, axis=-1))
+def metrics_for(
+    problem: str, positive_id: int | None
+) -> Callable[[EvalPrediction], dict[str, float]]:
+    """The Trainer's compute_metrics for a task: metrics.task_metrics on the logits."""
+
+    def compute_metrics(pred: EvalPrediction) -> dict[str, float]:
+        logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
+        return task_metrics(problem, pred.label_ids, np.asarray(logits), positive_id)
+
+    return compute_metrics
 
 
-def training_arguments(params: FinetuneParams, output_dir: Path) -> TrainingArguments:
+def selection_metric(params: FinetuneParams, problem: str, metric: str) -> str:
+    """The validation metric that picks the best epoch: `task` is the task's own metric."""
+    chosen = metric if params.metric_for_best_model == "task" else params.metric_for_best_model
+    if problem == "regression" and chosen in ("accuracy", "macro_f1"):
+        raise ValueError(
+            f"params.yaml: finetune.metric_for_best_model {chosen!r} does not exist for a "
+            "regression task; use task (Pearson) or loss"
+        )
+    return chosen
+
+
+def training_arguments(
+    params: FinetuneParams, output_dir: Path, best_metric: str | None = None
+) -> TrainingArguments:
     # bf16 autocast (fp32 master weights) where the GPU or CPU has bf16 arithmetic, TF32 on GPU
     bf16 = params.mixed_precision == "auto" and bf16_available()
     return TrainingArguments(
@@ -115,7 +137,7 @@ def training_arguments(params: FinetuneParams, output_dir: Path) -> TrainingArgu
         save_only_model=True,
         save_total_limit=1,  # with load_best_model_at_end the best is kept as well
         load_best_model_at_end=True,
-        metric_for_best_model=params.metric_for_best_model,
+        metric_for_best_model=best_metric or selection_metric(params, "classification", "accuracy"),
         logging_steps=params.logging_steps,
         dataloader_num_workers=0,
         # adamw: the Trainer's default, torch's fused AdamW; adafactor: fixed-rate mode (see above)
@@ -134,6 +156,10 @@ def finetune(
     output_dir: Path,
     report_dir: Path,
     task: str | None = None,
+    *,
+    problem: str = "classification",
+    metric: str = "accuracy",
+    positive_label: str | None = None,
 ) -> dict[str, Any]:
     """Fine-tune `model_name` on train, pick the best epoch on validation, save to output_dir.
 
@@ -142,28 +168,45 @@ def finetune(
     """
     set_seed(params.seed)
     tokenizer = load_tokenizer(model_name)
-    model = load_classifier(model_name, labels)
+    hierarchical = params.truncation == "hierarchical"
+    # the stock HF classifier unless a feature or pooling it lacks is asked for (models.pooling)
+    pooled = hierarchical or params.feature != "cls"
+    if pooled:
+        spec = HeadSpec(
+            params.feature, params.feature_layers, params.chunk_pooling if hierarchical else None
+        )
+        model = pooled_classifier(model_name, labels, spec, problem)
+    else:
+        model = load_classifier(model_name, labels, problem)
     check_max_seq_length(model.config, max_seq_length, model_name)
-    head_from_multitask = bool(
-        params.init_head_from_multitask
-        and task
-        and load_task_head(model, Path(model_name), task, labels)
+    head_from_multitask = False
+    if params.init_head_from_multitask and task:
+        if pooled:
+            log.info("the %s head is not the stock classifier: it starts fresh", task)
+        else:
+            head_from_multitask = load_task_head(model, Path(model_name), task, labels, problem)
+    prep = Preprocessing(
+        max_seq_length,
+        params.truncation,
+        params.head_tokens,
+        params.chunk_stride if hierarchical else None,
+        params.max_chunks if hierarchical else None,
     )
-    encoder = Encoder(
-        tokenizer, Preprocessing(max_seq_length, params.truncation, params.head_tokens)
-    )
+    encoder = Encoder(tokenizer, prep)
     if params.max_train_samples is not None and params.max_train_samples < len(train_df):
         train_df = train_df.sample(n=params.max_train_samples, random_state=params.seed)
-    label2id = model.config.label2id
-    train_ds = encoder.dataset(train_df, label2id)
-    validation_ds = encoder.dataset(validation_df, label2id)
+    train_ds = encoder.labelled(train_df, labels, problem, f"{task or 'target'} [train]")
+    validation_ds = encoder.labelled(
+        validation_df, labels, problem, f"{task or 'target'} [validation]"
+    )
+    best_metric = selection_metric(params, problem, metric)
 
     effective_batch = params.per_device_train_batch_size * params.gradient_accumulation_steps
     steps = math.ceil(len(train_ds) / effective_batch) * math.ceil(params.num_train_epochs)
     log.info(
         "finetune %s on %d train / %d validation examples, %d labels; device %s; "
         "%s epochs, effective batch %d, about %d optimisation steps; lr %g, layer decay %g, "
-        "truncation %s at %d tokens; bf16 %s",
+        "truncation %s at %d tokens; feature %s; bf16 %s",
         model_name,
         len(train_ds),
         len(validation_ds),
@@ -176,12 +219,15 @@ def finetune(
         params.layer_decay,
         params.truncation,
         max_seq_length,
+        f"{params.feature} (last {params.feature_layers} layers)"
+        if params.feature != "cls"
+        else "cls",
         params.mixed_precision == "auto" and bf16_available(),
     )
 
     # one work directory, the same path on every process when launched with accelerate/torchrun
     work_dir = output_dir.parent / f".{output_dir.name}-work"
-    args = training_arguments(params, work_dir / "checkpoints")
+    args = training_arguments(params, work_dir / "checkpoints", best_metric)
     main_process = args.process_index == 0
     with args.main_process_first(desc="clearing the work directory"):
         if main_process:
@@ -192,10 +238,12 @@ def finetune(
         train_dataset=train_ds,
         eval_dataset=validation_ds,
         processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(
+        data_collator=(ChunkCollator if hierarchical else DataCollatorWithPadding)(
             tokenizer, pad_to_multiple_of=8 if torch.cuda.is_available() else None
         ),
-        compute_metrics=compute_metrics,
+        compute_metrics=metrics_for(
+            problem, labels.index(positive_label) if positive_label is not None else None
+        ),
         layer_decay=params.layer_decay,
         adafactor_relative_step=params.adafactor_relative_step,
     )
@@ -206,7 +254,11 @@ def finetune(
     # pipeline("text-classification") truncates to model_max_length; head-only there
     tokenizer.model_max_length = max_seq_length
     staged = work_dir / "model"
-    trainer.save_model(str(staged))  # written by the main process only
+    if not pooled:
+        trainer.save_model(str(staged))  # written by the main process only
+    elif main_process:  # the encoder's HF directory plus the head (models.pooling)
+        trainer.accelerator.unwrap_model(trainer.model).save_pretrained(staged)
+        tokenizer.save_pretrained(staged)
     trainer.accelerator.wait_for_everyone()
     if not main_process:
         return {}
@@ -218,12 +270,7 @@ def finetune(
 
     losses, evals = split_history(history)
     best_epoch = next(
-        (
-            e["epoch"]
-            for e in evals
-            if e.get(params.metric_for_best_model)
-            == best.get(f"eval_{params.metric_for_best_model}")
-        ),
+        (e["epoch"] for e in evals if e.get(best_metric) == best.get(f"eval_{best_metric}")),
         None,
     )
     metrics = {
@@ -233,6 +280,7 @@ def finetune(
             if k.startswith("eval_") and not k.endswith(("runtime", "per_second"))
         },
         "best_epoch": best_epoch,
+        "selected_on": best_metric,
         "head_from_multitask": head_from_multitask,
         "train_examples": len(train_ds),
         "world_size": args.world_size,
@@ -241,7 +289,13 @@ def finetune(
     }
     write_json(report_dir / "metrics.json", metrics)
     write_csv(report_dir / "loss.csv", losses, ["step", "epoch", "loss", "learning_rate"])
-    eval_fields = ["epoch", "step", "loss", "accuracy", "error_rate", "macro_f1"]
+    scores = [k for k in evals[0] if k not in ("epoch", "step", "loss")] if evals else []
+    eval_fields = [
+        "epoch",
+        "step",
+        "loss",
+        *(k for k in scores if not k.endswith(("runtime", "per_second"))),
+    ]
     write_csv(report_dir / "validation.csv", evals, eval_fields)
     log.info("best epoch %s on validation: %s", best_epoch, metrics["validation"])
     return metrics

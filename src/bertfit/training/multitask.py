@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from accelerate import PartialState
 from datasets import Dataset
@@ -45,7 +44,13 @@ from bertfit.data.encoding import Encoder, Preprocessing
 from bertfit.inference import predict_logits
 from bertfit.metrics import MAIN_METRIC, task_metrics
 from bertfit.models.heads import TaskHead, save_heads
-from bertfit.models.loading import LOAD_KWARGS, check_max_seq_length, load_config, load_tokenizer
+from bertfit.models.loading import (
+    LOAD_KWARGS,
+    check_max_seq_length,
+    classifier_config,
+    load_config,
+    load_tokenizer,
+)
 from bertfit.params import MultitaskParams
 from bertfit.reporting import split_history, write_csv, write_json
 from bertfit.training.finetune import LayerwiseDecayTrainer
@@ -70,29 +75,6 @@ class TaskData:
         return 1 if self.problem == "regression" else len(self.labels)
 
 
-def task_dataset(encoder: Encoder, df: pd.DataFrame, task: str, problem: str, labels: list[str]):
-    """Tokenised rows with `labels` (class ids, or floats for regression) and `length`."""
-    if problem == "regression":
-        return encoder.dataset(df).add_column("labels", df["label"].astype(float).tolist())
-    label2id = {label: i for i, label in enumerate(labels)}
-    unknown = sorted(set(df["label"]) - set(label2id))
-    if unknown:
-        raise ValueError(f"multitask task {task}: labels {unknown} are not in {labels}")
-    return encoder.dataset(df, label2id)
-
-
-def head_config(model_name: str, task: TaskData) -> Any:
-    if task.problem == "regression":
-        return load_config(model_name, num_labels=1, problem_type="regression")
-    return load_config(
-        model_name,
-        num_labels=task.num_labels,
-        id2label=dict(enumerate(task.labels)),
-        label2id={label: i for i, label in enumerate(task.labels)},
-        problem_type="single_label_classification",
-    )
-
-
 class MultiTaskModel(nn.Module):
     """A shared encoder and one sequence-classification model per task built around it."""
 
@@ -113,7 +95,7 @@ class MultiTaskModel(nn.Module):
         for task in tasks:
             # from_config builds a throw-away encoder too; it is replaced by the shared one
             heads[task.name] = AutoModelForSequenceClassification.from_config(
-                head_config(model_name, task)
+                classifier_config(model_name, task.labels, task.problem)
             )
         return cls(encoder, heads)
 
@@ -340,8 +322,8 @@ def prepare_tasks(
                 name,
                 problem,
                 labels,
-                task_dataset(encoder, info["train"], name, problem, labels),
-                task_dataset(encoder, info["validation"], name, problem, labels),
+                encoder.labelled(info["train"], labels, problem, f"multitask task {name}"),
+                encoder.labelled(info["validation"], labels, problem, f"multitask task {name}"),
             )
         )
     return tasks

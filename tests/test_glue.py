@@ -1,0 +1,139 @@
+"""GLUE-style tasks offline: the catalogue's GLUE entries, read from local files in their schema."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from transformers import AutoConfig
+
+from bertfit.params import parse_tasks, read_params_file
+from tests.conftest import PROJECT_ROOT
+from tests.test_stages import Chain, write_params
+
+
+def glue_rows(entry: str, trec: list[dict]) -> list[dict]:
+    """Rows in the entry's GLUE columns, made from real TREC questions.
+
+    Pairs of questions are "equivalent" / similar when they share a coarse class, so the labels
+    carry signal; single-sentence CoLA rows take acceptability from the question's class.
+    """
+    rows = []
+    for a, b in zip(trec, trec[1:] + trec[:1], strict=True):
+        same = a["label"] == b["label"]
+        if entry == "cola":
+            acceptable = a["label"] in ("DESC", "ENTY", "HUM")
+            rows.append(
+                {"sentence": a["text"], "label": "acceptable" if acceptable else "unacceptable"}
+            )
+        elif entry == "mrpc":
+            rows.append({"sentence1": a["text"], "sentence2": b["text"],
+                         "label": "equivalent" if same else "not_equivalent"})  # fmt: skip
+        elif entry == "stsb":
+            rows.append({"sentence1": a["text"], "sentence2": b["text"],
+                         "label": 4.0 + 0.2 * len(b["text"]) % 1 if same else 1.0})  # fmt: skip
+        elif entry == "mnli":
+            label = (
+                "entailment" if same else ("neutral" if len(a["text"]) > 40 else "contradiction")
+            )
+            rows.append({"premise": a["text"], "hypothesis": b["text"], "label": label})
+    return rows
+
+
+@pytest.mark.parametrize(
+    ("entry", "keys"),
+    [
+        ("cola", {"mcc", "accuracy"}),
+        ("mrpc", {"f1", "accuracy"}),
+        ("stsb", {"pearson", "spearman", "mse"}),
+        ("mnli", {"accuracy", "macro_f1"}),
+    ],
+)
+def test_glue_entry_runs_with_its_official_metric(
+    tmp_path: Path, tiny_model_dir: Path, trec_sample: dict, entry: str, keys: set
+) -> None:
+    catalogue = read_params_file(PROJECT_ROOT / "params.yaml")["tasks"]
+    spec = catalogue[entry]
+    hub = spec["source"]
+    assert (hub["kind"], hub["path"], hub["name"]) == ("hub", "nyu-mll/glue", entry)
+    for split in ("train", "test"):  # the entry's own columns, from local files
+        pd.DataFrame(
+            glue_rows(entry, trec_sample[split if split == "train" else "validation"])
+        ).to_json(tmp_path / f"{split}.jsonl", orient="records", lines=True)
+    local = {k: v for k, v in hub.items() if k.endswith("_column")}
+    spec = spec | {
+        "source": {"kind": "files", "train": "train.jsonl", "test": "test.jsonl"} | local
+    }
+    parse_tasks({"tasks": {entry: spec}})  # a valid catalogue entry
+    params_file = write_params(
+        tmp_path / "params.yaml",
+        str(tiny_model_dir),
+        {entry: spec},
+        entry,
+        pretrain={"corpus": "none"},
+        finetune={"num_train_epochs": 1, "metric_for_best_model": "task"},
+    )
+    c = Chain(tmp_path, params_file, tmp_path)
+    c.all()
+
+    info = json.loads((c.data / "tasks" / entry / "labels.json").read_text())
+    assert info["metric"] == spec.get("metric", "accuracy")
+    metrics = json.loads((c.ev_reports / "metrics.json").read_text())
+    assert metrics["metric"] == info["metric"] and keys <= set(metrics)
+    assert all(math.isfinite(metrics[k]) for k in keys)
+    assert metrics["test_examples"] == len(trec_sample["validation"])
+    ft = json.loads((c.ft_reports / "metrics.json").read_text())
+    assert ft["selected_on"] == info["metric"]
+    if entry == "stsb":  # regression: one output, numeric predictions
+        config = AutoConfig.from_pretrained(c.model)
+        assert (config.num_labels, config.problem_type) == (1, "regression")
+        predictions = pd.read_parquet(c.predictions)
+        assert predictions["predicted"].dtype == float and "confidence" not in predictions
+
+
+def test_pair_task_without_its_second_column_is_an_error(
+    tmp_path: Path, tiny_model_dir: Path, trec_sample: dict
+) -> None:
+    rows = [{"sentence1": r["text"], "label": "equivalent"} for r in trec_sample["train"]]
+    pd.DataFrame(rows).to_json(tmp_path / "train.jsonl", orient="records", lines=True)
+    spec = {"domain": "glue", "source": {"kind": "files", "train": "train.jsonl",
+            "text_column": "sentence1", "text_pair_column": "sentence2"},
+            "split": {"validation_ratio": 0.1, "test_ratio": 0.1}}  # fmt: skip
+    params_file = write_params(
+        tmp_path / "params.yaml", str(tiny_model_dir), {"mrpc": spec}, "mrpc"
+    )
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['sentence2'\]"):
+        Chain(tmp_path, params_file, tmp_path).collect()
+
+
+def test_regression_task_with_text_labels_is_an_error(
+    tmp_path: Path, tiny_model_dir: Path, trec_sample: dict
+) -> None:
+    pd.DataFrame(trec_sample["train"]).to_json(
+        tmp_path / "train.jsonl", orient="records", lines=True
+    )
+    spec = {"domain": "q", "problem": "regression", "metric": "pearson",
+            "source": {"kind": "files", "train": "train.jsonl"},
+            "split": {"validation_ratio": 0.1, "test_ratio": 0.1}}  # fmt: skip
+    params_file = write_params(tmp_path / "params.yaml", str(tiny_model_dir), {"q": spec}, "q")
+    with pytest.raises(ValueError, match=r"a regression task needs numeric labels; 240 are not"):
+        Chain(tmp_path, params_file, tmp_path).collect()
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"problem": "regression", "metric": "accuracy"}, r"'accuracy' does not fit a regression"),
+        ({"metric": "pearson"}, r"metric 'pearson' does not fit a classification task"),
+        ({"metric": "f1"}, r"metric f1 needs positive_label"),
+    ],
+)
+def test_task_metric_must_fit_the_task(spec: dict, message: str) -> None:
+    base = {"domain": "d", "source": {"kind": "files", "train": "x.csv"}}
+    with pytest.raises(ValueError, match=message):
+        parse_tasks({"tasks": {"t": base | spec}})
+    defaults = parse_tasks({"tasks": {"c": base, "r": base | {"problem": "regression"}}})
+    assert (defaults["c"].metric, defaults["r"].metric) == ("accuracy", "pearson")
