@@ -215,3 +215,72 @@ def test_adafactor_relative_step_trains(
     rates = history["learning_rate"].to_numpy()[1:]
     assert rates / rates[0] == pytest.approx(np.arange(1, 30), rel=0.05)
     assert 1e-9 <= rates[0] <= 1e-6
+
+
+def padding_share(trainer: LayerwiseDecayTrainer) -> float:
+    """Share of pad positions over one pass of the trainer's own training batches."""
+    pad = total = 0
+    for batch in trainer.get_train_dataloader():
+        mask = batch["attention_mask"]
+        pad += int((mask == 0).sum())
+        total += mask.numel()
+    return pad / total
+
+
+def test_length_grouped_batches_pad_less_than_random_ones(
+    tmp_path: Path, tiny_model_dir: Path, trec_sample: dict
+) -> None:
+    """finetune's arguments group training batches by length (with dynamic padding)."""
+    from transformers import DataCollatorWithPadding
+
+    from bertfit.data.encoding import Encoder, Preprocessing
+    from bertfit.models.loading import load_tokenizer
+
+    rows = pd.DataFrame(trec_sample["train"])[["text", "label"]]
+    labels = sorted(rows["label"].unique())
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    ds = Encoder(tokenizer, Preprocessing(64, "head_tail", 8)).labelled(
+        rows, labels, "classification", "trec"
+    )
+    shares = {}
+    for strategy in ("group_by_length", "random"):
+        # batch 4: transformers sorts within mega-batches of min(50, n / (4 batch)) batches
+        params = FinetuneParams(
+            **(
+                TINY_FINETUNE
+                | {"train_sampling_strategy": strategy, "per_device_train_batch_size": 4}
+            )
+        )
+        trainer = LayerwiseDecayTrainer(
+            model=load_classifier(str(tiny_model_dir), labels),
+            args=training_arguments(params, tmp_path / strategy),
+            train_dataset=ds,
+            eval_dataset=ds,
+            processing_class=tokenizer,
+            data_collator=DataCollatorWithPadding(tokenizer),
+            layer_decay=params.layer_decay,
+        )
+        shares[strategy] = padding_share(trainer)
+    assert shares["random"] > 0.2  # TREC questions vary in length
+    assert shares["group_by_length"] < 0.25 * shares["random"], shares
+
+
+def test_sorted_prediction_batches_return_rows_in_dataset_order(
+    tiny_model_dir: Path, trec_sample: dict
+) -> None:
+    """predict_logits batches by length but gives each row its own logits, as one by one."""
+    from bertfit.data.encoding import Encoder, Preprocessing
+    from bertfit.inference import predict_logits
+    from bertfit.models.loading import load_tokenizer
+
+    rows = pd.DataFrame(trec_sample["validation"])[["text"]]
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    model = load_classifier(str(tiny_model_dir), ["a", "b", "c"])
+    ds = Encoder(tokenizer, Preprocessing(64, "head_tail", 8)).dataset(rows)
+    assert len(set(ds["length"])) > 5 and ds["length"] != sorted(ds["length"])
+    batched = predict_logits(model, tokenizer, ds, 16)
+    one_by_one = np.concatenate(
+        [predict_logits(model, tokenizer, ds.select([i]), 1) for i in range(len(ds))]
+    )
+    np.testing.assert_allclose(batched, one_by_one, rtol=1e-4, atol=1e-5)
+    assert not torch.is_inference_mode_enabled()  # the mode ends with the call
