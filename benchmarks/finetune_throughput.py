@@ -9,7 +9,8 @@ Training, same model, data (the target's train split), batch and machine, exampl
 Evaluation, the target's test split, examples/s including tokenisation:
 - hf_pipeline: `transformers.pipeline("text-classification")` with its defaults, called on the
   list of texts.
-- bertfit: the evaluate stage's path: tokenise once, length-sorted batches under inference_mode.
+- bertfit: the evaluate stage's path: tokenise once, length-sorted batches under inference_mode,
+  bf16 autocast where the CPU or GPU has it (evaluate.mixed_precision: auto).
 
 Variants alternate in rounds so machine noise hits them alike.
 
@@ -46,10 +47,11 @@ from bertfit.data.sources import load_task
 from bertfit.data.splits import prepare_task
 from bertfit.inference import predict_logits
 from bertfit.models.loading import load_classifier, load_tokenizer
-from bertfit.params import FinetuneParams, parse_tasks, read_params_file
+from bertfit.params import EvaluateParams, FinetuneParams, parse_tasks, read_params_file
 from bertfit.reporting import write_json
 from bertfit.training.finetune import LayerwiseDecayTrainer
 from bertfit.training.finetune import training_arguments as bertfit_arguments
+from bertfit.training.hardware import bf16_available
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -136,7 +138,13 @@ def train_seconds_per_step(
 
 
 def eval_seconds(
-    variant: str, model_dir: Path, texts: list[str], params: FinetuneParams, max_seq_length: int
+    variant: str,
+    model_dir: Path,
+    texts: list[str],
+    params: FinetuneParams,
+    max_seq_length: int,
+    batch_size: int,
+    bf16: bool,
 ) -> float:
     tokenizer = load_tokenizer(str(model_dir))
     if variant == "hf_pipeline":
@@ -148,7 +156,7 @@ def eval_seconds(
     start = time.perf_counter()
     prep = Preprocessing(max_seq_length, params.truncation, params.head_tokens)
     dataset = Encoder(tokenizer, prep).dataset(pd.DataFrame({"text": texts}))
-    predict_logits(model, tokenizer, dataset, params.per_device_eval_batch_size)
+    predict_logits(model, tokenizer, dataset, batch_size, bf16=bf16)
     return time.perf_counter() - start
 
 
@@ -164,6 +172,8 @@ def main(argv: list[str] | None = None) -> None:
 
     data = read_params_file(args.params)
     params = FinetuneParams(**data["finetune"])
+    eval_params = EvaluateParams(**data["evaluate"])
+    eval_bf16 = eval_params.mixed_precision == "auto" and bf16_available()
     model_name, target = data["model"]["name"], data["target"]
     max_seq_length = data["model"]["max_seq_length"]
     spec = parse_tasks(data)[target]
@@ -194,7 +204,17 @@ def main(argv: list[str] | None = None) -> None:
                     )
                 )
             for v in eval_variants:
-                eval_s[v].append(eval_seconds(v, model_dir, test, params, max_seq_length))
+                eval_s[v].append(
+                    eval_seconds(
+                        v,
+                        model_dir,
+                        test,
+                        params,
+                        max_seq_length,
+                        eval_params.per_device_eval_batch_size,
+                        eval_bf16,
+                    )
+                )
 
     device = (
         torch.cuda.get_device_name()
@@ -210,6 +230,7 @@ def main(argv: list[str] | None = None) -> None:
         "timed_steps": args.steps,
         "rounds": args.rounds,
         "test_examples": len(test),
+        "eval_bf16": eval_bf16,
         "train": {},
         "evaluate": {},
     }

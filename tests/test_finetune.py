@@ -284,3 +284,22 @@ def test_sorted_prediction_batches_return_rows_in_dataset_order(
     )
     np.testing.assert_allclose(batched, one_by_one, rtol=1e-4, atol=1e-5)
     assert not torch.is_inference_mode_enabled()  # the mode ends with the call
+
+
+def test_bf16_prediction_is_autocast_and_close_to_fp32(
+    tiny_model_dir: Path, trec_sample: dict
+) -> None:
+    from bertfit.data.encoding import Encoder, Preprocessing
+    from bertfit.inference import predict_logits
+    from bertfit.models.loading import load_tokenizer
+
+    rows = pd.DataFrame(trec_sample["validation"])[["text"]]
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    model = load_classifier(str(tiny_model_dir), ["a", "b", "c"])
+    ds = Encoder(tokenizer, Preprocessing(64, "head_tail", 8)).dataset(rows)
+    fp32 = predict_logits(model, tokenizer, ds, 16)
+    bf16 = predict_logits(model, tokenizer, ds, 16, bf16=True)
+    assert bf16.dtype == np.float32 and bf16.shape == fp32.shape
+    difference = np.abs(bf16 - fp32).max()
+    assert 0 < difference < 0.05  # rounded to bf16 inside, yet the same logits to 2 decimals
+    assert next(model.parameters()).dtype == torch.float32  # autocast leaves the weights alone

@@ -28,7 +28,7 @@ def write_params(path: Path, model_name: str, tasks: dict, target: str, **overri
         "pretrain": dict(TINY_PRETRAIN),
         "multitask": dict(TINY_MULTITASK) | {"enabled": False},
         "finetune": dict(TINY_FINETUNE),
-        "evaluate": {"per_device_eval_batch_size": 32},
+        "evaluate": {"per_device_eval_batch_size": 32, "mixed_precision": "auto"},
     }
     for section, values in overrides.items():
         params[section] = params.get(section, {}) | values

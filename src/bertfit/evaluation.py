@@ -22,6 +22,7 @@ from bertfit.metrics import per_class_metrics, task_metrics
 from bertfit.models.pooling import ChunkCollator, load_sequence_classifier
 from bertfit.params import EvaluateParams
 from bertfit.reporting import markdown_table, write_csv, write_json, write_text
+from bertfit.training.hardware import bf16_available
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +107,11 @@ def evaluate(
 
     test = read_split(task_dir, "test")
     dataset = Encoder(tokenizer, prep).labelled(test, labels, problem, f"{task} [test]")
-    log.info("evaluating %s on %d %s test examples", model_dir, len(test), task)
-    logits = predict_logits(model, tokenizer, dataset, params.per_device_eval_batch_size, collator)
+    bf16 = params.mixed_precision == "auto" and bf16_available()
+    log.info("evaluating %s on %d %s test examples; bf16 %s", model_dir, len(test), task, bf16)
+    logits = predict_logits(
+        model, tokenizer, dataset, params.per_device_eval_batch_size, collator, bf16
+    )
     y_true = np.asarray(dataset["labels"])
     positive = info["positive_label"]
     scores = task_metrics(problem, y_true, logits, labels.index(positive) if positive else None)

@@ -306,6 +306,9 @@ class SearchParams(Strict):
 
 class EvaluateParams(Strict):
     per_device_eval_batch_size: int = Field(gt=0)
+    mixed_precision: Literal["auto", "no"] = Field(
+        description="auto: bf16 autocast where the GPU or CPU has bf16 arithmetic; no: fp32"
+    )
 
 
 SECTIONS: dict[str, type[Strict]] = {

@@ -221,7 +221,11 @@ class MultiTaskTrainer(LayerwiseDecayTrainer):
         main = []
         for task in self.tasks:
             logits = predict_logits(
-                model.heads[task.name], tokenizer, task.validation, self.eval_batch_size
+                model.heads[task.name],
+                tokenizer,
+                task.validation,
+                self.eval_batch_size,
+                bf16=self.args.bf16,  # scored under the autocast it trains with
             )
             scores = task_metrics(task.problem, np.asarray(task.validation["labels"]), logits)
             row |= {f"{task.name}_{k}": v for k, v in scores.items()}
