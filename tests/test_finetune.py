@@ -8,11 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from transformers import Adafactor, get_scheduler
+from transformers import Adafactor, DataCollatorWithPadding, get_scheduler
 from transformers.optimization import AdafactorSchedule
 
+from bertfit.data.encoding import Encoder, Preprocessing
+from bertfit.inference import predict_logits
 from bertfit.metrics import classification_metrics, per_class_metrics
-from bertfit.models.loading import load_classifier
+from bertfit.models.loading import load_classifier, load_tokenizer
 from bertfit.params import FinetuneParams, parse_section
 from bertfit.reporting import split_history
 from bertfit.training.finetune import LayerwiseDecayTrainer, finetune, training_arguments
@@ -231,11 +233,6 @@ def test_length_grouped_batches_pad_less_than_random_ones(
     tmp_path: Path, tiny_model_dir: Path, trec_sample: dict
 ) -> None:
     """finetune's arguments group training batches by length (with dynamic padding)."""
-    from transformers import DataCollatorWithPadding
-
-    from bertfit.data.encoding import Encoder, Preprocessing
-    from bertfit.models.loading import load_tokenizer
-
     rows = pd.DataFrame(trec_sample["train"])[["text", "label"]]
     labels = sorted(rows["label"].unique())
     tokenizer = load_tokenizer(str(tiny_model_dir))
@@ -265,18 +262,20 @@ def test_length_grouped_batches_pad_less_than_random_ones(
     assert shares["group_by_length"] < 0.25 * shares["random"], shares
 
 
-def test_sorted_prediction_batches_return_rows_in_dataset_order(
-    tiny_model_dir: Path, trec_sample: dict
-) -> None:
-    """predict_logits batches by length but gives each row its own logits, as one by one."""
-    from bertfit.data.encoding import Encoder, Preprocessing
-    from bertfit.inference import predict_logits
-    from bertfit.models.loading import load_tokenizer
-
+@pytest.fixture()
+def untrained_on_questions(tiny_model_dir: Path, trec_sample: dict) -> tuple:
+    """An untrained 3-label tiny classifier, its tokenizer and TREC validation questions."""
     rows = pd.DataFrame(trec_sample["validation"])[["text"]]
     tokenizer = load_tokenizer(str(tiny_model_dir))
     model = load_classifier(str(tiny_model_dir), ["a", "b", "c"])
-    ds = Encoder(tokenizer, Preprocessing(64, "head_tail", 8)).dataset(rows)
+    return model, tokenizer, Encoder(tokenizer, Preprocessing(64, "head_tail", 8)).dataset(rows)
+
+
+def test_sorted_prediction_batches_return_rows_in_dataset_order(
+    untrained_on_questions: tuple,
+) -> None:
+    """predict_logits batches by length but gives each row its own logits, as one by one."""
+    model, tokenizer, ds = untrained_on_questions
     assert len(set(ds["length"])) > 5 and ds["length"] != sorted(ds["length"])
     batched = predict_logits(model, tokenizer, ds, 16)
     one_by_one = np.concatenate(
@@ -286,17 +285,8 @@ def test_sorted_prediction_batches_return_rows_in_dataset_order(
     assert not torch.is_inference_mode_enabled()  # the mode ends with the call
 
 
-def test_bf16_prediction_is_autocast_and_close_to_fp32(
-    tiny_model_dir: Path, trec_sample: dict
-) -> None:
-    from bertfit.data.encoding import Encoder, Preprocessing
-    from bertfit.inference import predict_logits
-    from bertfit.models.loading import load_tokenizer
-
-    rows = pd.DataFrame(trec_sample["validation"])[["text"]]
-    tokenizer = load_tokenizer(str(tiny_model_dir))
-    model = load_classifier(str(tiny_model_dir), ["a", "b", "c"])
-    ds = Encoder(tokenizer, Preprocessing(64, "head_tail", 8)).dataset(rows)
+def test_bf16_prediction_is_autocast_and_close_to_fp32(untrained_on_questions: tuple) -> None:
+    model, tokenizer, ds = untrained_on_questions
     fp32 = predict_logits(model, tokenizer, ds, 16)
     bf16 = predict_logits(model, tokenizer, ds, 16, bf16=True)
     assert bf16.dtype == np.float32 and bf16.shape == fp32.shape

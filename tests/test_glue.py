@@ -14,33 +14,60 @@ from bertfit.params import parse_tasks, read_params_file
 from tests.conftest import PROJECT_ROOT
 from tests.test_stages import Chain, write_params
 
+# GLUE's own schema on the hub (nyu-mll/glue): text columns, class names, the split scored
+GLUE = {
+    "cola": ("cola", "sentence", None, ["unacceptable", "acceptable"], "validation"),
+    "mrpc": ("mrpc", "sentence1", "sentence2", ["not_equivalent", "equivalent"], "validation"),
+    "qqp": ("qqp", "question1", "question2", ["not_duplicate", "duplicate"], "validation"),
+    "stsb": ("stsb", "sentence1", "sentence2", None, "validation"),
+    "mnli": ("mnli", "premise", "hypothesis", ["entailment", "neutral", "contradiction"],
+             "validation_matched"),
+    "mnli_mismatched": ("mnli", "premise", "hypothesis",
+                        ["entailment", "neutral", "contradiction"], "validation_mismatched"),
+    "qnli": ("qnli", "question", "sentence", ["entailment", "not_entailment"], "validation"),
+    "rte": ("rte", "sentence1", "sentence2", ["entailment", "not_entailment"], "validation"),
+    "wnli": ("wnli", "sentence1", "sentence2", ["not_entailment", "entailment"], "validation"),
+}  # fmt: skip
+# the class a pair of same-class questions gets (the rest: the other class)
+POSITIVE = {"equivalent", "duplicate", "entailment", "acceptable"}
+
 
 def glue_rows(entry: str, trec: list[dict]) -> list[dict]:
-    """Rows in the entry's GLUE columns, made from real TREC questions.
+    """Rows in the entry's GLUE columns and class names, made from real TREC questions.
 
-    Pairs of questions are "equivalent" / similar when they share a coarse class, so the labels
-    carry signal; single-sentence CoLA rows take acceptability from the question's class.
+    A pair is similar / "equivalent" / entailed when both questions share a coarse class, so the
+    labels carry signal; single-sentence CoLA rows take acceptability from the question's class.
     """
+    _, first, second, names, _ = GLUE[entry]
     rows = []
     for a, b in zip(trec, trec[1:] + trec[:1], strict=True):
         same = a["label"] == b["label"]
-        if entry == "cola":
-            acceptable = a["label"] in ("DESC", "ENTY", "HUM")
-            rows.append(
-                {"sentence": a["text"], "label": "acceptable" if acceptable else "unacceptable"}
-            )
-        elif entry == "mrpc":
-            rows.append({"sentence1": a["text"], "sentence2": b["text"],
-                         "label": "equivalent" if same else "not_equivalent"})  # fmt: skip
-        elif entry == "stsb":
-            rows.append({"sentence1": a["text"], "sentence2": b["text"],
-                         "label": 4.0 + 0.2 * len(b["text"]) % 1 if same else 1.0})  # fmt: skip
-        elif entry == "mnli":
-            label = (
-                "entailment" if same else ("neutral" if len(a["text"]) > 40 else "contradiction")
-            )
-            rows.append({"premise": a["text"], "hypothesis": b["text"], "label": label})
+        row = {first: a["text"]} | ({} if second is None else {second: b["text"]})
+        if names is None:  # STS-B: a 0-5 score
+            row["label"] = 4.0 + 0.2 * len(b["text"]) % 1 if same else 1.0
+        elif len(names) == 3:  # MNLI
+            row["label"] = names[0] if same else names[1 + (len(a["text"]) > 40)]
+        else:
+            signal = a["label"] in ("DESC", "ENTY", "HUM") if second is None else same
+            row["label"] = next(n for n in names if (n in POSITIVE) == signal)
+        rows.append(row)
     return rows
+
+
+@pytest.mark.parametrize("entry", sorted(GLUE))
+def test_glue_entries_follow_the_hub_schema(entry: str) -> None:
+    """Each catalogue entry names GLUE's config, columns and scored split, and parses."""
+    config, first, second, names, test_split = GLUE[entry]
+    spec = read_params_file(PROJECT_ROOT / "params.yaml")["tasks"][entry]
+    source = spec["source"]
+    assert (source["kind"], source["path"], source["name"]) == ("hub", "nyu-mll/glue", config)
+    assert (source["text_column"], source.get("text_pair_column")) == (first, second)
+    assert (source["validation_split"], source["test_split"]) == (None, test_split)
+    assert spec["in_corpora"] is False
+    task = parse_tasks({"tasks": {entry: spec}})[entry]
+    assert task.problem == ("regression" if names is None else "classification")
+    if task.positive_label is not None:
+        assert task.positive_label in names and task.positive_label in POSITIVE
 
 
 @pytest.mark.parametrize(
@@ -48,8 +75,13 @@ def glue_rows(entry: str, trec: list[dict]) -> list[dict]:
     [
         ("cola", {"mcc", "accuracy"}),
         ("mrpc", {"f1", "accuracy"}),
+        ("qqp", {"f1", "accuracy"}),
         ("stsb", {"pearson", "spearman", "mse"}),
         ("mnli", {"accuracy", "macro_f1"}),
+        ("mnli_mismatched", {"accuracy", "macro_f1"}),
+        ("qnli", {"accuracy"}),
+        ("rte", {"accuracy"}),
+        ("wnli", {"accuracy"}),
     ],
 )
 def test_glue_entry_runs_with_its_official_metric(
@@ -58,7 +90,7 @@ def test_glue_entry_runs_with_its_official_metric(
     catalogue = read_params_file(PROJECT_ROOT / "params.yaml")["tasks"]
     spec = catalogue[entry]
     hub = spec["source"]
-    assert (hub["kind"], hub["path"], hub["name"]) == ("hub", "nyu-mll/glue", entry)
+    assert (hub["kind"], hub["path"], hub["name"]) == ("hub", "nyu-mll/glue", GLUE[entry][0])
     for split in ("train", "test"):  # the entry's own columns, from local files
         pd.DataFrame(
             glue_rows(entry, trec_sample[split if split == "train" else "validation"])

@@ -14,7 +14,6 @@ Sampling (TPE, seeded) is optuna's; this module is only the objective and the bo
 
 from __future__ import annotations
 
-import argparse
 import logging
 import tempfile
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 import optuna
 import yaml
 
-from bertfit.cli import configure_logging
+from bertfit.cli import configure_logging, stage_parser
 from bertfit.data.collect import read_split, read_task_info
 from bertfit.params import (
     FinetuneParams,
@@ -127,8 +126,7 @@ def search(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser = stage_parser(__doc__.splitlines()[0])  # --params, as the stage scripts have
     parser.add_argument("--data-dir", type=Path, default=Path("data"))
     parser.add_argument(
         "--base-model-dir",
