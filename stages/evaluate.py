@@ -19,12 +19,10 @@ log = logging.getLogger("stages.evaluate")
 
 def main(argv: list[str] | None = None) -> None:
     parser = stage_parser(__doc__)
-    parser.add_argument("--data-dir", type=Path, default=Path("data"))
-    parser.add_argument("--model-dir", type=Path, default=Path("models/finetune"))
-    parser.add_argument("--report-dir", type=Path, default=Path("reports/evaluate"))
-    parser.add_argument(
-        "--predictions-file", type=Path, default=Path("data/predictions/test.parquet")
-    )
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--model-dir", type=Path, required=True)
+    parser.add_argument("--report-dir", type=Path, required=True)
+    parser.add_argument("--predictions-file", type=Path, required=True)
     args = parser.parse_args(argv)
     configure_logging()
 
