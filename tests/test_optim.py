@@ -7,8 +7,8 @@ from datasets import Dataset
 from transformers import TrainingArguments
 
 from bertfit.models.loading import load_classifier
-from bertfit.training.finetune import LayerwiseDecayTrainer
 from bertfit.training.optim import layer_depth
+from bertfit.training.trainer import BertfitTrainer
 
 BASE_LR = 2e-5
 XI = 0.9
@@ -24,7 +24,7 @@ def optimizer(tiny_model_dir: Path, tmp_path: Path):
         report_to="none",
         use_cpu=True,
     )
-    trainer = LayerwiseDecayTrainer(
+    trainer = BertfitTrainer(
         model=model,
         args=args,
         layer_decay=XI,

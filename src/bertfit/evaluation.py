@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from bertfit.data.encoding import Preprocessing
-from bertfit.data.tasks import Task, read_task
+from bertfit.data.tasks import Task
 from bertfit.inference import predict_scores
 from bertfit.metrics import per_class_metrics, task_metrics
 from bertfit.models.family import load_trained
@@ -80,13 +80,12 @@ def write_report(
 
 
 def evaluate(
-    model_dir: Path,
-    task_dir: Path,
-    params: EvaluateParams,
-    report_dir: Path,
-    predictions_file: Path,
-) -> dict[str, Any]:
-    task = read_task(task_dir)
+    model_dir: Path, task: Task, params: EvaluateParams, report_dir: Path
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Score the model in model_dir on the task's test split; write the reports.
+
+    Returns the metrics and every test row with its prediction (and confidence).
+    """
     trained = load_trained(model_dir)
     check_model_task(model_dir, trained.task, task)
     labels, problem = task.labels, task.problem
@@ -136,8 +135,6 @@ def evaluate(
         ({"actual": a, "predicted": p} for a, p in zip(actual, predicted, strict=True)),
         ["actual", "predicted"],
     )
-    predictions_file.parent.mkdir(parents=True, exist_ok=True)
-    predictions.to_parquet(predictions_file, index=False)
     prep = trained.manifest.preprocessing
     write_report(
         report_dir / "report.md",
@@ -150,4 +147,4 @@ def evaluate(
         confusion,
     )
     log.info("test %s: %s", task.name, metrics)
-    return metrics
+    return metrics, predictions

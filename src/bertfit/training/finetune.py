@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 from torch import nn
-from transformers import set_seed
+from transformers import TrainingArguments, set_seed
 
 from bertfit.data.encoding import Preprocessing
 from bertfit.data.tasks import Task
@@ -29,15 +29,8 @@ from bertfit.models.loading import check_max_seq_length, load_tokenizer
 from bertfit.models.manifest import Manifest
 from bertfit.models.pooling import HeadSpec
 from bertfit.params import FinetuneParams
+from bertfit.training import trainer as core
 from bertfit.training.selection import Selection, ValidationSet, selection_metric
-from bertfit.training.trainer import (
-    BertfitTrainer,
-    fit,
-    plan_line,
-    training_arguments,
-    write_model_dir,
-    write_reports,
-)
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +53,36 @@ def preprocessing(params: FinetuneParams, max_seq_length: int) -> Preprocessing:
         params.head_tokens,
         params.chunk_stride if hierarchical else None,
         params.max_chunks if hierarchical else None,
+    )
+
+
+def finetune_arguments(params: FinetuneParams, work_dir: Path) -> TrainingArguments:
+    """The stage's TrainingArguments: epochs, length-grouped batches, validation each epoch."""
+    return core.training_arguments(
+        params,
+        work_dir,
+        num_train_epochs=params.num_train_epochs,
+        train_sampling_strategy=params.train_sampling_strategy,
+        eval_strategy="epoch",
+        save_strategy="no",  # the best weights are kept in memory (training.selection)
+    )
+
+
+def manifest_head(head: HeadSpec | None) -> str:
+    return "stock" if head is None else "pooled"
+
+
+def finetune_manifest(
+    family: str, prep: Preprocessing, task: Task, head: HeadSpec | None
+) -> Manifest:
+    """What the saved directory holds: the head, the task and how its inputs were built."""
+    return Manifest(
+        family=family,
+        head=manifest_head(head),
+        stage="finetune",
+        preprocessing=prep,
+        task=task,
+        head_config=asdict(head) if head else {},
     )
 
 
@@ -107,71 +130,50 @@ def finetune(
     selection = Selection([validation], family.score, collator, params.per_device_eval_batch_size)
     # one work directory, the same path on every process when launched with accelerate/torchrun
     work_dir = output_dir.parent / f".{output_dir.name}-work"
-    args = training_arguments(
-        params,
-        work_dir,
-        num_train_epochs=params.num_train_epochs,
-        train_sampling_strategy=params.train_sampling_strategy,
-        eval_strategy="epoch",
-        save_strategy="no",  # the best weights are kept in memory (training.selection)
+    args = finetune_arguments(params, work_dir)
+    trainer = core.stage_trainer(
+        params, args, model, train_ds, collator, tokenizer, selection=selection
     )
-    trainer = BertfitTrainer(
-        model=model,
-        args=args,
-        train_dataset=train_ds,
-        processing_class=tokenizer,
-        data_collator=collator,
-        layer_decay=params.layer_decay,
-        adafactor_relative_step=params.adafactor_relative_step,
-        selection=selection,
-    )
+    data = f"{len(train_ds)} train / {len(validation.dataset)} validation examples"
     log.info(
-        plan_line(
+        core.plan_line(
             f"finetune {model_name} on {task.name}",
             args,
             len(train_ds),
-            f"{len(train_ds)} train / {len(validation.dataset)} validation examples",
-            labels=task.num_labels,
+            data,
             epochs=params.num_train_epochs,
             layer_decay=params.layer_decay,
             truncation=f"{params.truncation} at {max_seq_length} tokens",
-            head="stock" if head is None else asdict(head),
+            head=manifest_head(head),
             selected_on=validation.metric,
         )
     )
-    output = fit(trainer)
+    output = core.fit(trainer)
     trainer.accelerator.wait_for_everyone()
     if not trainer.is_world_process_zero():
         return {}
 
     tokenizer.model_max_length = max_seq_length  # pipeline() truncates to it; head-only there
-    manifest = Manifest(
-        family=family.name,
-        head="stock" if head is None else "pooled",
-        stage="finetune",
-        preprocessing=prep,
-        task=task,
-        head_config=asdict(head) if head else {},
-    )
+    manifest = finetune_manifest(family.name, prep, task, head)
 
     def save(staged: Path) -> None:
         family.save(trainer.accelerator.unwrap_model(trainer.model), staged)
         tokenizer.save_pretrained(staged)
         manifest.save(staged)
 
-    write_model_dir(output_dir, save)
+    core.write_model_dir(output_dir, save)
     shutil.rmtree(work_dir, ignore_errors=True)
     best = selection.best
     metrics = {
         "validation": {k: v for k, v in best.items() if k not in ("step", "epoch")},
         "best_epoch": best["epoch"],
         "best_step": best["step"],
-        "selected_on": validation.metric,
+        "selected_on": selection.key,
         "head_from_multitask": head_from_multitask,
         "train_examples": len(train_ds),
         "world_size": args.world_size,
         "train_runtime_s": output.metrics["train_runtime"],
         "train_examples_per_s": output.metrics["train_samples_per_second"],
     }
-    write_reports(report_dir, metrics, trainer.state.log_history, selection)
+    core.write_reports(report_dir, metrics, trainer.state.log_history, selection)
     return metrics

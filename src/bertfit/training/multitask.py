@@ -18,28 +18,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from accelerate import PartialState
-from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase, set_seed
+from transformers import (
+    DataCollatorWithPadding,
+    PreTrainedTokenizerBase,
+    TrainingArguments,
+    set_seed,
+)
 
-from bertfit.data.encoding import Preprocessing
+from bertfit.data.encoding import Encoder, Preprocessing
 from bertfit.data.tasks import Task
 from bertfit.models.family import family_for
 from bertfit.models.heads import MultiTaskModel
 from bertfit.models.loading import check_max_seq_length, load_config, load_tokenizer
 from bertfit.models.manifest import Manifest
 from bertfit.params import MultitaskParams
+from bertfit.training import trainer as core
 from bertfit.training.sampling import TaskBatchSampler
 from bertfit.training.selection import Selection, ValidationSet
-from bertfit.training.trainer import (
-    BertfitTrainer,
-    fit,
-    pass_through,
-    plan_line,
-    training_arguments,
-    write_model_dir,
-    write_reports,
-)
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +74,24 @@ class ConcatTasks(torch.utils.data.Dataset):
         return {"task": self.names[t], **self.datasets[t][index - start]}
 
 
+def task_sampler(params: MultitaskParams, sizes: list[int], world_size: int) -> TaskBatchSampler:
+    """Which task each batch comes from, for every process's batches of the whole run."""
+    batches = params.max_steps * params.gradient_accumulation_steps * world_size
+    return TaskBatchSampler(
+        sizes,
+        params.per_device_train_batch_size,
+        batches,
+        params.sampling,
+        params.temperature,
+        params.seed,
+    )
+
+
+def validation_set(encoder: Encoder, task: Task, df: pd.DataFrame) -> ValidationSet:
+    """A task's validation rows, scored on its own metric (tasks.<name>.metric)."""
+    return ValidationSet(task, encoder.labelled(df, task, "validation"), task.metric)
+
+
 def check_tasks(tasks: list[Task], frames: dict[str, dict[str, Any]]) -> None:
     for task in tasks:
         if len(frames[task.name]["train"]) == 0:
@@ -84,6 +100,44 @@ def check_tasks(tasks: list[Task], frames: dict[str, dict[str, Any]]) -> None:
             )
         if len(frames[task.name]["validation"]) == 0:
             raise ValueError(f"multitask.tasks: {task.name} has no validation rows to score it on")
+
+
+def multitask_arguments(params: MultitaskParams, work_dir: Path) -> TrainingArguments:
+    """The stage's TrainingArguments: max_steps, every task scored each eval_steps."""
+    return core.training_arguments(
+        params,
+        work_dir,
+        max_steps=params.max_steps,
+        eval_strategy="steps",
+        eval_steps=params.eval_steps,
+        save_strategy="no",  # the best weights are kept in memory (training.selection)
+        remove_unused_columns=False,
+        ddp_find_unused_parameters=True,  # a batch trains one head; the others get no gradient
+    )
+
+
+def task_columns(row: dict[str, Any], task: str) -> dict[str, Any]:
+    """A validation row's `<task>_<metric>` columns, by metric."""
+    prefix = f"{task}_"
+    return {k.removeprefix(prefix): v for k, v in row.items() if k.startswith(prefix)}
+
+
+def best_metrics(selection: Selection, tasks: list[Task]) -> dict[str, Any]:
+    """The selected step, its mean, and each task's validation scores at it."""
+    best = selection.best
+    return {
+        "best_step": best["step"],
+        "validation_mean_main": best["mean_main"],
+        "selected_on": {t.name: t.metric for t in tasks},
+        "validation": {
+            t.name: {
+                k.removeprefix(f"{t.name}_"): v
+                for k, v in best.items()
+                if k.startswith(f"{t.name}_")
+            }
+            for t in tasks
+        },
+    }
 
 
 def multitask(
@@ -107,44 +161,26 @@ def multitask(
     prep = Preprocessing(max_seq_length, params.truncation, params.head_tokens)
     encoder = family.encoder(tokenizer, prep, "multitask")
     train = [encoder.labelled(frames[t.name]["train"], t, "train") for t in tasks]
-    sets = [
-        ValidationSet(t, encoder.labelled(frames[t.name]["validation"], t, "validation"), t.metric)
-        for t in tasks
-    ]
+    sets = [validation_set(encoder, t, frames[t.name]["validation"]) for t in tasks]
     model = MultiTaskModel.build(str(model_dir), tasks)
 
     work_dir = output_dir.parent / f".{output_dir.name}-work"
-    args = training_arguments(
-        params,
-        work_dir,
-        max_steps=params.max_steps,
-        eval_strategy="steps",
-        eval_steps=params.eval_steps,
-        save_strategy="no",  # the best weights are kept in memory (training.selection)
-        remove_unused_columns=False,
-        ddp_find_unused_parameters=True,  # a batch trains one head; the others get no gradient
-    )
-    batches = params.max_steps * params.gradient_accumulation_steps * args.world_size
-    sampler = TaskBatchSampler(
-        [len(d) for d in train],
-        params.per_device_train_batch_size,
-        batches,
-        params.sampling,
-        params.temperature,
-        params.seed,
-    )
+    args = multitask_arguments(params, work_dir)
+    sampler = task_sampler(params, [len(d) for d in train], args.world_size)
     task_batches = dict(zip([t.name for t in tasks], sampler.task_counts(), strict=True))
+    sizes = dict(zip([t.name for t in tasks], map(len, train), strict=True))
     log.info(
-        plan_line(
+        core.plan_line(
             f"multitask on {model_dir}",
             args,
-            sum(len(d) for d in train),
-            f"train {dict(zip([t.name for t in tasks], map(len, train), strict=True))}",
+            sum(sizes.values()),
+            f"train {sizes}",
             sampling=f"{params.sampling} (T={params.temperature:g})",
             batches_per_task=task_batches,
             layer_decay=params.layer_decay,
         )
     )
+    # each task's own head scores its validation set; the mean of their metrics selects
     selection = Selection(
         sets,
         family.score,
@@ -153,19 +189,11 @@ def multitask(
         per_task_columns=True,
         model_for=lambda model, task: model.heads[task],
     )
-    trainer = BertfitTrainer(
-        model=model,
-        args=args,
-        train_dataset=ConcatTasks([t.name for t in tasks], train),
-        processing_class=tokenizer,
-        data_collator=TaskBatchCollator(
-            tokenizer, pad_to_multiple_of=8 if torch.cuda.is_available() else None
-        ),
-        layer_decay=params.layer_decay,
-        selection=selection,
-        batch_sampler=sampler,
-    )
-    output = fit(trainer)
+    batches = ConcatTasks([t.name for t in tasks], train)
+    collator = TaskBatchCollator(tokenizer, 8 if torch.cuda.is_available() else None)
+    extra = {"selection": selection, "batch_sampler": sampler}
+    trainer = core.stage_trainer(params, args, model, batches, collator, tokenizer, **extra)
+    output = core.fit(trainer)
     trainer.accelerator.wait_for_everyone()
     if not trainer.is_world_process_zero():
         return {}
@@ -176,30 +204,19 @@ def multitask(
         heads = model.save_heads(staged, tasks)
         Manifest(family.name, "multitask", "multitask", prep, heads=heads).save(staged)
 
-    write_model_dir(output_dir, save)
+    core.write_model_dir(output_dir, save)
     shutil.rmtree(work_dir, ignore_errors=True)
-    best = selection.best
     metrics = {
         "enabled": True,
         "sampling": params.sampling,
-        "best_step": best["step"],
-        "validation_mean_main": best["mean_main"],
-        "selected_on": {t.name: t.metric for t in tasks},
-        "validation": {
-            t.name: {
-                k.removeprefix(f"{t.name}_"): v
-                for k, v in best.items()
-                if k.startswith(f"{t.name}_")
-            }
-            for t in tasks
-        },
+        **best_metrics(selection, tasks),
         "task_batches": task_batches,
-        "train_examples": {t.name: len(d) for t, d in zip(tasks, train, strict=True)},
+        "train_examples": sizes,
         "world_size": args.world_size,
         "train_runtime_s": output.metrics["train_runtime"],
     }
     loss_fields = ["step", "epoch", "loss", "learning_rate", *(f"loss_{t.name}" for t in tasks)]
-    write_reports(report_dir, metrics, trainer.state.log_history, selection, loss_fields)
+    core.write_reports(report_dir, metrics, trainer.state.log_history, selection, loss_fields)
     return metrics
 
 
@@ -208,8 +225,8 @@ def skip(model_dir: Path, output_dir: Path, manifest: Manifest, report_dir: Path
     metrics: dict[str, Any] = {"enabled": False}
     state = PartialState()
     if state.is_main_process:
-        pass_through(str(model_dir), output_dir, manifest)
-        write_reports(report_dir, metrics, [], validation_fields=["step", "mean_main"])
+        core.pass_through(str(model_dir), output_dir, manifest)
+        core.write_reports(report_dir, metrics, [], validation_fields=["step", "mean_main"])
         log.info("multitask.enabled is false: %s passed through unchanged", model_dir)
     state.wait_for_everyone()
     return metrics

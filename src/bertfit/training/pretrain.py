@@ -17,23 +17,15 @@ import numpy as np
 import pandas as pd
 import torch
 from accelerate import PartialState
-from transformers import set_seed
+from transformers import TrainingArguments, set_seed
 
 from bertfit.models.family import family_for
 from bertfit.models.loading import load_tokenizer
 from bertfit.models.manifest import Manifest
 from bertfit.params import PretrainParams
+from bertfit.training import trainer as core
 from bertfit.training.checkpoints import clear_checkpoints, fingerprint, resume_point
 from bertfit.training.objectives.mlm import MaskedLM
-from bertfit.training.trainer import (
-    BertfitTrainer,
-    fit,
-    pass_through,
-    plan_line,
-    training_arguments,
-    write_model_dir,
-    write_reports,
-)
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +40,16 @@ def read_corpus(corpus_dir: Path) -> tuple[list[str], list[str]]:
             raise FileNotFoundError(f"{path}: missing; run the collect stage first")
         frames.append(pd.read_parquet(path)["text"].tolist())
     return frames[0], frames[1]
+
+
+def pretrain_arguments(
+    params: PretrainParams, checkpoint_dir: Path, objective: MaskedLM
+) -> TrainingArguments:
+    """The stage's TrainingArguments: max_steps, a resumable checkpoint every save_steps."""
+    # the last checkpoint only: it is what a killed run resumes from
+    checkpoints = {"save_strategy": "steps", "save_steps": params.save_steps, "save_total_limit": 1}
+    stage = {"max_steps": params.max_steps, **checkpoints, **objective.trainer_arguments}
+    return core.training_arguments(params, checkpoint_dir, **stage)
 
 
 def pretrain(
@@ -79,21 +81,13 @@ def pretrain(
     log.info("held-out %s before: %s", objective.name, before)
 
     objective.for_training(model)
-    args = training_arguments(
-        params,
-        checkpoint_dir,
-        max_steps=params.max_steps,
-        save_strategy="steps",
-        save_steps=params.save_steps,
-        save_total_limit=1,
-        **objective.trainer_arguments,
-    )
+    args = pretrain_arguments(params, checkpoint_dir, objective)
     key = fingerprint(model_name, params, [corpus_dir / f for f in CORPUS_FILES])
     resume, resumed_step = resume_point(args, checkpoint_dir, key)
     tokens_per_block = float(np.mean([len(x) for x in train_ds["input_ids"]]))
     scored = sum(len(b["input_ids"]) for b in heldout)
     log.info(
-        plan_line(
+        core.plan_line(
             f"pretrain {model_name} ({objective.name})",
             args,
             len(train_ds),
@@ -103,16 +97,8 @@ def pretrain(
             whole_word_masking=params.whole_word_mask,
         )
     )
-    trainer = BertfitTrainer(
-        model=model,
-        args=args,
-        train_dataset=train_ds,
-        data_collator=collator,
-        processing_class=tokenizer,
-        layer_decay=params.layer_decay,
-        adafactor_relative_step=params.adafactor_relative_step,
-    )
-    output = fit(trainer, resume)
+    trainer = core.stage_trainer(params, args, model, train_ds, collator, tokenizer)
+    output = core.fit(trainer, resume)
     objective.after_training(model)
     after = objective.score(model, heldout)
     log.info("held-out %s after: %s", objective.name, after)
@@ -126,7 +112,7 @@ def pretrain(
         tokenizer.save_pretrained(staged)
         manifest.save(staged)
 
-    write_model_dir(output_dir, save)
+    core.write_model_dir(output_dir, save)
     clear_checkpoints(checkpoint_dir)
     runtime = output.metrics["train_runtime"]
     batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
@@ -143,7 +129,7 @@ def pretrain(
         "train_runtime_s": runtime,
         "tokens_per_s": tokens / runtime if runtime else None,
     }
-    write_reports(report_dir, metrics, trainer.state.log_history)
+    core.write_reports(report_dir, metrics, trainer.state.log_history)
     return metrics
 
 
@@ -154,9 +140,9 @@ def skip(
     metrics: dict[str, Any] = {"corpus": "none"}
     state = PartialState()
     if state.is_main_process:
-        pass_through(model_name, output_dir, manifest)
+        core.pass_through(model_name, output_dir, manifest)
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        write_reports(report_dir, metrics, [])
+        core.write_reports(report_dir, metrics, [])
         log.info("pretrain.corpus is none: %s passed through unchanged", model_name)
     state.wait_for_everyone()
     return metrics

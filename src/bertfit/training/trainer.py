@@ -182,6 +182,28 @@ class BertfitTrainer(Trainer):
         return metrics
 
 
+def stage_trainer(
+    params: TrainingParams,
+    args: TrainingArguments,
+    model: torch.nn.Module,
+    train_dataset: Any,
+    collator: Callable[[list[dict]], dict[str, Any]],
+    tokenizer: Any,
+    **extra: Any,
+) -> BertfitTrainer:
+    """The stage's BertfitTrainer, its optimiser settings read from the stage's params."""
+    return BertfitTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        data_collator=collator,
+        processing_class=tokenizer,
+        layer_decay=params.layer_decay,
+        adafactor_relative_step=params.adafactor_relative_step,
+        **extra,
+    )
+
+
 def fit(trainer: BertfitTrainer, resume: str | None = None) -> TrainOutput:
     """Train; with a selection, score the last step too and restore the best weights."""
     output = trainer.train(resume_from_checkpoint=resume)
