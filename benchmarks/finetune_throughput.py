@@ -3,14 +3,20 @@
 Training, same model, data (the target's train split), batch and machine, examples/s:
 - hf_baseline: what run_classification does by default: every text padded to max_seq_length
   (`pad_to_max_length`), random batches, fp32, the Trainer's AdamW.
-- bertfit: the finetune stage's own TrainingArguments and Trainer: head+tail truncation, dynamic
-  padding, length-grouped batches, layer-wise decay, bf16 autocast where the CPU or GPU has it.
+- bertfit: the finetune stage's own path (training.finetune): the model family's classifier,
+  encoder (head+tail truncation) and collator (dynamic padding), the stage's
+  `finetune_arguments` (training.trainer's `training_arguments`: length-grouped batches, bf16
+  autocast where the CPU or GPU has it with finetune.mixed_precision: auto) and `stage_trainer`
+  (BertfitTrainer: layer-wise decay). Only what a benchmark must differs: a fixed number of
+  steps, no per-epoch validation, no logging.
 
 Evaluation, the target's test split, examples/s including tokenisation:
 - hf_pipeline: `transformers.pipeline("text-classification")` with its defaults, called on the
   list of texts.
-- bertfit: the evaluate stage's path: tokenise once, length-sorted batches under inference_mode,
-  bf16 autocast where the CPU or GPU has it (evaluate.mixed_precision: auto).
+- bertfit: the evaluate stage's path (bertfit.evaluation): the model directory read back with
+  its manifest, the recorded preprocessing, `predict_scores` with the family's collator and
+  score (length-sorted batches under inference_mode), bf16 autocast where the CPU or GPU has it
+  (evaluate.mixed_precision: auto).
 
 Variants alternate in rounds so machine noise hits them alike.
 
@@ -21,234 +27,194 @@ Prints a table and writes it as JSON to --out (default reports/benchmarks/finetu
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import logging
-import statistics
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
+import timing
 import torch
-from transformers import (
-    AutoModelForSequenceClassification,
-    DataCollatorWithPadding,
-    Trainer,
-    TrainerCallback,
-    TrainingArguments,
-    default_data_collator,
-    pipeline,
-    set_seed,
-)
+from transformers import Trainer, default_data_collator, pipeline, set_seed
 
-from bertfit.data.encoding import Encoder, Preprocessing
-from bertfit.data.sources import load_task
-from bertfit.data.splits import prepare_task
-from bertfit.inference import predict_logits
+from bertfit.data.tasks import Task
+from bertfit.inference import predict_scores
+from bertfit.models.family import family_for, load_trained
 from bertfit.models.loading import load_classifier, load_tokenizer
-from bertfit.params import EvaluateParams, FinetuneParams, parse_tasks, read_params_file
+from bertfit.models.manifest import Manifest
+from bertfit.params import FinetuneParams, load
 from bertfit.reporting import write_json
-from bertfit.training.finetune import LayerwiseDecayTrainer
-from bertfit.training.finetune import training_arguments as bertfit_arguments
-from bertfit.training.hardware import bf16_available
+from bertfit.training.finetune import finetune_arguments, head_spec, preprocessing
+from bertfit.training.hardware import use_bf16
+from bertfit.training.trainer import BertfitTrainer, stage_trainer
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-class Clock(TrainerCallback):
-    """Wall time from the end of step `warmup` to the end of the last (data loading included)."""
-
-    def __init__(self, warmup: int) -> None:
-        self.warmup, self.start, self.end = warmup, None, None
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.warmup:
-            self.start = time.perf_counter()
-        self.end = time.perf_counter()
+TRAIN_VARIANTS = ("hf_baseline", "bertfit")
+EVAL_VARIANTS = ("hf_pipeline", "bertfit")
 
 
-def train_seconds_per_step(
-    variant: str,
-    model_name: str,
-    labels: list[str],
-    train: pd.DataFrame,
-    params: FinetuneParams,
-    max_seq_length: int,
-    steps: int,
-    warmup: int,
-    scratch: Path,
-) -> float:
-    set_seed(0)
-    tokenizer = load_tokenizer(model_name)
-    model = load_classifier(model_name, labels)
-    label2id = model.config.label2id
-    clock = Clock(warmup)
-    if variant == "hf_baseline":
+@dataclasses.dataclass
+class Training:
+    """What both training variants share: model, the target's train split, the stage's params."""
+
+    model_name: str
+    task: Task
+    train: pd.DataFrame
+    params: FinetuneParams
+    max_seq_length: int
+
+    def baseline_trainer(self, max_steps: int, output_dir: Path) -> Trainer:
+        """run_classification with its defaults, at the finetune stage's learning rate and batch."""
+        tokenizer = load_tokenizer(self.model_name)
+        model = load_classifier(self.model_name, self.task.labels, self.task.problem)
+        label2id = model.config.label2id
         encoded = tokenizer(
-            train["text"].tolist(), padding="max_length", max_length=max_seq_length, truncation=True
+            self.train["text"].tolist(),
+            padding="max_length",
+            max_length=self.max_seq_length,
+            truncation=True,
         )
         rows = [
             {k: encoded[k][i] for k in encoded} | {"labels": label2id[label]}
-            for i, label in enumerate(train["label"])
+            for i, label in enumerate(self.train["label"])
         ]
-        args = TrainingArguments(
-            output_dir=str(scratch / variant),
-            max_steps=steps + warmup,
-            learning_rate=params.learning_rate,
-            per_device_train_batch_size=params.per_device_train_batch_size,
-            save_strategy="no",
-            logging_strategy="no",
-            report_to="none",
-            disable_tqdm=True,
-            seed=0,
+        args = timing.baseline_arguments(self.params, max_steps, output_dir)
+        return Trainer(
+            model=model, args=args, train_dataset=rows, data_collator=default_data_collator
         )
-        trainer = Trainer(
-            model=model,
-            args=args,
-            train_dataset=rows,
-            data_collator=default_data_collator,
-            callbacks=[clock],
-        )
-    else:
-        encoder = Encoder(
-            tokenizer, Preprocessing(max_seq_length, params.truncation, params.head_tokens)
-        )
-        # finetune's own arguments, bounded to the timed steps, without evaluation or saving
+
+    def bertfit_trainer(self, max_steps: int, output_dir: Path) -> BertfitTrainer:
+        """The trainer training.finetune.finetune builds, without its validation set."""
+        params = self.params
+        family = family_for(self.model_name)
+        tokenizer = load_tokenizer(self.model_name)
+        model = family.classifier(self.model_name, self.task, head_spec(params))
+        prep = preprocessing(params, self.max_seq_length)
+        # the stage's own arguments, bounded to the timed steps (max_steps wins over epochs),
+        # without the per-epoch validation and the logging
         args = dataclasses.replace(
-            bertfit_arguments(params, scratch / variant),
-            max_steps=steps + warmup,
+            finetune_arguments(params, output_dir),
+            max_steps=max_steps,
             eval_strategy="no",
-            save_strategy="no",
-            load_best_model_at_end=False,
+            do_eval=False,
             logging_strategy="no",
             disable_tqdm=True,
         )
-        trainer = LayerwiseDecayTrainer(
-            model=model,
-            args=args,
-            train_dataset=encoder.dataset(train, label2id),
-            processing_class=tokenizer,
-            data_collator=DataCollatorWithPadding(tokenizer),
-            layer_decay=params.layer_decay,
-            callbacks=[clock],
-        )
-    trainer.train()
-    return (clock.end - clock.start) / steps
+        train = family.encoder(tokenizer, prep).labelled(self.train, self.task, "train")
+        collator = family.collator(tokenizer, prep)
+        return stage_trainer(params, args, model, train, collator, tokenizer)
+
+    def seconds_per_step(self, variant: str, steps: int, warmup: int, scratch: Path) -> float:
+        """Wall seconds per training step after `warmup` untimed ones, data loading included."""
+        set_seed(0)
+        build = self.baseline_trainer if variant == "hf_baseline" else self.bertfit_trainer
+        trainer = build(steps + warmup, scratch / variant)
+        return timing.time_training(trainer, warmup).wall_per_step()
+
+
+def write_classifier(
+    model_name: str, task: Task, params: FinetuneParams, max_seq_length: int, model_dir: Path
+) -> None:
+    """A model directory as finetune writes models/finetune; any weights of the right size do."""
+    family = family_for(model_name)
+    tokenizer = load_tokenizer(model_name)
+    tokenizer.model_max_length = max_seq_length  # as the stage sets it for pipeline()
+    family.save(family.classifier(model_name, task, None), model_dir)
+    tokenizer.save_pretrained(model_dir)
+    prep = preprocessing(params, max_seq_length)
+    manifest = Manifest(
+        family=family.name, head="stock", stage="finetune", preprocessing=prep, task=task
+    )
+    manifest.save(model_dir)
 
 
 def eval_seconds(
-    variant: str,
-    model_dir: Path,
-    texts: list[str],
-    params: FinetuneParams,
-    max_seq_length: int,
-    batch_size: int,
-    bf16: bool,
+    variant: str, model_dir: Path, test: pd.DataFrame, batch_size: int, bf16: bool
 ) -> float:
-    tokenizer = load_tokenizer(str(model_dir))
+    """Seconds to score the test split, tokenisation included, model loading not."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     if variant == "hf_pipeline":
-        classify = pipeline("text-classification", model=str(model_dir), device="cpu")
+        classify = pipeline("text-classification", model=str(model_dir), device=device)
+        texts = test["text"].tolist()
         start = time.perf_counter()
         classify(texts)
         return time.perf_counter() - start
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir, use_safetensors=True)
+    trained = load_trained(model_dir)  # what bertfit.evaluation.evaluate does from here on
+    trained.model.to(device)
     start = time.perf_counter()
-    prep = Preprocessing(max_seq_length, params.truncation, params.head_tokens)
-    dataset = Encoder(tokenizer, prep).dataset(pd.DataFrame({"text": texts}))
-    predict_logits(model, tokenizer, dataset, batch_size, bf16=bf16)
+    dataset = trained.encoder().labelled(test, trained.task, "test")
+    collator, score = trained.collator(), trained.family.score
+    predict_scores(trained.model, dataset, batch_size, collator, score, bf16)
     return time.perf_counter() - start
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
-    parser.add_argument("--steps", type=int, default=40, help="timed training steps per round")
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=ROOT / "reports/benchmarks/finetune.json")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
+    args = timing.parse_args(__doc__, argv, steps=40, report="finetune.json")
+    model, params, eval_params = load(args.params, "model", "finetune", "evaluate")
+    if head_spec(params) is not None:
+        raise SystemExit(
+            "finetune_throughput: pipeline('text-classification') loads the stock classifier "
+            "only; run it with finetune.feature: cls and a truncation other than hierarchical"
+        )
+    eval_bf16 = use_bf16(eval_params.mixed_precision)
+    prepared = timing.prepared_target(args.params)
+    task = Task(name=prepared.name, labels=prepared.labels, problem=prepared.problem)
+    train, test = prepared.splits["train"], prepared.splits["test"]
+    batch = params.per_device_train_batch_size * params.gradient_accumulation_steps
 
-    data = read_params_file(args.params)
-    params = FinetuneParams(**data["finetune"])
-    eval_params = EvaluateParams(**data["evaluate"])
-    eval_bf16 = eval_params.mixed_precision == "auto" and bf16_available()
-    model_name, target = data["model"]["name"], data["target"]
-    max_seq_length = data["model"]["max_seq_length"]
-    spec = parse_tasks(data)[target]
-    task = prepare_task(load_task(target, spec, ROOT), spec.split, 0, 0.01)
-    train, test = task.splits["train"], task.splits["test"]["text"].tolist()
-    batch = params.per_device_train_batch_size
+    with tempfile.TemporaryDirectory() as work:
+        scratch = Path(work)
+        model_dir = scratch / "classifier"
+        write_classifier(model.name, task, params, model.max_seq_length, model_dir)
+        training = Training(model.name, task, train, params, model.max_seq_length)
+        train_step = partial(
+            training.seconds_per_step, steps=args.steps, warmup=args.warmup, scratch=scratch
+        )
+        evaluation = partial(
+            eval_seconds,
+            model_dir=model_dir,
+            test=test,
+            batch_size=eval_params.per_device_eval_batch_size,
+            bf16=eval_bf16,
+        )
+        # one round: each training variant, then each evaluation variant
+        seconds = timing.alternate(
+            args.rounds,
+            {("train", v): partial(train_step, v) for v in TRAIN_VARIANTS}
+            | {("evaluate", v): partial(evaluation, v) for v in EVAL_VARIANTS},
+        )
 
-    train_variants, eval_variants = ["hf_baseline", "bertfit"], ["hf_pipeline", "bertfit"]
-    train_s: dict[str, list[float]] = {v: [] for v in train_variants}
-    eval_s: dict[str, list[float]] = {v: [] for v in eval_variants}
-    with tempfile.TemporaryDirectory() as scratch:
-        model_dir = Path(scratch) / "classifier"  # any classifier of the right size will do
-        load_classifier(model_name, task.labels).save_pretrained(model_dir)
-        load_tokenizer(model_name).save_pretrained(model_dir)
-        for _ in range(args.rounds):
-            for v in train_variants:
-                train_s[v].append(
-                    train_seconds_per_step(
-                        v,
-                        model_name,
-                        task.labels,
-                        train,
-                        params,
-                        max_seq_length,
-                        args.steps,
-                        args.warmup,
-                        Path(scratch),
-                    )
-                )
-            for v in eval_variants:
-                eval_s[v].append(
-                    eval_seconds(
-                        v,
-                        model_dir,
-                        test,
-                        params,
-                        max_seq_length,
-                        eval_params.per_device_eval_batch_size,
-                        eval_bf16,
-                    )
-                )
-
-    device = (
-        torch.cuda.get_device_name()
-        if torch.cuda.is_available()
-        else f"cpu x{torch.get_num_threads()} threads"
+    device = timing.device_name()
+    print(
+        f"{device}; {model.name}; {task.name}; batch {batch}; max_seq_length {model.max_seq_length}"
     )
-    result: dict = {
+    result = {
         "device": device,
-        "model": model_name,
-        "task": target,
+        "model": model.name,
+        "task": task.name,
         "batch": batch,
-        "max_seq_length": max_seq_length,
+        "max_seq_length": model.max_seq_length,
         "timed_steps": args.steps,
         "rounds": args.rounds,
         "test_examples": len(test),
         "eval_bf16": eval_bf16,
-        "train": {},
-        "evaluate": {},
+        "train": timing.speed_table(
+            "training",
+            {v: seconds["train", v] for v in TRAIN_VARIANTS},
+            "hf_baseline",
+            batch,
+            "seconds_per_step",
+            "examples_per_s",
+        ),
+        "evaluate": timing.speed_table(
+            "evaluation",
+            {v: seconds["evaluate", v] for v in EVAL_VARIANTS},
+            "hf_pipeline",
+            len(test),
+            "seconds",
+            "examples_per_s",
+        ),
     }
-    print(f"{device}; {model_name}; {target}; batch {batch}; max_seq_length {max_seq_length}")
-    print(f"{'training':<14} {'s/step':>8} {'examples/s':>11} {'vs baseline':>12}")
-    base = statistics.median(train_s["hf_baseline"])
-    for v in train_variants:
-        s = statistics.median(train_s[v])
-        row = {"seconds_per_step": s, "examples_per_s": batch / s, "speedup": base / s}
-        result["train"][v] = row
-        print(f"{v:<14} {s:8.3f} {row['examples_per_s']:11.1f} {row['speedup']:11.2f}x")
-    print(f"{'evaluation':<14} {'seconds':>8} {'examples/s':>11} {'vs pipeline':>12}")
-    base = statistics.median(eval_s["hf_pipeline"])
-    for v in eval_variants:
-        s = statistics.median(eval_s[v])
-        row = {"seconds": s, "examples_per_s": len(test) / s, "speedup": base / s}
-        result["evaluate"][v] = row
-        print(f"{v:<14} {s:8.2f} {row['examples_per_s']:11.1f} {row['speedup']:11.2f}x")
     write_json(args.out, result)
 
 

@@ -1,10 +1,18 @@
 """Pretrain training-step throughput: bertfit versus the plain Hugging Face recipe, in one run.
 
-Baseline (as run_mlm does): AutoModelForMaskedLM + DataCollatorForLanguageModeling + Trainer,
-full-vocabulary logits, fp32. bertfit: the same model, data, batch, sequence length and Trainer,
-with logits and loss at the masked positions only, and bf16 autocast where the CPU or GPU has
-bf16 arithmetic (bertfit's default there). The variants alternate in rounds so machine noise hits
-them alike; tokens/s counts every token of the packed blocks.
+Baseline (as run_mlm does by default): AutoModelForMaskedLM + DataCollatorForLanguageModeling +
+Trainer with its default arguments: full-vocabulary logits, fp32. bertfit: the pretrain stage's
+own path (training.pretrain): the MaskedLM objective's model, collator and logits and loss at the
+masked positions only, the stage's `pretrain_arguments` (training.trainer's
+`training_arguments`) and `stage_trainer` (BertfitTrainer); in fp32 (pretrain.mixed_precision:
+no) and, where the CPU or GPU has bf16 arithmetic, under bf16 autocast (auto: bertfit's default
+there). Only what a benchmark must differs from the stage: a fixed number of steps, no
+checkpoints, no logging.
+
+Both train on the same blocks (the target's within-task corpus, tokenised and packed as the stage
+does it) with the same batch. The variants alternate in rounds so machine noise hits them alike;
+a step's time is its own (forward, backward, optimiser; the masking and loading of its batch are
+left out), and tokens/s counts every token of the packed blocks.
 
     python benchmarks/pretrain_throughput.py --steps 30 --rounds 2
 
@@ -13,151 +21,123 @@ Prints a table and writes it as JSON to --out (default reports/benchmarks/pretra
 
 from __future__ import annotations
 
-import argparse
-import logging
-import statistics
+import dataclasses
 import tempfile
-import time
+from functools import partial
 from pathlib import Path
 
-import torch
+import timing
+from datasets import Dataset
 from transformers import (
     AutoModelForMaskedLM,
+    DataCollatorForLanguageModeling,
+    PreTrainedTokenizerBase,
     Trainer,
-    TrainerCallback,
-    TrainingArguments,
     set_seed,
 )
 
 from bertfit.data.corpus import build_corpus
-from bertfit.data.sources import load_task
-from bertfit.data.splits import prepare_task
 from bertfit.models.loading import LOAD_KWARGS, load_tokenizer, resolve_model_name
-from bertfit.params import PretrainParams, parse_tasks, read_params_file
+from bertfit.params import PretrainParams, load
 from bertfit.reporting import write_json
-from bertfit.training.hardware import bf16_available
-from bertfit.training.mlm import use_masked_positions
-from bertfit.training.pretrain import MLMCollator, tokenize_corpus
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-class StepTimer(TrainerCallback):
-    """Wall time of each optimisation step after the first `warmup` ones."""
-
-    def __init__(self, warmup: int) -> None:
-        self.warmup, self.times, self._start = warmup, [], 0.0
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        self._start = time.perf_counter()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step > self.warmup:
-            self.times.append(time.perf_counter() - self._start)
+from bertfit.training.hardware import use_bf16
+from bertfit.training.objectives.mlm import MaskedLM
+from bertfit.training.pretrain import pretrain_arguments
+from bertfit.training.trainer import BertfitTrainer, stage_trainer
 
 
-def run(
-    variant: str,
-    model_name: str,
-    dataset,
-    collator,
-    batch: int,
-    steps: int,
-    warmup: int,
-    out_dir: Path,
-) -> float:
-    """Seconds per step (median) of one variant."""
-    set_seed(0)
-    model = AutoModelForMaskedLM.from_pretrained(resolve_model_name(model_name), **LOAD_KWARGS)
-    ours = variant != "hf_baseline"
-    if ours:
-        use_masked_positions(model)
-    timer = StepTimer(warmup)
-    bf16 = ours and variant.endswith("bf16")
-    args = TrainingArguments(
-        output_dir=str(out_dir / variant),
-        max_steps=steps + warmup,
-        learning_rate=5e-5,
-        per_device_train_batch_size=batch,
-        save_strategy="no",
-        report_to="none",
-        logging_strategy="no",
-        disable_tqdm=True,
-        bf16=bf16,
-        seed=0,
-        use_cpu=not torch.cuda.is_available(),  # CPU autocast needs it said
-        dataloader_pin_memory=torch.cuda.is_available(),
-        remove_unused_columns=False,
-    )
-    Trainer(
-        model=model, args=args, train_dataset=dataset, data_collator=collator, callbacks=[timer]
-    ).train()
-    return statistics.median(timer.times)
+@dataclasses.dataclass
+class Training:
+    """What every variant shares: the model, the tokenised blocks, the stage's params."""
+
+    model_name: str
+    params: PretrainParams
+    dataset: Dataset
+    tokenizer: PreTrainedTokenizerBase
+
+    def baseline_trainer(self, max_steps: int, output_dir: Path) -> Trainer:
+        """run_mlm with its defaults, at the pretrain stage's learning rate and batch."""
+        model = AutoModelForMaskedLM.from_pretrained(
+            resolve_model_name(self.model_name), **LOAD_KWARGS
+        )
+        collator = DataCollatorForLanguageModeling(
+            self.tokenizer, mlm_probability=self.params.mlm_probability
+        )
+        return Trainer(
+            model=model,
+            args=timing.baseline_arguments(self.params, max_steps, output_dir),
+            train_dataset=self.dataset,
+            data_collator=collator,
+            processing_class=self.tokenizer,
+        )
+
+    def bertfit_trainer(self, max_steps: int, output_dir: Path, bf16: bool) -> BertfitTrainer:
+        """The trainer training.pretrain.pretrain builds, in fp32 or under bf16 autocast."""
+        # the stage's own params and arguments, but for the precision, bounded to the timed steps,
+        # without its checkpoints and the logging
+        params = self.params.model_copy(
+            update={"mixed_precision": "auto" if bf16 else "no", "max_steps": max_steps}
+        )
+        objective = MaskedLM(params, self.model_name)
+        model = objective.load_model()
+        objective.for_training(model)
+        args = dataclasses.replace(
+            pretrain_arguments(params, output_dir, objective),
+            save_strategy="no",
+            logging_strategy="no",
+            disable_tqdm=True,
+        )
+        collator = objective.collator(self.tokenizer)
+        return stage_trainer(params, args, model, self.dataset, collator, self.tokenizer)
+
+    def seconds_per_step(self, variant: str, steps: int, warmup: int, scratch: Path) -> float:
+        """Median seconds of one variant's training steps after `warmup` untimed ones."""
+        set_seed(0)
+        if variant == "hf_baseline":
+            trainer = self.baseline_trainer(steps + warmup, scratch / variant)
+        else:
+            bf16 = variant == "bertfit_bf16"
+            trainer = self.bertfit_trainer(steps + warmup, scratch / variant, bf16)
+        return timing.time_training(trainer, warmup).median_step()
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
-    parser.add_argument("--steps", type=int, default=30, help="timed steps per variant and round")
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=ROOT / "reports/benchmarks/pretrain.json")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-
-    data = read_params_file(args.params)
-    params = PretrainParams(**data["pretrain"])
-    model_name, target = data["model"]["name"], data["target"]
-    spec = parse_tasks(data)[target]
-    task = prepare_task(load_task(target, spec, ROOT), spec.split, 0, 0.01)
-    train_texts, _, _ = build_corpus([target], {target: task}, 0.05, 0)
-    tokenizer = load_tokenizer(model_name)
-    dataset = tokenize_corpus(train_texts["text"].tolist(), tokenizer, params, "benchmark")
-    collator = MLMCollator(tokenizer, mlm_probability=params.mlm_probability)
-    batch, block = params.per_device_train_batch_size, params.max_seq_length
-
-    variants = ["hf_baseline", "bertfit_fp32"] + (["bertfit_bf16"] if bf16_available() else [])
-    seconds: dict[str, list[float]] = {v: [] for v in variants}
-    with tempfile.TemporaryDirectory() as scratch:  # the Trainers' output_dir; nothing is saved
-        for _ in range(args.rounds):
-            for v in variants:
-                seconds[v].append(
-                    run(
-                        v,
-                        model_name,
-                        dataset,
-                        collator,
-                        batch,
-                        args.steps,
-                        args.warmup,
-                        Path(scratch),
-                    )
-                )
-    device = (
-        torch.cuda.get_device_name()
-        if torch.cuda.is_available()
-        else (f"cpu x{torch.get_num_threads()} threads")
+    args = timing.parse_args(__doc__, argv, steps=30, report="pretrain.json")
+    model, params, collect = load(args.params, "model", "pretrain", "collect")
+    target = timing.prepared_target(args.params)
+    corpus, _, _ = build_corpus(
+        [target.name], {target.name: target}, collect.corpus_heldout_ratio, collect.seed
     )
-    base = statistics.median(seconds["hf_baseline"])
+    tokenizer = load_tokenizer(model.name)
+    texts = corpus["text"].tolist()
+    dataset = MaskedLM(params, model.name).tokenize(texts, tokenizer, "benchmark corpus")
+    batch = params.per_device_train_batch_size * params.gradient_accumulation_steps
+    block = params.max_seq_length
+
+    variants = ["hf_baseline", "bertfit_fp32"] + (["bertfit_bf16"] if use_bf16("auto") else [])
+    with tempfile.TemporaryDirectory() as work:  # the Trainers' output_dir; nothing is saved
+        training = Training(model.name, params, dataset, tokenizer)
+        step = partial(
+            training.seconds_per_step, steps=args.steps, warmup=args.warmup, scratch=Path(work)
+        )
+        seconds = timing.alternate(args.rounds, {v: partial(step, v) for v in variants})
+
+    device = timing.device_name()
+    print(
+        f"{device}; {model.name}; batch {batch} x {block} tokens; "
+        f"{args.steps} timed steps x {args.rounds} rounds"
+    )
     result = {
         "device": device,
-        "model": model_name,
+        "model": model.name,
         "batch": batch,
         "block": block,
         "timed_steps": args.steps,
         "rounds": args.rounds,
-        "variants": {},
+        "variants": timing.speed_table(
+            "variant", seconds, "hf_baseline", batch * block, "seconds_per_step", "tokens_per_s"
+        ),
     }
-    print(
-        f"{device}; {model_name}; batch {batch} x {block} tokens; "
-        f"{args.steps} timed steps x {args.rounds} rounds"
-    )
-    print(f"{'variant':<14} {'s/step':>8} {'tokens/s':>10} {'vs baseline':>12}")
-    for v in variants:
-        s = statistics.median(seconds[v])
-        row = {"seconds_per_step": s, "tokens_per_s": batch * block / s, "speedup": base / s}
-        result["variants"][v] = row
-        print(f"{v:<14} {s:8.3f} {row['tokens_per_s']:10.0f} {row['speedup']:11.2f}x")
     write_json(args.out, result)
 
 

@@ -28,8 +28,8 @@ def main(argv: list[str] | None = None) -> None:
         default=Path("."),
         help="directory that relative file paths in the catalogue start from",
     )
-    parser.add_argument("--data-dir", type=Path, default=Path("data"))
-    parser.add_argument("--stats-file", type=Path, default=Path("reports/collect/stats.json"))
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--stats-file", type=Path, required=True)
     args = parser.parse_args(argv)
     configure_logging()
 

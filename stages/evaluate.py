@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 
 from bertfit.cli import configure_logging, stage_parser
+from bertfit.data.tasks import read_task, write_parquet
 from bertfit.evaluation import evaluate
 from bertfit.params import parse_section, parse_target, parse_tasks, read_params_file
 
@@ -19,12 +20,10 @@ log = logging.getLogger("stages.evaluate")
 
 def main(argv: list[str] | None = None) -> None:
     parser = stage_parser(__doc__)
-    parser.add_argument("--data-dir", type=Path, default=Path("data"))
-    parser.add_argument("--model-dir", type=Path, default=Path("models/finetune"))
-    parser.add_argument("--report-dir", type=Path, default=Path("reports/evaluate"))
-    parser.add_argument(
-        "--predictions-file", type=Path, default=Path("data/predictions/test.parquet")
-    )
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--model-dir", type=Path, required=True)
+    parser.add_argument("--report-dir", type=Path, required=True)
+    parser.add_argument("--predictions-file", type=Path, required=True)
     args = parser.parse_args(argv)
     configure_logging()
 
@@ -32,13 +31,9 @@ def main(argv: list[str] | None = None) -> None:
     target = parse_target(data, parse_tasks(data, str(args.params)), str(args.params))
     params = parse_section(data, "evaluate", str(args.params))
     log.info("target %s; %s", target, params)
-    evaluate(
-        args.model_dir,
-        args.data_dir / "tasks" / target,
-        params,
-        args.report_dir,
-        args.predictions_file,
-    )
+    task = read_task(args.data_dir / "tasks" / target)
+    _, predictions = evaluate(args.model_dir, task, params, args.report_dir)
+    write_parquet(predictions, args.predictions_file)
 
 
 if __name__ == "__main__":

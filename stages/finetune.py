@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 
 from bertfit.cli import configure_logging, stage_parser
-from bertfit.data.collect import read_split, read_task_info
+from bertfit.data.tasks import read_task
 from bertfit.params import parse_section, parse_target, parse_tasks, read_params_file
 from bertfit.training.finetune import finetune
 
@@ -21,15 +21,15 @@ log = logging.getLogger("stages.finetune")
 
 def main(argv: list[str] | None = None) -> None:
     parser = stage_parser(__doc__)
-    parser.add_argument("--data-dir", type=Path, default=Path("data"))
+    parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument(
         "--base-model-dir",
         type=Path,
-        default=Path("models/multitask"),
+        required=True,
         help="the model to fine-tune: what multitask wrote (the pretrained encoder when disabled)",
     )
-    parser.add_argument("--model-dir", type=Path, default=Path("models/finetune"))
-    parser.add_argument("--report-dir", type=Path, default=Path("reports/finetune"))
+    parser.add_argument("--model-dir", type=Path, required=True)
+    parser.add_argument("--report-dir", type=Path, required=True)
     args = parser.parse_args(argv)
     configure_logging()
 
@@ -39,21 +39,16 @@ def main(argv: list[str] | None = None) -> None:
     params = parse_section(data, "finetune", str(args.params))
     log.info("target %s; base model %s; %s; %s", target, args.base_model_dir, model, params)
 
-    task_dir = args.data_dir / "tasks" / target
-    info = read_task_info(task_dir)
+    task = read_task(args.data_dir / "tasks" / target)
     finetune(
         str(args.base_model_dir),
-        info["labels"],
-        read_split(task_dir, "train"),
-        read_split(task_dir, "validation"),
+        task,
+        task.split("train"),
+        task.split("validation"),
         params,
         model.max_seq_length,
         args.model_dir,
         args.report_dir,
-        task=target,
-        problem=info["problem"],
-        metric=info["metric"],
-        positive_label=info["positive_label"],
     )
 
 

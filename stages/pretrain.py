@@ -19,10 +19,10 @@ log = logging.getLogger("stages.pretrain")
 
 def main(argv: list[str] | None = None) -> None:
     parser = stage_parser(__doc__)
-    parser.add_argument("--corpus-dir", type=Path, default=Path("data/corpus"))
-    parser.add_argument("--model-dir", type=Path, default=Path("models/pretrain"))
-    parser.add_argument("--report-dir", type=Path, default=Path("reports/pretrain"))
-    parser.add_argument("--checkpoint-dir", type=Path, default=Path("checkpoints/pretrain"))
+    parser.add_argument("--corpus-dir", type=Path, required=True)
+    parser.add_argument("--model-dir", type=Path, required=True)
+    parser.add_argument("--report-dir", type=Path, required=True)
+    parser.add_argument("--checkpoint-dir", type=Path, required=True)
     args = parser.parse_args(argv)
     configure_logging()
 

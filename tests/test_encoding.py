@@ -85,11 +85,3 @@ def test_head_tokens_above_budget_is_an_error(tokenizer) -> None:
         r"\(max_seq_length 16 minus 2 special tokens\), got 15",
     ):
         Encoder(tokenizer, Preprocessing(16, "head_tail", 15))
-
-
-def test_preprocessing_round_trips(tmp_path: Path) -> None:
-    prep = Preprocessing(128, "tail", 0)
-    prep.save(tmp_path)
-    assert Preprocessing.load(tmp_path) == prep
-    with pytest.raises(FileNotFoundError, match="was not written by finetune"):
-        Preprocessing.load(tmp_path / "elsewhere")

@@ -12,13 +12,16 @@ from transformers import Adafactor, DataCollatorWithPadding, get_scheduler
 from transformers.optimization import AdafactorSchedule
 
 from bertfit.data.encoding import Encoder, Preprocessing
-from bertfit.inference import predict_logits
+from bertfit.data.tasks import Task
+from bertfit.inference import predict_scores
 from bertfit.metrics import classification_metrics, per_class_metrics
+from bertfit.models.family import EncoderFamily, load_trained
 from bertfit.models.loading import load_classifier, load_tokenizer
 from bertfit.params import FinetuneParams, parse_section
-from bertfit.reporting import split_history
-from bertfit.training.finetune import LayerwiseDecayTrainer, finetune, training_arguments
-from bertfit.training.hardware import bf16_available
+from bertfit.reporting import loss_rows
+from bertfit.training.finetune import finetune, finetune_arguments
+from bertfit.training.hardware import use_bf16
+from bertfit.training.trainer import BertfitTrainer, training_arguments
 from tests.conftest import TINY_FINETUNE
 
 
@@ -45,11 +48,11 @@ def test_loss_falls_when_overfitting_one_batch(
             }
         )
     )
-    labels = sorted(rows["label"].unique())
+    task = Task("trec", sorted(rows["label"].unique()))
     with caplog.at_level(logging.INFO, logger="bertfit.training.finetune"):
-        metrics = finetune(
+        finetune(
             str(tiny_model_dir),
-            labels,
+            task,
             rows,
             rows,
             params,
@@ -57,31 +60,63 @@ def test_loss_falls_when_overfitting_one_batch(
             tmp_path / "model",
             tmp_path / "reports",
         )
-    bf16 = mixed_precision == "auto" and bf16_available()
+    bf16 = use_bf16(mixed_precision)
     assert any(r.getMessage().endswith(f"bf16 {bf16}") for r in caplog.records)
     loss = pd.read_csv(tmp_path / "reports" / "loss.csv")["loss"].to_numpy()
     assert len(loss) == 30
     assert loss[-1] < 0.75 * loss[0]  # a random-init 2-layer BERT learns slowly
-    assert 0 <= metrics["validation"]["accuracy"] <= 1
-    saved = json.loads((tmp_path / "model" / "bertfit_preprocessing.json").read_text())
-    assert saved == {
+    manifest = json.loads((tmp_path / "model" / "bertfit_model.json").read_text())
+    assert (manifest["family"], manifest["head"], manifest["stage"]) == (
+        "encoder",
+        "stock",
+        "finetune",
+    )
+    assert manifest["task"]["labels"] == task.labels
+    assert manifest["preprocessing"] == {
         "head_tokens": 8,
         "max_seq_length": 32,
         "truncation": "head_tail",
         "chunk_stride": None,
         "max_chunks": None,
     }
+    assert not list((tmp_path / "model").glob("*.bin"))  # no pickles (training_args.bin)
 
 
-def test_split_history_separates_loss_and_eval_rows() -> None:
+def test_saved_model_is_the_selected_epoch(
+    tmp_path: Path, tiny_model_dir: Path, trec_sample: dict
+) -> None:
+    """The saved model scores on validation what the selected row says, and that row is the best."""
+    rows = tiny_rows(trec_sample, 48)
+    validation = pd.DataFrame(trec_sample["validation"])[["text", "label"]]
+    validation = validation[validation["label"].isin(set(rows["label"]))]
+    task = Task("trec", sorted(set(rows["label"])))
+    params = FinetuneParams(**(TINY_FINETUNE | {"num_train_epochs": 4, "learning_rate": 3e-3}))
+    metrics = finetune(str(tiny_model_dir), task, rows, validation, params, 32,
+                       tmp_path / "model", tmp_path / "reports")  # fmt: skip
+    curve = pd.read_csv(tmp_path / "reports" / "validation.csv")
+    assert curve["epoch"].tolist() == [1.0, 2.0, 3.0, 4.0]
+    best = curve.loc[curve["accuracy"].idxmax()]  # idxmax: the first of equal maxima
+    assert (metrics["best_epoch"], metrics["selected_on"]) == (best["epoch"], "accuracy")
+    trained = load_trained(tmp_path / "model")
+    ds = trained.encoder().labelled(validation, task, "validation")
+    scores = predict_scores(trained.model, ds, 16, trained.collator(), trained.family.score)
+    accuracy = float((scores.argmax(-1) == np.asarray(ds["labels"])).mean())
+    assert (
+        accuracy
+        == pytest.approx(best["accuracy"])
+        == pytest.approx(metrics["validation"]["accuracy"])
+    )
+
+
+def test_loss_rows_keep_only_training_loss_logs() -> None:
     history = [
-        {"loss": 1.0, "learning_rate": 1e-5, "epoch": 0.5, "step": 5},
+        {"loss": 1.0, "learning_rate": 1e-5, "epoch": 0.5, "step": 5, "loss_trec": 0.9},
         {"eval_loss": 0.9, "eval_accuracy": 0.6, "epoch": 1.0, "step": 10},
         {"train_runtime": 3.0, "epoch": 1.0, "step": 10},
     ]
-    losses, evals = split_history(history)
-    assert losses == [{"step": 5, "epoch": 0.5, "loss": 1.0, "learning_rate": 1e-5}]
-    assert evals == [{"step": 10, "epoch": 1.0, "loss": 0.9, "accuracy": 0.6}]
+    assert loss_rows(history) == [
+        {"step": 5, "epoch": 0.5, "loss": 1.0, "learning_rate": 1e-5, "loss_trec": 0.9}
+    ]
 
 
 def test_classification_metrics() -> None:
@@ -106,7 +141,7 @@ def train_on_rows(
 ) -> tuple[FinetuneParams, pd.DataFrame]:
     """finetune on `rows` (also the validation set); the params used and the logged loss rows."""
     params = FinetuneParams(**(TINY_FINETUNE | overrides))
-    finetune(str(model_dir), sorted(set(rows["label"])), rows, rows, params, 32,
+    finetune(str(model_dir), Task("trec", sorted(set(rows["label"]))), rows, rows, params, 32,
              tmp_path / "model", tmp_path / "reports")  # fmt: skip
     return params, pd.read_csv(tmp_path / "reports" / "loss.csv")
 
@@ -163,9 +198,9 @@ def test_bad_schedule_or_optimiser_is_named(override: dict, message: str) -> Non
         parse_section({"finetune": TINY_FINETUNE | override}, "finetune")
 
 
-def optimiser_of(tmp_path: Path, model_dir: Path, **overrides: object) -> LayerwiseDecayTrainer:
+def optimiser_of(tmp_path: Path, model_dir: Path, **overrides: object) -> BertfitTrainer:
     params = FinetuneParams(**(TINY_FINETUNE | overrides))
-    trainer = LayerwiseDecayTrainer(
+    trainer = BertfitTrainer(
         model=load_classifier(str(model_dir), ["a", "b"]),
         args=training_arguments(params, tmp_path / "work"),
         eval_dataset=[],  # finetune always has one; only the optimiser is looked at here
@@ -219,7 +254,7 @@ def test_adafactor_relative_step_trains(
     assert 1e-9 <= rates[0] <= 1e-6
 
 
-def padding_share(trainer: LayerwiseDecayTrainer) -> float:
+def padding_share(trainer: BertfitTrainer) -> float:
     """Share of pad positions over one pass of the trainer's own training batches."""
     pad = total = 0
     for batch in trainer.get_train_dataloader():
@@ -237,7 +272,7 @@ def test_length_grouped_batches_pad_less_than_random_ones(
     labels = sorted(rows["label"].unique())
     tokenizer = load_tokenizer(str(tiny_model_dir))
     ds = Encoder(tokenizer, Preprocessing(64, "head_tail", 8)).labelled(
-        rows, labels, "classification", "trec"
+        rows, Task("trec", labels), "train"
     )
     shares = {}
     for strategy in ("group_by_length", "random"):
@@ -248,9 +283,9 @@ def test_length_grouped_batches_pad_less_than_random_ones(
                 | {"train_sampling_strategy": strategy, "per_device_train_batch_size": 4}
             )
         )
-        trainer = LayerwiseDecayTrainer(
+        trainer = BertfitTrainer(
             model=load_classifier(str(tiny_model_dir), labels),
-            args=training_arguments(params, tmp_path / strategy),
+            args=finetune_arguments(params, tmp_path / strategy),
             train_dataset=ds,
             eval_dataset=ds,
             processing_class=tokenizer,
@@ -260,6 +295,13 @@ def test_length_grouped_batches_pad_less_than_random_ones(
         shares[strategy] = padding_share(trainer)
     assert shares["random"] > 0.2  # TREC questions vary in length
     assert shares["group_by_length"] < 0.25 * shares["random"], shares
+
+
+def predict(model, tokenizer, ds, batch_size: int, bf16: bool = False) -> np.ndarray:
+    """The encoder family's scores (logits) of a stock classifier."""
+    family = EncoderFamily()
+    collator = family.collator(tokenizer, Preprocessing(64, "head_tail", 8))
+    return predict_scores(model, ds, batch_size, collator, family.score, bf16)
 
 
 @pytest.fixture()
@@ -274,20 +316,20 @@ def untrained_on_questions(tiny_model_dir: Path, trec_sample: dict) -> tuple:
 def test_sorted_prediction_batches_return_rows_in_dataset_order(
     untrained_on_questions: tuple,
 ) -> None:
-    """predict_logits batches by length but gives each row its own logits, as one by one."""
+    """predict_scores batches by length but gives each row its own scores, as one by one."""
     model, tokenizer, ds = untrained_on_questions
     assert len(set(ds["length"])) > 5 and ds["length"] != sorted(ds["length"])
-    batched = predict_logits(model, tokenizer, ds, 16)
+    batched = predict(model, tokenizer, ds, 16)
     one_by_one = np.concatenate(
-        [predict_logits(model, tokenizer, ds.select([i]), 1) for i in range(len(ds))]
+        [predict(model, tokenizer, ds.select([i]), 1) for i in range(len(ds))]
     )
     np.testing.assert_allclose(batched, one_by_one, rtol=1e-4, atol=1e-5)
 
 
 def test_bf16_prediction_is_autocast_and_close_to_fp32(untrained_on_questions: tuple) -> None:
     model, tokenizer, ds = untrained_on_questions
-    fp32 = predict_logits(model, tokenizer, ds, 16)
-    bf16 = predict_logits(model, tokenizer, ds, 16, bf16=True)
+    fp32 = predict(model, tokenizer, ds, 16)
+    bf16 = predict(model, tokenizer, ds, 16, bf16=True)
     assert bf16.dtype == np.float32 and bf16.shape == fp32.shape
     difference = np.abs(bf16 - fp32).max()
     assert 0 < difference < 0.05  # rounded to bf16 inside, yet the same logits to 2 decimals

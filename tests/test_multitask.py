@@ -9,12 +9,15 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModel
 
-from bertfit.inference import predict_logits
+from bertfit.data.encoding import Preprocessing
+from bertfit.data.tasks import Task, read_task, write_task
+from bertfit.inference import predict_scores
 from bertfit.metrics import task_metrics
-from bertfit.models.heads import HEADS_DIR, load_task_head
-from bertfit.models.loading import load_classifier, load_tokenizer
+from bertfit.models.family import load_trained
+from bertfit.models.heads import HEADS_DIR, MultiTaskModel, load_task_head
+from bertfit.models.loading import load_classifier
 from bertfit.params import MultitaskParams, parse_section
-from bertfit.training.multitask import MultiTaskModel, multitask, prepare_tasks
+from bertfit.training.multitask import multitask
 from bertfit.training.sampling import TaskBatchSampler, task_probabilities
 from tests.conftest import TINY_MULTITASK
 
@@ -97,41 +100,44 @@ def test_bad_multitask_params_are_named(override: dict, message: str) -> None:
         parse_section({"multitask": TINY_MULTITASK | override}, "multitask")
 
 
-def trec_frames(trec_sample: dict) -> dict[str, dict]:
-    """Two real tasks from the TREC rows: the question class, and the word count (regression)."""
+def trec_tasks(tmp_path: Path, trec_sample: dict, trec_metric: str = "accuracy") -> list[Task]:
+    """Two real tasks from the TREC rows, as collect writes them: the question class (judged by
+    `trec_metric`), and the word count (regression)."""
     train = pd.DataFrame(trec_sample["train"])
     validation = pd.DataFrame(trec_sample["validation"])
-    labels = sorted(set(train["label"]))
 
     def words(df: pd.DataFrame) -> pd.DataFrame:
         return df.assign(label=df["text"].str.split().str.len().astype(float))
 
-    return {
-        "trec": {"problem": "classification", "labels": labels, "train": train,
-                 "validation": validation},
-        "qlen": {"problem": "regression", "labels": [], "train": words(train),
-                 "validation": words(validation)},
-    }  # fmt: skip
+    tasks = [
+        (Task("trec", sorted(set(train["label"])), metric=trec_metric), train, validation),
+        (Task("qlen", [], problem="regression", metric="pearson"), words(train), words(validation)),
+    ]
+    for task, t, v in tasks:
+        write_task(task, {"train": t, "validation": v}, [], tmp_path / "tasks" / task.name)
+    return [read_task(tmp_path / "tasks" / task.name) for task, _, _ in tasks]
 
 
-def run(tmp_path: Path, model_dir: Path, frames: dict, **overrides: object) -> dict:
+def run(tmp_path: Path, model_dir: Path, tasks: list[Task], **overrides: object) -> dict:
     params = MultitaskParams(**(TINY_MULTITASK | {"tasks": ["trec", "qlen"]} | overrides))
-    return multitask(model_dir, frames, params, 32, tmp_path / "out", tmp_path / "reports")
+    return multitask(model_dir, tasks, params, 32, tmp_path / "out", tmp_path / "reports")
 
 
 def test_multitask_trains_shared_encoder_and_heads_and_keeps_the_best(
     tmp_path: Path, tiny_model_dir: Path, trec_sample: dict
 ) -> None:
-    frames = trec_frames(trec_sample)
-    metrics = run(tmp_path, tiny_model_dir, frames, max_steps=40, eval_steps=10)
+    tasks = trec_tasks(tmp_path, trec_sample, trec_metric="mcc")
+    metrics = run(tmp_path, tiny_model_dir, tasks, max_steps=40, eval_steps=10)
 
     history = pd.read_csv(tmp_path / "reports" / "validation.csv")
     assert history["step"].tolist() == [10, 20, 30, 40]
-    means = (history["trec_accuracy"] + history["qlen_pearson"]) / 2
+    # selection reads each task's own metric: MCC for trec here, Pearson for qlen
+    means = (history["trec_mcc"] + history["qlen_pearson"]) / 2
     assert history["mean_main"].tolist() == pytest.approx(means.tolist())
+    assert metrics["selected_on"] == {"trec": "mcc", "qlen": "pearson"}
     best = history.loc[history["mean_main"].idxmax()]
     assert metrics["best_step"] == best["step"]
-    assert metrics["validation"]["trec"]["accuracy"] == pytest.approx(best["trec_accuracy"])
+    assert metrics["validation"]["trec"]["mcc"] == pytest.approx(best["trec_mcc"])
     assert sum(metrics["task_batches"].values()) == 40 and min(metrics["task_batches"].values())
 
     losses = pd.read_csv(tmp_path / "reports" / "loss.csv")
@@ -144,43 +150,44 @@ def test_multitask_trains_shared_encoder_and_heads_and_keeps_the_best(
     base = AutoModel.from_pretrained(tiny_model_dir)
     assert not torch.equal(encoder.embeddings.word_embeddings.weight,
                            base.embeddings.word_embeddings.weight)  # fmt: skip
-    tokenizer = load_tokenizer(str(out))
-    params = MultitaskParams(**(TINY_MULTITASK | {"tasks": ["trec", "qlen"]}))
-    tasks = {t.name: t for t in prepare_tasks(frames, tokenizer, params, 32)}
-    reloaded = MultiTaskModel.build(str(out), list(tasks.values()))
-    for name, task in tasks.items():
-        head = reloaded.heads[name]
-        load_task_head(head, out, name, task.labels, task.problem)
-        logits = predict_logits(head, tokenizer, task.validation, 32)
-        scores = task_metrics(task.problem, np.asarray(task.validation["labels"]), logits)
-        for key, value in metrics["validation"][name].items():
-            assert scores[key] == pytest.approx(value, abs=1e-5), (name, key)
+    trained = load_trained(out)
+    assert isinstance(trained.model, MultiTaskModel) and trained.manifest.head == "multitask"
+    encode = trained.family.encoder(trained.tokenizer, Preprocessing(32, "head_tail", 8))
+    collator = trained.family.collator(trained.tokenizer, Preprocessing(32, "head_tail", 8))
+    for task in tasks:
+        ds = encode.labelled(task.split("validation"), task, "validation")
+        head = trained.model.heads[task.name]
+        logits = predict_scores(head, ds, 32, collator, trained.family.score)
+        scores = task_metrics(task.problem, np.asarray(ds["labels"]), logits)
+        for key, value in metrics["validation"][task.name].items():
+            if key != "loss":
+                assert scores[key] == pytest.approx(value, abs=1e-5), (task.name, key)
 
 
 def test_finetune_head_starts_from_the_multitask_head_when_labels_match(
     tmp_path: Path, tiny_model_dir: Path, trec_sample: dict
 ) -> None:
-    frames = trec_frames(trec_sample)
-    run(tmp_path, tiny_model_dir, frames, max_steps=6, eval_steps=6)
+    tasks = trec_tasks(tmp_path, trec_sample)
+    run(tmp_path, tiny_model_dir, tasks, max_steps=6, eval_steps=6)
     out = tmp_path / "out"
     saved = load_file(out / HEADS_DIR / "trec.safetensors")
     assert set(saved) == {"classifier.weight", "classifier.bias"}
 
-    labels = frames["trec"]["labels"]
-    model = load_classifier(str(out), labels)
+    trec = tasks[0]
+    model = load_classifier(str(out), trec.labels)
     assert not torch.equal(model.classifier.weight, saved["classifier.weight"])  # fresh
-    assert load_task_head(model, out, "trec", labels)
+    assert load_task_head(model, out, trec)
     assert torch.equal(model.classifier.weight, saved["classifier.weight"])
 
-    other = load_classifier(str(out), labels[:-1])  # a different label set: fresh head
-    assert not load_task_head(other, out, "trec", labels[:-1])
-    assert not load_task_head(load_classifier(str(out), labels), out, "mr", labels)
+    fewer = Task("trec", trec.labels[:-1])  # a different label set: fresh head
+    assert not load_task_head(load_classifier(str(out), fewer.labels), out, fewer)
+    assert not load_task_head(model, out, Task("mr", trec.labels))
 
 
 def test_disabled_multitask_passes_the_encoder_through(
     tmp_path: Path, tiny_model_dir: Path
 ) -> None:
-    metrics = run(tmp_path, tiny_model_dir, {}, enabled=False)
+    metrics = run(tmp_path, tiny_model_dir, [], enabled=False)
     assert metrics == {"enabled": False}
     out = tmp_path / "out"
     assert (out / "model.safetensors").read_bytes() == (
@@ -192,7 +199,8 @@ def test_disabled_multitask_passes_the_encoder_through(
 def test_task_without_train_rows_is_an_error(
     tmp_path: Path, tiny_model_dir: Path, trec_sample: dict
 ) -> None:
-    frames = trec_frames(trec_sample)
-    frames["qlen"]["train"] = frames["qlen"]["train"].iloc[:0]
+    tasks = trec_tasks(tmp_path, trec_sample)
+    empty = tasks[1].split("train").iloc[:0]
+    empty.to_parquet(tmp_path / "tasks" / "qlen" / "train.parquet")
     with pytest.raises(ValueError, match=r"multitask.tasks: qlen has no train rows"):
-        run(tmp_path, tiny_model_dir, frames)
+        run(tmp_path, tiny_model_dir, tasks)

@@ -3,12 +3,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from datasets import Dataset
 from transformers import TrainingArguments
 
 from bertfit.models.loading import load_classifier
-from bertfit.training.finetune import LayerwiseDecayTrainer
 from bertfit.training.optim import layer_depth
+from bertfit.training.trainer import BertfitTrainer
 
 BASE_LR = 2e-5
 XI = 0.9
@@ -24,7 +25,7 @@ def optimizer(tiny_model_dir: Path, tmp_path: Path):
         report_to="none",
         use_cpu=True,
     )
-    trainer = LayerwiseDecayTrainer(
+    trainer = BertfitTrainer(
         model=model,
         args=args,
         layer_decay=XI,
@@ -81,3 +82,44 @@ def test_every_trainable_parameter_is_in_exactly_one_group(optimizer, tiny_model
 )
 def test_layer_depth(name: str, depth: int) -> None:
     assert layer_depth(name, num_layers=12) == depth
+
+
+def test_layer_decay_one_trains_exactly_as_the_stock_trainer(
+    tiny_model_dir: Path, tmp_path: Path, trec_sample: dict
+) -> None:
+    """With ξ = 1 the per-depth groups change nothing: the same weights as HF's own optimiser.
+
+    pretrain and multitask run through BertfitTrainer with layer_decay 1.0, where they used the
+    stock Trainer before; their results must not move.
+    """
+    from transformers import DataCollatorWithPadding, Trainer, set_seed
+
+    from bertfit.models.loading import load_tokenizer
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    texts = [r["text"] for r in trec_sample["train"][:32]]
+    rows = tokenizer(texts, truncation=True, max_length=32)
+    ds = Dataset.from_dict(dict(rows) | {"labels": [i % 3 for i in range(len(texts))]})
+    weights = {}
+    for name, cls, extra in (
+        ("stock", Trainer, {}),
+        ("bertfit", BertfitTrainer, {"layer_decay": 1.0}),
+    ):
+        set_seed(0)
+        args = TrainingArguments(
+            output_dir=str(tmp_path / name), max_steps=4, per_device_train_batch_size=8,
+            learning_rate=1e-3, weight_decay=0.01, warmup_steps=0.1, report_to="none",
+            use_cpu=True, save_strategy="no", seed=0,
+        )  # fmt: skip
+        trainer = cls(
+            model=load_classifier(str(tiny_model_dir), ["a", "b", "c"]),
+            args=args,
+            train_dataset=ds,
+            data_collator=DataCollatorWithPadding(tokenizer),
+            **extra,
+        )
+        trainer.train()
+        weights[name] = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    assert weights["stock"].keys() == weights["bertfit"].keys()
+    for key, value in weights["stock"].items():
+        assert torch.equal(value, weights["bertfit"][key]), key

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from bertfit.params import (
     FinetuneParams,
@@ -93,5 +94,5 @@ def test_missing_section_and_file(tmp_path: Path, project_params: dict) -> None:
 def test_params_are_frozen(project_params: dict) -> None:
     params = parse_section(project_params, "finetune")
     assert isinstance(params, FinetuneParams)
-    with pytest.raises(Exception, match="frozen"):
+    with pytest.raises(ValidationError, match="frozen"):
         params.learning_rate = 1.0  # type: ignore[misc]

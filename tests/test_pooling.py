@@ -10,14 +10,14 @@ import torch
 from transformers import AutoModel
 
 from bertfit.data.encoding import Encoder, Preprocessing
-from bertfit.inference import predict_logits
+from bertfit.data.tasks import Task
+from bertfit.inference import predict_scores
+from bertfit.models.family import load_trained
 from bertfit.models.loading import load_tokenizer
 from bertfit.models.pooling import (
-    HEAD_CONFIG,
     ChunkCollator,
     HeadSpec,
     PooledClassifier,
-    load_sequence_classifier,
     pooled_classifier,
 )
 from bertfit.params import FinetuneParams, parse_section
@@ -98,7 +98,7 @@ def test_features_combine_the_last_layers_cls(tiny_model_dir: Path, feature: str
 
 def run_finetune(tmp_path: Path, model_dir: Path, df: pd.DataFrame, **overrides: object) -> dict:
     params = FinetuneParams(**(TINY_FINETUNE | {"num_train_epochs": 2} | overrides))
-    return finetune(str(model_dir), sorted(set(df["label"])), df, df, params, 32,
+    return finetune(str(model_dir), Task("imdb", sorted(set(df["label"]))), df, df, params, 32,
                     tmp_path / "model", tmp_path / "reports")  # fmt: skip
 
 
@@ -115,26 +115,30 @@ def test_pooled_finetune_saves_a_model_that_reloads_and_predicts_the_same(
     tmp_path: Path, tiny_model_dir: Path, long_texts: pd.DataFrame, overrides: dict
 ) -> None:
     metrics = run_finetune(tmp_path, tiny_model_dir, long_texts, **overrides)
-    assert 0 <= metrics["validation"]["accuracy"] <= 1
     out = tmp_path / "model"
-    spec = json.loads((out / HEAD_CONFIG).read_text())
-    assert spec["feature"] == overrides.get("feature", "cls")
+    manifest = json.loads((out / "bertfit_model.json").read_text())
+    assert manifest["head"] == "pooled"
+    assert manifest["head_config"]["feature"] == overrides.get("feature", "cls")
     assert AutoModel.from_pretrained(out).config.id2label == {0: "neg", 1: "pos"}
 
-    tokenizer = load_tokenizer(str(out))
-    prep = Preprocessing.load(out)
+    trained = load_trained(out)
+    assert isinstance(trained.model, PooledClassifier)
+    prep = trained.manifest.preprocessing
     hierarchical = prep.truncation == "hierarchical"
     assert hierarchical == (overrides.get("truncation") == "hierarchical")
-    ds = Encoder(tokenizer, prep).dataset(long_texts)
-    collator = ChunkCollator(tokenizer) if hierarchical else None
-    first = predict_logits(load_sequence_classifier(out), tokenizer, ds, 16, collator)
-    again = load_sequence_classifier(out)
-    assert isinstance(again, PooledClassifier)
-    second = predict_logits(again, tokenizer, ds, 5, collator)  # other batches, same outputs
+    ds = trained.encoder().labelled(long_texts, trained.task, "validation")
+    collator, score = trained.collator(), trained.family.score
+    assert isinstance(collator, ChunkCollator) == hierarchical
+    first = predict_scores(trained.model, ds, 16, collator, score)
+    # the reloaded model is the selected epoch's: it scores what finetune reported
+    accuracy = float((first.argmax(-1) == np.asarray(ds["labels"])).mean())
+    assert accuracy == pytest.approx(metrics["validation"]["accuracy"])
+    again = load_trained(out).model
+    second = predict_scores(again, ds, 5, collator, score)  # other batches, same outputs
     np.testing.assert_allclose(first, second, atol=1e-5)
     # batched prediction equals scoring one text at a time, pieces and padding notwithstanding
     row = ds.select([7])
-    np.testing.assert_allclose(predict_logits(again, tokenizer, row, 1, collator), first[7:8],
+    np.testing.assert_allclose(predict_scores(again, row, 1, collator, score), first[7:8],
                                atol=1e-5)  # fmt: skip
 
 

@@ -21,13 +21,13 @@ from transformers import (
 import bertfit.training.pretrain as pretrain_module
 from bertfit.models.loading import load_tokenizer
 from bertfit.params import PretrainParams
-from bertfit.training.pretrain import (
+from bertfit.training.objectives.mlm import (
     MLMCollator,
     cap_heldout,
     load_masked_lm,
-    pretrain,
     tokenize_corpus,
 )
+from bertfit.training.pretrain import pretrain
 from tests.conftest import TINY_PRETRAIN
 
 PARAMS = TINY_PRETRAIN
@@ -62,7 +62,11 @@ def test_pretrain_lowers_heldout_loss_and_saves_an_encoder(
     with caplog.at_level(logging.INFO, logger="bertfit.training.pretrain"):
         metrics = run(tmp_path, tiny_model_dir, corpus_dir)
     summary = [r.getMessage() for r in caplog.records if r.getMessage().startswith("pretrain ")]
-    assert len(summary) == 1 and "20 steps of 8" in summary[0] and "bf16 False" in summary[0]
+    assert (
+        len(summary) == 1
+        and "20 optimisation steps of 8 examples" in summary[0]
+        and "bf16 False" in summary[0]
+    )
     before, after = metrics["heldout_before"], metrics["heldout_after"]
     assert before["masked_tokens"] == after["masked_tokens"] > 0  # the same fixed masks
     assert after["loss"] < before["loss"]
@@ -165,12 +169,12 @@ class Interrupt(TrainerCallback):
 def test_killed_run_resumes_from_last_checkpoint(
     tmp_path: Path, tiny_model_dir: Path, corpus_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    class InterruptedTrainer(pretrain_module.Trainer):
+    class InterruptedTrainer(pretrain_module.BertfitTrainer):
         def __init__(self, *args: object, **kwargs: object) -> None:
             super().__init__(*args, callbacks=[Interrupt()], **kwargs)
 
     with monkeypatch.context() as m:
-        m.setattr(pretrain_module, "Trainer", InterruptedTrainer)
+        m.setattr(pretrain_module, "BertfitTrainer", InterruptedTrainer)
         with pytest.raises(KeyboardInterrupt):
             run(tmp_path, tiny_model_dir, corpus_dir)
     assert (tmp_path / "checkpoints" / "checkpoint-10").is_dir()
@@ -178,7 +182,7 @@ def test_killed_run_resumes_from_last_checkpoint(
     assert metrics["resumed_from_step"] == 10 and metrics["steps"] == 20
     # other settings: the old checkpoints are not reused
     with monkeypatch.context() as m:
-        m.setattr(pretrain_module, "Trainer", InterruptedTrainer)
+        m.setattr(pretrain_module, "BertfitTrainer", InterruptedTrainer)
         with pytest.raises(KeyboardInterrupt):
             run(tmp_path, tiny_model_dir, corpus_dir)
     metrics = run(tmp_path, tiny_model_dir, corpus_dir, learning_rate=1e-3)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
-import math
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from sklearn.metrics import accuracy_score, f1_score
 from transformers import pipeline
 
 from bertfit.params import read_params_file
@@ -54,96 +55,69 @@ def trec_files(tmp_path: Path, trec_sample: dict[str, list[dict]]) -> dict:
     }
 
 
+def dvc_arguments() -> dict[str, dict[str, str]]:
+    """Each stage's options in dvc.yaml's cmd after `python stages/<name>.py`: option -> value.
+
+    The chain runs the stages with these, so a path dvc.yaml changes is the path tested.
+    """
+    stages = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    arguments = {}
+    for name, stage in stages.items():
+        words = shlex.split(stage["cmd"])
+        assert words[:2] == ["python", f"stages/{name}.py"], stage["cmd"]
+        options, values = words[2::2], words[3::2]
+        assert len(options) == len(values), f"an option without a value: {stage['cmd']}"
+        assert all(option.startswith("--") for option in options), stage["cmd"]
+        arguments[name] = dict(zip(options, values, strict=True))
+    return arguments
+
+
 class Chain:
-    """The stage mains with every path under one tmp_path, as dvc.yaml passes them."""
+    """The stage mains with dvc.yaml's arguments, every path re-rooted under one tmp_path."""
 
     def __init__(self, tmp_path: Path, params_file: Path, root: Path) -> None:
         self.params = ["--params", str(params_file)]
         self.root = root
-        self.data = tmp_path / "data"
-        self.stats = tmp_path / "reports" / "collect" / "stats.json"
-        self.pretrained = tmp_path / "models" / "pretrain"
-        self.multitasked = tmp_path / "models" / "multitask"
-        self.model = tmp_path / "models" / "finetune"
-        self.pt_reports = tmp_path / "reports" / "pretrain"
-        self.mt_reports = tmp_path / "reports" / "multitask"
-        self.ft_reports = tmp_path / "reports" / "finetune"
-        self.ev_reports = tmp_path / "reports" / "evaluate"
-        self.checkpoints = tmp_path / "checkpoints" / "pretrain"
-        self.predictions = self.data / "predictions" / "test.parquet"
+        # per stage, option -> path: every option but --params (self.params instead) is a path
+        self.paths = {
+            stage: {opt: tmp_path / value for opt, value in options.items() if opt != "--params"}
+            for stage, options in dvc_arguments().items()
+        }
+        self.data = self.paths["collect"]["--data-dir"]
+        self.stats = self.paths["collect"]["--stats-file"]
+        self.pretrained = self.paths["pretrain"]["--model-dir"]
+        self.pt_reports = self.paths["pretrain"]["--report-dir"]
+        self.checkpoints = self.paths["pretrain"]["--checkpoint-dir"]
+        self.multitasked = self.paths["multitask"]["--model-dir"]
+        self.mt_reports = self.paths["multitask"]["--report-dir"]
+        self.model = self.paths["finetune"]["--model-dir"]
+        self.ft_reports = self.paths["finetune"]["--report-dir"]
+        self.ev_reports = self.paths["evaluate"]["--report-dir"]
+        self.predictions = self.paths["evaluate"]["--predictions-file"]
+
+    def argv(self, stage: str) -> list[str]:
+        """A stage's command line after its script: dvc.yaml's, re-rooted; collect gets --root."""
+        argv = [*self.params]
+        for option, path in self.paths[stage].items():
+            argv += [option, str(path)]
+        if stage == "collect":
+            argv += ["--root", str(self.root)]
+        return argv
 
     def collect(self) -> None:
-        collect.main(
-            [
-                *self.params,
-                "--root",
-                str(self.root),
-                "--data-dir",
-                str(self.data),
-                "--stats-file",
-                str(self.stats),
-            ]
-        )
+        collect.main(self.argv("collect"))
 
     def pretrain(self) -> None:
-        pretrain.main(
-            [
-                *self.params,
-                "--corpus-dir",
-                str(self.data / "corpus"),
-                "--model-dir",
-                str(self.pretrained),
-                "--report-dir",
-                str(self.pt_reports),
-                "--checkpoint-dir",
-                str(self.checkpoints),
-            ]
-        )
+        pretrain.main(self.argv("pretrain"))
 
     def multitask(self) -> None:
-        multitask.main(
-            [
-                *self.params,
-                "--data-dir",
-                str(self.data),
-                "--base-model-dir",
-                str(self.pretrained),
-                "--model-dir",
-                str(self.multitasked),
-                "--report-dir",
-                str(self.mt_reports),
-            ]
-        )
+        multitask.main(self.argv("multitask"))
 
     def finetune(self) -> None:
-        finetune.main(
-            [
-                *self.params,
-                "--data-dir",
-                str(self.data),
-                "--base-model-dir",
-                str(self.multitasked),
-                "--model-dir",
-                str(self.model),
-                "--report-dir",
-                str(self.ft_reports),
-            ]
-        )
+        finetune.main(self.argv("finetune"))
 
     def evaluate(self) -> None:
-        evaluate.main(
-            [
-                *self.params,
-                "--data-dir",
-                str(self.data),
-                "--model-dir",
-                str(self.model),
-                "--report-dir",
-                str(self.ev_reports),
-                "--predictions-file",
-                str(self.predictions),
-            ]
-        )
+        evaluate.main(self.argv("evaluate"))
 
     def all(self) -> None:
         self.collect()
@@ -194,13 +168,19 @@ def test_chain_on_tiny_model(
     assert (qlen["problem"], qlen["labels"]) == ("regression", [])
     assert pd.read_parquet(c.data / "tasks" / "qlen" / "train.parquet")["label"].dtype == float
     mt = json.loads((c.mt_reports / "metrics.json").read_text())
-    assert set(mt["validation"]["qlen"]) == {"pearson", "spearman", "mse"}
-    assert 0 <= mt["validation"]["trec"]["accuracy"] <= 1
+    assert set(mt["validation"]["qlen"]) == {"pearson", "spearman", "mse", "loss"}
+    mt_history = pd.read_csv(c.mt_reports / "validation.csv")
+    mt_best = mt_history.loc[mt_history["mean_main"].idxmax()]  # the first maximum
+    assert mt["best_step"] == mt_best["step"]
+    assert mt["validation"]["trec"]["accuracy"] == mt_best["trec_accuracy"]
     assert sum(mt["task_batches"].values()) == TINY_MULTITASK["max_steps"]
     mt_loss = pd.read_csv(c.mt_reports / "loss.csv")
     assert {"loss_trec", "loss_qlen"} <= set(mt_loss.columns)
-    heads = json.loads((c.multitasked / "multitask_heads" / "tasks.json").read_text())["tasks"]
-    assert heads["qlen"]["problem"] == "regression" and heads["trec"]["labels"]
+    manifest = json.loads((c.multitasked / "bertfit_model.json").read_text())
+    heads = manifest["heads"]
+    assert (manifest["head"], sorted(heads)) == ("multitask", ["qlen", "trec"])
+    assert heads["qlen"]["task"]["problem"] == "regression" and heads["trec"]["task"]["labels"]
+    assert (c.multitasked / heads["trec"]["file"]).is_file()
     assert json.loads((c.ft_reports / "metrics.json").read_text())["head_from_multitask"]
 
     task_dir = c.data / "tasks" / "trec"
@@ -226,16 +206,22 @@ def test_chain_on_tiny_model(
     assert not list(c.model.parent.glob(".finetune-*"))  # checkpoints cleaned up
 
     ft = json.loads((c.ft_reports / "metrics.json").read_text())
-    assert ft["best_epoch"] in (1.0, 2.0)
     history = pd.read_csv(c.ft_reports / "validation.csv")
     assert history["epoch"].tolist() == [1.0, 2.0]
     assert ft["validation"]["accuracy"] == history["accuracy"].max()
+    selected_on, scores = ft["selected_on"], history[ft["selected_on"]]
+    best = scores.idxmin() if selected_on == "loss" else scores.idxmax()  # the first best epoch
+    assert ft["best_epoch"] == history.loc[best, "epoch"]
+    assert ft["validation"][selected_on] == pytest.approx(history.loc[best, selected_on])
     loss = pd.read_csv(c.ft_reports / "loss.csv")
     assert len(loss) >= 2 and loss["loss"].notna().all()
 
     metrics = json.loads((c.ev_reports / "metrics.json").read_text())
-    for key in ("accuracy", "error_rate", "macro_f1"):
-        assert math.isfinite(metrics[key]) and 0 <= metrics[key] <= 1
+    predictions = pd.read_parquet(c.predictions)
+    actual, predicted = predictions["label"], predictions["predicted"]
+    assert metrics["accuracy"] == pytest.approx(accuracy_score(actual, predicted))
+    macro_f1 = f1_score(actual, predicted, average="macro", zero_division=0)
+    assert metrics["macro_f1"] == pytest.approx(macro_f1)
     assert metrics["accuracy"] + metrics["error_rate"] == pytest.approx(1)
     assert metrics["test_examples"] == len(trec_sample["test"])
     per_class = json.loads((c.ev_reports / "per_class.json").read_text())
@@ -243,7 +229,6 @@ def test_chain_on_tiny_model(
     confusion = pd.read_csv(c.ev_reports / "confusion.csv")
     assert list(confusion.columns) == ["actual", "predicted"]
     assert confusion["actual"].tolist() == [r["label"] for r in trec_sample["test"]]
-    predictions = pd.read_parquet(c.predictions)
     assert (predictions["predicted"] == confusion["predicted"]).all()
     assert "| accuracy |" in (c.ev_reports / "report.md").read_text()
 
@@ -365,41 +350,9 @@ def test_stages_run_under_torchrun(tmp_path: Path, tiny_model_dir: Path, trec_fi
         "--nproc_per_node",
         "2",
     ]
-    stage_args = {
-        "pretrain.py": [
-            "--corpus-dir",
-            str(c.data / "corpus"),
-            "--model-dir",
-            str(c.pretrained),
-            "--report-dir",
-            str(c.pt_reports),
-            "--checkpoint-dir",
-            str(c.checkpoints),
-        ],
-        "multitask.py": [
-            "--data-dir",
-            str(c.data),
-            "--base-model-dir",
-            str(c.pretrained),
-            "--model-dir",
-            str(c.multitasked),
-            "--report-dir",
-            str(c.mt_reports),
-        ],
-        "finetune.py": [
-            "--data-dir",
-            str(c.data),
-            "--base-model-dir",
-            str(c.multitasked),
-            "--model-dir",
-            str(c.model),
-            "--report-dir",
-            str(c.ft_reports),
-        ],
-    }
-    for script, args in stage_args.items():
+    for stage in ("pretrain", "multitask", "finetune"):  # dvc_arguments checks the script paths
         done = subprocess.run(
-            [*launch, str(PROJECT_ROOT / "stages" / script), *c.params, *args],
+            [*launch, str(PROJECT_ROOT / "stages" / f"{stage}.py"), *c.argv(stage)],
             capture_output=True,
             text=True,
             timeout=600,

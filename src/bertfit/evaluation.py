@@ -1,7 +1,8 @@
 """The evaluate stage: score the fine-tuned model on the target's test split.
 
-Reads the label set from collect's labels.json and the tokenisation settings saved with the
-model, so the test text is encoded exactly as training text was.
+Reads the task from collect's labels.json (data.tasks) and the model with its manifest
+(models.family.load_trained), so the test text is encoded exactly as training text was and the
+model is scored through its family's `score`, whatever its head.
 """
 
 from __future__ import annotations
@@ -13,35 +14,26 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from transformers import AutoTokenizer
 
-from bertfit.data.collect import read_split, read_task_info
-from bertfit.data.encoding import Encoder, Preprocessing
-from bertfit.inference import predict_logits
+from bertfit.data.encoding import Preprocessing
+from bertfit.data.tasks import Task
+from bertfit.inference import predict_scores
 from bertfit.metrics import per_class_metrics, task_metrics
-from bertfit.models.pooling import ChunkCollator, load_sequence_classifier
+from bertfit.models.family import load_trained
 from bertfit.params import EvaluateParams
 from bertfit.reporting import markdown_table, write_csv, write_json, write_text
-from bertfit.training.hardware import bf16_available
+from bertfit.training.hardware import use_bf16
 
 log = logging.getLogger(__name__)
 
 
-def check_model_labels(
-    model_dir: Path, config: Any, labels: list[str], problem: str = "classification"
-) -> None:
-    if problem == "regression":
-        if config.num_labels != 1:
-            raise ValueError(
-                f"{model_dir}/config.json: {config.num_labels} outputs, but the task is a "
-                f"regression; the model was trained on another task. Re-run finetune (dvc repro)."
-            )
-        return
-    saved = [config.id2label[i] for i in range(len(config.id2label))]
-    if saved != labels:
+def check_model_task(model_dir: Path, trained: Task, task: Task) -> None:
+    """The model must have been trained on the task's label set (a stale model is an error)."""
+    if (trained.problem, trained.labels) != (task.problem, task.labels):
         raise ValueError(
-            f"{model_dir}/config.json: id2label {saved} does not match the task's labels.json "
-            f"{labels}; the model was trained on another task. Re-run finetune (dvc repro)."
+            f"{model_dir}: trained on {trained.name} ({trained.problem}, labels "
+            f"{trained.labels}), but {task.name} is {task.problem} with labels {task.labels}; "
+            "the model was trained on another task. Re-run finetune (dvc repro)."
         )
 
 
@@ -88,35 +80,35 @@ def write_report(
 
 
 def evaluate(
-    model_dir: Path,
-    task_dir: Path,
-    params: EvaluateParams,
-    report_dir: Path,
-    predictions_file: Path,
-) -> dict[str, Any]:
-    info = read_task_info(task_dir)
-    labels, problem, metric = info["labels"], info["problem"], info["metric"]
-    task = task_dir.name
-    model = load_sequence_classifier(model_dir)
-    check_model_labels(model_dir, model.config, labels, problem)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    prep = Preprocessing.load(model_dir)
-    collator = ChunkCollator(tokenizer) if prep.truncation == "hierarchical" else None
+    model_dir: Path, task: Task, params: EvaluateParams, report_dir: Path
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Score the model in model_dir on the task's test split; write the reports.
+
+    Returns the metrics and every test row with its prediction (and confidence).
+    """
+    trained = load_trained(model_dir)
+    check_model_task(model_dir, trained.task, task)
+    labels, problem = task.labels, task.problem
+    model = trained.model
     if torch.cuda.is_available():
         model.to("cuda")
 
-    test = read_split(task_dir, "test")
-    dataset = Encoder(tokenizer, prep).labelled(test, labels, problem, f"{task} [test]")
-    bf16 = params.mixed_precision == "auto" and bf16_available()
-    log.info("evaluating %s on %d %s test examples; bf16 %s", model_dir, len(test), task, bf16)
-    logits = predict_logits(
-        model, tokenizer, dataset, params.per_device_eval_batch_size, collator, bf16
+    test = task.split("test")
+    dataset = trained.encoder().labelled(test, task, "test")
+    bf16 = use_bf16(params.mixed_precision)
+    log.info("evaluating %s on %d %s test examples; bf16 %s", model_dir, len(test), task.name, bf16)
+    logits = predict_scores(
+        model,
+        dataset,
+        params.per_device_eval_batch_size,
+        trained.collator(),
+        trained.family.score,
+        bf16,
     )
     y_true = np.asarray(dataset["labels"])
-    positive = info["positive_label"]
-    scores = task_metrics(problem, y_true, logits, labels.index(positive) if positive else None)
+    scores = task_metrics(problem, y_true, logits, task.positive_id)
     # the task's official metric first (GLUE: MCC for CoLA, F1 for MRPC/QQP, Pearson for STS-B)
-    metrics = {"metric": metric, metric: scores[metric]} | scores
+    metrics = {"metric": task.metric, task.metric: scores[task.metric]} | scores
 
     if problem == "regression":
         per_class: dict[str, dict[str, float]] = {}
@@ -134,17 +126,25 @@ def evaluate(
         )
         predictions = test.assign(predicted=predicted, confidence=probs.max(axis=-1))
 
-    write_json(report_dir / "metrics.json", {"task": task, "test_examples": len(test)} | metrics)
+    write_json(
+        report_dir / "metrics.json", {"task": task.name, "test_examples": len(test)} | metrics
+    )
     write_json(report_dir / "per_class.json", per_class)
     write_csv(  # classification: the confusion plot's rows; regression: actual against predicted
         report_dir / "confusion.csv",
         ({"actual": a, "predicted": p} for a, p in zip(actual, predicted, strict=True)),
         ["actual", "predicted"],
     )
-    predictions_file.parent.mkdir(parents=True, exist_ok=True)
-    predictions.to_parquet(predictions_file, index=False)
+    prep = trained.manifest.preprocessing
     write_report(
-        report_dir / "report.md", task, model_dir, prep, len(test), metrics, per_class, confusion
+        report_dir / "report.md",
+        task.name,
+        model_dir,
+        prep,
+        len(test),
+        metrics,
+        per_class,
+        confusion,
     )
-    log.info("test %s: %s", task, metrics)
-    return metrics
+    log.info("test %s: %s", task.name, metrics)
+    return metrics, predictions

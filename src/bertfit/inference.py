@@ -1,4 +1,4 @@
-"""Batched prediction for sequence classifiers.
+"""Batched scoring through a model family's `score` (models.family).
 
 Examples are sorted by length before batching so each batch pads only to its own longest member;
 Trainer.predict batches in dataset order, where one long text pads its whole batch. With `bf16`
@@ -12,34 +12,40 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from datasets import Dataset
+from torch import nn
 from tqdm.auto import tqdm
-from transformers import DataCollatorWithPadding, PreTrainedModel, PreTrainedTokenizerBase
+
+Batch = dict[str, torch.Tensor]
+NOT_INPUTS = ("labels", "length")
 
 
-def predict_logits(
-    model: PreTrainedModel | torch.nn.Module,
-    tokenizer: PreTrainedTokenizerBase,
+def predict_scores(
+    model: nn.Module,
     dataset: Dataset,
     batch_size: int,
-    collator: Callable[[list[dict]], dict[str, torch.Tensor]] | None = None,
+    collator: Callable[[list[dict]], Batch],
+    score: Callable[[nn.Module, Batch], torch.Tensor],
     bf16: bool = False,
 ) -> np.ndarray:
-    """Logits for every row of a tokenised dataset (with `length`), in the dataset's order.
+    """[rows, num_labels] scores for every row of a tokenised dataset (with `length`), in order.
 
-    `collator` batches the rows (default: dynamic padding; ChunkCollator for hierarchical rows).
-    `bf16`: autocast to bf16 (the caller checks the device has it: training.hardware).
+    `collator` batches the rows (the family's: dynamic padding, ChunkCollator for hierarchical
+    rows); `score` is the family's. `bf16`: autocast to bf16 (the caller checks the device has
+    it: training.hardware.use_bf16).
     """
     model.eval()
     device = next(model.parameters()).device
-    collator = collator or DataCollatorWithPadding(tokenizer)
-    features = [c for c in dataset.column_names if c in tokenizer.model_input_names]
+    features = [c for c in dataset.column_names if c not in NOT_INPUTS]
     order = np.argsort(np.asarray(dataset["length"]), kind="stable")
-    out = np.empty((len(dataset), model.config.num_labels), dtype=np.float32)
+    out: np.ndarray | None = None
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
     with torch.inference_mode(), autocast:
         for start in tqdm(range(0, len(order), batch_size), desc="predicting", unit="batch"):
             idx = order[start : start + batch_size]
             rows = dataset.select(idx).select_columns(features)
             batch = {k: v.to(device) for k, v in collator(rows.to_list()).items()}
-            out[idx] = model(**batch).logits.float().cpu().numpy()
-    return out
+            scores = score(model, batch).float().cpu().numpy()
+            if out is None:
+                out = np.empty((len(dataset), scores.shape[-1]), dtype=np.float32)
+            out[idx] = scores
+    return out if out is not None else np.empty((0, 0), dtype=np.float32)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import log_softmax
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import (
     accuracy_score,
@@ -11,9 +12,6 @@ from sklearn.metrics import (
     mean_squared_error,
     precision_recall_fscore_support,
 )
-
-# the metric a task is judged by when the catalogue names none (multitask means)
-MAIN_METRIC = {"classification": "accuracy", "regression": "pearson"}
 
 
 def classification_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
@@ -77,3 +75,15 @@ def task_metrics(
             f1_score(labels, predictions, pos_label=positive_id, average="binary", zero_division=0)
         )
     return scores
+
+
+def score_loss(problem: str, labels: np.ndarray, scores: np.ndarray) -> float:
+    """The validation loss from a model's scores: mean cross-entropy, or MSE for regression.
+
+    For an encoder's logits this is the loss its head trains with, so selection on `loss` means
+    what it meant in the Trainer's own evaluation loop.
+    """
+    if problem == "regression":
+        return float(mean_squared_error(np.asarray(labels, dtype=np.float64), scores[:, 0]))
+    log_probs = log_softmax(np.asarray(scores, dtype=np.float64), axis=-1)
+    return float(-log_probs[np.arange(len(labels)), np.asarray(labels)].mean())

@@ -138,64 +138,6 @@ class CollectParams(Strict):
     corpus_heldout_ratio: float = Field(gt=0, lt=1, description="MLM corpus share held out")
 
 
-class PretrainParams(Strict):
-    corpus: Literal["none", "within_task", "in_domain", "cross_domain"]
-    seed: int
-    max_seq_length: int = Field(gt=2, description="block length in tokens")
-    packing: bool = Field(description="pack texts into full blocks (else one text per example)")
-    mlm_probability: float = Field(gt=0, lt=1)
-    whole_word_mask: bool
-    learning_rate: float = Field(gt=0)
-    weight_decay: float = Field(ge=0)
-    max_steps: int = Field(gt=0)
-    warmup_ratio: float = Field(ge=0, lt=1)
-    lr_scheduler_type: Literal["linear"]
-    per_device_train_batch_size: int = Field(gt=0)
-    per_device_eval_batch_size: int = Field(gt=0)
-    heldout_max_blocks: int | None = Field(
-        gt=0, description="held-out examples scored before/after; null = the whole slice"
-    )
-    gradient_accumulation_steps: int = Field(gt=0)
-    save_steps: int = Field(gt=0, description="checkpoint interval, for resuming")
-    logging_steps: int = Field(gt=0)
-    mixed_precision: Literal["auto", "no"] = Field(
-        description="auto: bf16 autocast where the GPU or CPU has bf16 arithmetic; no: fp32"
-    )
-
-
-class MultitaskParams(Strict):
-    enabled: bool = Field(description="false passes the pretrained encoder through")
-    tasks: list[str] = Field(min_length=1, description="catalogue tasks, one head each")
-    seed: int
-    sampling: Literal["proportional", "uniform", "temperature", "annealed"]
-    temperature: float = Field(
-        gt=0, description="T of p ∝ n^(1/T); annealed ends at it, starting from proportional"
-    )
-    learning_rate: float = Field(gt=0)
-    layer_decay: float = Field(gt=0, le=1)
-    weight_decay: float = Field(ge=0)
-    max_steps: int = Field(gt=0)
-    warmup_ratio: float = Field(ge=0, lt=1)
-    lr_scheduler_type: Literal["linear"]
-    per_device_train_batch_size: int = Field(gt=0)
-    per_device_eval_batch_size: int = Field(gt=0)
-    gradient_accumulation_steps: int = Field(gt=0)
-    eval_steps: int = Field(gt=0, description="validation of every task each eval_steps steps")
-    logging_steps: int = Field(gt=0)
-    truncation: Literal["head_tail", "head", "tail"]
-    head_tokens: int = Field(ge=0)
-    mixed_precision: Literal["auto", "no"] = Field(
-        description="auto: bf16 autocast where the GPU or CPU has bf16 arithmetic; no: fp32"
-    )
-
-    @model_validator(mode="after")
-    def _distinct_tasks(self) -> MultitaskParams:
-        repeated = sorted({t for t in self.tasks if self.tasks.count(t) > 1})
-        if repeated:
-            raise ValueError(f"tasks must be distinct, repeated: {repeated}")
-        return self
-
-
 SCHEDULES = Literal[
     "linear",
     "cosine",
@@ -206,7 +148,14 @@ SCHEDULES = Literal[
 ]
 
 
-class FinetuneParams(Strict):
+class TrainingParams(Strict):
+    """The optimisation fields every training stage shares (training.trainer reads these).
+
+    Optimiser: AdamW (decoupled weight decay, none on biases and LayerNorm) or Adafactor, in its
+    fixed-rate mode or in `adafactor_relative_step` mode; layer-wise decay ξ of the learning rate
+    (Sun et al. 2019, 5.3.3); warm-up as a ratio or a number of steps; any HF schedule.
+    """
+
     seed: int
     optimizer: Literal["adamw", "adafactor"]
     adafactor_relative_step: bool = Field(
@@ -216,13 +165,73 @@ class FinetuneParams(Strict):
     learning_rate: float = Field(gt=0)
     layer_decay: float = Field(gt=0, le=1, description="ξ: each lower layer gets ξ × the rate")
     weight_decay: float = Field(ge=0)
-    num_train_epochs: float = Field(gt=0)
-    per_device_train_batch_size: int = Field(gt=0)
-    per_device_eval_batch_size: int = Field(gt=0)
-    gradient_accumulation_steps: int = Field(gt=0)
     warmup_ratio: float | None = Field(ge=0, lt=1, description="warm-up as a share of steps")
     warmup_steps: int | None = Field(ge=0, description="warm-up in steps, instead of the ratio")
     lr_scheduler_type: SCHEDULES
+    per_device_train_batch_size: int = Field(gt=0)
+    per_device_eval_batch_size: int = Field(gt=0)
+    gradient_accumulation_steps: int = Field(gt=0)
+    logging_steps: int = Field(gt=0)
+    mixed_precision: Literal["auto", "no"] = Field(
+        description="auto: bf16 autocast where the GPU or CPU has bf16 arithmetic; no: fp32"
+    )
+
+    @model_validator(mode="after")
+    def _one_warmup(self) -> TrainingParams:
+        if (self.warmup_ratio is None) == (self.warmup_steps is None):
+            raise ValueError(
+                "give exactly one of warmup_ratio and warmup_steps (the other null), got "
+                f"warmup_ratio={self.warmup_ratio}, warmup_steps={self.warmup_steps}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _relative_step(self) -> TrainingParams:
+        if self.adafactor_relative_step and self.optimizer != "adafactor":
+            raise ValueError("adafactor_relative_step needs optimizer: adafactor")
+        if self.adafactor_relative_step and self.layer_decay != 1:
+            raise ValueError(
+                "adafactor_relative_step computes one step size for every parameter, so "
+                f"layer-wise decay cannot apply: set layer_decay to 1.0 (got {self.layer_decay})"
+            )
+        return self
+
+
+class PretrainParams(TrainingParams):
+    corpus: Literal["none", "within_task", "in_domain", "cross_domain"]
+    max_seq_length: int = Field(gt=2, description="block length in tokens")
+    packing: bool = Field(description="pack texts into full blocks (else one text per example)")
+    mlm_probability: float = Field(gt=0, lt=1)
+    whole_word_mask: bool
+    max_steps: int = Field(gt=0)
+    heldout_max_blocks: int | None = Field(
+        gt=0, description="held-out examples scored before/after; null = the whole slice"
+    )
+    save_steps: int = Field(gt=0, description="checkpoint interval, for resuming")
+
+
+class MultitaskParams(TrainingParams):
+    enabled: bool = Field(description="false passes the pretrained encoder through")
+    tasks: list[str] = Field(min_length=1, description="catalogue tasks, one head each")
+    sampling: Literal["proportional", "uniform", "temperature", "annealed"]
+    temperature: float = Field(
+        gt=0, description="T of p ∝ n^(1/T); annealed ends at it, starting from proportional"
+    )
+    max_steps: int = Field(gt=0)
+    eval_steps: int = Field(gt=0, description="validation of every task each eval_steps steps")
+    truncation: Literal["head_tail", "head", "tail"]
+    head_tokens: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _distinct_tasks(self) -> MultitaskParams:
+        repeated = sorted({t for t in self.tasks if self.tasks.count(t) > 1})
+        if repeated:
+            raise ValueError(f"tasks must be distinct, repeated: {repeated}")
+        return self
+
+
+class FinetuneParams(TrainingParams):
+    num_train_epochs: float = Field(gt=0)
     train_sampling_strategy: Literal["random", "group_by_length"]
     truncation: Literal["head_tail", "head", "tail", "hierarchical"]
     head_tokens: int = Field(ge=0, description="head part of head_tail truncation")
@@ -242,33 +251,9 @@ class FinetuneParams(Strict):
         description="task: the target's official metric (tasks.<target>.metric)"
     )
     max_train_samples: int | None = Field(gt=0, description="cap on train rows; null = all")
-    logging_steps: int = Field(gt=0)
     init_head_from_multitask: bool = Field(
         description="start from the target's multitask head when its label set matches"
     )
-    mixed_precision: Literal["auto", "no"] = Field(
-        description="auto: bf16 autocast where the GPU or CPU has bf16 arithmetic; no: fp32"
-    )
-
-    @model_validator(mode="after")
-    def _one_warmup(self) -> FinetuneParams:
-        if (self.warmup_ratio is None) == (self.warmup_steps is None):
-            raise ValueError(
-                "give exactly one of warmup_ratio and warmup_steps (the other null), got "
-                f"warmup_ratio={self.warmup_ratio}, warmup_steps={self.warmup_steps}"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _relative_step(self) -> FinetuneParams:
-        if self.adafactor_relative_step and self.optimizer != "adafactor":
-            raise ValueError("adafactor_relative_step needs optimizer: adafactor")
-        if self.adafactor_relative_step and self.layer_decay != 1:
-            raise ValueError(
-                "adafactor_relative_step computes one step size for every parameter, so "
-                f"layer-wise decay cannot apply: set layer_decay to 1.0 (got {self.layer_decay})"
-            )
-        return self
 
 
 class SearchParams(Strict):

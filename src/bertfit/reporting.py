@@ -65,23 +65,16 @@ def markdown_table(header: list[str], rows: Iterable[Iterable[Any]]) -> str:
     return "\n".join(lines)
 
 
-def split_history(log_history: list[dict[str, float]]) -> tuple[list[dict], list[dict]]:
-    """Trainer.state.log_history -> (training-loss rows, per-epoch validation rows)."""
-    losses = [
+def loss_rows(log_history: list[dict[str, float]]) -> list[dict]:
+    """Trainer.state.log_history -> its training-loss rows (per-task losses too, for multitask)."""
+    return [
         {
             "step": h["step"],
             "epoch": h["epoch"],
             "loss": h["loss"],
             "learning_rate": h.get("learning_rate"),
         }
-        | {k: v for k, v in h.items() if k.startswith("loss_")}  # per-task losses (multitask)
+        | {k: v for k, v in h.items() if k.startswith("loss_")}
         for h in log_history
         if "loss" in h
     ]
-    evals = [
-        {"step": h["step"], "epoch": h["epoch"]}
-        | {k.removeprefix("eval_"): v for k, v in h.items() if k.startswith("eval_")}
-        for h in log_history
-        if "eval_loss" in h
-    ]
-    return losses, evals

@@ -23,7 +23,7 @@ import optuna
 import yaml
 
 from bertfit.cli import configure_logging, stage_parser
-from bertfit.data.collect import read_split, read_task_info
+from bertfit.data.tasks import read_task
 from bertfit.params import (
     FinetuneParams,
     SearchParams,
@@ -33,7 +33,8 @@ from bertfit.params import (
     read_params_file,
 )
 from bertfit.reporting import write_csv, write_text
-from bertfit.training.finetune import finetune, selection_metric
+from bertfit.training.finetune import finetune
+from bertfit.training.selection import selection_metric
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +68,11 @@ def search(
     max_seq_length: int,
     out_dir: Path,
 ) -> optuna.Study:
-    info = read_task_info(task_dir)
-    train, validation = read_split(task_dir, "train"), read_split(task_dir, "validation")
+    task = read_task(task_dir)
+    train, validation = task.split("train"), task.split("validation")
     if space.max_train_samples is not None and space.max_train_samples < len(train):
         train = train.sample(n=space.max_train_samples, random_state=space.seed)
-    metric = selection_metric(finetune_params, info["problem"], info["metric"])
+    metric = selection_metric(finetune_params.metric_for_best_model, task)
     direction = "minimize" if metric == "loss" else "maximize"
     log.info(
         "search: %d trials on %s (%d train rows, %d validation), %s validation %s",
@@ -91,17 +92,13 @@ def search(
         with tempfile.TemporaryDirectory(prefix="bertfit-search-") as scratch:
             metrics = finetune(
                 model_dir,
-                info["labels"],
+                task,
                 train,
                 validation,
                 params,
                 max_seq_length,
                 Path(scratch) / "model",
                 Path(scratch) / "reports",
-                task=task_dir.name,
-                problem=info["problem"],
-                metric=info["metric"],
-                positive_label=info["positive_label"],
             )
         return metrics["validation"][metric]
 

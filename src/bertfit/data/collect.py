@@ -7,9 +7,7 @@ label), `unlabeled.parquet` (text; may be empty) and `labels.json`; the MLM corp
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -20,62 +18,26 @@ from transformers import PreTrainedTokenizerBase
 from bertfit.data.corpus import build_corpus, corpus_tasks
 from bertfit.data.sources import SPLITS, load_task
 from bertfit.data.splits import PreparedTask, prepare_task
+from bertfit.data.tasks import Task, write_parquet, write_task
 from bertfit.params import CollectParams, TaskSpec
 from bertfit.reporting import write_json
 
 log = logging.getLogger(__name__)
 
-LABELS_FILE = "labels.json"
 PERCENTILES = (50, 90, 95, 99)
 
 
-def write_parquet(df: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
-
-
-def write_task(task: PreparedTask, spec: TaskSpec, task_dir: Path) -> None:
-    for split, df in task.splits.items():
-        write_parquet(df, task_dir / f"{split}.parquet")
-    write_parquet(pd.DataFrame({"text": task.unlabeled}, dtype=str), task_dir / "unlabeled.parquet")
-    if spec.positive_label is not None and spec.positive_label not in task.labels:
-        raise ValueError(
-            f"tasks.{task.name}.positive_label {spec.positive_label!r} is not a label of the task "
-            f"({task.labels})"
-        )
-    info = {
-        "task": task.name,
-        "domain": spec.domain,
-        "problem": task.problem,
-        "metric": spec.metric,
-        "positive_label": spec.positive_label,
-        "labels": task.labels,
-    }
-    write_json(task_dir / LABELS_FILE, info)
-
-
-def read_task_info(task_dir: Path) -> dict[str, Any]:
-    """What collect saved about a task: problem type, official metric, labels in id order."""
-    path = task_dir / LABELS_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing; run the collect stage for this task first")
-    info = json.loads(path.read_text(encoding="utf-8"))
-    defaults = {"problem": "classification", "metric": "accuracy", "positive_label": None}
-    return defaults | info
-
-
-def read_labels(task_dir: Path) -> list[str]:
-    """The label names collect saved for a task, in class-id order."""
-    return read_task_info(task_dir)["labels"]
-
-
-def read_split(task_dir: Path, split: str) -> pd.DataFrame:
-    path = task_dir / f"{split}.parquet"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing; run the collect stage for this task first")
-    return pd.read_parquet(path)
+def write_prepared(task: PreparedTask, spec: TaskSpec, task_dir: Path) -> None:
+    """A prepared task in the one on-disk task format (data.tasks)."""
+    meta = Task(
+        name=task.name,
+        labels=task.labels,
+        problem=task.problem,
+        metric=spec.metric,
+        positive_label=spec.positive_label,
+        domain=spec.domain,
+    )
+    write_task(meta, task.splits, task.unlabeled, task_dir)
 
 
 def token_lengths(df: pd.DataFrame, tokenizer: PreTrainedTokenizerBase) -> np.ndarray:
@@ -143,7 +105,7 @@ def collect(
             params.max_empty_ratio,
             spec.problem,
         )
-        write_task(task, spec, data_dir / "tasks" / name)
+        write_prepared(task, spec, data_dir / "tasks" / name)
         all_stats[name] = describe(task, tokenizer, max_seq_length)
         prepared[name] = task
         log.info(

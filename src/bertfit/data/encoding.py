@@ -6,22 +6,21 @@ one end, so single texts are tokenised in full and cut here; sentence pairs use 
 own `longest_first` truncation of the pair (head-only on each side). `hierarchical` keeps the
 whole text as a list of max_seq_length pieces (models.pooling encodes each and pools them).
 
-The settings travel with the model (`bertfit_preprocessing.json` next to config.json), so evaluate
-and later users encode exactly as finetune did instead of repeating the values.
+The settings travel with the model (in its manifest, models.manifest), so evaluate and later
+users encode exactly as finetune did instead of repeating the values.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
-PREPROCESSING_FILE = "bertfit_preprocessing.json"
+from bertfit.data.tasks import Task
+
 STRATEGIES = ("head_tail", "head", "tail", "hierarchical")
 
 
@@ -64,17 +63,6 @@ class Preprocessing:
         stride = self.chunk_stride or budget
         starts = range(0, max(len(ids) - budget, 0) + stride, stride)
         return [ids[s : s + budget] for s in starts][: self.max_chunks]
-
-    def save(self, model_dir: Path) -> None:
-        text = json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
-        (model_dir / PREPROCESSING_FILE).write_text(text, encoding="utf-8")
-
-    @classmethod
-    def load(cls, model_dir: Path) -> Preprocessing:
-        path = model_dir / PREPROCESSING_FILE
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: missing; {model_dir} was not written by finetune")
-        return cls(**json.loads(path.read_text(encoding="utf-8")))
 
 
 def truncate_ids(ids: list[int], budget: int, strategy: str, head_tokens: int) -> list[int]:
@@ -166,14 +154,14 @@ class Encoder:
             out["length"] = [len(x) for x in out["input_ids"]]
         return out
 
-    def labelled(self, df: pd.DataFrame, labels: list[str], problem: str, where: str) -> Dataset:
-        """dataset() with `labels`: class ids in `labels` order, or floats for regression."""
-        if problem == "regression":
+    def labelled(self, df: pd.DataFrame, task: Task, split: str) -> Dataset:
+        """dataset() with `labels`: class ids in the task's label order, or floats (regression)."""
+        if task.problem == "regression":
             return self.dataset(df).add_column("labels", df["label"].astype(float).tolist())
-        unknown = sorted(set(df["label"]) - set(labels))
+        unknown = sorted(set(df["label"]) - set(task.labels))
         if unknown:
-            raise ValueError(f"{where}: labels {unknown} are not in {labels}")
-        return self.dataset(df, {label: i for i, label in enumerate(labels)})
+            raise ValueError(f"{task.name} [{split}]: labels {unknown} are not in {task.labels}")
+        return self.dataset(df, {label: i for i, label in enumerate(task.labels)})
 
     def dataset(self, df: pd.DataFrame, label2id: dict[str, int] | None = None) -> Dataset:
         """A tokenised datasets.Dataset with `length` (and `labels` when label2id is given)."""

@@ -1,87 +1,125 @@
-"""Multitask heads on disk: `multitask_heads/` beside the shared encoder's HF directory.
+"""Multi-task heads (Sun et al. 2019, 5.2): one shared encoder, one classification head per task.
 
-One safetensors file per task with the head's own weights (everything of the task's
-sequence-classification model but the encoder) and `tasks.json` with each task's problem type,
-labels and model class, so finetune can start the target's head from its multitask head.
+Each task's head is its architecture's own sequence-classification head (BERT: pooler, dropout,
+linear), built with AutoModelForSequenceClassification and re-pointed at one shared encoder
+module, so classification (cross-entropy) and regression (num_labels 1, MSE) come from
+transformers, and finetune can load the target's head into the same class.
+
+On disk: the encoder as a standard HF directory, plus `multitask_heads/<task>.safetensors` with
+each head's own weights (everything of the task's classifier but the encoder); the manifest
+(models.manifest) lists every head with its task, class and file.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import PreTrainedModel
+from torch import nn
+from transformers import AutoModel, AutoModelForSequenceClassification, PreTrainedModel
 
-from bertfit.reporting import write_json
+from bertfit.data.tasks import Task
+from bertfit.models.loading import LOAD_KWARGS, classifier_config
+from bertfit.models.manifest import MANIFEST_FILE, read_manifest
 
 log = logging.getLogger(__name__)
 
 HEADS_DIR = "multitask_heads"
-HEADS_FILE = "tasks.json"
 
 
-@dataclass
-class TaskHead:
-    problem: str  # classification | regression
-    labels: list[str]  # class names in id order; empty for regression
-    architecture: str  # the sequence-classification class the weights belong to
-    state: dict[str, torch.Tensor]
+class MultiTaskModel(nn.Module):
+    """A shared encoder and one sequence-classification model per task built around it."""
+
+    accepts_loss_kwargs = False  # the heads' losses are per-batch means (Trainer scales for GA)
+
+    def __init__(self, encoder: PreTrainedModel, heads: dict[str, PreTrainedModel]) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.config = encoder.config  # encoder depth, for layer-wise decay
+        for head in heads.values():
+            setattr(head, head.base_model_prefix, encoder)  # drop its own encoder, share this one
+        self.heads = nn.ModuleDict(heads)
+
+    @classmethod
+    def build(cls, model_name: str, tasks: list[Task]) -> MultiTaskModel:
+        encoder = AutoModel.from_pretrained(model_name, **LOAD_KWARGS)
+        heads = {}
+        for task in tasks:
+            # from_config builds a throw-away encoder too; it is replaced by the shared one
+            heads[task.name] = AutoModelForSequenceClassification.from_config(
+                classifier_config(model_name, task.labels, task.problem)
+            )
+        return cls(encoder, heads)
+
+    def forward(self, task: str, **inputs: torch.Tensor) -> Any:
+        return self.heads[task](**inputs)
+
+    def head_state(self, task: str) -> dict[str, torch.Tensor]:
+        """The task head's own weights: everything but the shared encoder."""
+        head = self.heads[task]
+        prefix = f"{head.base_model_prefix}."
+        return {k: v for k, v in head.state_dict().items() if not k.startswith(prefix)}
+
+    def save_heads(self, model_dir: Path, tasks: list[Task]) -> dict[str, dict[str, Any]]:
+        """Each head's weights in multitask_heads/; returns the manifest's `heads` entries."""
+        heads_dir = Path(model_dir) / HEADS_DIR
+        heads_dir.mkdir(parents=True)
+        entries = {}
+        for task in tasks:
+            state = {k: v.detach().contiguous() for k, v in self.head_state(task.name).items()}
+            file = f"{HEADS_DIR}/{task.name}.safetensors"
+            save_file(state, Path(model_dir) / file, metadata={"format": "pt"})
+            architecture = type(self.heads[task.name]).__name__
+            entries[task.name] = {"task": task, "architecture": architecture, "file": file}
+        return entries
+
+    @classmethod
+    def from_pretrained(cls, model_dir: Path) -> MultiTaskModel:
+        """What the multitask stage saved, every head loaded on the one encoder."""
+        heads = read_manifest(model_dir).heads
+        model = cls.build(str(model_dir), [h["task"] for h in heads.values()])
+        for name, entry in heads.items():
+            load_head_state(model.heads[name], Path(model_dir) / entry["file"], name)
+        return model
 
 
-def save_heads(model_dir: Path, heads: dict[str, TaskHead]) -> None:
-    heads_dir = model_dir / HEADS_DIR
-    heads_dir.mkdir(parents=True)
-    meta = {}
-    for task, head in heads.items():
-        state = {k: v.detach().contiguous() for k, v in head.state.items()}
-        save_file(state, heads_dir / f"{task}.safetensors", metadata={"format": "pt"})
-        meta[task] = {
-            "problem": head.problem,
-            "labels": head.labels,
-            "architecture": head.architecture,
-            "file": f"{task}.safetensors",
-        }
-    write_json(heads_dir / HEADS_FILE, {"tasks": meta})
-
-
-def load_task_head(
-    model: PreTrainedModel,
-    model_dir: Path,
-    task: str,
-    labels: list[str],
-    problem: str = "classification",
-) -> bool:
-    """Load `task`'s multitask head into a sequence classifier when the label sets match."""
-    meta_file = Path(model_dir) / HEADS_DIR / HEADS_FILE
-    if not meta_file.is_file():
-        log.info("%s has no multitask heads: the %s head starts fresh", model_dir, task)
-        return False
-    meta = json.loads(meta_file.read_text(encoding="utf-8"))["tasks"].get(task)
-    if meta is None:
-        log.info("no multitask head for %s in %s: the head starts fresh", task, model_dir)
-        return False
-    if meta["problem"] != problem or meta["labels"] != labels:
-        log.warning(
-            "the multitask head of %s has %s labels %s, the task now %s %s: the head starts fresh",
-            task,
-            meta["problem"],
-            meta["labels"],
-            problem,
-            labels,
-        )
-        return False
-    if meta["architecture"] != type(model).__name__:
-        raise ValueError(
-            f"the multitask head of {task} belongs to {meta['architecture']}, the model is "
-            f"{type(model).__name__}; run multitask and finetune on the same base model"
-        )
-    state = load_file(Path(model_dir) / HEADS_DIR / meta["file"])
+def load_head_state(model: nn.Module, weights_file: Path, task: str) -> list[str]:
+    """Load a saved head into a classifier; every saved tensor must find its place."""
+    state = load_file(weights_file)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or any(k in state for k in missing):
         raise RuntimeError(f"multitask head of {task} does not fit: {missing}, {unexpected}")
-    log.info("the %s head starts from its multitask head (%s)", task, ", ".join(sorted(state)))
+    return sorted(state)
+
+
+def load_task_head(model: PreTrainedModel, model_dir: Path, task: Task) -> bool:
+    """Start `task`'s classifier from its multitask head, when multitask trained one for it."""
+    if not (Path(model_dir) / MANIFEST_FILE).is_file():
+        log.info("%s has no manifest: the %s head starts fresh", model_dir, task.name)
+        return False
+    entry = read_manifest(model_dir).heads.get(task.name)
+    if entry is None:
+        log.info("no multitask head for %s in %s: the head starts fresh", task.name, model_dir)
+        return False
+    saved: Task = entry["task"]
+    if (saved.problem, saved.labels) != (task.problem, task.labels):
+        log.warning(
+            "the multitask head of %s has %s labels %s, the task now %s %s: the head starts fresh",
+            task.name,
+            saved.problem,
+            saved.labels,
+            task.problem,
+            task.labels,
+        )
+        return False
+    if entry["architecture"] != type(model).__name__:
+        raise ValueError(
+            f"the multitask head of {task.name} belongs to {entry['architecture']}, the model is "
+            f"{type(model).__name__}; run multitask and finetune on the same base model"
+        )
+    loaded = load_head_state(model, Path(model_dir) / entry["file"], task.name)
+    log.info("the %s head starts from its multitask head (%s)", task.name, ", ".join(loaded))
     return True

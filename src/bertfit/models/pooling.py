@@ -8,14 +8,13 @@
 
 Transformers has neither, hence this module. The default finetune (pooled [CLS] of whole, truncated
 texts) stays a stock AutoModelForSequenceClassification; a PooledClassifier is saved as the
-encoder's standard HF directory (config with id2label) plus `bertfit_head.safetensors` and
-`bertfit_head.json`, and loads back through `load_sequence_classifier`.
+encoder's standard HF directory (config with id2label) plus `bertfit_head.safetensors`, its spec
+in the directory's manifest (models.manifest), and loads back through models.family.load_trained.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,6 @@ from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 from transformers import (
     AutoModel,
-    AutoModelForSequenceClassification,
     DataCollatorWithPadding,
     PreTrainedModel,
     PreTrainedTokenizerBase,
@@ -34,7 +32,6 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from bertfit.models.loading import LOAD_KWARGS, classifier_config, resolve_model_name
 
-HEAD_CONFIG = "bertfit_head.json"
 HEAD_WEIGHTS = "bertfit_head.safetensors"
 FEATURES = ("cls", "mean", "max", "concat")
 CHUNK_POOLING = ("mean", "max", "attention")
@@ -135,17 +132,15 @@ class PooledClassifier(nn.Module):
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
     def save_pretrained(self, model_dir: Path) -> None:
+        """The encoder's HF directory and the head's own weights (its spec: the manifest)."""
         self.encoder.save_pretrained(model_dir)
         head = {
             k: v.contiguous() for k, v in self.state_dict().items() if not k.startswith("encoder.")
         }
         save_file(head, Path(model_dir) / HEAD_WEIGHTS, metadata={"format": "pt"})
-        text = json.dumps(asdict(self.spec), indent=2, sort_keys=True) + "\n"
-        (Path(model_dir) / HEAD_CONFIG).write_text(text, encoding="utf-8")
 
     @classmethod
-    def from_pretrained(cls, model_dir: Path) -> PooledClassifier:
-        spec = HeadSpec(**json.loads((Path(model_dir) / HEAD_CONFIG).read_text(encoding="utf-8")))
+    def from_pretrained(cls, model_dir: Path, spec: HeadSpec) -> PooledClassifier:
         model = cls(AutoModel.from_pretrained(model_dir, **LOAD_KWARGS), spec)
         missing, unexpected = model.load_state_dict(
             load_file(Path(model_dir) / HEAD_WEIGHTS), strict=False
@@ -164,13 +159,6 @@ def pooled_classifier(
         resolve_model_name(model_name), config=config, **LOAD_KWARGS
     )
     return PooledClassifier(encoder, spec)
-
-
-def load_sequence_classifier(model_dir: Path) -> nn.Module:
-    """What finetune saved: a PooledClassifier when it wrote one, else the stock HF classifier."""
-    if (Path(model_dir) / HEAD_CONFIG).is_file():
-        return PooledClassifier.from_pretrained(model_dir)
-    return AutoModelForSequenceClassification.from_pretrained(model_dir, **LOAD_KWARGS)
 
 
 class ChunkCollator:

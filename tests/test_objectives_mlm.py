@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification
 
-from bertfit.training.mlm import mlm_head, use_masked_positions
+from bertfit.training.objectives.mlm import mlm_head, use_masked_positions
 
 CONFIG = BertConfig(
     vocab_size=300,

@@ -1,0 +1,176 @@
+"""What the throughput benchmarks share: their flags, the target's data, step timing and tables.
+
+- `parse_args`: the flags every benchmark takes (--params, --steps, --warmup, --rounds, --out).
+- `prepared_target`: the target task's splits straight from the catalogue, as collect prepares
+  them (same seed and empty-text check), without a collect run.
+- `baseline_arguments`: the Hugging Face baseline's TrainingArguments (the Trainer's defaults).
+- `StepClock`, `time_training`: a TrainerCallback timing the optimisation steps after the first
+  `warmup`, and a training run under it.
+- `alternate`: median seconds of each variant, the variants taking turns in every round so
+  machine noise hits them alike.
+- `device_name`, `speed_table`: the machine, and one printed table of the variants' speeds,
+  returned as the rows the JSON report holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import time
+from collections.abc import Callable, Hashable
+from pathlib import Path
+from typing import TypeVar
+
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from bertfit.data.sources import load_task
+from bertfit.data.splits import PreparedTask, prepare_task
+from bertfit.params import (
+    TrainingParams,
+    parse_section,
+    parse_target,
+    parse_tasks,
+    read_params_file,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+Key = TypeVar("Key", bound=Hashable)
+
+
+def parse_args(doc: str, argv: list[str] | None, steps: int, report: str) -> argparse.Namespace:
+    """The benchmark's flags; --out defaults to reports/benchmarks/`report`."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
+    parser.add_argument(
+        "--steps", type=int, default=steps, help="timed training steps per variant and round"
+    )
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps before them")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=ROOT / "reports/benchmarks" / report)
+    args = parser.parse_args(argv)
+    if args.steps < 1 or args.warmup < 0 or args.rounds < 1:
+        parser.error("--steps and --rounds must be at least 1, --warmup at least 0")
+    logging.basicConfig(level=logging.WARNING)
+    return args
+
+
+def prepared_target(params_file: Path) -> PreparedTask:
+    """The target's train / validation / test rows, split as collect splits them."""
+    data = read_params_file(params_file)
+    collect = parse_section(data, "collect", str(params_file))
+    tasks = parse_tasks(data, str(params_file))
+    target = parse_target(data, tasks, str(params_file))
+    spec = tasks[target]
+    return prepare_task(
+        load_task(target, spec, ROOT),
+        spec.split,
+        collect.seed,
+        collect.max_empty_ratio,
+        spec.problem,
+    )
+
+
+def baseline_arguments(
+    params: TrainingParams, max_steps: int, output_dir: Path
+) -> TrainingArguments:
+    """The Hugging Face side: the Trainer's defaults at the stage's learning rate and batch.
+
+    A plain TrainingArguments on purpose, not training.trainer's: the baseline is what a user runs
+    instead of bertfit (run_classification / run_mlm with their defaults), the thing bertfit is
+    compared with, so this is the one copy of TrainingArguments outside training.trainer.
+    """
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        max_steps=max_steps,
+        learning_rate=params.learning_rate,
+        per_device_train_batch_size=params.per_device_train_batch_size,
+        gradient_accumulation_steps=params.gradient_accumulation_steps,
+        save_strategy="no",
+        logging_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        seed=0,
+    )
+
+
+class StepClock(TrainerCallback):
+    """Times the optimisation steps after the first `warmup` ones.
+
+    `wall_per_step`: wall time from the end of step `warmup` to the end of the last, per step,
+    the batches' loading and collation included. `median_step`: the median of each step's own
+    time (forward, backward, optimiser); the Trainer fetches a step's batches before
+    on_step_begin, so loading is left out.
+    """
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup = warmup
+        self.ends: list[float] = []  # training start, then the end of every step
+        self.steps: list[float] = []  # each timed step, begin to end
+        self._begin = 0.0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.ends.append(time.perf_counter())
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._begin = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        now = time.perf_counter()
+        self.ends.append(now)
+        if state.global_step > self.warmup:
+            self.steps.append(now - self._begin)
+
+    def wall_per_step(self) -> float:
+        return (self.ends[-1] - self.ends[self.warmup]) / len(self.steps)
+
+    def median_step(self) -> float:
+        return statistics.median(self.steps)
+
+
+def time_training(trainer: Trainer, warmup: int) -> StepClock:
+    """Train under a StepClock that skips the first `warmup` steps; the clock, with its times."""
+    clock = StepClock(warmup)
+    trainer.add_callback(clock)
+    trainer.train()
+    return clock
+
+
+def alternate(rounds: int, measures: dict[Key, Callable[[], float]]) -> dict[Key, float]:
+    """Median seconds of each measure over `rounds`, every round running them all in turn."""
+    seconds: dict[Key, list[float]] = {k: [] for k in measures}
+    for _ in range(rounds):
+        for key, measure in measures.items():
+            seconds[key].append(measure())
+    return {k: statistics.median(s) for k, s in seconds.items()}
+
+
+def device_name() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return f"cpu x{torch.get_num_threads()} threads"
+
+
+def speed_table(
+    title: str,
+    seconds: dict[str, float],
+    baseline: str,
+    amount: float,
+    seconds_key: str,
+    rate_key: str,
+) -> dict[str, dict[str, float]]:
+    """Print a row per variant (seconds, `amount` per second, speed-up over `baseline`).
+
+    Returns the rows as {variant: {seconds_key, rate_key, "speedup"}}; `rate_key` names the
+    amount, e.g. examples_per_s for `amount` examples in `seconds`.
+    """
+    unit = "s/step" if seconds_key == "seconds_per_step" else "seconds"
+    rate = rate_key.removesuffix("_per_s") + "/s"
+    print(f"{title:<14} {unit:>8} {rate:>11} {'vs ' + baseline:>15}")
+    rows = {}
+    for variant, s in seconds.items():
+        row = {seconds_key: s, rate_key: amount / s, "speedup": seconds[baseline] / s}
+        print(f"{variant:<14} {s:8.3f} {row[rate_key]:11.1f} {row['speedup']:14.2f}x")
+        rows[variant] = row
+    return rows

@@ -1,0 +1,94 @@
+"""The Task: one collected task as every later stage sees it, and its on-disk contract.
+
+collect writes a task to `data/tasks/<name>/`: `{train,validation,test}.parquet` (text[,
+text_pair], label), `unlabeled.parquet` and `labels.json` (name, domain, problem, metric,
+positive label, labels in class-id order). Multitask, finetune, evaluate, search and the
+benchmarks read it back with `read_task` and never look at the files themselves, so adding a
+field (label words, a prompt template) is a change here only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from bertfit.reporting import write_json
+
+LABELS_FILE = "labels.json"
+SPLIT_NAMES = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class Task:
+    """What a task is (its labels and how it is judged) and where its splits are."""
+
+    name: str
+    labels: list[str]  # class names in id order; empty for regression
+    problem: str = "classification"  # classification | regression
+    metric: str = "accuracy"  # the task's official metric (metrics.task_metrics key)
+    positive_label: str | None = None  # the class F1 is computed for (metric f1)
+    domain: str | None = None
+    task_dir: Path | None = field(default=None, compare=False)
+
+    @property
+    def num_labels(self) -> int:
+        return 1 if self.problem == "regression" else len(self.labels)
+
+    @property
+    def positive_id(self) -> int | None:
+        return None if self.positive_label is None else self.labels.index(self.positive_label)
+
+    def split(self, name: str) -> pd.DataFrame:
+        """One split's rows as collect wrote them."""
+        if self.task_dir is None:
+            raise ValueError(f"task {self.name} was not read from disk; it has no splits")
+        path = self.task_dir / f"{name}.parquet"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing; run the collect stage for this task first")
+        return pd.read_parquet(path)
+
+    def info(self) -> dict[str, object]:
+        """The labels.json record (and what a model manifest stores about its task)."""
+        return {k: v for k, v in asdict(self).items() if k != "task_dir"}
+
+
+def task_from_info(info: dict[str, object], task_dir: Path | None = None) -> Task:
+    known = {k: info[k] for k in Task.__dataclass_fields__ if k in info and k != "task_dir"}
+    name = known.pop("name", None) or info.get("task")  # labels.json names it `task`
+    return Task(name=str(name), task_dir=task_dir, **known)
+
+
+def read_task(task_dir: Path) -> Task:
+    """The task collect wrote to task_dir."""
+    path = task_dir / LABELS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; run the collect stage for this task first")
+    info = json.loads(path.read_text(encoding="utf-8"))
+    return task_from_info({"name": task_dir.name} | info, task_dir)
+
+
+def write_parquet(df: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    df.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def write_task(
+    task: Task, splits: dict[str, pd.DataFrame], unlabeled: list[str], task_dir: Path
+) -> None:
+    """collect's side of the contract: the splits, the unlabelled text and labels.json."""
+    if task.positive_label is not None and task.positive_label not in task.labels:
+        raise ValueError(
+            f"tasks.{task.name}.positive_label {task.positive_label!r} is not a label of the "
+            f"task ({task.labels})"
+        )
+    for split, df in splits.items():
+        write_parquet(df, task_dir / f"{split}.parquet")
+    write_parquet(pd.DataFrame({"text": unlabeled}, dtype=str), task_dir / "unlabeled.parquet")
+    info = task.info()
+    write_json(task_dir / LABELS_FILE, {"task": info.pop("name")} | info)

@@ -1,0 +1,79 @@
+"""The manifest every bertfit model directory carries: `bertfit_model.json` beside config.json.
+
+It says what the directory holds, so one `load_trained` (models.family) can rebuild any of them
+and evaluate, search and prediction never guess from file names: the model family (`encoder`;
+`seq2seq` later), the head (`none` for a bare encoder, `stock` for the architecture's own
+sequence-classification head, `pooled` for models.pooling's features and chunk pooling,
+`multitask` for one head per task in `multitask_heads/`), the preprocessing the model was
+trained with (data.encoding), the task it classifies (data.tasks) or, for multitask, every
+task's head, and the stage that wrote it. The weights stay in the standard files
+(`model.safetensors`, and the head files named here), so a stock classifier still loads with
+`AutoModelForSequenceClassification` and `pipeline("text-classification")`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bertfit.data.encoding import Preprocessing
+from bertfit.data.tasks import Task, task_from_info
+from bertfit.reporting import write_json
+
+MANIFEST_FILE = "bertfit_model.json"
+HEADS = ("none", "stock", "pooled", "multitask")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    family: str  # encoder (BERT-style); seq2seq comes with the T5 family
+    head: str  # none | stock | pooled | multitask
+    stage: str  # the stage that wrote the directory
+    preprocessing: Preprocessing | None = None
+    task: Task | None = None  # the task the head classifies (stock, pooled)
+    head_config: dict[str, Any] = field(default_factory=dict)  # pooled: models.pooling.HeadSpec
+    # multitask: task name -> {"task": Task, "architecture": class name, "file": weights file}
+    heads: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.head not in HEADS:
+            raise ValueError(f"manifest head must be one of {list(HEADS)}, got {self.head!r}")
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["preprocessing"] = asdict(self.preprocessing) if self.preprocessing else None
+        data["task"] = self.task.info() if self.task else None
+        data["heads"] = {name: h | {"task": h["task"].info()} for name, h in self.heads.items()}
+        return data
+
+    def save(self, model_dir: Path) -> None:
+        write_json(Path(model_dir) / MANIFEST_FILE, self.to_json())
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Manifest:
+        prep, task = data.get("preprocessing"), data.get("task")
+        return cls(
+            family=data["family"],
+            head=data["head"],
+            stage=data["stage"],
+            preprocessing=Preprocessing(**prep) if prep else None,
+            task=task_from_info(task) if task else None,
+            head_config=data.get("head_config") or {},
+            heads={
+                name: h | {"task": task_from_info(h["task"])}
+                for name, h in (data.get("heads") or {}).items()
+            },
+        )
+
+
+def read_manifest(model_dir: Path) -> Manifest:
+    """The manifest of a directory bertfit wrote; a readable error for any other directory."""
+    path = Path(model_dir) / MANIFEST_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: missing; {model_dir} was not written by a bertfit stage (run `dvc repro`, "
+            "or point at models/finetune)"
+        )
+    return Manifest.from_json(json.loads(path.read_text(encoding="utf-8")))

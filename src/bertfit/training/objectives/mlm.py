@@ -1,0 +1,320 @@
+"""The masked-LM objective of further pretraining (Sun et al. 2019, 5.4; BERT's MLM).
+
+Dynamic masking (a fresh 15 % mask, 80/10/10, every time a block is seen) and optional whole-word
+masking come from transformers' DataCollatorForLanguageModeling; the reference code masked once,
+statically. Texts are packed into full `max_seq_length` blocks by default, as run_mlm does, so no
+compute goes to padding; line-by-line is an option. Held-out text is masked once with a fixed
+seed and scored before and after training (loss, perplexity, accuracy at the masked tokens).
+
+Logits and loss are computed only at the masked positions: BertForMaskedLM projects every
+position onto the whole vocabulary (batch × length × 30k logits) and then ignores the 85 % whose
+label is -100; gathering the encoder's hidden states at the masked positions first, and running
+the MLM head on those alone, gives the same loss with about a seventh of the head's work and
+memory. Transformers has no such option, hence `use_masked_positions`.
+
+`MaskedLM` is what the pretrain stage calls; a span-corruption objective for the seq2seq family
+sits beside it with the same methods.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from itertools import chain
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from datasets import Dataset
+from torch import nn
+from transformers import (
+    AutoModel,
+    AutoModelForMaskedLM,
+    DataCollatorForLanguageModeling,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+from transformers.modeling_outputs import MaskedLMOutput
+
+from bertfit.models.loading import (
+    LOAD_KWARGS,
+    check_max_seq_length,
+    load_config,
+    resolve_model_name,
+)
+from bertfit.params import PretrainParams
+
+log = logging.getLogger(__name__)
+
+# attribute of the MaskedLM model that holds its prediction head, by convention of the family
+HEAD_ATTRIBUTES = ("cls", "lm_head")
+
+
+def mlm_head(model: PreTrainedModel) -> nn.Module:
+    for name in HEAD_ATTRIBUTES:
+        head = getattr(model, name, None)
+        if isinstance(head, nn.Module):
+            return head
+    raise ValueError(
+        f"{type(model).__name__}: no masked-LM head found at {list(HEAD_ATTRIBUTES)}; "
+        f"masked-position logits support BERT- and RoBERTa-style models"
+    )
+
+
+def masked_lm_outputs(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    labels: torch.Tensor,
+    **encoder_inputs: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean cross-entropy over the masked tokens, logits at the masked positions only)."""
+    hidden = model.base_model(input_ids=input_ids, **encoder_inputs, return_dict=True)
+    masked = labels != -100
+    logits = mlm_head(model)(hidden.last_hidden_state[masked])
+    loss = nn.functional.cross_entropy(logits.float(), labels[masked])
+    return loss, logits
+
+
+def use_masked_positions(model: PreTrainedModel) -> PreTrainedModel:
+    """Make `model(**batch)` compute logits and loss at the masked positions only.
+
+    The forward is replaced on the instance, not wrapped in a new module, so DDP / accelerate
+    still call it through their own wrappers and save_pretrained writes the usual checkpoint.
+    """
+    mlm_head(model)  # fail early for a model without a known head
+
+    def forward(
+        input_ids: torch.Tensor,
+        labels: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        **_: Any,
+    ) -> MaskedLMOutput:
+        extra = {"attention_mask": attention_mask}
+        if token_type_ids is not None:
+            extra["token_type_ids"] = token_type_ids
+        loss, logits = masked_lm_outputs(model, input_ids, labels, **extra)
+        return MaskedLMOutput(loss=loss, logits=logits)
+
+    model.forward = forward
+    return model
+
+
+def tokenize_corpus(
+    texts: list[str], tokenizer: PreTrainedTokenizerBase, params: PretrainParams, where: str
+) -> Dataset:
+    """Token blocks for MLM: packed into full max_seq_length blocks, or one text per example."""
+    if not texts:
+        raise ValueError(
+            f"{where}: the corpus is empty; collect built no text for pretrain.corpus="
+            f"{params.corpus!r}. Use a task with train or unlabelled text, or pretrain.corpus: none"
+        )
+    wwm = params.whole_word_mask
+    ds = Dataset.from_dict({"text": texts})
+
+    def tokenize(batch: dict[str, list]) -> dict[str, list]:
+        return tokenizer(
+            batch["text"],
+            return_special_tokens_mask=True,
+            return_offsets_mapping=wwm,
+            truncation=not params.packing,
+            max_length=None if params.packing else params.max_seq_length,
+            verbose=False,
+        )
+
+    ds = ds.map(tokenize, batched=True, remove_columns=["text"], desc=f"tokenising {where}")
+    if not params.packing:
+        return ds
+    block = params.max_seq_length
+
+    def pack(batch: dict[str, list]) -> dict[str, list]:
+        # the whole batch concatenated, cut into full blocks; the remainder is dropped (run_mlm)
+        joined = {k: list(chain.from_iterable(v)) for k, v in batch.items()}
+        n = len(joined["input_ids"]) // block * block
+        return {k: [v[i : i + block] for i in range(0, n, block)] for k, v in joined.items()}
+
+    packed = ds.map(pack, batched=True, batch_size=2000, desc=f"packing {where}")
+    if len(packed) == 0:
+        total = sum(len(x) for x in ds["input_ids"])
+        raise ValueError(
+            f"{where}: the corpus has {total} tokens, less than one block of "
+            f"pretrain.max_seq_length={block}; add text or lower max_seq_length"
+        )
+    return packed
+
+
+class MLMCollator(DataCollatorForLanguageModeling):
+    """DataCollatorForLanguageModeling that also pads `offset_mapping` for whole-word masking.
+
+    tokenizer.pad cannot pad the offsets, so unequal lengths (line-by-line texts) fail in the
+    library's collator; padded positions get (0, 0) and, being special tokens, are never masked.
+
+    It also keeps BERT's 80/10/10 replacement under whole-word masking: transformers 5 falls back
+    to 100 % [MASK] there, although its masking code handles the split per token, which is what
+    BERT's own whole-word masking does (each token of a chosen word decides on its own).
+    """
+
+    def __post_init__(self) -> None:
+        replace = (self.mask_replace_prob, self.random_replace_prob)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Random token replacement is not supported")
+            super().__post_init__()
+        self.mask_replace_prob, self.random_replace_prob = (float(p) for p in replace)
+
+    def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        if not (self.whole_word_mask and examples and "offset_mapping" in examples[0]):
+            return super().torch_call(examples)
+        width = max(len(e["input_ids"]) for e in examples)
+        if self.pad_to_multiple_of:
+            width = math.ceil(width / self.pad_to_multiple_of) * self.pad_to_multiple_of
+        padded = [
+            e
+            | {
+                "offset_mapping": list(e["offset_mapping"])
+                + [[0, 0]] * (width - len(e["offset_mapping"]))
+            }
+            for e in examples
+        ]
+        return super().torch_call(padded)
+
+
+def cap_heldout(dataset: Dataset, max_blocks: int | None, seed: int) -> Dataset:
+    """At most max_blocks held-out examples, a seeded random choice kept in corpus order.
+
+    A 5 % slice of a large corpus (in_domain with IMDb's 50k reviews) is thousands of blocks,
+    scored before and after training; a fixed sample of a few hundred measures the change as
+    well at a small share of the cost.
+    """
+    if max_blocks is None or len(dataset) <= max_blocks:
+        return dataset
+    rng = np.random.default_rng(seed)
+    keep = np.sort(rng.choice(len(dataset), size=max_blocks, replace=False))
+    log.info(
+        "held-out MLM scored on %d of %d blocks (pretrain.heldout_max_blocks)",
+        max_blocks,
+        len(dataset),
+    )
+    return dataset.select(keep)
+
+
+def fixed_masks(
+    dataset: Dataset, collator: MLMCollator, batch_size: int, seed: int
+) -> list[dict[str, torch.Tensor]]:
+    """Mask the held-out set once with a fixed seed, so before/after scores see the same masks."""
+    torch_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    rows = dataset.to_list()
+    batches = [collator(rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)]
+    torch.random.set_rng_state(torch_state)
+    return batches
+
+
+@torch.inference_mode()
+def mlm_scores(model: PreTrainedModel, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+    """Held-out masked-token loss (token-weighted), perplexity and accuracy."""
+    model.eval()
+    device = next(model.parameters()).device
+    total_loss, correct, count = 0.0, 0, 0
+    for batch in batches:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        encoder_inputs = {k: v for k, v in batch.items() if k not in ("input_ids", "labels")}
+        loss, logits = masked_lm_outputs(
+            model, batch["input_ids"], batch["labels"], **encoder_inputs
+        )
+        n = int((batch["labels"] != -100).sum())
+        total_loss += float(loss) * n
+        correct += int((logits.argmax(-1) == batch["labels"][batch["labels"] != -100]).sum())
+        count += n
+    loss = total_loss / max(count, 1)
+    return {
+        "loss": loss,
+        "perplexity": math.exp(loss),
+        "accuracy": correct / max(count, 1),
+        "masked_tokens": count,
+    }
+
+
+def load_masked_lm(model_name: str) -> PreTrainedModel:
+    config = load_config(model_name)
+    try:
+        model, info = AutoModelForMaskedLM.from_pretrained(
+            resolve_model_name(model_name), output_loading_info=True, **LOAD_KWARGS
+        )
+    except ValueError as err:
+        raise ValueError(
+            f"model.name {model_name!r} ({config.model_type}): this architecture has no "
+            f"masked-LM form ({err}); use pretrain.corpus: none or an encoder such as BERT"
+        ) from err
+    fresh = [k for k in info["missing_keys"] if not k.startswith(model.base_model_prefix)]
+    if fresh:
+        log.warning(
+            "%s has no masked-LM head weights (%d missing, e.g. %s): the head starts fresh",
+            model_name,
+            len(fresh),
+            fresh[0],
+        )
+    return model
+
+
+def encoder_with_pooler(model_name: str, mlm_model: PreTrainedModel) -> PreTrainedModel:
+    """The pretrained encoder in the base model's own class, keeping the base pooler.
+
+    *ForMaskedLM models have no pooler, so saving one as is would leave finetune a random pooler
+    where the plain fine-tuning baseline has the base model's: the comparison would be unfair.
+    """
+    base = AutoModel.from_pretrained(resolve_model_name(model_name), **LOAD_KWARGS)
+    missing, unexpected = base.load_state_dict(mlm_model.base_model.state_dict(), strict=False)
+    if unexpected or any("pooler" not in k for k in missing):
+        raise RuntimeError(
+            f"encoder weights do not match the base model: missing {missing}, "
+            f"unexpected {unexpected}"
+        )
+    return base
+
+
+class MaskedLM:
+    """Further pretraining with BERT's masked-LM objective, as the pretrain stage runs it."""
+
+    name = "mlm"
+    # keep offset_mapping for whole-word masking
+    trainer_arguments: ClassVar[dict[str, Any]] = {"remove_unused_columns": False}
+
+    def __init__(self, params: PretrainParams, model_name: str) -> None:
+        self.params = params
+        self.model_name = model_name
+
+    def load_model(self) -> PreTrainedModel:
+        model = load_masked_lm(self.model_name)
+        check_max_seq_length(model.config, self.params.max_seq_length, self.model_name)
+        return model
+
+    def tokenize(self, texts: list[str], tokenizer: PreTrainedTokenizerBase, where: str) -> Dataset:
+        return tokenize_corpus(texts, tokenizer, self.params, where)
+
+    def collator(self, tokenizer: PreTrainedTokenizerBase) -> MLMCollator:
+        return MLMCollator(
+            tokenizer,
+            mlm_probability=self.params.mlm_probability,
+            whole_word_mask=self.params.whole_word_mask,
+            pad_to_multiple_of=8 if torch.cuda.is_available() else None,
+        )
+
+    def heldout(self, dataset: Dataset, collator: MLMCollator) -> list[dict[str, torch.Tensor]]:
+        """The held-out blocks to score, capped and masked once with a fixed seed."""
+        capped = cap_heldout(dataset, self.params.heldout_max_blocks, self.params.seed)
+        return fixed_masks(
+            capped, collator, self.params.per_device_eval_batch_size, self.params.seed
+        )
+
+    def score(self, model: PreTrainedModel, heldout: list[dict[str, torch.Tensor]]) -> dict:
+        return mlm_scores(model, heldout)
+
+    def for_training(self, model: PreTrainedModel) -> None:
+        use_masked_positions(model)
+
+    def after_training(self, model: PreTrainedModel) -> None:
+        del model.forward  # back to the class's own forward before scoring and saving
+
+    def export(self, model: PreTrainedModel) -> PreTrainedModel:
+        return encoder_with_pooler(self.model_name, model)

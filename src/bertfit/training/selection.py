@@ -1,0 +1,140 @@
+"""Model selection on validation, the one way for every stage that trains a classifier.
+
+Each evaluation scores every validation set through the model family's `score`
+(inference.predict_scores), computes the task's metrics with metrics.task_metrics plus the
+validation loss, and keeps the weights with the best selection value: the chosen metric of a
+single task (finetune), or the mean of each task's own metric (multitask). The best weights are
+kept in memory and restored at the end, as load_best_model_at_end would, without writing a
+checkpoint per evaluation (for multitask those would store the shared encoder once per head).
+The reference code chose its epoch on the test set; here test data never reaches this module.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import Dataset
+from torch import nn
+
+from bertfit.data.tasks import Task
+from bertfit.inference import Batch, predict_scores
+from bertfit.metrics import score_loss, task_metrics
+
+log = logging.getLogger(__name__)
+
+MEAN_KEY = "mean_main"  # the multitask selection value: mean of each task's own metric
+
+
+@dataclass
+class ValidationSet:
+    task: Task
+    dataset: Dataset  # tokenised, with `labels` and `length`
+    metric: str  # what selection reads of this task: a task_metrics key, or loss
+
+
+def selection_metric(choice: str, task: Task) -> str:
+    """`task` is the task's own metric (tasks.<name>.metric); else the metric named."""
+    chosen = task.metric if choice == "task" else choice
+    if task.problem == "regression" and chosen in ("accuracy", "macro_f1"):
+        raise ValueError(
+            f"params.yaml: finetune.metric_for_best_model {chosen!r} does not exist for a "
+            "regression task; use task (Pearson) or loss"
+        )
+    return chosen
+
+
+class Selection:
+    """Scores validation sets, remembers every row, keeps and restores the best weights.
+
+    `per_task_columns`: row keys `<task>_<metric>` and the mean (multitask), else bare metric
+    names (finetune). A model for each task comes from `model_for(model, task_name)`.
+    """
+
+    def __init__(
+        self,
+        sets: list[ValidationSet],
+        score: Callable[[nn.Module, Batch], torch.Tensor],
+        collator: Callable[[list[dict]], Batch],
+        batch_size: int,
+        per_task_columns: bool = False,
+        model_for: Callable[[nn.Module, str], nn.Module] = lambda model, _: model,
+    ) -> None:
+        if len(sets) > 1 and not per_task_columns:
+            raise ValueError("several validation sets need per-task columns")
+        if len({s.metric == "loss" for s in sets}) > 1:
+            raise ValueError("selection cannot mix loss (lower is better) with other metrics")
+        self.sets = sets
+        self.score = score
+        self.collator = collator
+        self.batch_size = batch_size
+        self.per_task_columns = per_task_columns
+        self.model_for = model_for
+        self.greater_is_better = sets[0].metric != "loss"
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] | None = None
+        self._best_weights: dict[str, torch.Tensor] | None = None
+
+    @property
+    def key(self) -> str:
+        return MEAN_KEY if self.per_task_columns else self.sets[0].metric
+
+    def scores(self, model: nn.Module, bf16: bool) -> dict[str, float]:
+        """Every validation set's metrics and loss, and the selection value."""
+        row: dict[str, float] = {}
+        chosen = []
+        for s in self.sets:
+            logits = predict_scores(
+                self.model_for(model, s.task.name),
+                s.dataset,
+                self.batch_size,
+                self.collator,
+                self.score,
+                bf16,
+            )
+            labels = np.asarray(s.dataset["labels"])
+            values = {"loss": score_loss(s.task.problem, labels, logits)}
+            values |= task_metrics(s.task.problem, labels, logits, s.task.positive_id)
+            prefix = f"{s.task.name}_" if self.per_task_columns else ""
+            row |= {f"{prefix}{k}": v for k, v in values.items()}
+            chosen.append(values[s.metric])
+        if self.per_task_columns:
+            row = {MEAN_KEY: float(np.mean(chosen))} | row
+        return row
+
+    def record(self, model: nn.Module, row: dict[str, Any]) -> bool:
+        """Add an evaluation row; keep a copy of the weights when it is the best so far."""
+        self.history.append(row)
+        value, best = row[self.key], self.best[self.key] if self.best else None
+        better = best is None or (value > best if self.greater_is_better else value < best)
+        if better:  # strictly better: ties keep the earlier row, as the HF Trainer does
+            self.best = row
+            self._best_weights = snapshot(model)
+        return better
+
+    def restore(self, model: nn.Module) -> dict[str, Any]:
+        """Put the best weights back into `model`; returns the best row."""
+        if self.best is None or self._best_weights is None:
+            raise RuntimeError("no validation was scored, so there is no best model to restore")
+        restore(model, self._best_weights)
+        return self.best
+
+
+def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A CPU copy of every parameter and buffer, each shared tensor once."""
+    tensors = dict(model.named_parameters()) | dict(model.named_buffers())
+    return {k: v.detach().to("cpu", copy=True) for k, v in tensors.items()}
+
+
+@torch.no_grad()
+def restore(model: nn.Module, weights: dict[str, torch.Tensor]) -> None:
+    """Copy a snapshot back in place, so shared and tied tensors stay shared."""
+    tensors = dict(model.named_parameters()) | dict(model.named_buffers())
+    if tensors.keys() != weights.keys():
+        raise RuntimeError("the snapshot does not fit the model it is restored into")
+    for name, tensor in tensors.items():
+        tensor.copy_(weights[name])

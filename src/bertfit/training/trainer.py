@@ -1,0 +1,294 @@
+"""The one Trainer wiring: every training stage (pretrain, multitask, finetune) goes through here.
+
+- `training_arguments`: TrainingArguments from the shared TrainingParams (params.py), the
+  machine's settings (training.hardware: bf16 decided once, gloo for CPU DDP, no integrations)
+  and the few stage-specific ones (steps or epochs, evaluation and checkpoint intervals).
+- `BertfitTrainer`: the HF Trainer with layer-wise learning-rate decay (training.optim), both
+  Adafactor modes, optional task-homogeneous batches with per-task losses (multitask), and
+  model selection on validation through the model family's `score` (training.selection).
+- `fit`: train, score the last step if no evaluation fell on it, restore the best weights.
+- `plan_line`: the training summary logged before training (effective batch with world size).
+- `write_model_dir`, `pass_through`, `write_reports`: the atomic model directory, the disabled
+  stage's copy, and the metrics / loss / validation files.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Sampler
+from transformers import Adafactor, AutoModel, Trainer, TrainingArguments
+from transformers.optimization import AdafactorSchedule
+from transformers.trainer_utils import TrainOutput
+
+from bertfit.models.loading import LOAD_KWARGS, load_tokenizer, resolve_model_name
+from bertfit.models.manifest import Manifest
+from bertfit.params import TrainingParams
+from bertfit.reporting import loss_rows, write_csv, write_json
+from bertfit.training.hardware import device_arguments, use_bf16
+from bertfit.training.optim import layerwise_param_groups
+from bertfit.training.selection import Selection
+
+log = logging.getLogger(__name__)
+
+LOSS_FIELDS = ["step", "epoch", "loss", "learning_rate"]
+
+
+def training_arguments(params: TrainingParams, output_dir: Path, **stage: Any) -> TrainingArguments:
+    """The stage's TrainingArguments: shared params, the machine's settings, then `stage`'s."""
+    warmup = params.warmup_steps if params.warmup_steps is not None else params.warmup_ratio
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        seed=params.seed,
+        learning_rate=params.learning_rate,
+        weight_decay=params.weight_decay,
+        # transformers 5: a float in [0, 1) is a ratio of the steps, an int a number of steps
+        warmup_steps=warmup,
+        lr_scheduler_type=params.lr_scheduler_type,
+        per_device_train_batch_size=params.per_device_train_batch_size,
+        per_device_eval_batch_size=params.per_device_eval_batch_size,
+        gradient_accumulation_steps=params.gradient_accumulation_steps,
+        logging_steps=params.logging_steps,
+        dataloader_num_workers=0,
+        # adamw: the Trainer's default, torch's fused AdamW; adafactor: its fixed-rate mode
+        # (relative-step mode is set up by BertfitTrainer.create_optimizer)
+        **({"optim": "adafactor"} if params.optimizer == "adafactor" else {}),
+        **device_arguments(use_bf16(params.mixed_precision)),
+        **stage,
+    )
+
+
+class BertfitTrainer(Trainer):
+    """Trainer with layer-wise decay, both Adafactor modes, task batches and selection.
+
+    The optimiser gets one learning rate per encoder depth (training.optim). Its class comes from
+    TrainingArguments.optim (AdamW, or Adafactor with a fixed rate); `adafactor_relative_step`
+    is Adafactor's other mode, which the Trainer cannot set up from arguments: lr=None,
+    relative_step, scale_parameter and warmup_init, with AdafactorSchedule standing in for the
+    schedule (it only reports the step size). With `batch_sampler`, training batches come from
+    it (multitask: each batch from one task, tagged `task`, whose loss is logged per task).
+    With `selection`, `evaluate` scores validation through the family and keeps the best.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        layer_decay: float,
+        adafactor_relative_step: bool = False,
+        selection: Selection | None = None,
+        batch_sampler: Sampler[list[int]] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.layer_decay = layer_decay
+        self.adafactor_relative_step = adafactor_relative_step
+        self.selection = selection
+        self.batch_sampler = batch_sampler
+        self.task_loss: dict[str, list] = {}  # task -> [summed detached loss, batches]
+        if selection is not None:  # the Trainer insists on one when it is to evaluate
+            kwargs.setdefault("eval_dataset", {s.task.name: s.dataset for s in selection.sets})
+        super().__init__(*args, **kwargs)
+
+    def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
+        if self.optimizer is None:
+            model = self.model if model is None else model
+            groups = layerwise_param_groups(
+                model,
+                self.args.learning_rate,
+                self.layer_decay,
+                self.args.weight_decay,
+                self.get_decay_parameter_names(model),
+            )
+            if self.adafactor_relative_step:
+                for group in groups:  # Adafactor computes the step size itself
+                    del group["lr"]
+                self.optimizer = Adafactor(
+                    groups, lr=None, scale_parameter=True, relative_step=True, warmup_init=True
+                )
+            else:
+                optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(
+                    self.args, model
+                )
+                self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+        return self.optimizer
+
+    def create_scheduler(
+        self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None
+    ) -> torch.optim.lr_scheduler.LRScheduler:
+        if self.adafactor_relative_step and self.lr_scheduler is None:
+            optimizer = optimizer or self.optimizer
+            # AdafactorSchedule asks the Adafactor itself, not accelerate's wrapper around it
+            self.lr_scheduler = AdafactorSchedule(getattr(optimizer, "optimizer", optimizer))
+        return super().create_scheduler(num_training_steps, optimizer)
+
+    def get_train_dataloader(self) -> DataLoader:
+        if self.batch_sampler is None:
+            return super().get_train_dataloader()
+        loader = DataLoader(
+            self.train_dataset,
+            batch_sampler=self.batch_sampler,
+            collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers,
+            pin_memory=self.args.dataloader_pin_memory,
+        )
+        return self.accelerator.prepare(loader)
+
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> Any:
+        task = inputs.get("task")
+        loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
+        if task is not None:
+            total = self.task_loss.setdefault(task, [0.0, 0])
+            total[0] = total[0] + loss.detach()  # summed on the device: no sync per step
+            total[1] += 1
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self.task_loss:  # a training log: add each task's mean loss
+            for task, (summed, batches) in sorted(self.task_loss.items()):
+                logs[f"loss_{task}"] = round(float(summed) / batches, 4)
+            self.task_loss = {}
+        super().log(logs, start_time)
+
+    def evaluate(
+        self,
+        eval_dataset: Any = None,
+        ignore_keys: list[str] | None = None,
+        metric_key_prefix: str = "eval",
+    ) -> dict[str, float]:
+        if self.selection is None:
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        model = self.accelerator.unwrap_model(self.model)
+        # scored under the autocast it trains with
+        row = {"step": self.state.global_step, "epoch": self.state.epoch}
+        row |= self.selection.scores(model, self.args.bf16)
+        self.selection.record(model, row)
+        metrics = {f"{metric_key_prefix}_{k}": v for k, v in row.items() if k != "step"}
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(
+            self.args, self.state, self.control, metrics
+        )
+        return metrics
+
+
+def stage_trainer(
+    params: TrainingParams,
+    args: TrainingArguments,
+    model: torch.nn.Module,
+    train_dataset: Any,
+    collator: Callable[[list[dict]], dict[str, Any]],
+    tokenizer: Any,
+    **extra: Any,
+) -> BertfitTrainer:
+    """The stage's BertfitTrainer, its optimiser settings read from the stage's params."""
+    return BertfitTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        data_collator=collator,
+        processing_class=tokenizer,
+        layer_decay=params.layer_decay,
+        adafactor_relative_step=params.adafactor_relative_step,
+        **extra,
+    )
+
+
+def fit(trainer: BertfitTrainer, resume: str | None = None) -> TrainOutput:
+    """Train; with a selection, score the last step too and restore the best weights."""
+    output = trainer.train(resume_from_checkpoint=resume)
+    selection = trainer.selection
+    if selection is not None:
+        if not selection.history or selection.history[-1]["step"] != output.global_step:
+            trainer.evaluate()  # the last steps, when no evaluation fell on the final one
+        best = selection.restore(trainer.accelerator.unwrap_model(trainer.model))
+        log.info("best on validation %s at step %d: %s", selection.key, best["step"], best)
+    return output
+
+
+def planned_steps(args: TrainingArguments, examples: int) -> int:
+    """Optimisation steps the Trainer will take: max_steps, or epochs of the examples."""
+    if args.max_steps > 0:
+        return args.max_steps
+    batches = math.ceil(examples / (args.per_device_train_batch_size * args.world_size))
+    return math.ceil(max(batches // args.gradient_accumulation_steps, 1) * args.num_train_epochs)
+
+
+def plan_line(stage: str, args: TrainingArguments, examples: int, data: str, **details: Any) -> str:
+    """The one training-plan summary: data, steps, effective batch (world size included)."""
+    effective = (
+        args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+    )
+    extra = "".join(f"; {k.replace('_', ' ')} {v}" for k, v in details.items())
+    return (
+        f"{stage}: {data}; {planned_steps(args, examples)} optimisation steps of {effective} "
+        f"examples ({args.per_device_train_batch_size} per device x "
+        f"{args.gradient_accumulation_steps} accumulated x {args.world_size} processes); "
+        f"lr {args.learning_rate:g}{extra}; "
+        f"device {'cuda' if torch.cuda.is_available() else 'cpu'}, bf16 {args.bf16}"
+    )
+
+
+def write_model_dir(output_dir: Path, write: Callable[[Path], None]) -> None:
+    """Write a model directory atomically: `write` fills a staging directory, then it moves in.
+
+    A killed stage leaves the previous directory or none, never a half-written one.
+    """
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=output_dir.parent, prefix=f".{output_dir.name}-") as work:
+        staged = Path(work) / "model"
+        staged.mkdir()
+        write(staged)
+        if output_dir.exists():
+            shutil.rmtree(output_dir)
+        shutil.move(str(staged), output_dir)
+
+
+def pass_through(model_name: str, output_dir: Path, manifest: Manifest) -> None:
+    """A disabled stage: its input model, unchanged, where the next stage expects it.
+
+    A local directory (or one inside a wheel) is copied; a hub id is fetched once into a
+    standard directory. The manifest says which stage passed it on.
+    """
+    source = Path(resolve_model_name(model_name))
+
+    def write(staged: Path) -> None:
+        if source.is_dir():
+            shutil.copytree(source, staged, dirs_exist_ok=True)
+        else:
+            load_tokenizer(model_name).save_pretrained(staged)
+            AutoModel.from_pretrained(model_name, **LOAD_KWARGS).save_pretrained(staged)
+        manifest.save(staged)
+
+    write_model_dir(output_dir, write)
+
+
+def write_reports(
+    report_dir: Path,
+    metrics: dict[str, Any],
+    log_history: list[dict[str, Any]],
+    selection: Selection | None = None,
+    loss_fields: list[str] | None = None,
+    validation_fields: list[str] | None = None,
+) -> None:
+    """metrics.json, loss.csv (a row per logging step) and validation.csv (a row per evaluation).
+
+    Also what a disabled stage writes, with an empty history: the same files, headers only.
+    """
+    write_json(report_dir / "metrics.json", metrics)
+    write_csv(report_dir / "loss.csv", loss_rows(log_history), loss_fields or LOSS_FIELDS)
+    if validation_fields is None and selection is None:
+        return
+    rows = selection.history if selection else []
+    fields = list(dict.fromkeys(k for row in rows for k in row)) or validation_fields
+    write_csv(report_dir / "validation.csv", rows, fields)

@@ -1,0 +1,97 @@
+"""The model-family seam, the model-directory manifest and selection's keep-the-best contract."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import T5Config
+
+from bertfit.data.encoding import Preprocessing
+from bertfit.data.tasks import Task, read_task, write_task
+from bertfit.models.family import family_of, load_trained
+from bertfit.models.loading import load_classifier, load_config
+from bertfit.models.manifest import Manifest, read_manifest
+from bertfit.training.selection import Selection, ValidationSet, selection_metric
+
+
+def test_manifest_round_trips_with_task_and_preprocessing(tmp_path: Path) -> None:
+    task = Task("mrpc", ["equivalent", "not"], metric="f1", positive_label="equivalent")
+    manifest = Manifest(
+        family="encoder",
+        head="pooled",
+        stage="finetune",
+        preprocessing=Preprocessing(64, "hierarchical", 0, 16, 4),
+        task=task,
+        head_config={"feature": "mean", "feature_layers": 2, "chunk_pooling": "max"},
+    )
+    manifest.save(tmp_path)
+    again = read_manifest(tmp_path)
+    assert again == manifest
+    assert again.task.positive_id == 0
+
+
+def test_manifest_errors_name_the_directory_and_the_head(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"was not written by a bertfit stage"):
+        read_manifest(tmp_path)
+    with pytest.raises(ValueError, match=r"manifest head must be one of .*got 'linear'"):
+        Manifest(family="encoder", head="linear", stage="finetune")
+
+
+def test_a_bare_encoder_has_nothing_to_score_with(tmp_path: Path, tiny_model_dir: Path) -> None:
+    Manifest("encoder", "none", "pretrain").save(tiny_model_dir)
+    try:
+        with pytest.raises(ValueError, match=r"bare encoder .*pretrain stage.*models/finetune"):
+            load_trained(tiny_model_dir)
+    finally:
+        (tiny_model_dir / "bertfit_model.json").unlink()
+
+
+def test_family_comes_from_the_config_not_the_name(tiny_model_dir: Path) -> None:
+    assert family_of(load_config(str(tiny_model_dir))).name == "encoder"
+    t5 = T5Config(d_model=16, num_layers=1, num_heads=2, d_ff=32, vocab_size=100)
+    with pytest.raises(ValueError, match=r"encoder-decoder \(t5\).*not implemented yet"):
+        family_of(t5, "'my-bert'")  # named like an encoder, configured as a T5
+
+
+def test_task_round_trips_through_the_on_disk_contract(tmp_path: Path) -> None:
+    import pandas as pd
+
+    task = Task("qlen", [], problem="regression", metric="pearson", domain="question")
+    rows = pd.DataFrame({"text": ["a b", "c"], "label": [2.0, 1.0]})
+    write_task(task, {"train": rows}, ["unlabelled"], tmp_path / "qlen")
+    again = read_task(tmp_path / "qlen")
+    assert again == task and again.num_labels == 1
+    assert again.split("train").equals(rows)
+    with pytest.raises(FileNotFoundError, match=r"test.parquet: missing; run the collect stage"):
+        again.split("test")
+    with pytest.raises(ValueError, match=r"positive_label 'yes' is not a label"):
+        write_task(Task("t", ["a", "b"], positive_label="yes"), {}, [], tmp_path / "t")
+
+
+def test_selection_metric_refuses_class_metrics_for_regression() -> None:
+    assert selection_metric("task", Task("cola", ["a", "b"], metric="mcc")) == "mcc"
+    with pytest.raises(ValueError, match=r"'accuracy' does not exist for a regression task"):
+        selection_metric("accuracy", Task("stsb", [], problem="regression", metric="pearson"))
+
+
+@pytest.mark.parametrize(
+    ("metric", "values", "best"),
+    [("accuracy", [0.5, 0.7, 0.7, 0.6], 1), ("loss", [0.9, 0.4, 0.6, 0.4], 1)],
+)
+def test_selection_keeps_and_restores_the_best_weights(
+    tiny_model_dir: Path, metric: str, values: list[float], best: int
+) -> None:
+    """The first best row wins (ties keep the earlier one); restore puts its weights back."""
+    model = load_classifier(str(tiny_model_dir), ["a", "b"])
+    task = Task("t", ["a", "b"])
+    selection = Selection([ValidationSet(task, None, metric)], None, None, 8)
+    weights = []
+    for step, value in enumerate(values):
+        with torch.no_grad():
+            model.classifier.weight.fill_(float(step))
+        weights.append(model.classifier.weight.clone())
+        selection.record(model, {"step": step, metric: value})
+    assert selection.restore(model)["step"] == best
+    assert torch.equal(model.classifier.weight, weights[best])
