@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 from torch import nn
-from transformers import TrainingArguments, set_seed
+from transformers import TrainerCallback, TrainingArguments, set_seed
 
 from bertfit.data.encoding import Preprocessing
 from bertfit.data.tasks import Task
@@ -66,6 +67,20 @@ def finetune_arguments(params: FinetuneParams, work_dir: Path) -> TrainingArgume
         eval_strategy="epoch",
         save_strategy="no",  # the best weights are kept in memory (training.selection)
     )
+
+
+class EvaluationSeedDraw(TrainerCallback):
+    """Draw, at each evaluation, the one number the Trainer's own evaluation loop drew.
+
+    Until issue 10 finetune validated through the HF evaluation loop, whose DataLoader iterator
+    takes a base seed from torch's global generator; the next epoch's length-grouped batch order
+    comes from that generator too. Selection (training.selection) scores without a DataLoader,
+    so without this draw every epoch after the first would see other batches than before, and
+    the embedded default's results would move for no reason but the random stream.
+    """
+
+    def on_evaluate(self, args: TrainingArguments, state: Any, control: Any, **_: Any) -> None:
+        torch.empty((), dtype=torch.int64).random_()
 
 
 def manifest_head(head: HeadSpec | None) -> str:
@@ -131,9 +146,8 @@ def finetune(
     # one work directory, the same path on every process when launched with accelerate/torchrun
     work_dir = output_dir.parent / f".{output_dir.name}-work"
     args = finetune_arguments(params, work_dir)
-    trainer = core.stage_trainer(
-        params, args, model, train_ds, collator, tokenizer, selection=selection
-    )
+    extra = {"selection": selection, "callbacks": [EvaluationSeedDraw()]}
+    trainer = core.stage_trainer(params, args, model, train_ds, collator, tokenizer, **extra)
     data = f"{len(train_ds)} train / {len(validation.dataset)} validation examples"
     log.info(
         core.plan_line(
