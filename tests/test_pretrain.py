@@ -18,7 +18,7 @@ from transformers import (
     TrainerCallback,
 )
 
-import bertfit.training.pretrain as pretrain_module
+import bertfit.training.trainer as core
 from bertfit.models.loading import load_tokenizer
 from bertfit.params import PretrainParams
 from bertfit.training.objectives.mlm import (
@@ -169,12 +169,12 @@ class Interrupt(TrainerCallback):
 def test_killed_run_resumes_from_last_checkpoint(
     tmp_path: Path, tiny_model_dir: Path, corpus_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    class InterruptedTrainer(pretrain_module.BertfitTrainer):
+    class InterruptedTrainer(core.BertfitTrainer):
         def __init__(self, *args: object, **kwargs: object) -> None:
             super().__init__(*args, callbacks=[Interrupt()], **kwargs)
 
     with monkeypatch.context() as m:
-        m.setattr(pretrain_module, "BertfitTrainer", InterruptedTrainer)
+        m.setattr(core, "BertfitTrainer", InterruptedTrainer)
         with pytest.raises(KeyboardInterrupt):
             run(tmp_path, tiny_model_dir, corpus_dir)
     assert (tmp_path / "checkpoints" / "checkpoint-10").is_dir()
@@ -182,7 +182,7 @@ def test_killed_run_resumes_from_last_checkpoint(
     assert metrics["resumed_from_step"] == 10 and metrics["steps"] == 20
     # other settings: the old checkpoints are not reused
     with monkeypatch.context() as m:
-        m.setattr(pretrain_module, "BertfitTrainer", InterruptedTrainer)
+        m.setattr(core, "BertfitTrainer", InterruptedTrainer)
         with pytest.raises(KeyboardInterrupt):
             run(tmp_path, tiny_model_dir, corpus_dir)
     metrics = run(tmp_path, tiny_model_dir, corpus_dir, learning_rate=1e-3)
