@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from transformers import T5Config
@@ -40,12 +42,11 @@ def test_manifest_errors_name_the_directory_and_the_head(tmp_path: Path) -> None
 
 
 def test_a_bare_encoder_has_nothing_to_score_with(tmp_path: Path, tiny_model_dir: Path) -> None:
-    Manifest("encoder", "none", "pretrain").save(tiny_model_dir)
-    try:
-        with pytest.raises(ValueError, match=r"bare encoder .*pretrain stage.*models/finetune"):
-            load_trained(tiny_model_dir)
-    finally:
-        (tiny_model_dir / "bertfit_model.json").unlink()
+    encoder_dir = tmp_path / "encoder"  # a copy: the session's tiny model stays unmarked
+    shutil.copytree(tiny_model_dir, encoder_dir)
+    Manifest("encoder", "none", "pretrain").save(encoder_dir)
+    with pytest.raises(ValueError, match=r"bare encoder .*pretrain stage.*models/finetune"):
+        load_trained(encoder_dir)
 
 
 def test_family_comes_from_the_config_not_the_name(tiny_model_dir: Path) -> None:
@@ -56,8 +57,6 @@ def test_family_comes_from_the_config_not_the_name(tiny_model_dir: Path) -> None
 
 
 def test_task_round_trips_through_the_on_disk_contract(tmp_path: Path) -> None:
-    import pandas as pd
-
     task = Task("qlen", [], problem="regression", metric="pearson", domain="question")
     rows = pd.DataFrame({"text": ["a b", "c"], "label": [2.0, 1.0]})
     write_task(task, {"train": rows}, ["unlabelled"], tmp_path / "qlen")

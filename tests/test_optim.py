@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 from datasets import Dataset
-from transformers import TrainingArguments
+from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
 
-from bertfit.models.loading import load_classifier
+from bertfit.models.loading import load_classifier, load_tokenizer
 from bertfit.training.optim import layer_depth
 from bertfit.training.trainer import BertfitTrainer
 
@@ -92,10 +92,6 @@ def test_layer_decay_one_trains_exactly_as_the_stock_trainer(
     pretrain and multitask run through BertfitTrainer with layer_decay 1.0, where they used the
     stock Trainer before; their results must not move.
     """
-    from transformers import DataCollatorWithPadding, Trainer, set_seed
-
-    from bertfit.models.loading import load_tokenizer
-
     tokenizer = load_tokenizer(str(tiny_model_dir))
     texts = [r["text"] for r in trec_sample["train"][:32]]
     rows = tokenizer(texts, truncation=True, max_length=32)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import shlex
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -134,30 +135,32 @@ def fail_listing(problem: str, paths: dict[str, list[PurePosixPath]]) -> None:
         pytest.fail("\n".join(lines), pytrace=False)
 
 
+def per_stage(find: Callable[[str, dict], list[PurePosixPath]]) -> dict[str, list[PurePosixPath]]:
+    """`find(name, stage)` for every stage of dvc.yaml, keeping the stages where it found any."""
+    return {name: found for name, stage in dvc_stages().items() if (found := find(name, stage))}
+
+
 def test_stage_deps_cover_the_modules_the_stage_imports() -> None:
-    missing: dict[str, list[PurePosixPath]] = {}
-    for name, stage in dvc_stages().items():
+    def uncovered(name: str, stage: dict) -> list[PurePosixPath]:
         deps = stage_deps(stage)
-        uncovered = [path for path in stage_code(name, stage) if not covered(path, deps)]
-        if uncovered:
-            missing[name] = uncovered
-    fail_listing("dvc.yaml: these stages run code their deps do not list; add them:", missing)
+        return [path for path in stage_code(name, stage) if not covered(path, deps)]
+
+    fail_listing(
+        "dvc.yaml: these stages run code their deps do not list; add them:", per_stage(uncovered)
+    )
 
 
 def test_stage_deps_on_code_exist() -> None:
-    stale: dict[str, list[PurePosixPath]] = {}
-    for name, stage in dvc_stages().items():
+    def gone(_: str, stage: dict) -> list[PurePosixPath]:
         code_deps = [dep for dep in stage_deps(stage) if covered(dep, CHECKED_PREFIXES)]
-        gone = [dep for dep in code_deps if not (PROJECT_ROOT / dep).exists()]
-        if gone:
-            stale[name] = gone
-    fail_listing("dvc.yaml: these deps do not exist; remove or rename them:", stale)
+        return [dep for dep in code_deps if not (PROJECT_ROOT / dep).exists()]
+
+    fail_listing("dvc.yaml: these deps do not exist; remove or rename them:", per_stage(gone))
 
 
 def test_each_stage_lists_its_own_script_in_deps() -> None:
-    unlisted: dict[str, list[PurePosixPath]] = {}
-    for name, stage in dvc_stages().items():
+    def unlisted(name: str, stage: dict) -> list[PurePosixPath]:
         script = stage_script(name, stage)
-        if not covered(script, stage_deps(stage)):
-            unlisted[name] = [script]
-    fail_listing("dvc.yaml: add each stage's script to its deps:", unlisted)
+        return [] if covered(script, stage_deps(stage)) else [script]
+
+    fail_listing("dvc.yaml: add each stage's script to its deps:", per_stage(unlisted))
