@@ -200,4 +200,5 @@ def tiny_t5_dir(
     tmp_path_factory: pytest.TempPathFactory, trec_sample: dict[str, list[dict]]
 ) -> Path:
     texts = [r["text"] for rows in trec_sample.values() for r in rows]
-    return build_tiny_t5(tmp_path_factory.mktemp("tiny") / "t5", texts)
+    prefixes = ["trec: ", "mrpc sentence1: ", "sentence2: ", "toy: ", "q: ", "yes", "no"]
+    return build_tiny_t5(tmp_path_factory.mktemp("tiny") / "t5", texts + prefixes)

@@ -89,7 +89,7 @@ def train_unigram_tokenizer(texts: list[str], vocab_size: int) -> T5Tokenizer:
         unk_id=2,
         bos_id=-1,
         hard_vocab_limit=False,
-        character_coverage=1.0 if vocab_size > 4000 else 0.9995,
+        character_coverage=1.0,  # every character of the corpus, prefixes' colons included
         num_threads=1,  # deterministic
         minloglevel=2,
     )
@@ -123,9 +123,7 @@ def build_scratch_model(
 ) -> Path:
     """Train the tokenizer, initialise the model with `seed`, save both as a HF directory."""
     if data["model_type"] in UNIGRAM_TYPES:
-        tokenizer: PreTrainedTokenizerBase = train_unigram_tokenizer(
-            texts, data["vocab_size"]
-        )
+        tokenizer: PreTrainedTokenizerBase = train_unigram_tokenizer(texts, data["vocab_size"])
     else:
         tokenizer = train_wordpiece_tokenizer(texts, data["vocab_size"])
     tokenizer.model_max_length = max_seq_length

@@ -88,16 +88,16 @@ def manifest_head(head: HeadSpec | None) -> str:
 
 
 def finetune_manifest(
-    family: str, prep: Preprocessing, task: Task, head: HeadSpec | None
+    family: str, prep: Preprocessing, task: Task, head: HeadSpec | None, head_config: dict
 ) -> Manifest:
     """What the saved directory holds: the head, the task and how its inputs were built."""
     return Manifest(
         family=family,
-        head=manifest_head(head),
+        head="text2text" if family == "seq2seq" else manifest_head(head),
         stage="finetune",
         preprocessing=prep,
         task=task,
-        head_config=asdict(head) if head else {},
+        head_config=asdict(head) if head else head_config,
     )
 
 
@@ -107,6 +107,8 @@ def start_from_multitask(
     """finetune.init_head_from_multitask: the target's multitask head, when it fits."""
     if not params.init_head_from_multitask:
         return False
+    if not hasattr(model, "config") or model.config.is_encoder_decoder:
+        return False  # a text-to-text model has no head: multitask trained the model itself
     if head is not None:
         log.info("the %s head is not the stock classifier: it starts fresh", task.name)
         return False
@@ -135,14 +137,22 @@ def finetune(
     encoder = family.encoder(tokenizer, prep)
     if params.max_train_samples is not None and params.max_train_samples < len(train_df):
         train_df = train_df.sample(n=params.max_train_samples, random_state=params.seed)
-    train_ds = encoder.labelled(train_df, task, "train")
+    config = family.head_config(task, train_df, params.label_scoring)
+    train_ds = family.training_set(
+        encoder.labelled(train_df, task, "train"), task, tokenizer, config
+    )
     validation = ValidationSet(
         task,
         encoder.labelled(validation_df, task, "validation"),
         selection_metric(params.metric_for_best_model, task),
     )
     collator = family.collator(tokenizer, prep)
-    selection = Selection([validation], family.score, collator, params.per_device_eval_batch_size)
+    selection = Selection(
+        [validation],
+        lambda t: family.scorer(t, tokenizer, config),
+        collator,
+        params.per_device_eval_batch_size,
+    )
     # one work directory, the same path on every process when launched with accelerate/torchrun
     work_dir = output_dir.parent / f".{output_dir.name}-work"
     args = finetune_arguments(params, work_dir)
@@ -158,6 +168,7 @@ def finetune(
             epochs=params.num_train_epochs,
             layer_decay=params.layer_decay,
             truncation=f"{params.truncation} at {max_seq_length} tokens",
+            family=family.name,
             head=manifest_head(head),
             selected_on=validation.metric,
         )
@@ -168,7 +179,7 @@ def finetune(
         return {}
 
     tokenizer.model_max_length = max_seq_length  # pipeline() truncates to it; head-only there
-    manifest = finetune_manifest(family.name, prep, task, head)
+    manifest = finetune_manifest(family.name, prep, task, head, config)
 
     def save(staged: Path) -> None:
         family.save(trainer.accelerator.unwrap_model(trainer.model), staged)
