@@ -110,7 +110,9 @@ def test_rank_scores_equal_a_naive_loop_per_label(tiny_t5_dir: Path, label_scori
     torch.manual_seed(0)
     model = AutoModelForSeq2SeqLM.from_pretrained(tiny_t5_dir).eval()
     tokenizer = load_tokenizer(str(tiny_t5_dir))
-    task = Task("q", ["a", "b", "c"], label_words={"a": "city", "b": "the name of the river", "c": "?"})
+    task = Task(
+        "q", ["a", "b", "c"], label_words={"a": "city", "b": "the name of the river", "c": "?"}
+    )
     targets = label_targets(tokenizer, task, task.words())
     assert len({len(t) for t in targets}) > 1  # unequal lengths: padding must not count
     df = pd.DataFrame({"text": ["what is it ?", "who was the man in the city ?"], "label": "a"})
@@ -132,13 +134,17 @@ def test_regression_targets_are_numbers_on_a_0_2_grid(tiny_t5_dir: Path) -> None
     family = Seq2SeqFamily()
     config = family.head_config(task, pd.DataFrame({"label": [0.0, 1.37, 5.0]}), "sum")
     df = pd.DataFrame({"text": ["a", "b"], "text_pair": ["c", "d"], "label": [1.37, 4.9]})
-    ds = family.training_set(family.encoder(tokenizer, PREP).labelled(df, task, "train"), task,
-                             tokenizer, config)
+    ds = family.training_set(
+        family.encoder(tokenizer, PREP).labelled(df, task, "train"), task, tokenizer, config
+    )
     assert tokenizer.decode(ds[0]["labels"], skip_special_tokens=True) == "1.4"
     assert tokenizer.decode(ds[1]["labels"], skip_special_tokens=True) == "4.8"
     model = AutoModelForSeq2SeqLM.from_pretrained(tiny_t5_dir)
     scores = predict_scores(
-        model, ds.remove_columns("labels"), 2, family.collator(tokenizer, PREP),
+        model,
+        ds.remove_columns("labels"),
+        2,
+        family.collator(tokenizer, PREP),
         family.scorer(task, tokenizer, config),
     )
     assert scores.shape == (2, 1) and set(scores[:, 0]) <= set(np.float32(values))
@@ -150,8 +156,14 @@ def test_a_separable_task_is_learned_and_the_saved_model_scores_the_same(
     train, validation = separable(64, 0), separable(32, 1)
     task = Task("toy", ["no", "yes"])
     metrics = finetune(
-        str(tiny_t5_dir), task, train, validation, seq2seq_params(), 48,
-        tmp_path / "model", tmp_path / "reports",
+        str(tiny_t5_dir),
+        task,
+        train,
+        validation,
+        seq2seq_params(),
+        48,
+        tmp_path / "model",
+        tmp_path / "reports",
     )
     loss = pd.read_csv(tmp_path / "reports" / "loss.csv")["loss"].to_numpy()
     assert loss[-1] < 0.5 * loss[0]
@@ -170,8 +182,9 @@ def test_a_separable_task_is_learned_and_the_saved_model_scores_the_same(
     # a standard seq2seq directory: transformers alone loads it and writes a label word
     model = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "model")
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "model")
-    out = model.generate(**tokenizer(["toy: what is the city ?"], return_tensors="pt"),
-                         max_new_tokens=3)
+    out = model.generate(
+        **tokenizer(["toy: what is the city ?"], return_tensors="pt"), max_new_tokens=3
+    )
     assert tokenizer.decode(out[0], skip_special_tokens=True).strip() in ("yes", "no")
 
 
@@ -180,8 +193,16 @@ def test_both_adafactor_modes_train(tmp_path: Path, tiny_t5_dir: Path) -> None:
     task = Task("toy", ["no", "yes"])
     for relative in (False, True):
         params = seq2seq_params(adafactor_relative_step=relative, num_train_epochs=2)
-        finetune(str(tiny_t5_dir), task, train, train, params, 48,
-                 tmp_path / f"m{relative}", tmp_path / f"r{relative}")
+        finetune(
+            str(tiny_t5_dir),
+            task,
+            train,
+            train,
+            params,
+            48,
+            tmp_path / f"m{relative}",
+            tmp_path / f"r{relative}",
+        )
         loss = pd.read_csv(tmp_path / f"r{relative}" / "loss.csv")
         assert np.isfinite(loss["loss"]).all()
 

@@ -140,9 +140,7 @@ class Seq2SeqFamily:
     ) -> Text2TextEncoder:
         return Text2TextEncoder(tokenizer, prep, section)
 
-    def collator(
-        self, tokenizer: PreTrainedTokenizerBase, prep: Preprocessing
-    ) -> Seq2SeqCollator:
+    def collator(self, tokenizer: PreTrainedTokenizerBase, prep: Preprocessing) -> Seq2SeqCollator:
         """Dynamic padding of inputs, and of target ids with -100 (ignored by the loss)."""
         return Seq2SeqCollator(
             tokenizer, label_pad_token_id=-100, pad_to_multiple_of=pad_multiple()
