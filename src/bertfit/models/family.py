@@ -84,6 +84,10 @@ class EncoderFamily:
         collate = ChunkCollator if prep.truncation == "hierarchical" else DataCollatorWithPadding
         return collate(tokenizer, pad_to_multiple_of=pad_multiple())
 
+    def head_name(self, head: HeadSpec | None) -> str:
+        """The manifest's name for the classifier: the stock head, or a pooled one."""
+        return "stock" if head is None else "pooled"
+
     def score(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         """[batch, num_labels]: class logits, or the one regression output."""
         return model(**batch).logits
@@ -146,6 +150,9 @@ class Seq2SeqFamily:
             tokenizer, label_pad_token_id=-100, pad_to_multiple_of=pad_multiple()
         )
 
+    def head_name(self, head: HeadSpec | None) -> str:
+        return "text2text"  # no head: the LM head writes the label words
+
     def head_config(self, task: Task, train: Any, label_scoring: str) -> dict[str, Any]:
         """How the model's label words are scored; regression: the value grid of the train set."""
         config: dict[str, Any] = {"label_scoring": label_scoring}
@@ -176,7 +183,16 @@ class Seq2SeqFamily:
 
 
 def load_seq2seq(model_name: str) -> nn.Module:
-    return AutoModelForSeq2SeqLM.from_pretrained(resolve_model_name(model_name), **LOAD_KWARGS)
+    """The model with its LM head (AutoModelForSeq2SeqLM); a readable error for other kinds."""
+    config = load_config(model_name)
+    try:
+        return AutoModelForSeq2SeqLM.from_pretrained(resolve_model_name(model_name), **LOAD_KWARGS)
+    except ValueError as err:
+        raise ValueError(
+            f"model.name {model_name!r} ({config.model_type}): this architecture has no "
+            f"seq2seq LM form ({str(err).splitlines()[0]}); the text-to-text family needs an "
+            "AutoModelForSeq2SeqLM model such as T5, mT5 or BART"
+        ) from err
 
 
 Family = EncoderFamily | Seq2SeqFamily

@@ -7,6 +7,9 @@ core (training.trainer): AdamW with decoupled weight decay, layer-wise learning-
 warm-up then linear decay, dynamic padding. The best epoch is chosen on the validation split
 and never on test (training.selection): the reference code scored its "dev" set, which was the
 test set, every epoch.
+
+A seq2seq model (models.family's `seq2seq`) goes through the same body: the model itself is the
+classifier, trained on its label words' token ids, and validation ranks the label words.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from transformers import TrainerCallback, TrainingArguments, set_seed
 
 from bertfit.data.encoding import Preprocessing
 from bertfit.data.tasks import Task
-from bertfit.models.family import family_for
+from bertfit.models.family import Family, family_for
 from bertfit.models.heads import load_task_head
 from bertfit.models.loading import check_max_seq_length, load_tokenizer
 from bertfit.models.manifest import Manifest
@@ -83,17 +86,13 @@ class EvaluationSeedDraw(TrainerCallback):
         torch.empty((), dtype=torch.int64).random_()
 
 
-def manifest_head(head: HeadSpec | None) -> str:
-    return "stock" if head is None else "pooled"
-
-
 def finetune_manifest(
-    family: str, prep: Preprocessing, task: Task, head: HeadSpec | None, head_config: dict
+    family: Family, prep: Preprocessing, task: Task, head: HeadSpec | None, head_config: dict
 ) -> Manifest:
     """What the saved directory holds: the head, the task and how its inputs were built."""
     return Manifest(
-        family=family,
-        head="text2text" if family == "seq2seq" else manifest_head(head),
+        family=family.name,
+        head=family.head_name(head),
         stage="finetune",
         preprocessing=prep,
         task=task,
@@ -169,7 +168,7 @@ def finetune(
             layer_decay=params.layer_decay,
             truncation=f"{params.truncation} at {max_seq_length} tokens",
             family=family.name,
-            head=manifest_head(head),
+            head=family.head_name(head),
             selected_on=validation.metric,
         )
     )
@@ -179,7 +178,7 @@ def finetune(
         return {}
 
     tokenizer.model_max_length = max_seq_length  # pipeline() truncates to it; head-only there
-    manifest = finetune_manifest(family.name, prep, task, head, config)
+    manifest = finetune_manifest(family, prep, task, head, config)
 
     def save(staged: Path) -> None:
         family.save(trainer.accelerator.unwrap_model(trainer.model), staged)

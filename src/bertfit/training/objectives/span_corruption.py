@@ -42,14 +42,10 @@ import numpy as np
 import torch
 from datasets import Dataset
 from torch import nn
-from transformers import AutoModelForSeq2SeqLM, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from bertfit.models.loading import (
-    LOAD_KWARGS,
-    check_max_seq_length,
-    load_config,
-    resolve_model_name,
-)
+from bertfit.models.family import load_seq2seq, pad_multiple
+from bertfit.models.loading import check_max_seq_length
 from bertfit.params import PretrainParams
 from bertfit.training.objectives.mlm import cap_heldout, fixed_masks
 
@@ -353,18 +349,6 @@ def span_scores(model: PreTrainedModel, batches: list[dict[str, torch.Tensor]]) 
     }
 
 
-def load_seq2seq_lm(model_name: str) -> PreTrainedModel:
-    config = load_config(model_name)
-    try:
-        return AutoModelForSeq2SeqLM.from_pretrained(resolve_model_name(model_name), **LOAD_KWARGS)
-    except ValueError as err:
-        raise ValueError(
-            f"model.name {model_name!r} ({config.model_type}): this architecture has no "
-            f"seq2seq LM form ({str(err).splitlines()[0]}); span corruption needs a T5-family "
-            f"model, or use pretrain.corpus: none"
-        ) from err
-
-
 class SpanCorruption:
     """Further pretraining with T5's span-corruption objective, as the pretrain stage runs it."""
 
@@ -390,7 +374,7 @@ class SpanCorruption:
         )
 
     def load_model(self) -> PreTrainedModel:
-        model = load_seq2seq_lm(self.model_name)
+        model = load_seq2seq(self.model_name)
         # T5's relative positions set no limit; families with absolute positions do
         check_max_seq_length(model.config, self.params.max_seq_length, self.model_name)
         return model
@@ -405,7 +389,7 @@ class SpanCorruption:
             mean_noise_span_length=self.params.mean_noise_span_length,
             input_length=self.params.max_seq_length,
             target_length=self.target_length,
-            pad_to_multiple_of=8 if torch.cuda.is_available() else None,
+            pad_to_multiple_of=pad_multiple(),
         )
 
     def heldout(
