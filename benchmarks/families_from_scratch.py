@@ -1,15 +1,18 @@
 """Both model families built from scratch on the target, through all five stages, same budget.
 
 Offline nothing pretrained of the text-to-text family exists, so the two families are compared
-on equal terms: each model is built by collect from a config in configs/ (T5 4+4 blocks, d 256,
-9.4 M parameters; BERT 8 blocks, hidden 256, 8.6 M) with a tokenizer of the same size trained on
+on equal terms: each model is built by collect from a config in configs/ (`--size small`: T5
+4+4 blocks, d 256, 9.4 M parameters, and BERT 8 blocks, hidden 256, 8.6 M; `--size mini`: T5
+2+2 blocks, d 128, and BERT 4 blocks, hidden 128) with a tokenizer of the same size trained on
 the same text (sentencepiece unigram for T5, WordPiece for BERT), then runs the same pretrain
 steps (span corruption / masked LM on the same corpus), multitask steps, finetune epochs,
 batch sizes and max_seq_length. Each family keeps the optimiser its recipe uses from scratch
-(T5: Adafactor at a fixed 1e-3; BERT: AdamW at --encoder-lr). These are not pretrained-model
-numbers: they show the pipeline working for both families, not what t5-small would reach.
+(T5: Adafactor at a fixed --seq2seq-lr, or in its relative-step mode; BERT: AdamW at
+--encoder-lr). These are not pretrained-model numbers: they show the pipeline working for both
+families, not what t5-small would reach.
 
-    .venv/bin/python benchmarks/families_from_scratch.py --pretrain-steps 300 --epochs 3
+    .venv/bin/python benchmarks/families_from_scratch.py --size mini --pretrain-steps 300 \
+        --multitask-steps 200 --epochs 6 --encoder-lr 1e-3 --seq2seq-relative-step
 
 Prints a table (wall time per stage, test accuracy, generate validity for T5) and writes it to
 reports/benchmarks/families_from_scratch.json.
@@ -40,7 +43,16 @@ STAGES = {
     "finetune": finetune,
     "evaluate": evaluate,
 }
-CONFIGS = {"seq2seq": "configs/t5-small-scratch.json", "encoder": "configs/bert-small-scratch.json"}
+SIZES = {
+    "small": {
+        "seq2seq": "configs/t5-small-scratch.json",
+        "encoder": "configs/bert-small-scratch.json",
+    },
+    "mini": {
+        "seq2seq": "configs/t5-mini-scratch.json",
+        "encoder": "configs/bert-mini-scratch.json",
+    },
+}
 
 
 def stage_argv(work: Path, params_file: Path) -> dict[str, list[str]]:
@@ -61,9 +73,15 @@ def stage_argv(work: Path, params_file: Path) -> dict[str, list[str]]:
 
 def family_params(base: dict[str, Any], family: str, args: argparse.Namespace) -> dict[str, Any]:
     params = json.loads(json.dumps(base))
-    params["model"] = {"name": f"scratch:{CONFIGS[family]}", "max_seq_length": args.max_seq_length}
+    config = SIZES[args.size][family]
+    params["model"] = {"name": f"scratch:{config}", "max_seq_length": args.max_seq_length}
     if family == "seq2seq":
-        optimiser = {"optimizer": "adafactor", "learning_rate": 1e-3, "layer_decay": 1.0}
+        optimiser = {
+            "optimizer": "adafactor",
+            "adafactor_relative_step": args.seq2seq_relative_step,
+            "learning_rate": args.seq2seq_lr,
+            "layer_decay": 1.0,
+        }
     else:
         optimiser = {"optimizer": "adamw", "learning_rate": args.encoder_lr, "layer_decay": 1.0}
     params["pretrain"] |= optimiser | {
@@ -102,7 +120,7 @@ def run_family(family: str, args: argparse.Namespace, base: dict[str, Any]) -> d
     pt, ev = reports["pretrain"], reports["evaluate"]
     return {
         "family": family,
-        "config": CONFIGS[family],
+        "config": SIZES[args.size][family],
         "seconds": seconds,
         "total_s": round(sum(seconds.values()), 1),
         "heldout_loss": [pt["heldout_before"]["loss"], pt["heldout_after"]["loss"]],
@@ -120,8 +138,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--multitask-steps", type=int, default=0, help="0: multitask off")
     parser.add_argument("--epochs", type=float, default=3)
     parser.add_argument("--max-seq-length", type=int, default=128)
-    parser.add_argument("--encoder-lr", type=float, default=5e-4)
-    parser.add_argument("--families", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--encoder-lr", type=float, default=5e-4, help="AdamW")
+    parser.add_argument("--seq2seq-lr", type=float, default=1e-3, help="Adafactor, fixed rate")
+    parser.add_argument(
+        "--seq2seq-relative-step",
+        action="store_true",
+        help="Adafactor's own step size (relative step, warm-up init) instead of the fixed rate",
+    )
+    parser.add_argument("--size", choices=list(SIZES), default="small")
+    parser.add_argument("--families", nargs="+", default=["seq2seq", "encoder"])
     parser.add_argument(
         "--out", type=Path, default=ROOT / "reports/benchmarks/families_from_scratch.json"
     )
