@@ -3,7 +3,7 @@
 Reads params.yaml (target, tasks, model, collect, pretrain.corpus, multitask.enabled/tasks) and
 the sources; writes data/tasks/<task>/{train,validation,test,unlabeled}.parquet and labels.json for
 the target, the tasks its corpus needs and the multitask set, data/corpus/{train,heldout}.parquet,
-and reports/collect/stats.json.
+data/scratch/ (the model built for a `scratch:` model.name) and reports/collect/stats.json.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from pathlib import Path
 from bertfit.cli import configure_logging, stage_parser
 from bertfit.data.collect import collect
 from bertfit.data.sources import project_root
-from bertfit.models.loading import load_tokenizer
 from bertfit.params import parse_section, parse_target, parse_tasks, read_params_file
 
 log = logging.getLogger("stages.collect")
@@ -30,6 +29,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--stats-file", type=Path, required=True)
+    parser.add_argument(
+        "--scratch-dir",
+        type=Path,
+        required=True,
+        help="where a model.name 'scratch:<config.json>' is built (else a note only)",
+    )
     args = parser.parse_args(argv)
     configure_logging()
 
@@ -50,17 +55,17 @@ def main(argv: list[str] | None = None) -> None:
         params,
     )
 
-    tokenizer = load_tokenizer(model.name)  # stats count tokens as the model will see them
     collect(
         tasks,
         target,
         corpus,
         params,
-        tokenizer,
+        model.name,
         model.max_seq_length,
         project_root(args.root),
         args.data_dir,
         args.stats_file,
+        args.scratch_dir,
         multitask_tasks,
     )
 

@@ -1,7 +1,8 @@
 """pretrain: further masked-LM pretraining of the base model on the collected corpus.
 
-Reads params.yaml (model, pretrain) and data/corpus/{train,heldout}.parquet; writes models/pretrain/
-(a standard HF encoder directory with tokenizer; the base model unchanged for `corpus: none`),
+Reads params.yaml (model, pretrain), data/corpus/{train,heldout}.parquet and, for a model built
+from scratch, data/scratch/; writes models/pretrain/ (a standard HF directory with tokenizer: an
+encoder, or a seq2seq model; the base model unchanged for `corpus: none`),
 reports/pretrain/{metrics.json,loss.csv}, and resumable checkpoints in checkpoints/pretrain/.
 """
 
@@ -11,6 +12,7 @@ import logging
 from pathlib import Path
 
 from bertfit.cli import configure_logging, stage_parser
+from bertfit.models.scratch import scratch_model_dir
 from bertfit.params import parse_section, read_params_file
 from bertfit.training.pretrain import pretrain
 
@@ -23,6 +25,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model-dir", type=Path, required=True)
     parser.add_argument("--report-dir", type=Path, required=True)
     parser.add_argument("--checkpoint-dir", type=Path, required=True)
+    parser.add_argument(
+        "--scratch-dir",
+        type=Path,
+        required=True,
+        help="collect's scratch output: the start for a model.name 'scratch:<config.json>'",
+    )
     args = parser.parse_args(argv)
     configure_logging()
 
@@ -30,9 +38,8 @@ def main(argv: list[str] | None = None) -> None:
     model = parse_section(data, "model", str(args.params))
     params = parse_section(data, "pretrain", str(args.params))
     log.info("model %s; %s", model.name, params)
-    pretrain(
-        model.name, args.corpus_dir, params, args.model_dir, args.report_dir, args.checkpoint_dir
-    )
+    start = scratch_model_dir(model.name, args.scratch_dir)
+    pretrain(start, args.corpus_dir, params, args.model_dir, args.report_dir, args.checkpoint_dir)
 
 
 if __name__ == "__main__":

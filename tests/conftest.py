@@ -26,6 +26,8 @@ TINY_PRETRAIN = {
     "max_seq_length": 32,
     "packing": True,
     "mlm_probability": 0.15,
+    "noise_density": 0.15,
+    "mean_noise_span_length": 3.0,
     "whole_word_mask": False,
     "optimizer": "adamw",
     "adafactor_relative_step": False,
@@ -71,6 +73,7 @@ TINY_FINETUNE = {
     "max_train_samples": None,
     "logging_steps": 5,
     "init_head_from_multitask": True,
+    "label_scoring": "sum",
     "mixed_precision": "no",
 }
 
@@ -80,6 +83,8 @@ TINY_MULTITASK = {
     "seed": 2,
     "sampling": "proportional",
     "temperature": 2.0,
+    "mixing_limit": None,
+    "label_scoring": "sum",
     "optimizer": "adamw",
     "adafactor_relative_step": False,
     "learning_rate": 1e-3,
@@ -156,6 +161,23 @@ def build_tiny_bert(
     return model_dir
 
 
+def build_tiny_t5(model_dir: Path, texts: list[str], vocab_size: int = 400) -> Path:
+    """A 2-layer T5 (d_model 32) with a sentencepiece unigram tokenizer trained on `texts`."""
+    from bertfit.models.scratch import build_scratch_model
+
+    config = {
+        "model_type": "t5",
+        "vocab_size": vocab_size,
+        "d_model": 32,
+        "d_kv": 8,
+        "d_ff": 64,
+        "num_layers": 2,
+        "num_heads": 4,
+        "dropout_rate": 0.0,
+    }
+    return build_scratch_model(config, texts, model_dir, seed=0, max_seq_length=128)
+
+
 @pytest.fixture(scope="session")
 def trec_sample(shared_datasets: Path) -> dict[str, list[dict]]:
     """The first rows of the real TREC splits (6 labels, short questions)."""
@@ -171,3 +193,12 @@ def tiny_model_dir(
 ) -> Path:
     texts = [r["text"] for rows in trec_sample.values() for r in rows]
     return build_tiny_bert(tmp_path_factory.mktemp("tiny") / "bert", texts)
+
+
+@pytest.fixture(scope="session")
+def tiny_t5_dir(
+    tmp_path_factory: pytest.TempPathFactory, trec_sample: dict[str, list[dict]]
+) -> Path:
+    texts = [r["text"] for rows in trec_sample.values() for r in rows]
+    prefixes = ["trec: ", "mrpc sentence1: ", "sentence2: ", "toy: ", "q: ", "yes", "no"]
+    return build_tiny_t5(tmp_path_factory.mktemp("tiny") / "t5", texts + prefixes)

@@ -175,7 +175,8 @@ def test_evaluate_stage_scores_a_hierarchical_model(
     (task_dir / "labels.json").write_text(json.dumps({"task": "imdb", "labels": ["neg", "pos"]}))
     params = tmp_path / "params.yaml"
     params.write_text("target: imdb\ntasks: {imdb: {domain: s, source: {kind: files, train: x}}}\n"
-                      "evaluate: {per_device_eval_batch_size: 8, mixed_precision: auto}\n"
+                      "evaluate: {per_device_eval_batch_size: 8, mixed_precision: auto,\n"
+                      "           prediction: rank}\n"
                       )  # fmt: skip
     evaluate_stage.main(["--params", str(params), "--data-dir", str(tmp_path / "data"),
                          "--model-dir", str(tmp_path / "model"),

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import filecmp
+import json
 import logging
 import math
 from collections import Counter
@@ -12,6 +13,7 @@ import torch
 from datasets import Dataset
 from transformers import (
     AutoModel,
+    AutoModelForSeq2SeqLM,
     AutoModelForSequenceClassification,
     GPT2Config,
     GPT2Model,
@@ -228,3 +230,37 @@ def test_stage_params_report_mlm_probability_error(tmp_path: Path) -> None:
     data = {"pretrain": PARAMS | {"mlm_probability": 1.5}}
     with pytest.raises(ValueError, match=r"pretrain.mlm_probability: .*got 1.5"):
         parse_section(data, "pretrain")
+
+
+def test_a_seq2seq_model_is_pretrained_by_span_corruption(
+    tmp_path: Path, tiny_t5_dir: Path, corpus_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="bertfit.training.pretrain"):
+        metrics = run(tmp_path, tiny_t5_dir, corpus_dir, learning_rate=1e-2)
+    summary = [r.getMessage() for r in caplog.records if r.getMessage().startswith("pretrain ")]
+    assert "(span_corruption)" in summary[0] and "noise density 0.15" in summary[0]
+    before, after = metrics["heldout_before"], metrics["heldout_after"]
+    assert before["target_tokens"] == after["target_tokens"] > 0  # the same fixed noise
+    assert after["loss"] < before["loss"]
+    manifest = json.loads((tmp_path / "out" / "bertfit_model.json").read_text())
+    assert (manifest["family"], manifest["head"], manifest["stage"]) == (
+        "seq2seq",
+        "none",
+        "pretrain",
+    )
+    AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "out")  # a standard seq2seq directory
+
+
+def test_a_killed_span_corruption_run_resumes(
+    tmp_path: Path, tiny_t5_dir: Path, corpus_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class InterruptedTrainer(core.BertfitTrainer):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, callbacks=[Interrupt()], **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(core, "BertfitTrainer", InterruptedTrainer)
+        with pytest.raises(KeyboardInterrupt):
+            run(tmp_path, tiny_t5_dir, corpus_dir)
+    metrics = run(tmp_path, tiny_t5_dir, corpus_dir)
+    assert metrics["resumed_from_step"] == 10 and metrics["steps"] == 20

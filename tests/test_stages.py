@@ -29,7 +29,11 @@ def write_params(path: Path, model_name: str, tasks: dict, target: str, **overri
         "pretrain": dict(TINY_PRETRAIN),
         "multitask": dict(TINY_MULTITASK) | {"enabled": False},
         "finetune": dict(TINY_FINETUNE),
-        "evaluate": {"per_device_eval_batch_size": 32, "mixed_precision": "auto"},
+        "evaluate": {
+            "per_device_eval_batch_size": 32,
+            "mixed_precision": "auto",
+            "prediction": "rank",
+        },
     }
     for section, values in overrides.items():
         params[section] = params.get(section, {}) | values
@@ -148,6 +152,75 @@ def question_length_task(tmp_path: Path, trec_sample: dict) -> dict:
             "split": {"validation_ratio": 0.2, "test_ratio": 0.1},
         }
     }
+
+
+TINY_T5 = {
+    "model_type": "t5",
+    "vocab_size": 400,
+    "d_model": 32,
+    "d_kv": 8,
+    "d_ff": 64,
+    "num_layers": 2,
+    "num_heads": 4,
+    "dropout_rate": 0.0,
+}
+
+
+@pytest.mark.slow
+def test_text_to_text_chain_from_scratch(
+    tmp_path: Path, trec_files: dict, trec_sample: dict
+) -> None:
+    """A T5 built by collect (sentencepiece trained on the data) through all five stages."""
+    (tmp_path / "t5.json").write_text(json.dumps(TINY_T5), encoding="utf-8")
+    tasks = trec_files | question_length_task(tmp_path, trec_sample)
+    tasks["trec"] = tasks["trec"] | {"label_words": {"HUM": "person", "LOC": "place"}}
+    seq2seq = {"optimizer": "adafactor", "learning_rate": 3e-3, "layer_decay": 1.0}
+    params_file = write_params(
+        tmp_path / "params.yaml",
+        "scratch:t5.json",
+        tasks,
+        "trec",
+        pretrain={"learning_rate": 1e-2, "max_steps": 20} | seq2seq,
+        multitask={"enabled": True, "tasks": ["trec", "qlen"], "mixing_limit": 100} | seq2seq,
+        finetune={"num_train_epochs": 3} | seq2seq,
+        evaluate={"prediction": "generate"},
+    )
+    c = Chain(tmp_path, params_file, tmp_path)
+    c.all()
+
+    scratch = c.paths["collect"]["--scratch-dir"]
+    tokenizer = json.loads((scratch / "tokenizer_config.json").read_text())
+    assert tokenizer["tokenizer_class"] == "T5Tokenizer"
+    vocab = json.loads((scratch / "tokenizer.json").read_text())["model"]["vocab"]
+    assert [piece for piece, _ in vocab[:3]] == ["<pad>", "</s>", "<unk>"]
+    trec = json.loads((c.data / "tasks" / "trec" / "labels.json").read_text())
+    assert trec["label_words"] == {"HUM": "person", "LOC": "place"}
+
+    pt = json.loads((c.pt_reports / "metrics.json").read_text())
+    assert pt["steps"] == 20
+    assert pt["heldout_after"]["loss"] < pt["heldout_before"]["loss"]
+    manifest = json.loads((c.multitasked / "bertfit_model.json").read_text())
+    assert (manifest["family"], manifest["head"]) == ("seq2seq", "text2text")
+    grid = manifest["heads"]["qlen"]["head_config"]["values"]
+    words = pd.read_parquet(c.data / "tasks" / "qlen" / "train.parquet")["label"]
+    assert grid[0] <= words.min() and grid[-1] >= words.max()
+    assert grid[1] - grid[0] == pytest.approx(0.2)
+    mt = json.loads((c.mt_reports / "metrics.json").read_text())
+    assert set(mt["validation"]) == {"trec", "qlen"}
+
+    ft_manifest = json.loads((c.model / "bertfit_model.json").read_text())
+    assert (ft_manifest["family"], ft_manifest["stage"]) == ("seq2seq", "finetune")
+    metrics = json.loads((c.ev_reports / "metrics.json").read_text())
+    predictions = pd.read_parquet(c.predictions)
+    labels = json.loads((c.data / "tasks" / "trec" / "labels.json").read_text())["labels"]
+    assert set(predictions["predicted"]) <= set(labels)  # ranking: always a valid label
+    assert metrics["accuracy"] == pytest.approx(
+        accuracy_score(predictions["label"], predictions["predicted"])
+    )
+    assert 0 <= metrics["generate_valid_share"] <= 1
+    words = ["person", "place", *[x for x in labels if x not in ("HUM", "LOC")]]
+    valid = predictions["generated"].isin(words).mean()
+    assert metrics["generate_valid_share"] == pytest.approx(valid)
 
 
 def test_chain_on_tiny_model(

@@ -2,7 +2,9 @@
 
 Reads the task from collect's labels.json (data.tasks) and the model with its manifest
 (models.family.load_trained), so the test text is encoded exactly as training text was and the
-model is scored through its family's `score`, whatever its head.
+model is scored through its family's score, whatever its head: an encoder's logits, or a
+seq2seq model's label-word ranking. With `prediction: generate` a seq2seq model also decodes
+freely, and the report gives how often that produced no label word (counted as wrong).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from bertfit.data.encoding import Preprocessing
 from bertfit.data.tasks import Task
 from bertfit.inference import predict_scores
 from bertfit.metrics import per_class_metrics, task_metrics
-from bertfit.models.family import load_trained
+from bertfit.models.family import Trained, load_trained
+from bertfit.models.text2text import generate_labels, target_words
 from bertfit.params import EvaluateParams
 from bertfit.reporting import markdown_table, write_csv, write_json, write_text
 from bertfit.training.hardware import use_bf16
@@ -79,6 +82,34 @@ def write_report(
     write_text(path, "\n".join(lines))
 
 
+def generation(
+    trained: Trained, task: Task, dataset: Any, params: EvaluateParams, y_true: np.ndarray
+) -> dict[str, Any]:
+    """`prediction: generate` on a seq2seq model: free decoding, its accuracy and validity."""
+    if params.prediction == "rank" or trained.family.name != "seq2seq":
+        return {"metrics": {}, "texts": None}
+    values = trained.manifest.head_config.get("values")
+    words = target_words(task, values)
+    texts, classes = generate_labels(
+        trained.model,
+        dataset,
+        trained.collator(),
+        trained.tokenizer,
+        words,
+        params.per_device_eval_batch_size,
+    )
+    valid = classes >= 0
+    metrics: dict[str, Any] = {"generate_valid_share": float(valid.mean())}
+    if task.problem == "classification":  # a text that is no label word is wrong
+        metrics["generate_accuracy"] = float((classes == y_true).mean())
+    log.info(
+        "generate: %.1f %% of %d outputs are label words",
+        100 * metrics["generate_valid_share"],
+        len(texts),
+    )
+    return {"metrics": metrics, "texts": texts}
+
+
 def evaluate(
     model_dir: Path, task: Task, params: EvaluateParams, report_dir: Path
 ) -> tuple[dict[str, Any], pd.DataFrame]:
@@ -102,7 +133,7 @@ def evaluate(
         dataset,
         params.per_device_eval_batch_size,
         trained.collator(),
-        trained.family.score,
+        trained.scorer(task),
         bf16,
     )
     y_true = np.asarray(dataset["labels"])
@@ -110,6 +141,8 @@ def evaluate(
     # the task's official metric first (GLUE: MCC for CoLA, F1 for MRPC/QQP, Pearson for STS-B)
     metrics = {"metric": task.metric, task.metric: scores[task.metric]} | scores
 
+    generated = generation(trained, task, dataset, params, y_true)
+    metrics |= generated["metrics"]
     if problem == "regression":
         per_class: dict[str, dict[str, float]] = {}
         actual, predicted = y_true.tolist(), logits[:, 0].tolist()
@@ -125,6 +158,8 @@ def evaluate(
             pd.Categorical(actual, labels), pd.Categorical(predicted, labels), dropna=False
         )
         predictions = test.assign(predicted=predicted, confidence=probs.max(axis=-1))
+    if generated["texts"] is not None:
+        predictions = predictions.assign(generated=generated["texts"])
 
     write_json(
         report_dir / "metrics.json", {"task": task.name, "test_examples": len(test)} | metrics

@@ -85,6 +85,16 @@ class SplitSpec(Strict):
 
 class TaskSpec(Strict):
     domain: str = Field(description="sentiment / question / topic / ...; groups in-domain corpora")
+    label_words: dict[str, str] | None = Field(
+        None,
+        description="seq2seq: label -> the word or short phrase the model writes for it; "
+        "default: the label names",
+    )
+    prefix: str | None = Field(
+        None,
+        description="seq2seq: text put before the input; default '<task>: ', for sentence "
+        "pairs '<task> sentence1: ' (the pair follows after ' sentence2: ')",
+    )
     source: Source
     split: SplitSpec | None = None
     problem: Literal["classification", "regression"] = Field(
@@ -172,9 +182,20 @@ class TrainingParams(Strict):
     per_device_eval_batch_size: int = Field(gt=0)
     gradient_accumulation_steps: int = Field(gt=0)
     logging_steps: int = Field(gt=0)
-    mixed_precision: Literal["auto", "no"] = Field(
-        description="auto: bf16 autocast where the GPU or CPU has bf16 arithmetic; no: fp32"
+    mixed_precision: Literal["auto", "no", "fp16"] = Field(
+        description="auto: bf16 autocast where the GPU or CPU has bf16 arithmetic; no: fp32; "
+        "fp16 is refused (T5-family models overflow in it)"
     )
+
+    @model_validator(mode="after")
+    def _no_fp16(self) -> TrainingParams:
+        if self.mixed_precision == "fp16":
+            raise ValueError(
+                "mixed_precision fp16 is not supported: T5-family models overflow in fp16 (NaN "
+                "losses; their authors trained in bfloat16) and encoders gain nothing bf16 "
+                "lacks. Use auto (bf16 where the hardware has it) or no (fp32)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _one_warmup(self) -> TrainingParams:
@@ -201,7 +222,9 @@ class PretrainParams(TrainingParams):
     corpus: Literal["none", "within_task", "in_domain", "cross_domain"]
     max_seq_length: int = Field(gt=2, description="block length in tokens")
     packing: bool = Field(description="pack texts into full blocks (else one text per example)")
-    mlm_probability: float = Field(gt=0, lt=1)
+    mlm_probability: float = Field(gt=0, lt=1, description="encoders: masked-LM share")
+    noise_density: float = Field(gt=0, lt=1, description="seq2seq: share of tokens corrupted")
+    mean_noise_span_length: float = Field(ge=1, description="seq2seq: mean corrupted span")
     whole_word_mask: bool
     max_steps: int = Field(gt=0)
     heldout_max_blocks: int | None = Field(
@@ -216,6 +239,14 @@ class MultitaskParams(TrainingParams):
     sampling: Literal["proportional", "uniform", "temperature", "annealed"]
     temperature: float = Field(
         gt=0, description="T of p ∝ n^(1/T); annealed ends at it, starting from proportional"
+    )
+    mixing_limit: int | None = Field(
+        gt=0,
+        description="T5's examples-proportional mixing: a task counts as at most K examples "
+        "before sampling (n_t -> min(n_t, K)); null = no cap",
+    )
+    label_scoring: Literal["sum", "mean"] = Field(
+        description="seq2seq: a label word's score, its tokens' summed (or mean) log-likelihood"
     )
     max_steps: int = Field(gt=0)
     eval_steps: int = Field(gt=0, description="validation of every task each eval_steps steps")
@@ -254,6 +285,9 @@ class FinetuneParams(TrainingParams):
     init_head_from_multitask: bool = Field(
         description="start from the target's multitask head when its label set matches"
     )
+    label_scoring: Literal["sum", "mean"] = Field(
+        description="seq2seq: a label word's score, its tokens' summed (or mean) log-likelihood"
+    )
 
 
 class SearchParams(Strict):
@@ -291,6 +325,10 @@ class SearchParams(Strict):
 
 class EvaluateParams(Strict):
     per_device_eval_batch_size: int = Field(gt=0)
+    prediction: Literal["rank", "generate"] = Field(
+        description="seq2seq: rank the label words (always a valid label), or generate text and "
+        "report the share that is no label word"
+    )
     mixed_precision: Literal["auto", "no"] = Field(
         description="auto: bf16 autocast where the GPU or CPU has bf16 arithmetic; no: fp32"
     )

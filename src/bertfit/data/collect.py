@@ -2,7 +2,9 @@
 
 Output per task: `<data_dir>/tasks/<task>/{train,validation,test}.parquet` (text[, text_pair],
 label), `unlabeled.parquet` (text; may be empty) and `labels.json`; the MLM corpus
-`<data_dir>/corpus/{train,heldout}.parquet` (empty for `corpus: none`); one stats file for all.
+`<data_dir>/corpus/{train,heldout}.parquet` (empty for `corpus: none`); one stats file for all;
+and the scratch directory: for `model.name: scratch:<config.json>` the model built from scratch
+with a tokenizer trained on the collected train text (models.scratch), else only a note.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from bertfit.data.corpus import build_corpus, corpus_tasks
 from bertfit.data.sources import SPLITS, load_task
 from bertfit.data.splits import PreparedTask, prepare_task
 from bertfit.data.tasks import Task, write_parquet, write_task
+from bertfit.models.loading import load_tokenizer
+from bertfit.models.scratch import is_scratch, write_scratch_dir
 from bertfit.params import CollectParams, TaskSpec
 from bertfit.reporting import write_json
 
@@ -27,7 +31,7 @@ log = logging.getLogger(__name__)
 PERCENTILES = (50, 90, 95, 99)
 
 
-def write_prepared(task: PreparedTask, spec: TaskSpec, task_dir: Path) -> None:
+def write_prepared(task: PreparedTask, spec: TaskSpec, task_dir: Path) -> Task:
     """A prepared task in the one on-disk task format (data.tasks)."""
     meta = Task(
         name=task.name,
@@ -36,8 +40,11 @@ def write_prepared(task: PreparedTask, spec: TaskSpec, task_dir: Path) -> None:
         metric=spec.metric,
         positive_label=spec.positive_label,
         domain=spec.domain,
+        label_words=spec.label_words,
+        prefix=spec.prefix,
     )
     write_task(meta, task.splits, task.unlabeled, task_dir)
+    return meta
 
 
 def token_lengths(df: pd.DataFrame, tokenizer: PreTrainedTokenizerBase) -> np.ndarray:
@@ -70,20 +77,40 @@ def describe(
     return stats
 
 
+def tokenizer_texts(
+    prepared: dict[str, PreparedTask], heldout: pd.DataFrame, metas: dict[str, Task]
+) -> list[str]:
+    """What a tokenizer built from scratch learns from: every collected task's train and
+    unlabelled text, without the corpus's held-out slice (validation and test never), and
+    each task's text-to-text prefix and label words, so it can write them."""
+    held = set(heldout["text"])
+    texts: dict[str, None] = {}
+    for meta in metas.values():
+        texts |= dict.fromkeys([meta.input_prefix(), meta.input_prefix(True), *meta.words()])
+    for task in prepared.values():
+        train = task.splits["train"]
+        columns = [train["text"]] + ([train["text_pair"]] if "text_pair" in train.columns else [])
+        for text in [*(t for c in columns for t in c), *task.unlabeled]:
+            if text not in held:
+                texts[text] = None
+    return list(texts)
+
+
 def collect(
     tasks: dict[str, TaskSpec],
     target: str,
     corpus: str,
     params: CollectParams,
-    tokenizer: PreTrainedTokenizerBase,
+    model_name: str,
     max_seq_length: int,
     root: Path,
     data_dir: Path,
     stats_file: Path,
+    scratch_dir: Path,
     multitask_tasks: list[str] | None = None,
 ) -> dict[str, Any]:
     """Collect the tasks the pipeline needs (the target, the corpus's, the multitask set); write
-    them, the corpus and stats."""
+    them, the corpus, the scratch model (if asked for) and stats."""
     if target not in tasks:
         raise ValueError(f"target {target!r} is not in the catalogue; known: {sorted(tasks)}")
     unknown = sorted(set(multitask_tasks or []) - set(tasks))
@@ -94,7 +121,7 @@ def collect(
         )
     corpus_names = corpus_tasks(corpus, target, tasks)
     names = list(dict.fromkeys([target, *corpus_names, *(multitask_tasks or [])]))
-    prepared, all_stats = {}, {}
+    prepared, metas, all_stats = {}, {}, {}
     for name in names:
         spec = tasks[name]
         log.info("collecting %s (%s source, domain %s)", name, spec.source.kind, spec.domain)
@@ -105,8 +132,7 @@ def collect(
             params.max_empty_ratio,
             spec.problem,
         )
-        write_prepared(task, spec, data_dir / "tasks" / name)
-        all_stats[name] = describe(task, tokenizer, max_seq_length)
+        metas[name] = write_prepared(task, spec, data_dir / "tasks" / name)
         prepared[name] = task
         log.info(
             "%s: train %d / validation %d / test %d rows, %d labels, %d unlabelled texts, "
@@ -122,6 +148,12 @@ def collect(
     )
     write_parquet(train, data_dir / "corpus" / "train.parquet")
     write_parquet(heldout, data_dir / "corpus" / "heldout.parquet")
+    texts = tokenizer_texts(prepared, heldout, metas) if is_scratch(model_name) else []
+    write_scratch_dir(model_name, texts, scratch_dir, params.seed, max_seq_length, root)
+    # stats count tokens as the model will see them
+    tokenizer = load_tokenizer(str(scratch_dir) if is_scratch(model_name) else model_name)
+    for name, task in prepared.items():
+        all_stats[name] = describe(task, tokenizer, max_seq_length)
     all_stats["corpus"] = {"kind": corpus, "tasks": corpus_names} | counts
     write_json(stats_file, all_stats)
     return all_stats

@@ -2,9 +2,9 @@
 
 collect writes a task to `data/tasks/<name>/`: `{train,validation,test}.parquet` (text[,
 text_pair], label), `unlabeled.parquet` and `labels.json` (name, domain, problem, metric,
-positive label, labels in class-id order). Multitask, finetune, evaluate, search and the
-benchmarks read it back with `read_task` and never look at the files themselves, so adding a
-field (label words, a prompt template) is a change here only.
+positive label, labels in class-id order; label words and prefix for text-to-text models).
+Multitask, finetune, evaluate, search and the benchmarks read it back with `read_task` and
+never look at the files themselves, so adding a field (a prompt template) is a change here only.
 """
 
 from __future__ import annotations
@@ -32,6 +32,10 @@ class Task:
     metric: str = "accuracy"  # the task's official metric (metrics.task_metrics key)
     positive_label: str | None = None  # the class F1 is computed for (metric f1)
     domain: str | None = None
+    # text-to-text models (models.text2text): the word written for a label (default: its
+    # name), and the text put before the input (default "<name>: ", pairs "<name> sentence1: ")
+    label_words: dict[str, str] | None = None
+    prefix: str | None = None
     task_dir: Path | None = field(default=None, compare=False)
 
     @property
@@ -41,6 +45,16 @@ class Task:
     @property
     def positive_id(self) -> int | None:
         return None if self.positive_label is None else self.labels.index(self.positive_label)
+
+    def words(self) -> list[str]:
+        """The label words in class-id order."""
+        words = self.label_words or {}
+        return [words.get(label, label) for label in self.labels]
+
+    def input_prefix(self, pair: bool = False) -> str:
+        if self.prefix is not None:
+            return self.prefix
+        return f"{self.name} sentence1: " if pair else f"{self.name}: "
 
     def split(self, name: str) -> pd.DataFrame:
         """One split's rows as collect wrote them."""
@@ -86,6 +100,11 @@ def write_task(
         raise ValueError(
             f"tasks.{task.name}.positive_label {task.positive_label!r} is not a label of the "
             f"task ({task.labels})"
+        )
+    unknown = sorted(set(task.label_words or {}) - set(task.labels))
+    if unknown:
+        raise ValueError(
+            f"tasks.{task.name}.label_words: {unknown} are not labels of the task ({task.labels})"
         )
     for split, df in splits.items():
         write_parquet(df, task_dir / f"{split}.parquet")

@@ -1,18 +1,21 @@
 """The model-family seam: everything that depends on what kind of model bertfit trains.
 
-A family loads a model for a task, builds its inputs, collates them and `score`s a batch into one
-score per class, shape [batch, num_labels]. Evaluation, model selection, search and prediction
-call `score` and nothing family-specific, so a text-to-text family can later answer with
-summed label-word log-likelihoods without touching them (lm-evaluation-harness's "score each
-choice, take the argmax"). The family is chosen from the model's own config, never its name.
+A family loads a model for a task, builds its inputs, collates them and, through the `scorer`
+it gives for a task, scores a batch into one score per class, shape [batch, num_labels].
+Evaluation, model selection, search and prediction call that and nothing family-specific
+(lm-evaluation-harness's "score each choice, take the argmax"). The family is chosen from the
+model's own config (`is_encoder_decoder`), never its name.
 
-Implemented: `encoder` (BERT-style): the stock sequence-classification head on the pooled [CLS],
-models.pooling's features and hierarchical chunk pooling, or models.heads' multitask heads;
-its score is the classifier's logits.
+- `encoder` (BERT-style): the stock sequence-classification head on the pooled [CLS],
+  models.pooling's features and hierarchical chunk pooling, or models.heads' multitask heads;
+  its score is the classifier's logits.
+- `seq2seq` (T5, mT5, flan-T5, BART: any AutoModelForSeq2SeqLM): text-to-text with a task prefix
+  and label words (models.text2text); its score is each label word's log-likelihood.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import (
+    AutoModelForSeq2SeqLM,
     AutoModelForSequenceClassification,
     DataCollatorWithPadding,
     PretrainedConfig,
@@ -29,11 +33,32 @@ from transformers import (
 from bertfit.data.encoding import Encoder, Preprocessing
 from bertfit.data.tasks import Task
 from bertfit.models.heads import MultiTaskModel
-from bertfit.models.loading import LOAD_KWARGS, load_classifier, load_config, load_tokenizer
+from bertfit.models.loading import (
+    LOAD_KWARGS,
+    load_classifier,
+    load_config,
+    load_tokenizer,
+    resolve_model_name,
+)
 from bertfit.models.manifest import Manifest, read_manifest
 from bertfit.models.pooling import ChunkCollator, HeadSpec, PooledClassifier, pooled_classifier
+from bertfit.models.text2text import (
+    LabelRanker,
+    Seq2SeqCollator,
+    Text2TextEncoder,
+    label_targets,
+    regression_values,
+    target_words,
+    with_targets,
+)
 
 Batch = dict[str, torch.Tensor]
+Scorer = Callable[[nn.Module, Batch], torch.Tensor]
+
+
+def pad_multiple() -> int | None:
+    """Pad batches to a multiple of 8 on a GPU (tensor cores); on a CPU it only adds work."""
+    return 8 if torch.cuda.is_available() else None
 
 
 class EncoderFamily:
@@ -56,13 +81,31 @@ class EncoderFamily:
         self, tokenizer: PreTrainedTokenizerBase, prep: Preprocessing
     ) -> DataCollatorWithPadding | ChunkCollator:
         """Dynamic padding (to a multiple of 8 on a GPU); every piece a row when hierarchical."""
-        pad_to = 8 if torch.cuda.is_available() else None
         collate = ChunkCollator if prep.truncation == "hierarchical" else DataCollatorWithPadding
-        return collate(tokenizer, pad_to_multiple_of=pad_to)
+        return collate(tokenizer, pad_to_multiple_of=pad_multiple())
+
+    def head_name(self, head: HeadSpec | None) -> str:
+        """The manifest's name for the classifier: the stock head, or a pooled one."""
+        return "stock" if head is None else "pooled"
 
     def score(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         """[batch, num_labels]: class logits, or the one regression output."""
         return model(**batch).logits
+
+    def head_config(self, task: Task, train: Any, label_scoring: str) -> dict[str, Any]:
+        return {}
+
+    def scorer(
+        self, task: Task, tokenizer: PreTrainedTokenizerBase, config: dict[str, Any]
+    ) -> Scorer:
+        """The score for `task`'s rows: the head's logits, whatever the task."""
+        return self.score
+
+    def training_set(
+        self, dataset: Any, task: Task, tokenizer: PreTrainedTokenizerBase, config: dict
+    ) -> Any:
+        """What the Trainer trains on: the labelled rows as they are (class ids, floats)."""
+        return dataset
 
     def save(self, model: nn.Module, model_dir: Path) -> None:
         """Weights in the standard files: save_pretrained, plus the head files of its kind."""
@@ -81,20 +124,89 @@ class EncoderFamily:
         )
 
 
-FAMILIES = {"encoder": EncoderFamily()}
+class Seq2SeqFamily:
+    """Encoder-decoders as text-to-text classifiers: prefixed inputs, label words, ranking."""
 
+    name = "seq2seq"
 
-def family_of(config: PretrainedConfig, name: str = "the model") -> EncoderFamily:
-    """The family a model belongs to, from its config."""
-    if getattr(config, "is_encoder_decoder", False):
-        raise ValueError(
-            f"{name} is an encoder-decoder ({config.model_type}); bertfit trains BERT-style "
-            "encoders so far (the text-to-text family is not implemented yet)"
+    def classifier(self, model_name: str, task: Task, head: HeadSpec | None) -> nn.Module:
+        """The seq2seq model itself: its LM head writes the label words."""
+        if head is not None:
+            raise ValueError(
+                "params.yaml: finetune.feature and hierarchical truncation build encoder heads; "
+                "a text-to-text model writes label words: use feature cls and head_tail, head "
+                "or tail truncation"
+            )
+        return load_seq2seq(model_name)
+
+    def encoder(
+        self, tokenizer: PreTrainedTokenizerBase, prep: Preprocessing, section: str = "finetune"
+    ) -> Text2TextEncoder:
+        return Text2TextEncoder(tokenizer, prep, section)
+
+    def collator(self, tokenizer: PreTrainedTokenizerBase, prep: Preprocessing) -> Seq2SeqCollator:
+        """Dynamic padding of inputs, and of target ids with -100 (ignored by the loss)."""
+        return Seq2SeqCollator(
+            tokenizer, label_pad_token_id=-100, pad_to_multiple_of=pad_multiple()
         )
+
+    def head_name(self, head: HeadSpec | None) -> str:
+        return "text2text"  # no head: the LM head writes the label words
+
+    def head_config(self, task: Task, train: Any, label_scoring: str) -> dict[str, Any]:
+        """How the model's label words are scored; regression: the value grid of the train set."""
+        config: dict[str, Any] = {"label_scoring": label_scoring}
+        if task.problem == "regression":
+            config["values"] = regression_values(train["label"])
+        return config
+
+    def scorer(
+        self, task: Task, tokenizer: PreTrainedTokenizerBase, config: dict[str, Any]
+    ) -> Scorer:
+        values = config.get("values")
+        targets = label_targets(tokenizer, task, target_words(task, values))
+        return LabelRanker(targets, values, config.get("label_scoring", "sum"))
+
+    def training_set(
+        self, dataset: Any, task: Task, tokenizer: PreTrainedTokenizerBase, config: dict
+    ) -> Any:
+        """The rows with `labels` replaced by their label word's token ids."""
+        values = config.get("values")
+        targets = label_targets(tokenizer, task, target_words(task, values))
+        return with_targets(dataset, targets, values)
+
+    def save(self, model: nn.Module, model_dir: Path) -> None:
+        model.save_pretrained(model_dir)
+
+    def load(self, model_dir: Path, manifest: Manifest) -> nn.Module:
+        return load_seq2seq(str(model_dir))
+
+
+def load_seq2seq(model_name: str) -> nn.Module:
+    """The model with its LM head (AutoModelForSeq2SeqLM); a readable error for other kinds."""
+    config = load_config(model_name)
+    try:
+        return AutoModelForSeq2SeqLM.from_pretrained(resolve_model_name(model_name), **LOAD_KWARGS)
+    except ValueError as err:
+        raise ValueError(
+            f"model.name {model_name!r} ({config.model_type}): this architecture has no "
+            f"seq2seq LM form ({str(err).splitlines()[0]}); the text-to-text family needs an "
+            "AutoModelForSeq2SeqLM model such as T5, mT5 or BART"
+        ) from err
+
+
+Family = EncoderFamily | Seq2SeqFamily
+FAMILIES: dict[str, Family] = {"encoder": EncoderFamily(), "seq2seq": Seq2SeqFamily()}
+
+
+def family_of(config: PretrainedConfig, name: str = "the model") -> Family:
+    """The family a model belongs to, from its config: encoder-decoders are seq2seq."""
+    if getattr(config, "is_encoder_decoder", False):
+        return FAMILIES["seq2seq"]
     return FAMILIES["encoder"]
 
 
-def family_for(model_name: str) -> EncoderFamily:
+def family_for(model_name: str) -> Family:
     return family_of(load_config(model_name), repr(model_name))
 
 
@@ -105,7 +217,7 @@ class Trained:
     model: nn.Module
     tokenizer: PreTrainedTokenizerBase
     manifest: Manifest
-    family: EncoderFamily
+    family: Family
 
     @property
     def task(self) -> Task:
@@ -120,6 +232,14 @@ class Trained:
 
     def collator(self) -> Any:
         return self.family.collator(self.tokenizer, self.manifest.preprocessing)
+
+    def scorer(self, task: Task | None = None) -> Scorer:
+        """The family's score for the model's task (or one task of a multitask model)."""
+        task = task or self.task
+        config = self.manifest.head_config
+        if self.manifest.heads and task.name in self.manifest.heads:
+            config = self.manifest.heads[task.name].get("head_config", config)
+        return self.family.scorer(task, self.tokenizer, config)
 
 
 def load_trained(model_dir: Path) -> Trained:

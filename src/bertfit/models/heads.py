@@ -34,6 +34,7 @@ class MultiTaskModel(nn.Module):
     """A shared encoder and one sequence-classification model per task built around it."""
 
     accepts_loss_kwargs = False  # the heads' losses are per-batch means (Trainer scales for GA)
+    routes_tasks = True  # forward takes the batch's `task` (training.trainer passes it on)
 
     def __init__(self, encoder: PreTrainedModel, heads: dict[str, PreTrainedModel]) -> None:
         super().__init__()

@@ -1,10 +1,11 @@
 """The manifest every bertfit model directory carries: `bertfit_model.json` beside config.json.
 
 It says what the directory holds, so one `load_trained` (models.family) can rebuild any of them
-and evaluate, search and prediction never guess from file names: the model family (`encoder`;
-`seq2seq` later), the head (`none` for a bare encoder, `stock` for the architecture's own
+and evaluate, search and prediction never guess from file names: the model family (`encoder` or
+`seq2seq`), the head (`none` for a bare encoder, `stock` for the architecture's own
 sequence-classification head, `pooled` for models.pooling's features and chunk pooling,
-`multitask` for one head per task in `multitask_heads/`), the preprocessing the model was
+`multitask` for one head per task in `multitask_heads/`, `text2text` for a seq2seq model that
+writes label words), the preprocessing the model was
 trained with (data.encoding), the task it classifies (data.tasks) or, for multitask, every
 task's head, and the stage that wrote it. The weights stay in the standard files
 (`model.safetensors`, and the head files named here), so a stock classifier still loads with
@@ -23,17 +24,18 @@ from bertfit.data.tasks import Task, task_from_info
 from bertfit.reporting import write_json
 
 MANIFEST_FILE = "bertfit_model.json"
-HEADS = ("none", "stock", "pooled", "multitask")
+HEADS = ("none", "stock", "pooled", "multitask", "text2text")
 
 
 @dataclass(frozen=True)
 class Manifest:
-    family: str  # encoder (BERT-style); seq2seq comes with the T5 family
-    head: str  # none | stock | pooled | multitask
+    family: str  # encoder (BERT-style) | seq2seq (T5-style, models.text2text)
+    head: str  # none | stock | pooled | multitask | text2text (label words, no head)
     stage: str  # the stage that wrote the directory
     preprocessing: Preprocessing | None = None
     task: Task | None = None  # the task the head classifies (stock, pooled)
-    head_config: dict[str, Any] = field(default_factory=dict)  # pooled: models.pooling.HeadSpec
+    # pooled: models.pooling.HeadSpec; text2text: label_scoring and, for regression, the values
+    head_config: dict[str, Any] = field(default_factory=dict)
     # multitask: task name -> {"task": Task, "architecture": class name, "file": weights file}
     heads: dict[str, dict[str, Any]] = field(default_factory=dict)
 

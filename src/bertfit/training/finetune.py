@@ -7,6 +7,9 @@ core (training.trainer): AdamW with decoupled weight decay, layer-wise learning-
 warm-up then linear decay, dynamic padding. The best epoch is chosen on the validation split
 and never on test (training.selection): the reference code scored its "dev" set, which was the
 test set, every epoch.
+
+A seq2seq model (models.family's `seq2seq`) goes through the same body: the model itself is the
+classifier, trained on its label words' token ids, and validation ranks the label words.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from transformers import TrainerCallback, TrainingArguments, set_seed
 
 from bertfit.data.encoding import Preprocessing
 from bertfit.data.tasks import Task
-from bertfit.models.family import family_for
+from bertfit.models.family import Family, family_for
 from bertfit.models.heads import load_task_head
 from bertfit.models.loading import check_max_seq_length, load_tokenizer
 from bertfit.models.manifest import Manifest
@@ -83,21 +86,17 @@ class EvaluationSeedDraw(TrainerCallback):
         torch.empty((), dtype=torch.int64).random_()
 
 
-def manifest_head(head: HeadSpec | None) -> str:
-    return "stock" if head is None else "pooled"
-
-
 def finetune_manifest(
-    family: str, prep: Preprocessing, task: Task, head: HeadSpec | None
+    family: Family, prep: Preprocessing, task: Task, head: HeadSpec | None, head_config: dict
 ) -> Manifest:
     """What the saved directory holds: the head, the task and how its inputs were built."""
     return Manifest(
-        family=family,
-        head=manifest_head(head),
+        family=family.name,
+        head=family.head_name(head),
         stage="finetune",
         preprocessing=prep,
         task=task,
-        head_config=asdict(head) if head else {},
+        head_config=asdict(head) if head else head_config,
     )
 
 
@@ -107,6 +106,8 @@ def start_from_multitask(
     """finetune.init_head_from_multitask: the target's multitask head, when it fits."""
     if not params.init_head_from_multitask:
         return False
+    if not hasattr(model, "config") or model.config.is_encoder_decoder:
+        return False  # a text-to-text model has no head: multitask trained the model itself
     if head is not None:
         log.info("the %s head is not the stock classifier: it starts fresh", task.name)
         return False
@@ -135,14 +136,22 @@ def finetune(
     encoder = family.encoder(tokenizer, prep)
     if params.max_train_samples is not None and params.max_train_samples < len(train_df):
         train_df = train_df.sample(n=params.max_train_samples, random_state=params.seed)
-    train_ds = encoder.labelled(train_df, task, "train")
+    config = family.head_config(task, train_df, params.label_scoring)
+    train_ds = family.training_set(
+        encoder.labelled(train_df, task, "train"), task, tokenizer, config
+    )
     validation = ValidationSet(
         task,
         encoder.labelled(validation_df, task, "validation"),
         selection_metric(params.metric_for_best_model, task),
     )
     collator = family.collator(tokenizer, prep)
-    selection = Selection([validation], family.score, collator, params.per_device_eval_batch_size)
+    selection = Selection(
+        [validation],
+        lambda t: family.scorer(t, tokenizer, config),
+        collator,
+        params.per_device_eval_batch_size,
+    )
     # one work directory, the same path on every process when launched with accelerate/torchrun
     work_dir = output_dir.parent / f".{output_dir.name}-work"
     args = finetune_arguments(params, work_dir)
@@ -158,7 +167,8 @@ def finetune(
             epochs=params.num_train_epochs,
             layer_decay=params.layer_decay,
             truncation=f"{params.truncation} at {max_seq_length} tokens",
-            head=manifest_head(head),
+            family=family.name,
+            head=family.head_name(head),
             selected_on=validation.metric,
         )
     )
@@ -168,7 +178,7 @@ def finetune(
         return {}
 
     tokenizer.model_max_length = max_seq_length  # pipeline() truncates to it; head-only there
-    manifest = finetune_manifest(family.name, prep, task, head)
+    manifest = finetune_manifest(family, prep, task, head, config)
 
     def save(staged: Path) -> None:
         family.save(trainer.accelerator.unwrap_model(trainer.model), staged)

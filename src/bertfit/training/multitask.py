@@ -8,12 +8,18 @@ best mean are restored at the end (training.selection).
 
 Output: the encoder as a standard HF directory (what finetune loads), `multitask_heads/` with
 one safetensors file per task, and the manifest listing every head with its task.
+
+A seq2seq model (T5) has no heads: every task is text-to-text with its own prefix and label
+words (models.text2text), one model learns them all, and each task's validation is scored by
+ranking its label words. The output is the seq2seq model itself, as a standard directory.
+T5's examples-proportional mixing is `mixing_limit` (training.sampling).
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +27,11 @@ import numpy as np
 import pandas as pd
 import torch
 from accelerate import PartialState
-from transformers import (
-    DataCollatorWithPadding,
-    PreTrainedTokenizerBase,
-    TrainingArguments,
-    set_seed,
-)
+from transformers import TrainingArguments, set_seed
 
 from bertfit.data.encoding import Encoder, Preprocessing
 from bertfit.data.tasks import Task
-from bertfit.models.family import family_for
+from bertfit.models.family import family_for, load_seq2seq
 from bertfit.models.heads import MultiTaskModel
 from bertfit.models.loading import check_max_seq_length, load_config, load_tokenizer
 from bertfit.models.manifest import Manifest
@@ -43,10 +44,10 @@ log = logging.getLogger(__name__)
 
 
 class TaskBatchCollator:
-    """Pads a batch of one task's rows and tags it with the task's name."""
+    """Pads a batch of one task's rows (the family's collator) and tags it with the task."""
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, pad_to_multiple_of: int | None) -> None:
-        self.pad = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
+    def __init__(self, pad: Callable[[list[dict]], dict[str, Any]]) -> None:
+        self.pad = pad
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         tasks = {row.pop("task") for row in rows}
@@ -84,6 +85,7 @@ def task_sampler(params: MultitaskParams, sizes: list[int], world_size: int) -> 
         params.sampling,
         params.temperature,
         params.seed,
+        params.mixing_limit,
     )
 
 
@@ -160,9 +162,20 @@ def multitask(
     check_max_seq_length(load_config(str(model_dir)), max_seq_length, str(model_dir))
     prep = Preprocessing(max_seq_length, params.truncation, params.head_tokens)
     encoder = family.encoder(tokenizer, prep, "multitask")
-    train = [encoder.labelled(frames[t.name]["train"], t, "train") for t in tasks]
+    configs = {
+        t.name: family.head_config(t, frames[t.name]["train"], params.label_scoring) for t in tasks
+    }
+    train = [
+        family.training_set(
+            encoder.labelled(frames[t.name]["train"], t, "train"), t, tokenizer, configs[t.name]
+        )
+        for t in tasks
+    ]
     sets = [validation_set(encoder, t, frames[t.name]["validation"]) for t in tasks]
-    model = MultiTaskModel.build(str(model_dir), tasks)
+    text2text = family.name == "seq2seq"
+    model = (
+        load_seq2seq(str(model_dir)) if text2text else MultiTaskModel.build(str(model_dir), tasks)
+    )
 
     work_dir = output_dir.parent / f".{output_dir.name}-work"
     args = multitask_arguments(params, work_dir)
@@ -175,22 +188,22 @@ def multitask(
             args,
             sum(sizes.values()),
             f"train {sizes}",
-            sampling=f"{params.sampling} (T={params.temperature:g})",
+            sampling=f"{params.sampling} (T={params.temperature:g}, K={params.mixing_limit})",
             batches_per_task=task_batches,
             layer_decay=params.layer_decay,
         )
     )
-    # each task's own head scores its validation set; the mean of their metrics selects
+    # each task's own head (or label words) scores its validation set; the mean selects
     selection = Selection(
         sets,
-        family.score,
-        DataCollatorWithPadding(tokenizer),
+        lambda task: family.scorer(task, tokenizer, configs[task.name]),
+        family.collator(tokenizer, prep),
         params.per_device_eval_batch_size,
         per_task_columns=True,
-        model_for=lambda model, task: model.heads[task],
+        model_for=(lambda model, _: model) if text2text else lambda model, t: model.heads[t],
     )
     batches = ConcatTasks([t.name for t in tasks], train)
-    collator = TaskBatchCollator(tokenizer, 8 if torch.cuda.is_available() else None)
+    collator = TaskBatchCollator(family.collator(tokenizer, prep))
     extra = {"selection": selection, "batch_sampler": sampler}
     trainer = core.stage_trainer(params, args, model, batches, collator, tokenizer, **extra)
     output = core.fit(trainer)
@@ -199,8 +212,13 @@ def multitask(
         return {}
 
     def save(staged: Path) -> None:
-        model.encoder.save_pretrained(staged)
         tokenizer.save_pretrained(staged)
+        if text2text:  # one model for every task: the manifest says how each is scored
+            model.save_pretrained(staged)
+            heads = {t.name: {"task": t, "head_config": configs[t.name]} for t in tasks}
+            Manifest(family.name, "text2text", "multitask", prep, heads=heads).save(staged)
+            return
+        model.encoder.save_pretrained(staged)
         heads = model.save_heads(staged, tasks)
         Manifest(family.name, "multitask", "multitask", prep, heads=heads).save(staged)
 

@@ -6,6 +6,12 @@ below gets ξ times the rate of the one above, and the embeddings ξ^L, the lowe
 code's version did nothing with its default flags and never decayed the embeddings
 (REFERENCE.md, protocol faults); here a test reads the optimiser's own groups.
 
+Encoder-decoders (T5, BART) count their encoder blocks first and then the decoder's, since the
+decoder sits nearer the output: depth 0 the shared embeddings, 1..E the encoder blocks, E the
+encoder's final norm too, E+1..E+D the decoder blocks, E+D+1 the decoder's final norm and the LM
+head. With ξ < 1 the top decoder block trains at the base rate and the encoder's bottom block at
+ξ^(E+D-1) of it.
+
 Transformers' Trainer has no layer-wise decay, hence this module. Weight decay follows the Trainer:
 none on biases and LayerNorm weights.
 """
@@ -21,8 +27,26 @@ from torch import nn
 LAYER_PATTERN = re.compile(r"(?:^|\.)(?:layer|layers|block|h)\.(\d+)\.")
 
 
+def encoder_decoder_layers(config: object) -> tuple[int, int] | None:
+    """(encoder, decoder) block counts of an encoder-decoder config, else None."""
+    if not getattr(config, "is_encoder_decoder", False):
+        return None
+    encoder = getattr(config, "num_layers", None) or getattr(config, "encoder_layers", None)
+    decoder = getattr(config, "num_decoder_layers", None) or getattr(config, "decoder_layers", None)
+    if not (isinstance(encoder, int) and isinstance(decoder, int)):
+        raise ValueError(
+            f"{type(config).__name__}: cannot read the encoder and decoder depths for "
+            "layer-wise decay (num_layers / num_decoder_layers or encoder_layers / "
+            "decoder_layers)"
+        )
+    return encoder, decoder
+
+
 def num_layers_of(model: nn.Module) -> int:
     config = getattr(model, "config", None)
+    stacks = encoder_decoder_layers(config)
+    if stacks is not None:
+        return sum(stacks)
     n = getattr(config, "num_hidden_layers", None)
     if not isinstance(n, int):
         raise ValueError(
@@ -32,12 +56,24 @@ def num_layers_of(model: nn.Module) -> int:
     return n
 
 
-def layer_depth(param_name: str, num_layers: int) -> int:
-    match = LAYER_PATTERN.search(param_name)
-    if match:
-        return int(match.group(1)) + 1
-    if "embeddings" in param_name or "embed_tokens" in param_name or "shared." in param_name:
+def is_embedding(param_name: str) -> bool:
+    return any(k in param_name for k in ("embeddings", "embed_tokens", "embed_positions")) or (
+        param_name.startswith("shared.") or ".shared." in param_name
+    )
+
+
+def layer_depth(param_name: str, num_layers: int, encoder_layers: int | None = None) -> int:
+    """The depth of a parameter; `encoder_layers` given: an encoder-decoder (see above)."""
+    if is_embedding(param_name):
         return 0
+    match = LAYER_PATTERN.search(param_name)
+    if encoder_layers is None:
+        return int(match.group(1)) + 1 if match else num_layers + 1
+    in_decoder = param_name.startswith("decoder.") or ".decoder." in param_name
+    if match:
+        return int(match.group(1)) + 1 + (encoder_layers if in_decoder else 0)
+    if param_name.startswith("encoder.") or ".encoder." in param_name:
+        return encoder_layers  # the encoder's final norm, with its top block
     return num_layers + 1
 
 
@@ -54,12 +90,14 @@ def layerwise_param_groups(
 ) -> list[dict]:
     """One optimiser group per (depth, weight-decay or not); each carries its `lr` and `depth`."""
     num_layers = num_layers_of(model)
+    stacks = encoder_decoder_layers(getattr(model, "config", None))
+    encoder_layers = stacks[0] if stacks else None
     decayed = set(decay_parameter_names)
     groups: dict[tuple[int, bool], dict] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        depth = layer_depth(name, num_layers)
+        depth = layer_depth(name, num_layers, encoder_layers)
         with_decay = name in decayed
         group = groups.setdefault(
             (depth, with_decay),

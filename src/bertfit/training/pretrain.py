@@ -1,10 +1,10 @@
 """Further pretraining of the base model on the collected corpus (Sun et al. 2019, 5.4).
 
 The stage body only decides: the objective for the model's family (training.objectives: masked
-LM for encoders), its data and held-out scores, then one call of the training core
-(training.trainer). Checkpoints go to a persistent directory, so a killed stage resumes from the
-last one when run again with the same settings (training.checkpoints). `corpus: none` passes the
-base model through unchanged.
+LM for encoders, T5's span corruption for seq2seq models), its data and held-out scores, then
+one call of the training core (training.trainer). Checkpoints go to a persistent directory, so
+a killed stage resumes from the last one when run again with the same settings
+(training.checkpoints). `corpus: none` passes the base model through unchanged.
 """
 
 from __future__ import annotations
@@ -26,10 +26,12 @@ from bertfit.params import PretrainParams
 from bertfit.training import trainer as core
 from bertfit.training.checkpoints import clear_checkpoints, fingerprint, resume_point
 from bertfit.training.objectives.mlm import MaskedLM
+from bertfit.training.objectives.span_corruption import SpanCorruption
 
 log = logging.getLogger(__name__)
 
 CORPUS_FILES = ("train.parquet", "heldout.parquet")
+OBJECTIVES = {"encoder": MaskedLM, "seq2seq": SpanCorruption}  # by model family
 
 
 def read_corpus(corpus_dir: Path) -> tuple[list[str], list[str]]:
@@ -43,7 +45,7 @@ def read_corpus(corpus_dir: Path) -> tuple[list[str], list[str]]:
 
 
 def pretrain_arguments(
-    params: PretrainParams, checkpoint_dir: Path, objective: MaskedLM
+    params: PretrainParams, checkpoint_dir: Path, objective: MaskedLM | SpanCorruption
 ) -> TrainingArguments:
     """The stage's TrainingArguments: max_steps, a resumable checkpoint every save_steps."""
     # the last checkpoint only: it is what a killed run resumes from
@@ -68,7 +70,7 @@ def pretrain(
 
     set_seed(params.seed)
     tokenizer = load_tokenizer(model_name)
-    objective = MaskedLM(params, model_name)
+    objective = OBJECTIVES[family.name](params, model_name)
     model = objective.load_model()
     train_texts, heldout_texts = read_corpus(corpus_dir)
     train_ds = objective.tokenize(train_texts, tokenizer, "corpus train")
@@ -93,8 +95,7 @@ def pretrain(
             len(train_ds),
             f"{len(train_ds)} {'blocks' if params.packing else 'texts'} of {tokens_per_block:.0f} "
             f"tokens ({scored} held-out)",
-            mlm_probability=params.mlm_probability,
-            whole_word_masking=params.whole_word_mask,
+            **objective_details(params, family.name),
         )
     )
     trainer = core.stage_trainer(params, args, model, train_ds, collator, tokenizer)
@@ -131,6 +132,15 @@ def pretrain(
     }
     core.write_reports(report_dir, metrics, trainer.state.log_history)
     return metrics
+
+
+def objective_details(params: PretrainParams, family: str) -> dict[str, Any]:
+    if family == "seq2seq":
+        return {
+            "noise_density": params.noise_density,
+            "mean_noise_span_length": params.mean_noise_span_length,
+        }
+    return {"mlm_probability": params.mlm_probability, "whole_word_masking": params.whole_word_mask}
 
 
 def skip(

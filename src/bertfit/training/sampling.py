@@ -9,6 +9,10 @@ p_t ∝ n_t^α, n_t the task's train size:
 - annealed: α falls linearly from 1 at the first batch to 1/T at the last, so training starts
   proportional and moves towards uniform (Stickland & Murray 2019 anneal per epoch, 1 → 0.2).
 
+With `mixing_limit` K, a task counts as min(n_t, K) examples before the exponent applies: T5's
+examples-proportional mixing (proportional) and temperature-scaled mixing (temperature), whose
+cap keeps one huge task from crowding out the rest (Raffel et al. 2020, 3.5.2).
+
 Within a task, examples are drawn without replacement: a pass is a fresh permutation, taken in
 batches; the last batch of a pass is short rather than mixing two passes. Torch and transformers
 offer no task-homogeneous batch sampler, hence this module.
@@ -40,12 +44,20 @@ def sampling_exponent(scheme: str, temperature: float, progress: float) -> float
 
 
 def task_probabilities(
-    sizes: Sequence[int], scheme: str, temperature: float, progress: float = 0.0
+    sizes: Sequence[int],
+    scheme: str,
+    temperature: float,
+    progress: float = 0.0,
+    mixing_limit: int | None = None,
 ) -> np.ndarray:
     """The probability of each task for a batch at `progress` in [0, 1] of training."""
     n = np.asarray(sizes, dtype=np.float64)
     if n.size == 0 or (n <= 0).any():
         raise ValueError(f"every task needs train examples, got sizes {list(sizes)}")
+    if mixing_limit is not None:
+        if mixing_limit <= 0:
+            raise ValueError(f"multitask.mixing_limit must be > 0 or null, got {mixing_limit}")
+        n = np.minimum(n, mixing_limit)
     weights = n ** sampling_exponent(scheme, temperature, progress)
     return weights / weights.sum()
 
@@ -65,6 +77,7 @@ class TaskBatchSampler(Sampler[list[int]]):
         scheme: str,
         temperature: float,
         seed: int,
+        mixing_limit: int | None = None,
     ) -> None:
         if batch_size <= 0 or num_batches <= 0:
             raise ValueError(f"batch_size and num_batches must be > 0: {batch_size}, {num_batches}")
@@ -78,7 +91,8 @@ class TaskBatchSampler(Sampler[list[int]]):
         self.schedule = np.array(
             [
                 rng.choice(
-                    len(self.sizes), p=task_probabilities(sizes, scheme, temperature, b / last)
+                    len(self.sizes),
+                    p=task_probabilities(sizes, scheme, temperature, b / last, mixing_limit),
                 )
                 for b in range(num_batches)
             ]

@@ -1,7 +1,8 @@
 """Model selection on validation, the one way for every stage that trains a classifier.
 
-Each evaluation scores every validation set through the model family's `score`
-(inference.predict_scores), computes the task's metrics with metrics.task_metrics plus the
+Each evaluation scores every validation set through the model family's score for its task
+(`scorer(task)`: an encoder's logits, a seq2seq model's label-word ranking;
+inference.predict_scores), computes the task's metrics with metrics.task_metrics plus the
 validation loss, and keeps the weights with the best selection value: the chosen metric of a
 single task (finetune), or the mean of each task's own metric (multitask). The best weights are
 kept in memory and restored at the end, as load_best_model_at_end would, without writing a
@@ -52,13 +53,14 @@ class Selection:
     """Scores validation sets, remembers every row, keeps and restores the best weights.
 
     `per_task_columns`: row keys `<task>_<metric>` and the mean (multitask), else bare metric
-    names (finetune). A model for each task comes from `model_for(model, task_name)`.
+    names (finetune). A model for each task comes from `model_for(model, task_name)`, its score
+    function from `scorer(task)`.
     """
 
     def __init__(
         self,
         sets: list[ValidationSet],
-        score: Callable[[nn.Module, Batch], torch.Tensor],
+        scorer: Callable[[Task], Callable[[nn.Module, Batch], torch.Tensor]],
         collator: Callable[[list[dict]], Batch],
         batch_size: int,
         per_task_columns: bool = False,
@@ -69,7 +71,7 @@ class Selection:
         if len({s.metric == "loss" for s in sets}) > 1:
             raise ValueError("selection cannot mix loss (lower is better) with other metrics")
         self.sets = sets
-        self.score = score
+        self.score = {s.task.name: scorer(s.task) for s in sets}
         self.collator = collator
         self.batch_size = batch_size
         self.per_task_columns = per_task_columns
@@ -93,7 +95,7 @@ class Selection:
                 s.dataset,
                 self.batch_size,
                 self.collator,
-                self.score,
+                self.score[s.task.name],
                 bf16,
             )
             labels = np.asarray(s.dataset["labels"])

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Sampler
-from transformers import Adafactor, AutoModel, Trainer, TrainingArguments
+from transformers import Adafactor, AutoModel, AutoModelForSeq2SeqLM, Trainer, TrainingArguments
 from transformers.optimization import AdafactorSchedule
 from transformers.trainer_utils import TrainOutput
 
@@ -147,6 +147,10 @@ class BertfitTrainer(Trainer):
         num_items_in_batch: Any = None,
     ) -> Any:
         task = inputs.get("task")
+        routes = getattr(self.accelerator.unwrap_model(model), "routes_tasks", False)
+        if task is not None and not routes:
+            # one seq2seq model for every task (the prefix tells them apart): it takes no `task`
+            inputs = {k: v for k, v in inputs.items() if k != "task"}
         loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
         if task is not None:
             total = self.task_loss.setdefault(task, [0.0, 0])
@@ -267,7 +271,9 @@ def pass_through(model_name: str, output_dir: Path, manifest: Manifest) -> None:
             shutil.copytree(source, staged, dirs_exist_ok=True)
         else:
             load_tokenizer(model_name).save_pretrained(staged)
-            AutoModel.from_pretrained(model_name, **LOAD_KWARGS).save_pretrained(staged)
+            # a seq2seq model keeps its LM head (it writes the label words)
+            auto = AutoModelForSeq2SeqLM if manifest.family == "seq2seq" else AutoModel
+            auto.from_pretrained(model_name, **LOAD_KWARGS).save_pretrained(staged)
         manifest.save(staged)
 
     write_model_dir(output_dir, write)

@@ -37,6 +37,7 @@ from transformers import (
 )
 from transformers.modeling_outputs import MaskedLMOutput
 
+from bertfit.models.family import pad_multiple
 from bertfit.models.loading import (
     LOAD_KWARGS,
     check_max_seq_length,
@@ -297,7 +298,7 @@ class MaskedLM:
             tokenizer,
             mlm_probability=self.params.mlm_probability,
             whole_word_mask=self.params.whole_word_mask,
-            pad_to_multiple_of=8 if torch.cuda.is_available() else None,
+            pad_to_multiple_of=pad_multiple(),
         )
 
     def heldout(self, dataset: Dataset, collator: MLMCollator) -> list[dict[str, torch.Tensor]]:
