@@ -74,6 +74,14 @@ TINY_FINETUNE = {
     "logging_steps": 5,
     "init_head_from_multitask": True,
     "label_scoring": "sum",
+    "method": "full",
+    "num_virtual_tokens": 4,
+    "prompt_init": "text",
+    "prompt_init_text": None,
+    "lora_r": 4,
+    "lora_alpha": 8,
+    "lora_dropout": 0.0,
+    "lora_target_modules": None,
     "mixed_precision": "no",
 }
 

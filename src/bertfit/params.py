@@ -288,6 +288,33 @@ class FinetuneParams(TrainingParams):
     label_scoring: Literal["sum", "mean"] = Field(
         description="seq2seq: a label word's score, its tokens' summed (or mean) log-likelihood"
     )
+    method: Literal["full", "prompt_tuning", "lora"] = Field(
+        description="full: every weight trains; prompt_tuning / lora: a peft adapter on the frozen "
+        "model (models.adapters)"
+    )
+    num_virtual_tokens: int = Field(gt=0, description="prompt_tuning: trainable prompt vectors")
+    prompt_init: Literal["text", "sample_vocab", "random"] = Field(
+        description="prompt_tuning: start from the embeddings of a text, of sampled vocabulary "
+        "tokens, or at random"
+    )
+    prompt_init_text: str | None = Field(
+        description="prompt_tuning, prompt_init text: null = a sentence of the label words"
+    )
+    lora_r: int = Field(gt=0, description="lora: rank of the update matrices")
+    lora_alpha: float = Field(gt=0, description="lora: scaling (the update is alpha / r × BA)")
+    lora_dropout: float = Field(ge=0, lt=1)
+    lora_target_modules: list[str] | None = Field(
+        description="lora: module names to adapt; null = peft's default for the architecture"
+    )
+
+    @model_validator(mode="after")
+    def _frozen_body(self) -> FinetuneParams:
+        if self.method == "prompt_tuning" and self.layer_decay != 1:
+            raise ValueError(
+                "prompt_tuning freezes every layer, so layer-wise decay has nothing to decay: "
+                f"set layer_decay to 1.0 (got {self.layer_decay})"
+            )
+        return self
 
 
 class SearchParams(Strict):

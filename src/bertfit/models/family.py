@@ -32,6 +32,7 @@ from transformers import (
 
 from bertfit.data.encoding import Encoder, Preprocessing
 from bertfit.data.tasks import Task
+from bertfit.models.adapters import BASE_DIR, load_adapted
 from bertfit.models.heads import MultiTaskModel
 from bertfit.models.loading import (
     LOAD_KWARGS,
@@ -243,12 +244,19 @@ class Trained:
 
 
 def load_trained(model_dir: Path) -> Trained:
-    """Any model directory bertfit wrote, rebuilt from its manifest (models.manifest)."""
+    """Any model directory bertfit wrote, rebuilt from its manifest (models.manifest).
+
+    An adapter (method prompt_tuning or lora) loads onto its frozen base from `base/`.
+    """
     manifest = read_manifest(model_dir)
     if manifest.family not in FAMILIES:
         raise ValueError(
             f"{model_dir}: model family {manifest.family!r} is not known; known: {list(FAMILIES)}"
         )
     family = FAMILIES[manifest.family]
-    model = family.load(Path(model_dir), manifest)
-    return Trained(model, load_tokenizer(str(model_dir)), manifest, family)
+    if manifest.method == "full":
+        model = family.load(Path(model_dir), manifest)
+        return Trained(model, load_tokenizer(str(model_dir)), manifest, family)
+    base_dir = Path(model_dir) / BASE_DIR
+    model = load_adapted(family.load(base_dir, manifest), Path(model_dir))
+    return Trained(model, load_tokenizer(str(base_dir)), manifest, family)

@@ -25,6 +25,7 @@ from bertfit.reporting import write_json
 
 MANIFEST_FILE = "bertfit_model.json"
 HEADS = ("none", "stock", "pooled", "multitask", "text2text")
+METHODS = ("full", "prompt_tuning", "lora")  # models.adapters
 
 
 @dataclass(frozen=True)
@@ -38,10 +39,13 @@ class Manifest:
     head_config: dict[str, Any] = field(default_factory=dict)
     # multitask: task name -> {"task": Task, "architecture": class name, "file": weights file}
     heads: dict[str, dict[str, Any]] = field(default_factory=dict)
+    method: str = "full"  # full | prompt_tuning | lora (a peft adapter, its base in base/)
 
     def __post_init__(self) -> None:
         if self.head not in HEADS:
             raise ValueError(f"manifest head must be one of {list(HEADS)}, got {self.head!r}")
+        if self.method not in METHODS:
+            raise ValueError(f"manifest method must be one of {list(METHODS)}, got {self.method!r}")
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -60,6 +64,7 @@ class Manifest:
             family=data["family"],
             head=data["head"],
             stage=data["stage"],
+            method=data.get("method", "full"),
             preprocessing=Preprocessing(**prep) if prep else None,
             task=task_from_info(task) if task else None,
             head_config=data.get("head_config") or {},

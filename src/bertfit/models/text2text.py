@@ -27,6 +27,7 @@ from transformers import DataCollatorForSeq2Seq, PreTrainedTokenizerBase
 
 from bertfit.data.encoding import Preprocessing, special_tokens_template, truncate_ids
 from bertfit.data.tasks import Task
+from bertfit.models.adapters import is_prompt_learning
 
 Batch = dict[str, torch.Tensor]
 REGRESSION_STEP = 0.2  # T5 rounds STS-B scores to the nearest 0.2
@@ -190,19 +191,28 @@ def candidate_log_likelihoods(
     decoder scores all candidates of the batch in one teacher-forced pass.
     """
     n, c = batch["input_ids"].shape[0], targets.shape[0]
-    encoded = model.get_encoder()(
-        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], return_dict=True
-    )
-    hidden = encoded.last_hidden_state.repeat_interleave(c, dim=0)
     mask = batch["attention_mask"].repeat_interleave(c, dim=0)
     labels = targets.repeat(n, 1)
     decoder_input_ids = model.prepare_decoder_input_ids_from_labels(labels=labels)
-    logits = model(
-        encoder_outputs=(hidden,),
-        attention_mask=mask,
-        decoder_input_ids=decoder_input_ids,
-        return_dict=True,
-    ).logits
+    if is_prompt_learning(model):
+        # peft prepends the prompt inside its own forward, so the encoder runs per candidate
+        logits = model(
+            input_ids=batch["input_ids"].repeat_interleave(c, dim=0),
+            attention_mask=mask,
+            decoder_input_ids=decoder_input_ids,
+            return_dict=True,
+        ).logits
+    else:
+        encoded = model.get_encoder()(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], return_dict=True
+        )
+        hidden = encoded.last_hidden_state.repeat_interleave(c, dim=0)
+        logits = model(
+            encoder_outputs=(hidden,),
+            attention_mask=mask,
+            decoder_input_ids=decoder_input_ids,
+            return_dict=True,
+        ).logits
     log_probs = torch.log_softmax(logits.float(), dim=-1)
     valid = labels != -100
     picked = log_probs.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * valid

@@ -27,6 +27,13 @@ from transformers import TrainerCallback, TrainingArguments, set_seed
 
 from bertfit.data.encoding import Preprocessing
 from bertfit.data.tasks import Task
+from bertfit.models.adapters import (
+    BASE_DIR,
+    adapt,
+    adapter_config,
+    check_prompt_length,
+    trainable_report,
+)
 from bertfit.models.family import Family, family_for
 from bertfit.models.heads import load_task_head
 from bertfit.models.loading import check_max_seq_length, load_tokenizer
@@ -87,13 +94,19 @@ class EvaluationSeedDraw(TrainerCallback):
 
 
 def finetune_manifest(
-    family: Family, prep: Preprocessing, task: Task, head: HeadSpec | None, head_config: dict
+    family: Family,
+    prep: Preprocessing,
+    task: Task,
+    head: HeadSpec | None,
+    head_config: dict,
+    method: str = "full",
 ) -> Manifest:
     """What the saved directory holds: the head, the task and how its inputs were built."""
     return Manifest(
         family=family.name,
         head=family.head_name(head),
         stage="finetune",
+        method=method,
         preprocessing=prep,
         task=task,
         head_config=asdict(head) if head else head_config,
@@ -114,6 +127,31 @@ def start_from_multitask(
     return load_task_head(model, Path(model_dir), task)
 
 
+def with_method(
+    params: FinetuneParams,
+    family: Family,
+    model: nn.Module,
+    model_name: str,
+    task: Task,
+    head: HeadSpec | None,
+    max_seq_length: int,
+    base_dir: Path,
+) -> nn.Module:
+    """finetune.method: the model itself (full), or a peft adapter on it, its base saved first."""
+    if params.method == "full":
+        return model
+    if head is not None:
+        raise ValueError(
+            f"params.yaml: finetune.method {params.method} adapts the stock classifier; use "
+            "feature cls and head_tail, head or tail truncation"
+        )
+    if params.method == "prompt_tuning":
+        check_prompt_length(model.config, max_seq_length, params.num_virtual_tokens)
+    family.save(model, base_dir)  # frozen from here on: the adapter's base, saved beside it
+    config = adapter_config(params.method, family.name, params, model_name, task.words())
+    return adapt(model, config)
+
+
 def finetune(
     model_name: str,
     task: Task,
@@ -132,6 +170,10 @@ def finetune(
     model = family.classifier(model_name, task, head)
     check_max_seq_length(model.config, max_seq_length, model_name)
     head_from_multitask = start_from_multitask(params, model, model_name, task, head)
+    # one work directory, the same path on every process when launched with accelerate/torchrun
+    work_dir = output_dir.parent / f".{output_dir.name}-work"
+    base_dir = work_dir / BASE_DIR
+    model = with_method(params, family, model, model_name, task, head, max_seq_length, base_dir)
     prep = preprocessing(params, max_seq_length)
     encoder = family.encoder(tokenizer, prep)
     if params.max_train_samples is not None and params.max_train_samples < len(train_df):
@@ -152,8 +194,6 @@ def finetune(
         collator,
         params.per_device_eval_batch_size,
     )
-    # one work directory, the same path on every process when launched with accelerate/torchrun
-    work_dir = output_dir.parent / f".{output_dir.name}-work"
     args = finetune_arguments(params, work_dir)
     extra = {"selection": selection, "callbacks": [EvaluationSeedDraw()]}
     trainer = core.stage_trainer(params, args, model, train_ds, collator, tokenizer, **extra)
@@ -169,6 +209,7 @@ def finetune(
             truncation=f"{params.truncation} at {max_seq_length} tokens",
             family=family.name,
             head=family.head_name(head),
+            method=params.method,
             selected_on=validation.metric,
         )
     )
@@ -178,10 +219,14 @@ def finetune(
         return {}
 
     tokenizer.model_max_length = max_seq_length  # pipeline() truncates to it; head-only there
-    manifest = finetune_manifest(family, prep, task, head, config)
+    manifest = finetune_manifest(family, prep, task, head, config, params.method)
+    trained = trainer.accelerator.unwrap_model(trainer.model)
 
     def save(staged: Path) -> None:
-        family.save(trainer.accelerator.unwrap_model(trainer.model), staged)
+        family.save(trained, staged)  # a peft model writes its adapter files
+        if params.method != "full":
+            shutil.copytree(base_dir, staged / BASE_DIR)
+            tokenizer.save_pretrained(staged / BASE_DIR)
         tokenizer.save_pretrained(staged)
         manifest.save(staged)
 
@@ -194,6 +239,8 @@ def finetune(
         "best_step": best["step"],
         "selected_on": selection.key,
         "head_from_multitask": head_from_multitask,
+        "method": params.method,
+        **trainable_report(trained, trainer.optimizer),
         "train_examples": len(train_ds),
         "world_size": args.world_size,
         "train_runtime_s": output.metrics["train_runtime"],
