@@ -169,21 +169,24 @@ def build_tiny_bert(
     return model_dir
 
 
-def build_tiny_t5(model_dir: Path, texts: list[str], vocab_size: int = 400) -> Path:
-    """A 2-layer T5 (d_model 32) with a sentencepiece unigram tokenizer trained on `texts`."""
+# a 2-layer T5 (d_model 32): the scratch config of the tests' tiny T5 models
+TINY_T5 = {
+    "model_type": "t5",
+    "vocab_size": 400,
+    "d_model": 32,
+    "d_kv": 8,
+    "d_ff": 64,
+    "num_layers": 2,
+    "num_heads": 4,
+    "dropout_rate": 0.0,
+}
+
+
+def build_tiny_t5(model_dir: Path, texts: list[str]) -> Path:
+    """TINY_T5 with a sentencepiece unigram tokenizer trained on `texts`."""
     from bertfit.models.scratch import build_scratch_model
 
-    config = {
-        "model_type": "t5",
-        "vocab_size": vocab_size,
-        "d_model": 32,
-        "d_kv": 8,
-        "d_ff": 64,
-        "num_layers": 2,
-        "num_heads": 4,
-        "dropout_rate": 0.0,
-    }
-    return build_scratch_model(config, texts, model_dir, seed=0, max_seq_length=128)
+    return build_scratch_model(TINY_T5, texts, model_dir, seed=0, max_seq_length=128)
 
 
 @pytest.fixture(scope="session")

@@ -168,25 +168,28 @@ class Interrupt(TrainerCallback):
         raise KeyboardInterrupt
 
 
-def test_killed_run_resumes_from_last_checkpoint(
-    tmp_path: Path, tiny_model_dir: Path, corpus_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def run_killed(monkeypatch: pytest.MonkeyPatch, *args: object, **overrides: object) -> None:
+    """`run`, stopped right after its first checkpoint as a killed stage would be."""
+
     class InterruptedTrainer(core.BertfitTrainer):
-        def __init__(self, *args: object, **kwargs: object) -> None:
-            super().__init__(*args, callbacks=[Interrupt()], **kwargs)
+        def __init__(self, *a: object, **kwargs: object) -> None:
+            super().__init__(*a, callbacks=[Interrupt()], **kwargs)
 
     with monkeypatch.context() as m:
         m.setattr(core, "BertfitTrainer", InterruptedTrainer)
         with pytest.raises(KeyboardInterrupt):
-            run(tmp_path, tiny_model_dir, corpus_dir)
+            run(*args, **overrides)
+
+
+def test_killed_run_resumes_from_last_checkpoint(
+    tmp_path: Path, tiny_model_dir: Path, corpus_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_killed(monkeypatch, tmp_path, tiny_model_dir, corpus_dir)
     assert (tmp_path / "checkpoints" / "checkpoint-10").is_dir()
     metrics = run(tmp_path, tiny_model_dir, corpus_dir)
     assert metrics["resumed_from_step"] == 10 and metrics["steps"] == 20
     # other settings: the old checkpoints are not reused
-    with monkeypatch.context() as m:
-        m.setattr(core, "BertfitTrainer", InterruptedTrainer)
-        with pytest.raises(KeyboardInterrupt):
-            run(tmp_path, tiny_model_dir, corpus_dir)
+    run_killed(monkeypatch, tmp_path, tiny_model_dir, corpus_dir)
     metrics = run(tmp_path, tiny_model_dir, corpus_dir, learning_rate=1e-3)
     assert metrics["resumed_from_step"] == 0
 
@@ -254,13 +257,6 @@ def test_a_seq2seq_model_is_pretrained_by_span_corruption(
 def test_a_killed_span_corruption_run_resumes(
     tmp_path: Path, tiny_t5_dir: Path, corpus_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    class InterruptedTrainer(core.BertfitTrainer):
-        def __init__(self, *args: object, **kwargs: object) -> None:
-            super().__init__(*args, callbacks=[Interrupt()], **kwargs)
-
-    with monkeypatch.context() as m:
-        m.setattr(core, "BertfitTrainer", InterruptedTrainer)
-        with pytest.raises(KeyboardInterrupt):
-            run(tmp_path, tiny_t5_dir, corpus_dir)
+    run_killed(monkeypatch, tmp_path, tiny_t5_dir, corpus_dir)
     metrics = run(tmp_path, tiny_t5_dir, corpus_dir)
     assert metrics["resumed_from_step"] == 10 and metrics["steps"] == 20

@@ -17,7 +17,7 @@ from transformers import pipeline
 
 from bertfit.params import read_params_file
 from stages import collect, evaluate, finetune, multitask, pretrain
-from tests.conftest import PROJECT_ROOT, TINY_FINETUNE, TINY_MULTITASK, TINY_PRETRAIN
+from tests.conftest import PROJECT_ROOT, TINY_FINETUNE, TINY_MULTITASK, TINY_PRETRAIN, TINY_T5
 
 
 def write_params(path: Path, model_name: str, tasks: dict, target: str, **overrides: dict) -> Path:
@@ -152,18 +152,6 @@ def question_length_task(tmp_path: Path, trec_sample: dict) -> dict:
             "split": {"validation_ratio": 0.2, "test_ratio": 0.1},
         }
     }
-
-
-TINY_T5 = {
-    "model_type": "t5",
-    "vocab_size": 400,
-    "d_model": 32,
-    "d_kv": 8,
-    "d_ff": 64,
-    "num_layers": 2,
-    "num_heads": 4,
-    "dropout_rate": 0.0,
-}
 
 
 @pytest.mark.slow
