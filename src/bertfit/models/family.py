@@ -15,6 +15,7 @@ model's own config (`is_encoder_decoder`), never its name.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -383,11 +384,14 @@ def load_task_adapters(model_dirs: list[Path]) -> TaskServer:
     if base_fingerprint(base) != entries[0].manifest.base_fingerprint:
         raise ValueError(f"{base_dir}: the base's weights are not the ones its adapters name")
     adapted = {}
-    for entry in entries:
-        around = base if family.name == "seq2seq" else head_on(base, str(base_dir), entry.task)
-        adapted[entry.task.name] = PeftModel.from_pretrained(
-            around, entry.adapter_dir, adapter_name=entry.task.name, is_trainable=False
-        )
+    with warnings.catch_warnings():
+        # peft warns when a second LoRA adapter goes into the shared base: here that is the aim
+        warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+        for entry in entries:
+            around = base if family.name == "seq2seq" else head_on(base, str(base_dir), entry.task)
+            adapted[entry.task.name] = PeftModel.from_pretrained(
+                around, entry.adapter_dir, adapter_name=entry.task.name, is_trainable=False
+            )
     model = TaskAdapters(adapted).eval()
     return TaskServer(
         model, load_tokenizer(str(base_dir)), family, {e.task.name: e for e in entries}
