@@ -110,6 +110,10 @@ TINY_MULTITASK = {
     "truncation": "head_tail",
     "head_tokens": 8,
     "mixed_precision": "no",
+    "method": "full",
+    "num_virtual_tokens": 4,
+    "prompt_init": "text",
+    "prompt_init_text": None,
 }
 
 

@@ -93,6 +93,11 @@ def test_each_pass_over_a_task_draws_every_example_once() -> None:
         ({"temperature": -1.5}, r"multitask.temperature: .*got -1.5"),
         ({"tasks": []}, r"multitask.tasks: List should have at least 1 item"),
         ({"tasks": ["trec", "trec"]}, r"tasks must be distinct, repeated: \['trec'\]"),
+        ({"method": "lora"}, r"multitask.method: Input should be 'full' or 'prompt_tuning'"),
+        (
+            {"method": "prompt_tuning", "layer_decay": 0.9},
+            r"prompt_tuning freezes every layer.*set layer_decay to 1.0 \(got 0.9\)",
+        ),
     ],
 )
 def test_bad_multitask_params_are_named(override: dict, message: str) -> None:

@@ -241,7 +241,31 @@ class PretrainParams(TrainingParams):
     save_steps: int = Field(gt=0, description="checkpoint interval, for resuming")
 
 
-class MultitaskParams(TrainingParams):
+class AdaptableParams(TrainingParams):
+    """A training stage that can tune a soft prompt on a frozen model (models.adapters):
+    multitask and finetune. Each names its own `method` values."""
+
+    method: str
+    num_virtual_tokens: int = Field(gt=0, description="prompt_tuning: trainable prompt vectors")
+    prompt_init: Literal["text", "sample_vocab", "random"] = Field(
+        description="prompt_tuning: start from the embeddings of a text, of sampled vocabulary "
+        "tokens, or at random"
+    )
+    prompt_init_text: str | None = Field(
+        description="prompt_tuning, prompt_init text: null = a sentence of the label words"
+    )
+
+    @model_validator(mode="after")
+    def _frozen_body(self) -> AdaptableParams:
+        if self.method == "prompt_tuning" and self.layer_decay != 1:
+            raise ValueError(
+                "prompt_tuning freezes every layer, so layer-wise decay has nothing to decay: "
+                f"set layer_decay to 1.0 (got {self.layer_decay})"
+            )
+        return self
+
+
+class MultitaskParams(AdaptableParams):
     enabled: bool = Field(description="false passes the pretrained encoder through")
     tasks: list[str] = Field(min_length=1, description="catalogue tasks, one head each")
     sampling: Literal["proportional", "uniform", "temperature", "annealed"]
@@ -256,6 +280,10 @@ class MultitaskParams(TrainingParams):
     label_scoring: Literal["sum", "mean"] = Field(
         description="seq2seq: a label word's score, its tokens' summed (or mean) log-likelihood"
     )
+    method: Literal["full", "prompt_tuning"] = Field(
+        description="full: the shared model and every head train; prompt_tuning: one peft prompt "
+        "per task (and its head) on one frozen base (models.adapters)"
+    )
     max_steps: int = Field(gt=0)
     eval_steps: int = Field(gt=0, description="validation of every task each eval_steps steps")
     truncation: Literal["head_tail", "head", "tail"]
@@ -269,7 +297,7 @@ class MultitaskParams(TrainingParams):
         return self
 
 
-class FinetuneParams(TrainingParams):
+class FinetuneParams(AdaptableParams):
     num_train_epochs: float = Field(gt=0)
     train_sampling_strategy: Literal["random", "group_by_length"]
     truncation: Literal["head_tail", "head", "tail", "hierarchical"]
@@ -291,7 +319,8 @@ class FinetuneParams(TrainingParams):
     )
     max_train_samples: int | None = Field(gt=0, description="cap on train rows; null = all")
     init_head_from_multitask: bool = Field(
-        description="start from the target's multitask head when its label set matches"
+        description="start from the target's multitask head when its label set matches, and, "
+        "when both stages tune prompts, from the target's multitask prompt"
     )
     label_scoring: Literal["sum", "mean"] = Field(
         description="seq2seq: a label word's score, its tokens' summed (or mean) log-likelihood"
@@ -300,29 +329,12 @@ class FinetuneParams(TrainingParams):
         description="full: every weight trains; prompt_tuning / lora: a peft adapter on the frozen "
         "model (models.adapters)"
     )
-    num_virtual_tokens: int = Field(gt=0, description="prompt_tuning: trainable prompt vectors")
-    prompt_init: Literal["text", "sample_vocab", "random"] = Field(
-        description="prompt_tuning: start from the embeddings of a text, of sampled vocabulary "
-        "tokens, or at random"
-    )
-    prompt_init_text: str | None = Field(
-        description="prompt_tuning, prompt_init text: null = a sentence of the label words"
-    )
     lora_r: int = Field(gt=0, description="lora: rank of the update matrices")
     lora_alpha: float = Field(gt=0, description="lora: scaling (the update is alpha / r × BA)")
     lora_dropout: float = Field(ge=0, lt=1)
     lora_target_modules: list[str] | None = Field(
         description="lora: module names to adapt; null = peft's default for the architecture"
     )
-
-    @model_validator(mode="after")
-    def _frozen_body(self) -> FinetuneParams:
-        if self.method == "prompt_tuning" and self.layer_decay != 1:
-            raise ValueError(
-                "prompt_tuning freezes every layer, so layer-wise decay has nothing to decay: "
-                f"set layer_decay to 1.0 (got {self.layer_decay})"
-            )
-        return self
 
 
 class SearchParams(Strict):

@@ -91,6 +91,17 @@ def special_tokens_template(tokenizer: PreTrainedTokenizerBase) -> tuple[list[in
     raise ValueError(f"cannot locate the text inside {type(tokenizer).__name__}'s special tokens")
 
 
+def label_values(df: pd.DataFrame, task: Task, split: str) -> list[Any]:
+    """A split's `labels`: class ids in the task's label order, or floats (regression)."""
+    if task.problem == "regression":
+        return df["label"].astype(float).tolist()
+    unknown = sorted(set(df["label"]) - set(task.labels))
+    if unknown:
+        raise ValueError(f"{task.name} [{split}]: labels {unknown} are not in {task.labels}")
+    index = {label: i for i, label in enumerate(task.labels)}
+    return [index[label] for label in df["label"]]
+
+
 class Encoder:
     """Turns frames of `text` [+ `text_pair`] into model inputs under one Preprocessing."""
 
@@ -156,12 +167,11 @@ class Encoder:
 
     def labelled(self, df: pd.DataFrame, task: Task, split: str) -> Dataset:
         """dataset() with `labels`: class ids in the task's label order, or floats (regression)."""
-        if task.problem == "regression":
-            return self.dataset(df).add_column("labels", df["label"].astype(float).tolist())
-        unknown = sorted(set(df["label"]) - set(task.labels))
-        if unknown:
-            raise ValueError(f"{task.name} [{split}]: labels {unknown} are not in {task.labels}")
-        return self.dataset(df, {label: i for i, label in enumerate(task.labels)})
+        return self.dataset(df).add_column("labels", label_values(df, task, split))
+
+    def inputs(self, df: pd.DataFrame, task: Task) -> Dataset:
+        """Unlabelled rows as model inputs, for prediction (the task adds nothing here)."""
+        return self.dataset(df)
 
     def dataset(self, df: pd.DataFrame, label2id: dict[str, int] | None = None) -> Dataset:
         """A tokenised datasets.Dataset with `length` (and `labels` when label2id is given)."""

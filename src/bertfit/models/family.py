@@ -15,14 +15,19 @@ model's own config (`is_encoder_decoder`), never its name.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import torch
+from peft import PeftModel
 from torch import nn
 from transformers import (
+    AutoModel,
     AutoModelForSeq2SeqLM,
     AutoModelForSequenceClassification,
     DataCollatorWithPadding,
@@ -32,8 +37,9 @@ from transformers import (
 
 from bertfit.data.encoding import Encoder, Preprocessing
 from bertfit.data.tasks import Task
-from bertfit.models.adapters import BASE_DIR, load_adapted
-from bertfit.models.heads import MultiTaskModel
+from bertfit.inference import predict_scores
+from bertfit.models.adapters import BASE_DIR, TaskAdapters, base_fingerprint, load_adapted
+from bertfit.models.heads import MultiTaskModel, head_on
 from bertfit.models.loading import (
     LOAD_KWARGS,
     load_classifier,
@@ -243,20 +249,150 @@ class Trained:
         return self.family.scorer(task, self.tokenizer, config)
 
 
-def load_trained(model_dir: Path) -> Trained:
-    """Any model directory bertfit wrote, rebuilt from its manifest (models.manifest).
-
-    An adapter (method prompt_tuning or lora) loads onto its frozen base from `base/`.
-    """
-    manifest = read_manifest(model_dir)
+def family_in(manifest: Manifest, model_dir: Path) -> Family:
     if manifest.family not in FAMILIES:
         raise ValueError(
             f"{model_dir}: model family {manifest.family!r} is not known; known: {list(FAMILIES)}"
         )
-    family = FAMILIES[manifest.family]
+    return FAMILIES[manifest.family]
+
+
+def load_trained(model_dir: Path) -> Trained:
+    """Any model directory bertfit wrote, rebuilt from its manifest (models.manifest).
+
+    An adapter (method prompt_tuning or lora) loads onto its frozen base from `base/`; the
+    multitask stage's prompts load as TaskAdapters on the one base (load_task_adapters).
+    """
+    manifest = read_manifest(model_dir)
+    family = family_in(manifest, model_dir)
+    if manifest.method != "full" and manifest.stage == "multitask":
+        served = load_task_adapters([model_dir])
+        return Trained(served.model, served.tokenizer, manifest, family)
     if manifest.method == "full":
         model = family.load(Path(model_dir), manifest)
         return Trained(model, load_tokenizer(str(model_dir)), manifest, family)
     base_dir = Path(model_dir) / BASE_DIR
     model = load_adapted(family.load(base_dir, manifest), Path(model_dir))
     return Trained(model, load_tokenizer(str(base_dir)), manifest, family)
+
+
+@dataclass(frozen=True)
+class AdapterEntry:
+    """One task's adapter, where its base lies, and how its rows are encoded and scored."""
+
+    task: Task
+    adapter_dir: Path
+    base_dir: Path
+    manifest: Manifest
+    head_config: dict[str, Any]
+
+
+def adapter_entries(model_dir: Path) -> list[AdapterEntry]:
+    """The adapters a directory holds: one (finetune's), or one per task (multitask prompts)."""
+    manifest = read_manifest(model_dir)
+    if manifest.method == "full":
+        raise ValueError(
+            f"{model_dir}: a fully trained model (method full, from the {manifest.stage} stage) "
+            "has no adapter to switch to; load it alone with load_trained, or train with "
+            "finetune.method prompt_tuning or lora"
+        )
+    if manifest.stage == "multitask":
+        return [
+            AdapterEntry(h["task"], model_dir / h["adapter"], model_dir, manifest, h["head_config"])
+            for h in manifest.heads.values()
+        ]
+    if manifest.task is None:
+        raise ValueError(f"{model_dir}: the adapter's manifest names no task")
+    return [
+        AdapterEntry(manifest.task, model_dir, model_dir / BASE_DIR, manifest, manifest.head_config)
+    ]
+
+
+@dataclass
+class TaskServer:
+    """Several tasks' adapters on one loaded base: each call switches to its task's adapter.
+
+    `scores(task, texts)` gives the family's [rows, classes] scores, `predict` the labels (or,
+    for regression, the values): the same encoding, batching and scoring as evaluate.
+    """
+
+    model: TaskAdapters
+    tokenizer: PreTrainedTokenizerBase
+    family: Family
+    entries: dict[str, AdapterEntry]
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.entries)
+
+    def scores(
+        self,
+        task: str,
+        texts: list[str],
+        text_pairs: list[str] | None = None,
+        batch_size: int = 64,
+        bf16: bool = False,
+    ) -> np.ndarray:
+        if task not in self.entries:
+            raise KeyError(f"no adapter for task {task!r}; loaded: {self.tasks}")
+        entry = self.entries[task]
+        prep = entry.manifest.preprocessing
+        rows = pd.DataFrame({"text": texts} | ({"text_pair": text_pairs} if text_pairs else {}))
+        inputs = self.family.encoder(self.tokenizer, prep).inputs(rows, entry.task)
+        score = self.family.scorer(entry.task, self.tokenizer, entry.head_config)
+        collator = self.family.collator(self.tokenizer, prep)
+        return predict_scores(self.model.adapter(task), inputs, batch_size, collator, score, bf16)
+
+    def predict(
+        self, task: str, texts: list[str], text_pairs: list[str] | None = None, **kw: Any
+    ) -> list:
+        scores = self.scores(task, texts, text_pairs, **kw)
+        spec = self.entries[task].task
+        if spec.problem == "regression":
+            return scores[:, 0].tolist()
+        return [spec.labels[i] for i in scores.argmax(-1)]
+
+
+def load_task_adapters(model_dirs: list[Path]) -> TaskServer:
+    """Adapters of several tasks (finetune's adapter directories, or a multitask prompt-tuning
+    directory), all trained on one frozen base, served from that base loaded once.
+
+    Every adapter's manifest names its base by fingerprint (models.adapters.base_fingerprint);
+    adapters of different bases, or two for one task, are an error.
+    """
+    entries = [e for d in model_dirs for e in adapter_entries(Path(d))]
+    if not entries:
+        raise ValueError("load_task_adapters: no model directories given")
+    names = [e.task.name for e in entries]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"two adapters for task(s) {repeated}: give one directory per task")
+    bases = {e.manifest.base_fingerprint for e in entries}
+    families = {e.manifest.family for e in entries}
+    if len(bases) != 1 or None in bases or len(families) != 1:
+        found = {str(e.adapter_dir): e.manifest.base_fingerprint for e in entries}
+        raise ValueError(
+            f"the adapters were not all trained on one base (base fingerprints: {found}); "
+            "one loaded base serves only adapters trained on it"
+        )
+    family = family_in(entries[0].manifest, entries[0].base_dir)
+    base_dir = entries[0].base_dir
+    if family.name == "seq2seq":
+        base = load_seq2seq(str(base_dir))
+    else:  # each task's classifier is built around the one encoder (models.heads)
+        base = AutoModel.from_pretrained(base_dir, **LOAD_KWARGS)
+    if base_fingerprint(base) != entries[0].manifest.base_fingerprint:
+        raise ValueError(f"{base_dir}: the base's weights are not the ones its adapters name")
+    adapted = {}
+    with warnings.catch_warnings():
+        # peft warns when a second LoRA adapter goes into the shared base: here that is the aim
+        warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+        for entry in entries:
+            around = base if family.name == "seq2seq" else head_on(base, str(base_dir), entry.task)
+            adapted[entry.task.name] = PeftModel.from_pretrained(
+                around, entry.adapter_dir, adapter_name=entry.task.name, is_trainable=False
+            )
+    model = TaskAdapters(adapted).eval()
+    return TaskServer(
+        model, load_tokenizer(str(base_dir)), family, {e.task.name: e for e in entries}
+    )

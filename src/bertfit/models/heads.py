@@ -47,13 +47,7 @@ class MultiTaskModel(nn.Module):
     @classmethod
     def build(cls, model_name: str, tasks: list[Task]) -> MultiTaskModel:
         encoder = AutoModel.from_pretrained(model_name, **LOAD_KWARGS)
-        heads = {}
-        for task in tasks:
-            # from_config builds a throw-away encoder too; it is replaced by the shared one
-            heads[task.name] = AutoModelForSequenceClassification.from_config(
-                classifier_config(model_name, task.labels, task.problem)
-            )
-        return cls(encoder, heads)
+        return cls(encoder, {task.name: new_head(model_name, task) for task in tasks})
 
     def forward(self, task: str, **inputs: torch.Tensor) -> Any:
         return self.heads[task](**inputs)
@@ -87,6 +81,21 @@ class MultiTaskModel(nn.Module):
         return model
 
 
+def new_head(model_name: str, task: Task) -> PreTrainedModel:
+    """`task`'s sequence-classification model, freshly initialised, for a shared encoder to be
+    put in (from_config builds a throw-away encoder too; the caller replaces it)."""
+    return AutoModelForSequenceClassification.from_config(
+        classifier_config(model_name, task.labels, task.problem)
+    )
+
+
+def head_on(encoder: PreTrainedModel, model_name: str, task: Task) -> PreTrainedModel:
+    """`task`'s classifier built around `encoder`, which it shares with other tasks' heads."""
+    head = new_head(model_name, task)
+    setattr(head, head.base_model_prefix, encoder)
+    return head
+
+
 def load_head_state(model: nn.Module, weights_file: Path, task: str) -> list[str]:
     """Load a saved head into a classifier; every saved tensor must find its place."""
     state = load_file(weights_file)
@@ -101,9 +110,18 @@ def load_task_head(model: PreTrainedModel, model_dir: Path, task: Task) -> bool:
     if not (Path(model_dir) / MANIFEST_FILE).is_file():
         log.info("%s has no manifest: the %s head starts fresh", model_dir, task.name)
         return False
-    entry = read_manifest(model_dir).heads.get(task.name)
+    manifest = read_manifest(model_dir)
+    entry = manifest.heads.get(task.name)
     if entry is None:
         log.info("no multitask head for %s in %s: the head starts fresh", task.name, model_dir)
+        return False
+    if manifest.method != "full":  # each head was tuned with its prompt, and is saved with it
+        log.info(
+            "multitask tuned a prompt with each head (method %s): the %s head comes with its "
+            "prompt under finetune.method prompt_tuning, and starts fresh otherwise",
+            manifest.method,
+            task.name,
+        )
         return False
     saved: Task = entry["task"]
     if (saved.problem, saved.labels) != (task.problem, task.labels):

@@ -7,7 +7,9 @@ sequence-classification head, `pooled` for models.pooling's features and chunk p
 `multitask` for one head per task in `multitask_heads/`, `text2text` for a seq2seq model that
 writes label words), the preprocessing the model was
 trained with (data.encoding), the task it classifies (data.tasks) or, for multitask, every
-task's head, and the stage that wrote it. The weights stay in the standard files
+task's head, and the stage that wrote it. An adapter (method prompt_tuning or lora) names its
+frozen base by a fingerprint of its weights; a multitask prompt-tuning directory lists each
+task's adapter folder under `heads`. The weights stay in the standard files
 (`model.safetensors`, and the head files named here), so a stock classifier still loads with
 `AutoModelForSequenceClassification` and `pipeline("text-classification")`.
 """
@@ -40,6 +42,8 @@ class Manifest:
     # multitask: task name -> {"task": Task, "architecture": class name, "file": weights file}
     heads: dict[str, dict[str, Any]] = field(default_factory=dict)
     method: str = "full"  # full | prompt_tuning | lora (a peft adapter, its base in base/)
+    # an adapter's frozen base, by models.adapters.base_fingerprint: one base serves many tasks
+    base_fingerprint: str | None = None
 
     def __post_init__(self) -> None:
         if self.head not in HEADS:
@@ -65,6 +69,7 @@ class Manifest:
             head=data["head"],
             stage=data["stage"],
             method=data.get("method", "full"),
+            base_fingerprint=data.get("base_fingerprint"),
             preprocessing=Preprocessing(**prep) if prep else None,
             task=task_from_info(task) if task else None,
             head_config=data.get("head_config") or {},

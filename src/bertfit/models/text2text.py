@@ -25,7 +25,12 @@ from datasets import Dataset
 from torch import nn
 from transformers import DataCollatorForSeq2Seq, PreTrainedTokenizerBase
 
-from bertfit.data.encoding import Preprocessing, special_tokens_template, truncate_ids
+from bertfit.data.encoding import (
+    Preprocessing,
+    label_values,
+    special_tokens_template,
+    truncate_ids,
+)
 from bertfit.data.tasks import Task
 from bertfit.models.adapters import is_prompt_learning
 
@@ -125,20 +130,14 @@ class Text2TextEncoder:
 
     def labelled(self, df: pd.DataFrame, task: Task, split: str) -> Dataset:
         """Inputs, `length`, and `labels`: class ids (floats for regression), as encoders have."""
-        if task.problem == "regression":
-            labels: list[Any] = df["label"].astype(float).tolist()
-        else:
-            unknown = sorted(set(df["label"]) - set(task.labels))
-            if unknown:
-                raise ValueError(
-                    f"{task.name} [{split}]: labels {unknown} are not in {task.labels}"
-                )
-            index = {label: i for i, label in enumerate(task.labels)}
-            labels = [index[label] for label in df["label"]]
+        return self.inputs(df, task).add_column("labels", label_values(df, task, split))
+
+    def inputs(self, df: pd.DataFrame, task: Task) -> Dataset:
+        """The rows as the task's prefixed inputs, with `length`."""
         pairs = df["text_pair"].tolist() if "text_pair" in df.columns else None
         encoded = self.encode(task, df["text"].tolist(), pairs)
         encoded["length"] = [len(x) for x in encoded["input_ids"]]
-        return Dataset.from_dict(encoded | {"labels": labels})
+        return Dataset.from_dict(encoded)
 
 
 class Seq2SeqCollator(DataCollatorForSeq2Seq):
@@ -239,12 +238,13 @@ class LabelRanker:
         self.targets = targets
         self.values = values
         self.mean = label_scoring == "mean"
+        self.padded: dict[torch.device, torch.Tensor] = {}  # built once per device, not per batch
 
     def __call__(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         device = batch["input_ids"].device
-        scores = candidate_log_likelihoods(
-            model, batch, padded_targets(self.targets, device), self.mean
-        )
+        if device not in self.padded:
+            self.padded[device] = padded_targets(self.targets, device)
+        scores = candidate_log_likelihoods(model, batch, self.padded[device], self.mean)
         if self.values is None:
             return scores
         grid = torch.tensor(self.values, device=device, dtype=torch.float32)

@@ -22,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 import torch
+from peft import PeftConfig
 from torch import nn
 from transformers import TrainerCallback, TrainingArguments, set_seed
 
@@ -31,13 +32,15 @@ from bertfit.models.adapters import (
     BASE_DIR,
     adapt,
     adapter_config,
+    base_fingerprint,
     check_prompt_length,
+    resume_adapter,
     trainable_report,
 )
 from bertfit.models.family import Family, family_for
 from bertfit.models.heads import load_task_head
 from bertfit.models.loading import check_max_seq_length, load_tokenizer, resolve_model_name
-from bertfit.models.manifest import Manifest
+from bertfit.models.manifest import MANIFEST_FILE, Manifest, read_manifest
 from bertfit.models.pooling import HeadSpec
 from bertfit.params import FinetuneParams
 from bertfit.training import trainer as core
@@ -100,6 +103,7 @@ def finetune_manifest(
     head: HeadSpec | None,
     head_config: dict,
     method: str = "full",
+    fingerprint: str | None = None,
 ) -> Manifest:
     """What the saved directory holds: the head, the task and how its inputs were built."""
     return Manifest(
@@ -110,6 +114,7 @@ def finetune_manifest(
         preprocessing=prep,
         task=task,
         head_config=asdict(head) if head else head_config,
+        base_fingerprint=fingerprint,
     )
 
 
@@ -127,6 +132,42 @@ def start_from_multitask(
     return load_task_head(model, Path(model_dir), task)
 
 
+def multitask_prompt(params: FinetuneParams, model_dir: str, task: Task) -> Path | None:
+    """finetune.init_head_from_multitask with prompt tuning: the target's own multitask prompt
+    (and head), when multitask tuned one for the same labels and of the same length."""
+    if not (params.init_head_from_multitask and params.method == "prompt_tuning"):
+        return None
+    if not (Path(model_dir) / MANIFEST_FILE).is_file():
+        return None
+    manifest = read_manifest(Path(model_dir))
+    entry = manifest.heads.get(task.name)
+    if manifest.method != "prompt_tuning" or entry is None:
+        log.info("no multitask prompt for %s in %s: the prompt starts afresh", task.name, model_dir)
+        return None
+    saved: Task = entry["task"]
+    if (saved.problem, saved.labels) != (task.problem, task.labels):
+        log.warning(
+            "the multitask prompt of %s was tuned for labels %s, the task now has %s: the prompt "
+            "starts afresh",
+            task.name,
+            saved.labels,
+            task.labels,
+        )
+        return None
+    adapter_dir = Path(model_dir) / entry["adapter"]
+    tokens = PeftConfig.from_pretrained(str(adapter_dir)).num_virtual_tokens
+    if tokens != params.num_virtual_tokens:
+        log.warning(
+            "the multitask prompt of %s has %d virtual tokens, finetune.num_virtual_tokens is %d: "
+            "the prompt starts afresh (set them equal to start from it)",
+            task.name,
+            tokens,
+            params.num_virtual_tokens,
+        )
+        return None
+    return adapter_dir
+
+
 def with_method(
     params: FinetuneParams,
     family: Family,
@@ -136,10 +177,11 @@ def with_method(
     head: HeadSpec | None,
     max_seq_length: int,
     base_dir: Path,
-) -> nn.Module:
-    """finetune.method: the model itself (full), or a peft adapter on it, its base saved first."""
+) -> tuple[nn.Module, bool]:
+    """finetune.method: the model itself (full), or a peft adapter on it, its base saved first;
+    and whether the adapter starts from the target's multitask prompt."""
     if params.method == "full":
-        return model
+        return model, False
     if head is not None:
         raise ValueError(
             f"params.yaml: finetune.method {params.method} adapts the stock classifier; use "
@@ -148,10 +190,14 @@ def with_method(
     if params.method == "prompt_tuning":
         check_prompt_length(model.config, max_seq_length, params.num_virtual_tokens)
     family.save(model, base_dir)  # frozen from here on: the adapter's base, saved beside it
+    start = multitask_prompt(params, model_name, task)
+    if start is not None:
+        log.info("the %s prompt starts from its multitask prompt (%s)", task.name, start)
+        return resume_adapter(model, start), True
     # the tokenizer for a text-initialised prompt: a directory peft can load, not a package: name
     tokenizer_dir = resolve_model_name(model_name)
     config = adapter_config(params.method, family.name, params, tokenizer_dir, task.words())
-    return adapt(model, config)
+    return adapt(model, config), False
 
 
 def finetune(
@@ -175,7 +221,10 @@ def finetune(
     # one work directory, the same path on every process when launched with accelerate/torchrun
     work_dir = output_dir.parent / f".{output_dir.name}-work"
     base_dir = work_dir / BASE_DIR
-    model = with_method(params, family, model, model_name, task, head, max_seq_length, base_dir)
+    fingerprint = None if params.method == "full" else base_fingerprint(model)
+    model, prompt_from_multitask = with_method(
+        params, family, model, model_name, task, head, max_seq_length, base_dir
+    )
     prep = preprocessing(params, max_seq_length)
     encoder = family.encoder(tokenizer, prep)
     if params.max_train_samples is not None and params.max_train_samples < len(train_df):
@@ -221,7 +270,7 @@ def finetune(
         return {}
 
     tokenizer.model_max_length = max_seq_length  # pipeline() truncates to it; head-only there
-    manifest = finetune_manifest(family, prep, task, head, config, params.method)
+    manifest = finetune_manifest(family, prep, task, head, config, params.method, fingerprint)
     trained = trainer.accelerator.unwrap_model(trainer.model)
 
     def save(staged: Path) -> None:
@@ -241,6 +290,7 @@ def finetune(
         "best_step": best["step"],
         "selected_on": selection.key,
         "head_from_multitask": head_from_multitask,
+        "prompt_from_multitask": prompt_from_multitask,
         "method": params.method,
         **trainable_report(trained, trainer.optimizer),
         "train_examples": len(train_ds),

@@ -13,6 +13,12 @@ A seq2seq model (T5) has no heads: every task is text-to-text with its own prefi
 words (models.text2text), one model learns them all, and each task's validation is scored by
 ranking its label words. The output is the seq2seq model itself, as a standard directory.
 T5's examples-proportional mixing is `mixing_limit` (training.sampling).
+
+`method: prompt_tuning` (Lester et al. 2021; the mT5 recipe): the base stays frozen and each task
+trains its own soft prompt (and, for an encoder, its own head) on it, in the same mixed batches
+(models.adapters.TaskAdapters). The output is the base, unchanged, as a standard directory, with
+`prompts/<task>/` holding each task's adapter, so finetune can start the target's prompt from its
+own and one loaded base serves every task (models.family.load_task_adapters).
 """
 
 from __future__ import annotations
@@ -31,9 +37,22 @@ from transformers import TrainingArguments, set_seed
 
 from bertfit.data.encoding import Encoder, Preprocessing
 from bertfit.data.tasks import Task
-from bertfit.models.family import family_for, load_seq2seq
+from bertfit.models.adapters import (
+    TaskAdapters,
+    adapt,
+    adapter_config,
+    base_fingerprint,
+    check_prompt_length,
+    trainable_report,
+)
+from bertfit.models.family import Family, family_for, load_seq2seq
 from bertfit.models.heads import MultiTaskModel
-from bertfit.models.loading import check_max_seq_length, load_config, load_tokenizer
+from bertfit.models.loading import (
+    check_max_seq_length,
+    load_config,
+    load_tokenizer,
+    resolve_model_name,
+)
 from bertfit.models.manifest import Manifest
 from bertfit.params import MultitaskParams
 from bertfit.training import trainer as core
@@ -173,9 +192,8 @@ def multitask(
     ]
     sets = [validation_set(encoder, t, frames[t.name]["validation"]) for t in tasks]
     text2text = family.name == "seq2seq"
-    model = (
-        load_seq2seq(str(model_dir)) if text2text else MultiTaskModel.build(str(model_dir), tasks)
-    )
+    model = build_model(family, model_dir, tasks, params, max_seq_length)
+    prompts = isinstance(model, TaskAdapters)
 
     work_dir = output_dir.parent / f".{output_dir.name}-work"
     args = multitask_arguments(params, work_dir)
@@ -191,6 +209,7 @@ def multitask(
             sampling=f"{params.sampling} (T={params.temperature:g}, K={params.mixing_limit})",
             batches_per_task=task_batches,
             layer_decay=params.layer_decay,
+            method=params.method,
         )
     )
     # each task's own head (or label words) scores its validation set; the mean selects
@@ -200,7 +219,7 @@ def multitask(
         family.collator(tokenizer, prep),
         params.per_device_eval_batch_size,
         per_task_columns=True,
-        model_for=(lambda model, _: model) if text2text else lambda model, t: model.heads[t],
+        model_for=task_model(model),
     )
     batches = ConcatTasks([t.name for t in tasks], train)
     collator = TaskBatchCollator(family.collator(tokenizer, prep))
@@ -213,6 +232,9 @@ def multitask(
 
     def save(staged: Path) -> None:
         tokenizer.save_pretrained(staged)
+        if prompts:  # the frozen base as it came, and one adapter per task beside it
+            save_prompts(model, family, tasks, configs, prep, staged)
+            return
         if text2text:  # one model for every task: the manifest says how each is scored
             model.save_pretrained(staged)
             heads = {t.name: {"task": t, "head_config": configs[t.name]} for t in tasks}
@@ -229,6 +251,8 @@ def multitask(
         "sampling": params.sampling,
         **best_metrics(selection, tasks),
         "task_batches": task_batches,
+        "method": params.method,
+        **trainable_report(model, trainer.optimizer),
         "train_examples": sizes,
         "world_size": args.world_size,
         "train_runtime_s": output.metrics["train_runtime"],
@@ -236,6 +260,72 @@ def multitask(
     loss_fields = ["step", "epoch", "loss", "learning_rate", *(f"loss_{t.name}" for t in tasks)]
     core.write_reports(report_dir, metrics, trainer.state.log_history, selection, loss_fields)
     return metrics
+
+
+def build_model(
+    family: Family, model_dir: Path, tasks: list[Task], params: MultitaskParams, max_seq_length: int
+) -> torch.nn.Module:
+    """The shared model and every task's head; or, for prompt tuning, each task's prompt (and
+    head) on the one frozen base."""
+    text2text = family.name == "seq2seq"
+    if text2text:
+        base = load_seq2seq(str(model_dir))
+    else:
+        base = MultiTaskModel.build(str(model_dir), tasks)
+    if params.method == "full":
+        return base
+    check_prompt_length(base.config, max_seq_length, params.num_virtual_tokens, "multitask")
+    tokenizer_dir = resolve_model_name(str(model_dir))  # a directory peft can load its text from
+    adapted = {}
+    for task in tasks:
+        config = adapter_config(params.method, family.name, params, tokenizer_dir, task.words())
+        around = base if text2text else base.heads[task.name]  # its head on the shared encoder
+        adapted[task.name] = adapt(around, config, name=task.name)
+    return TaskAdapters(adapted)
+
+
+def task_model(model: torch.nn.Module) -> Callable[[torch.nn.Module, str], torch.nn.Module]:
+    """What scores a task's validation rows: its head, its prompted model, or the one model."""
+    if isinstance(model, TaskAdapters):
+        return lambda m, task: m.adapter(task)
+    if isinstance(model, MultiTaskModel):
+        return lambda m, task: m.heads[task]
+    return lambda m, _: m
+
+
+def save_prompts(
+    model: TaskAdapters,
+    family: Family,
+    tasks: list[Task],
+    configs: dict[str, dict],
+    prep: Preprocessing,
+    staged: Path,
+) -> None:
+    """The frozen base as a standard directory (what finetune loads), prompts/<task>/ beside it,
+    and the manifest listing each task's adapter and how it is scored."""
+    first = model.adapter(tasks[0].name).get_base_model()
+    base = first if family.name == "seq2seq" else getattr(first, first.base_model_prefix)
+    base.save_pretrained(staged)
+    folders = model.save(staged)
+    heads = {
+        t.name: {
+            "task": t,
+            "adapter": folders[t.name],
+            "architecture": type(model.adapter(t.name).get_base_model()).__name__,
+            "head_config": configs[t.name],
+        }
+        for t in tasks
+    }
+    head = "text2text" if family.name == "seq2seq" else "multitask"
+    Manifest(
+        family.name,
+        head,
+        "multitask",
+        prep,
+        heads=heads,
+        method="prompt_tuning",
+        base_fingerprint=base_fingerprint(base),
+    ).save(staged)
 
 
 def skip(model_dir: Path, output_dir: Path, manifest: Manifest, report_dir: Path) -> dict:
