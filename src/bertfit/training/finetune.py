@@ -200,6 +200,47 @@ def with_method(
     return adapt(model, config), False
 
 
+def labelled_sets(
+    family: Family,
+    encoder: Any,
+    tokenizer: Any,
+    task: Task,
+    train_df: pd.DataFrame,
+    validation_df: pd.DataFrame,
+    params: FinetuneParams,
+) -> tuple[dict[str, Any], Any, ValidationSet]:
+    """The scoring config, the train set (capped at max_train_samples) and the validation set."""
+    if params.max_train_samples is not None and params.max_train_samples < len(train_df):
+        train_df = train_df.sample(n=params.max_train_samples, random_state=params.seed)
+    config = family.head_config(task, train_df, params.label_scoring)
+    train_ds = family.training_set(
+        encoder.labelled(train_df, task, "train"), task, tokenizer, config
+    )
+    validation = ValidationSet(
+        task,
+        encoder.labelled(validation_df, task, "validation"),
+        selection_metric(params.metric_for_best_model, task),
+    )
+    return config, train_ds, validation
+
+
+def save(
+    model: nn.Module,
+    family: Family,
+    tokenizer: Any,
+    manifest: Manifest,
+    base_dir: Path,
+    staged: Path,
+) -> None:
+    """The model, or the adapter with its frozen base in base/; the tokenizer; the manifest."""
+    family.save(model, staged)  # a peft model writes its adapter files
+    if manifest.method != "full":
+        shutil.copytree(base_dir, staged / BASE_DIR)
+        tokenizer.save_pretrained(staged / BASE_DIR)
+    tokenizer.save_pretrained(staged)
+    manifest.save(staged)
+
+
 def finetune(
     model_name: str,
     task: Task,
@@ -227,16 +268,8 @@ def finetune(
     )
     prep = preprocessing(params, max_seq_length)
     encoder = family.encoder(tokenizer, prep)
-    if params.max_train_samples is not None and params.max_train_samples < len(train_df):
-        train_df = train_df.sample(n=params.max_train_samples, random_state=params.seed)
-    config = family.head_config(task, train_df, params.label_scoring)
-    train_ds = family.training_set(
-        encoder.labelled(train_df, task, "train"), task, tokenizer, config
-    )
-    validation = ValidationSet(
-        task,
-        encoder.labelled(validation_df, task, "validation"),
-        selection_metric(params.metric_for_best_model, task),
+    config, train_ds, validation = labelled_sets(
+        family, encoder, tokenizer, task, train_df, validation_df, params
     )
     collator = family.collator(tokenizer, prep)
     selection = Selection(
@@ -273,15 +306,10 @@ def finetune(
     manifest = finetune_manifest(family, prep, task, head, config, params.method, fingerprint)
     trained = trainer.accelerator.unwrap_model(trainer.model)
 
-    def save(staged: Path) -> None:
-        family.save(trained, staged)  # a peft model writes its adapter files
-        if params.method != "full":
-            shutil.copytree(base_dir, staged / BASE_DIR)
-            tokenizer.save_pretrained(staged / BASE_DIR)
-        tokenizer.save_pretrained(staged)
-        manifest.save(staged)
-
-    core.write_model_dir(output_dir, save)
+    core.write_model_dir(
+        output_dir,
+        lambda staged: save(trained, family, tokenizer, manifest, base_dir, staged),
+    )
     shutil.rmtree(work_dir, ignore_errors=True)
     best = selection.best
     metrics = {

@@ -113,6 +113,28 @@ def validation_set(encoder: Encoder, task: Task, df: pd.DataFrame) -> Validation
     return ValidationSet(task, encoder.labelled(df, task, "validation"), task.metric)
 
 
+def task_sets(
+    family: Family,
+    encoder: Any,
+    tokenizer: Any,
+    tasks: list[Task],
+    frames: dict[str, dict[str, pd.DataFrame]],
+    params: MultitaskParams,
+) -> tuple[dict[str, dict], list[Any], list[ValidationSet]]:
+    """Each task's scoring config (label words, value grid), train set and validation set."""
+    configs = {
+        t.name: family.head_config(t, frames[t.name]["train"], params.label_scoring) for t in tasks
+    }
+    train = [
+        family.training_set(
+            encoder.labelled(frames[t.name]["train"], t, "train"), t, tokenizer, configs[t.name]
+        )
+        for t in tasks
+    ]
+    sets = [validation_set(encoder, t, frames[t.name]["validation"]) for t in tasks]
+    return configs, train, sets
+
+
 def check_tasks(tasks: list[Task], frames: dict[str, dict[str, Any]]) -> None:
     for task in tasks:
         if len(frames[task.name]["train"]) == 0:
@@ -181,19 +203,8 @@ def multitask(
     check_max_seq_length(load_config(str(model_dir)), max_seq_length, str(model_dir))
     prep = Preprocessing(max_seq_length, params.truncation, params.head_tokens)
     encoder = family.encoder(tokenizer, prep, "multitask")
-    configs = {
-        t.name: family.head_config(t, frames[t.name]["train"], params.label_scoring) for t in tasks
-    }
-    train = [
-        family.training_set(
-            encoder.labelled(frames[t.name]["train"], t, "train"), t, tokenizer, configs[t.name]
-        )
-        for t in tasks
-    ]
-    sets = [validation_set(encoder, t, frames[t.name]["validation"]) for t in tasks]
-    text2text = family.name == "seq2seq"
+    configs, train, sets = task_sets(family, encoder, tokenizer, tasks, frames, params)
     model = build_model(family, model_dir, tasks, params, max_seq_length)
-    prompts = isinstance(model, TaskAdapters)
 
     work_dir = output_dir.parent / f".{output_dir.name}-work"
     args = multitask_arguments(params, work_dir)
@@ -230,21 +241,9 @@ def multitask(
     if not trainer.is_world_process_zero():
         return {}
 
-    def save(staged: Path) -> None:
-        tokenizer.save_pretrained(staged)
-        if prompts:  # the frozen base as it came, and one adapter per task beside it
-            save_prompts(model, family, tasks, configs, prep, staged)
-            return
-        if text2text:  # one model for every task: the manifest says how each is scored
-            model.save_pretrained(staged)
-            heads = {t.name: {"task": t, "head_config": configs[t.name]} for t in tasks}
-            Manifest(family.name, "text2text", "multitask", prep, heads=heads).save(staged)
-            return
-        model.encoder.save_pretrained(staged)
-        heads = model.save_heads(staged, tasks)
-        Manifest(family.name, "multitask", "multitask", prep, heads=heads).save(staged)
-
-    core.write_model_dir(output_dir, save)
+    core.write_model_dir(
+        output_dir, lambda staged: save(model, family, tasks, configs, prep, tokenizer, staged)
+    )
     shutil.rmtree(work_dir, ignore_errors=True)
     metrics = {
         "enabled": True,
@@ -291,6 +290,29 @@ def task_model(model: torch.nn.Module) -> Callable[[torch.nn.Module, str], torch
     if isinstance(model, MultiTaskModel):
         return lambda m, task: m.heads[task]
     return lambda m, _: m
+
+
+def save(
+    model: torch.nn.Module,
+    family: Family,
+    tasks: list[Task],
+    configs: dict[str, dict],
+    prep: Preprocessing,
+    tokenizer: Any,
+    staged: Path,
+) -> None:
+    """The output directory: the tokenizer, the model in its kind's form, and the manifest."""
+    tokenizer.save_pretrained(staged)
+    if isinstance(model, TaskAdapters):  # the frozen base as it came, one adapter per task
+        save_prompts(model, family, tasks, configs, prep, staged)
+    elif family.name == "seq2seq":  # one model for every task: the manifest says how each is scored
+        model.save_pretrained(staged)
+        heads = {t.name: {"task": t, "head_config": configs[t.name]} for t in tasks}
+        Manifest(family.name, "text2text", "multitask", prep, heads=heads).save(staged)
+    else:
+        model.encoder.save_pretrained(staged)
+        heads = model.save_heads(staged, tasks)
+        Manifest(family.name, "multitask", "multitask", prep, heads=heads).save(staged)
 
 
 def save_prompts(
