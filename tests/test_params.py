@@ -96,3 +96,10 @@ def test_params_are_frozen(project_params: dict) -> None:
     assert isinstance(params, FinetuneParams)
     with pytest.raises(ValidationError, match="frozen"):
         params.learning_rate = 1.0  # type: ignore[misc]
+
+
+def test_a_key_given_twice_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("finetune:\n  learning_rate: 0.5\n  seed: 1\n  learning_rate: 2.0e-5\n")
+    with pytest.raises(ValueError, match=r"key 'learning_rate' is given twice \(lines 2 and 4\)"):
+        read_params_file(path)

@@ -159,6 +159,13 @@ def test_files_source_formats_and_column_mapping(tmp_path: Path, suffix: str) ->
     assert out["label"].tolist() == df["y"].tolist()
 
 
+def test_tsv_written_by_pandas_reads_back_unchanged(tmp_path: Path) -> None:
+    texts = ['all the "cool" features', 'a "quoted" title and\ta tab', "plain", '"starts quoted"']
+    df = pd.DataFrame({"text": texts, "label": ["pos", "neg", "pos", "neg"]})
+    df.to_csv(tmp_path / "train.tsv", sep="\t", index=False)
+    assert read_table(tmp_path / "train.tsv")["text"].tolist() == texts
+
+
 def test_files_source_missing_path_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"nope.csv: file not found; fix the path"):
         read_table(tmp_path / "nope.csv")

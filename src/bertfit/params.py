@@ -395,11 +395,29 @@ SECTIONS: dict[str, type[Strict]] = {
 # --- loading --------------------------------------------------------------------------------------
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load that refuses a key given twice in one mapping: PyYAML keeps the last one
+    silently, so `learning_rate: 0.5` then `learning_rate: 2e-5` would run at 2e-5 unnoticed."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ValueError(
+                    f"{key_node.start_mark.name}: key {key!r} is given twice (lines {seen[key]} "
+                    f"and {line}); keep one"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_params_file(params_file: Path) -> dict[str, Any]:
     if not params_file.is_file():
         raise FileNotFoundError(f"{params_file}: params file not found (run from the project root)")
     with params_file.open(encoding="utf-8") as f:
-        data = yaml.safe_load(f) or {}
+        data = yaml.load(f, Loader=UniqueKeyLoader) or {}
     if not isinstance(data, dict):
         raise ValueError(
             f"{params_file}: expected a mapping of sections, got {type(data).__name__}"

@@ -228,7 +228,9 @@ def read_table(path: Path, encoding: str = "utf-8") -> pd.DataFrame:
     if name.endswith((".csv", ".csv.gz", ".csv.bz2")):
         return pd.read_csv(path, encoding=encoding, keep_default_na=False)
     if name.endswith((".tsv", ".tsv.gz")):
-        return pd.read_csv(path, sep="\t", encoding=encoding, keep_default_na=False, quoting=3)
+        # quoted as csv writers (pandas' to_csv(sep="\t") among them) quote a field holding a
+        # quote or a tab; reading with quoting off left their "" in the text (issue 17)
+        return pd.read_csv(path, sep="\t", encoding=encoding, keep_default_na=False)
     if name.endswith(".parquet"):
         return pd.read_parquet(path)
     raise ValueError(f"{path}: unsupported format; use .csv, .tsv, .jsonl(.gz) or .parquet")
