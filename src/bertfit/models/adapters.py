@@ -140,16 +140,21 @@ def resume_adapter(model: nn.Module, adapter_dir: Path) -> PeftModel:
     return adapted
 
 
+def shared_base(model: nn.Module) -> nn.Module:
+    """The part of a model that tasks share: a seq2seq model itself; for an encoder classifier
+    its encoder (each task's head is its own); through a PeftModel, its base's."""
+    if isinstance(model, PeftModel):
+        model = model.get_base_model()
+    if getattr(getattr(model, "config", None), "is_encoder_decoder", False):
+        return model
+    return getattr(model, getattr(model, "base_model_prefix", ""), model)
+
+
 def base_fingerprint(model: nn.Module) -> str:
     """A digest of the frozen base's weights (for an encoder classifier, the encoder's only: each
     task's head differs), so adapters trained apart can be checked to share one base."""
-    if isinstance(model, PeftModel):
-        model = model.get_base_model()
-    config = getattr(model, "config", None)
-    if not getattr(config, "is_encoder_decoder", False):
-        model = getattr(model, getattr(model, "base_model_prefix", ""), model)
     digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
+    for name, tensor in sorted(shared_base(model).state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]

@@ -241,6 +241,33 @@ def save(
     manifest.save(staged)
 
 
+def finetune_metrics(
+    selection: Selection,
+    started: dict[str, bool],
+    params: FinetuneParams,
+    trainer: Any,
+    trained: nn.Module,
+    output: Any,
+    train_examples: int,
+) -> dict[str, Any]:
+    """metrics.json: the selected epoch's validation scores, where training started from, the
+    trainable share and optimiser state, and the run's size and speed."""
+    best = selection.best
+    return {
+        "validation": {k: v for k, v in best.items() if k not in ("step", "epoch")},
+        "best_epoch": best["epoch"],
+        "best_step": best["step"],
+        "selected_on": selection.key,
+        **started,
+        "method": params.method,
+        **trainable_report(trained, trainer.optimizer),
+        "train_examples": train_examples,
+        "world_size": trainer.args.world_size,
+        "train_runtime_s": output.metrics["train_runtime"],
+        "train_examples_per_s": output.metrics["train_samples_per_second"],
+    }
+
+
 def finetune(
     model_name: str,
     task: Task,
@@ -311,20 +338,10 @@ def finetune(
         lambda staged: save(trained, family, tokenizer, manifest, base_dir, staged),
     )
     shutil.rmtree(work_dir, ignore_errors=True)
-    best = selection.best
-    metrics = {
-        "validation": {k: v for k, v in best.items() if k not in ("step", "epoch")},
-        "best_epoch": best["epoch"],
-        "best_step": best["step"],
-        "selected_on": selection.key,
+    started = {
         "head_from_multitask": head_from_multitask,
         "prompt_from_multitask": prompt_from_multitask,
-        "method": params.method,
-        **trainable_report(trained, trainer.optimizer),
-        "train_examples": len(train_ds),
-        "world_size": args.world_size,
-        "train_runtime_s": output.metrics["train_runtime"],
-        "train_examples_per_s": output.metrics["train_samples_per_second"],
     }
+    metrics = finetune_metrics(selection, started, params, trainer, trained, output, len(train_ds))
     core.write_reports(report_dir, metrics, trainer.state.log_history, selection)
     return metrics

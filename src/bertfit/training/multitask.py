@@ -43,6 +43,7 @@ from bertfit.models.adapters import (
     adapter_config,
     base_fingerprint,
     check_prompt_length,
+    shared_base,
     trainable_report,
 )
 from bertfit.models.family import Family, family_for, load_seq2seq
@@ -325,8 +326,7 @@ def save_prompts(
 ) -> None:
     """The frozen base as a standard directory (what finetune loads), prompts/<task>/ beside it,
     and the manifest listing each task's adapter and how it is scored."""
-    first = model.adapter(tasks[0].name).get_base_model()
-    base = first if family.name == "seq2seq" else getattr(first, first.base_model_prefix)
+    base = shared_base(model.adapter(tasks[0].name))
     base.save_pretrained(staged)
     folders = model.save(staged)
     heads = {
