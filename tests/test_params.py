@@ -8,6 +8,7 @@ import yaml
 from pydantic import ValidationError
 
 from bertfit.params import (
+    SECTIONS,
     FinetuneParams,
     load,
     parse_section,
@@ -27,8 +28,9 @@ def test_project_params_parse(project_params: dict) -> None:
     tasks = parse_tasks(project_params)
     assert {"mr", "airline", "trec", "bbc", "imdb", "sst2", "trec6", "ag_news"} <= set(tasks)
     assert parse_target(project_params, tasks) == "mr"
-    for section in ("model", "collect", "finetune", "evaluate"):
-        parse_section(project_params, section)
+    parsed = {section: parse_section(project_params, section) for section in SECTIONS}
+    assert set(project_params) == {"target", "tasks", *parsed}
+    assert parsed["search"].learning_rate == tuple(project_params["search"]["learning_rate"])
 
 
 def test_unknown_key_lists_valid_keys(project_params: dict) -> None:
@@ -103,3 +105,65 @@ def test_a_key_given_twice_is_an_error(tmp_path: Path) -> None:
     path.write_text("finetune:\n  learning_rate: 0.5\n  seed: 1\n  learning_rate: 2.0e-5\n")
     with pytest.raises(ValueError, match=r"key 'learning_rate' is given twice \(lines 2 and 4\)"):
         read_params_file(path)
+
+
+@pytest.mark.parametrize(
+    ("key", "hint"),
+    [
+        ("finetun", r"'finetun' \(did you mean 'finetune'\?\)"),
+        ("learning_rate", r"'learning_rate'"),
+    ],
+)
+def test_an_unknown_top_level_key_is_an_error(
+    tmp_path: Path, project_params: dict, key: str, hint: str
+) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(project_params | {key: {"learning_rate": 0.5}}))
+    with pytest.raises(ValueError, match=rf"unknown top-level key {hint}; valid top-level keys: "):
+        read_params_file(path)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("per_device_train_batch_size", True, "valid integer"),
+        ("num_train_epochs", "2", "valid number"),
+        ("init_head_from_multitask", "no", "valid boolean"),
+        ("learning_rate", "2e-5", "valid number"),
+        ("seed", 1.0, "valid integer"),
+    ],
+)
+def test_types_are_strict(project_params: dict, key: str, value: object, expected: str) -> None:
+    data = copy.deepcopy(project_params)
+    data["finetune"][key] = value
+    with pytest.raises(ValueError, match=rf"finetune.{key}: Input should be a {expected}"):
+        parse_section(data, "finetune")
+
+
+def test_an_int_is_a_valid_float(project_params: dict) -> None:
+    data = copy.deepcopy(project_params)
+    data["finetune"]["num_train_epochs"] = 3
+    assert parse_section(data, "finetune").num_train_epochs == 3.0
+
+
+def test_search_ranges_keep_strict_items(project_params: dict) -> None:
+    data = copy.deepcopy(project_params)
+    data["search"]["num_train_epochs"] = [1, "4"]
+    with pytest.raises(ValueError, match=r"search.num_train_epochs.1: Input should be a valid int"):
+        parse_section(data, "search")
+
+
+def test_a_yaml_error_names_file_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("target: mr\nfinetune:\n  seed: 1\n   learning_rate: 0.5\n")
+    with pytest.raises(ValueError, match=r"params.yaml: not valid YAML at line 4, column \d+: "):
+        read_params_file(path)
+
+
+def test_a_number_without_a_dot_is_a_float(tmp_path: Path, project_params: dict) -> None:
+    """`dvc exp run -S finetune.learning_rate=3e-5` writes 3e-5, a string to YAML 1.1."""
+    path = tmp_path / "params.yaml"
+    text = yaml.safe_dump(project_params).replace("learning_rate: 2.0e-05", "learning_rate: 3e-5")
+    assert "learning_rate: 3e-5" in text
+    path.write_text(text)
+    assert load(path, "finetune")[0].learning_rate == 3e-5

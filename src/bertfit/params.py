@@ -7,15 +7,27 @@ default silently). Errors name the file, the dotted key, the value received and 
 
 from __future__ import annotations
 
+import difflib
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Unknown keys are errors and types are strict: no `true` for a number, no "2" for 2, no
+    "no" for false (pydantic's lax mode would accept each silently). Ints pass for floats."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 # --- task catalogue ------------------------------------------------------------------------------
@@ -337,17 +349,26 @@ class FinetuneParams(AdaptableParams):
     )
 
 
+def _pair(value: Any) -> Any:
+    """YAML has no tuples: a two-item list is a [low, high] range (its items stay strict)."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+FloatRange = Annotated[tuple[float, float], BeforeValidator(_pair)]
+IntRange = Annotated[tuple[int, int], BeforeValidator(_pair)]
+
+
 class SearchParams(Strict):
     """optuna's search space for `python -m bertfit.search` (ranges are [low, high])."""
 
     n_trials: int = Field(gt=0)
     seed: int
     max_train_samples: int | None = Field(gt=0, description="train rows per trial; null = all")
-    learning_rate: tuple[float, float] = Field(description="sampled log-uniformly")
-    num_train_epochs: tuple[int, int]
+    learning_rate: FloatRange = Field(description="sampled log-uniformly")
+    num_train_epochs: IntRange
     per_device_train_batch_size: list[int] = Field(min_length=1)
-    warmup_ratio: tuple[float, float]
-    layer_decay: tuple[float, float]
+    warmup_ratio: FloatRange
+    layer_decay: FloatRange
 
     @model_validator(mode="after")
     def _ranges(self) -> SearchParams:
@@ -413,14 +434,46 @@ class UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+# PyYAML follows YAML 1.1, where `3e-5` (no dot) is a string; YAML 1.2 and DVC's own writer
+# (`dvc exp run -S finetune.learning_rate=3e-5`) treat it as a number. With strict types the
+# string would be refused, so the loader resolves YAML 1.2 floats too.
+UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d[\d_]*)?(?:\.\d*)?[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+TOP_LEVEL_KEYS = ("target", "tasks", *SECTIONS)
+
+
 def read_params_file(params_file: Path) -> dict[str, Any]:
+    """The params mapping, refusing YAML errors (with line and column), a key given twice and
+    an unknown top-level key (a misspelt section would otherwise be ignored, not validated)."""
     if not params_file.is_file():
         raise FileNotFoundError(f"{params_file}: params file not found (run from the project root)")
     with params_file.open(encoding="utf-8") as f:
-        data = yaml.load(f, Loader=UniqueKeyLoader) or {}
+        try:
+            data = yaml.load(f, Loader=UniqueKeyLoader) or {}
+        except yaml.MarkedYAMLError as err:
+            mark = err.problem_mark or err.context_mark
+            where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+            problem = " ".join(p for p in (err.context, err.problem) if p)
+            raise ValueError(f"{params_file}: not valid YAML at {where}: {problem}") from None
     if not isinstance(data, dict):
         raise ValueError(
             f"{params_file}: expected a mapping of sections, got {type(data).__name__}"
+        )
+    unknown = [key for key in data if key not in TOP_LEVEL_KEYS]
+    if unknown:
+        hints = [
+            f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key)
+            for key in unknown
+            for close in [difflib.get_close_matches(str(key), TOP_LEVEL_KEYS, n=1)]
+        ]
+        raise ValueError(
+            f"{params_file}: unknown top-level key {', '.join(hints)}; valid top-level keys: "
+            f"{', '.join(TOP_LEVEL_KEYS)}"
         )
     return data
 
