@@ -148,6 +148,10 @@ class TaskSpec(Strict):
 # --- stage sections -------------------------------------------------------------------------------
 
 
+PACKAGE_PREFIX = "package:"  # model.name of a model directory inside an installed wheel
+SCRATCH_PREFIX = "scratch:"  # model.name of a JSON config that collect builds a model from
+
+
 class ModelParams(Strict):
     name: str = Field(
         description="local directory, 'package:<module>/<subdir>' inside an installed wheel, "

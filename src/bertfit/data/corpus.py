@@ -14,12 +14,15 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from bertfit.data.splits import PreparedTask
 from bertfit.params import TaskSpec
+
+if TYPE_CHECKING:  # splits imports scikit-learn; the inputs stage needs only corpus_tasks
+    from bertfit.data.splits import PreparedTask
 
 log = logging.getLogger(__name__)
 

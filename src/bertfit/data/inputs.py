@@ -1,0 +1,133 @@
+"""Fingerprints of what the pipeline reads from outside itself, so `dvc repro` sees them change.
+
+collect reads the catalogue's sources (local files, files inside installed wheels, the shared
+datasets) and the model's tokenizer; pretrain reads the model's weights. None of these can be
+listed as plain DVC dependencies: which files are read depends on params (the target, the
+corpus, the multitask set, model.name), `../shared/...` would point inside `.dvc/tmp/exps/` in a
+`dvc exp run --temp` copy, and a wheel's files sit in a site-packages path that differs per
+machine. So the `inputs` stage (`always_changed`, a second or two) writes an md5 of every such
+input to data/inputs/{collect,model}.json, and collect and pretrain depend on those files: a
+changed input changes its fingerprint, and only the stages that read it run again. DVC itself
+lacks a dependency whose path list comes from params (`deps: ${list}` is refused).
+
+Hub sources and hub model ids cannot be fingerprinted offline; they are recorded by name only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from bertfit.data.corpus import corpus_tasks
+from bertfit.data.sources import SPLITS, package_root
+from bertfit.params import (
+    PACKAGE_PREFIX,
+    SCRATCH_PREFIX,
+    FilesSource,
+    PackageSource,
+    TaskSpec,
+    parse_section,
+    parse_target,
+    parse_tasks,
+    read_params_file,
+)
+
+CHUNK = 1 << 20
+
+
+def file_md5(path: Path) -> str:
+    h = hashlib.md5()
+    with path.open("rb") as f:
+        while block := f.read(CHUNK):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fingerprint(path: Path) -> dict[str, Any]:
+    """md5 and size of a file; of a directory, the md5 of its files' relative paths and md5s."""
+    if path.is_file():
+        return {"md5": file_md5(path), "size": path.stat().st_size}
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+        h = hashlib.md5()
+        for file in files:
+            h.update(f"{file.relative_to(path).as_posix()}\0{file_md5(file)}\n".encode())
+        return {
+            "md5": h.hexdigest(),
+            "files": len(files),
+            "size": sum(f.stat().st_size for f in files),
+        }
+    return {"missing": True}  # collect raises the readable error for it
+
+
+def source_paths(spec: TaskSpec, root: Path) -> dict[str, Path | None]:
+    """What a task's source reads, by a name that is the same on every machine."""
+    source = spec.source
+    if isinstance(source, PackageSource):
+        name = f"{PACKAGE_PREFIX}{source.package}/{source.path}"
+        try:
+            return {name: package_root(source.package) / source.path}
+        except FileNotFoundError:
+            return {name: None}
+    if isinstance(source, FilesSource):
+        rels = [getattr(source, split) for split in SPLITS] + [source.unlabeled]
+        return {rel: root / rel for rel in rels if rel is not None}
+    label = f"hub:{source.path}" + (f"/{source.name}" if source.name else "")
+    return {label: None}
+
+
+def model_paths(model_name: str, root: Path) -> dict[str, Path | None]:
+    """The model directory (or scratch config) a model.name reads; a hub id by name only."""
+    if model_name.startswith(PACKAGE_PREFIX):
+        package, _, subdir = model_name.removeprefix(PACKAGE_PREFIX).partition("/")
+        try:
+            return {model_name: package_root(package) / subdir}
+        except FileNotFoundError:
+            return {model_name: None}
+    if model_name.startswith(SCRATCH_PREFIX):
+        return {model_name: root / model_name.removeprefix(SCRATCH_PREFIX)}
+    local = root / model_name
+    if local.exists():
+        return {model_name: local}
+    return {f"hub:{model_name}": None}
+
+
+def fingerprints(paths: dict[str, Path | None]) -> dict[str, dict[str, Any]]:
+    return {
+        name: fingerprint(path) if path is not None else {"not_fingerprinted": "hub"}
+        for name, path in paths.items()
+    }
+
+
+def collect_tasks(data: dict[str, Any], source: str) -> tuple[dict[str, TaskSpec], list[str]]:
+    """The catalogue and the tasks collect loads (target, corpus tasks, multitask set), the same
+    selection as data.collect.collect."""
+    tasks = parse_tasks(data, source)
+    target = parse_target(data, tasks, source)
+    corpus = parse_section(data, "pretrain", source).corpus
+    multitask = parse_section(data, "multitask", source)
+    chosen = [target, *corpus_tasks(corpus, target, tasks)]
+    chosen += [t for t in multitask.tasks if t in tasks] if multitask.enabled else []
+    return tasks, list(dict.fromkeys(chosen))
+
+
+def stage_inputs(params_file: Path, root: Path) -> dict[str, dict[str, Any]]:
+    """{"collect": ..., "model": ...}: the fingerprints collect's and pretrain's runs depend on."""
+    data = read_params_file(params_file)
+    tasks, names = collect_tasks(data, str(params_file))
+    model = model_paths(parse_section(data, "model", str(params_file)).name, root)
+    task_inputs = {name: fingerprints(source_paths(tasks[name], root)) for name in names}
+    return {
+        "collect": {"tasks": task_inputs, "model": fingerprints(model)},
+        "model": {"model": fingerprints(model)},
+    }
+
+
+def write_inputs(params_file: Path, root: Path, out_dir: Path) -> dict[str, dict[str, Any]]:
+    inputs = stage_inputs(params_file, root)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, content in inputs.items():
+        (out_dir / f"{name}.json").write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")
+    return inputs
