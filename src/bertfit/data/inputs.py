@@ -15,13 +15,13 @@ Hub sources and hub model ids cannot be fingerprinted offline; they are recorded
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 from bertfit.data.corpus import corpus_tasks
 from bertfit.data.sources import SPLITS, package_root
+from bertfit.fingerprints import fingerprint
 from bertfit.params import (
     PACKAGE_PREFIX,
     SCRATCH_PREFIX,
@@ -33,33 +33,6 @@ from bertfit.params import (
     parse_tasks,
     read_params_file,
 )
-
-CHUNK = 1 << 20
-
-
-def file_md5(path: Path) -> str:
-    h = hashlib.md5()
-    with path.open("rb") as f:
-        while block := f.read(CHUNK):
-            h.update(block)
-    return h.hexdigest()
-
-
-def fingerprint(path: Path) -> dict[str, Any]:
-    """md5 and size of a file; of a directory, the md5 of its files' relative paths and md5s."""
-    if path.is_file():
-        return {"md5": file_md5(path), "size": path.stat().st_size}
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
-        h = hashlib.md5()
-        for file in files:
-            h.update(f"{file.relative_to(path).as_posix()}\0{file_md5(file)}\n".encode())
-        return {
-            "md5": h.hexdigest(),
-            "files": len(files),
-            "size": sum(f.stat().st_size for f in files),
-        }
-    return {"missing": True}  # collect raises the readable error for it
 
 
 def source_paths(spec: TaskSpec, root: Path) -> dict[str, Path | None]:

@@ -1,9 +1,14 @@
 """Resumable training checkpoints: a killed stage resumes from its last one, and only its own.
 
 The checkpoint directory is a `persist: true` DVC output, so it survives a failed or killed
-`dvc repro`. A fingerprint of the run (model name, params, corpus bytes) is stamped into it; a
-run with other settings or another corpus clears it and starts over instead of resuming a
-checkpoint that belongs to a different run.
+`dvc repro`. A fingerprint of the run (model name, the model directory's files, params, corpus
+bytes) is stamped into it; a run with other settings, another corpus or a model directory
+replaced in place clears it and starts over instead of resuming a checkpoint that belongs to a
+different run. A checkpoint counts only when complete: the Trainer writes `trainer_state.json`
+last, so a folder without a readable one (killed while saving) is removed, with a warning, and
+the one before it is resumed. Checkpoints keep no pickled `training_args.bin`
+(trainer.BertfitTrainer._save); the Trainer loads their optimiser, scheduler and RNG states
+with `torch.load(weights_only=True)`.
 """
 
 from __future__ import annotations
@@ -12,31 +17,91 @@ import hashlib
 import json
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import torch
 from transformers import TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from bertfit.fingerprints import fingerprint as path_fingerprint
+from bertfit.models.loading import resolve_model_name
 from bertfit.params import Strict
 
 log = logging.getLogger(__name__)
 
 FINGERPRINT_FILE = "fingerprint.json"
+STATE_FILE = "trainer_state.json"  # the Trainer writes it last in a checkpoint
 
 
 def fingerprint(model_name: str, params: Strict, data_files: list[Path]) -> str:
-    h = hashlib.sha256(json.dumps([model_name, params.model_dump()], sort_keys=True).encode())
+    """The run's identity: model name and, for a local directory, its files; params; data."""
+    model_dir = Path(resolve_model_name(model_name))
+    model_files = path_fingerprint(model_dir) if model_dir.is_dir() else None
+    identity = [model_name, model_files, params.model_dump()]
+    h = hashlib.sha256(json.dumps(identity, sort_keys=True).encode())
     for path in data_files:
         h.update(path.read_bytes())
     return h.hexdigest()
 
 
+def is_complete(checkpoint: Path) -> bool:
+    try:
+        json.loads((checkpoint / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def last_complete_checkpoint(checkpoint_dir: Path) -> str | None:
+    """The newest complete checkpoint; incomplete ones (a kill while saving) are removed."""
+    folders = [p for p in checkpoint_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if p.is_dir()]
+    steps = {
+        p: int(p.name.rpartition("-")[2]) for p in folders if p.name.rpartition("-")[2].isdigit()
+    }
+    for folder in sorted(steps, key=steps.get, reverse=True):
+        if is_complete(folder):
+            return str(folder)
+        log.warning(
+            "%s is incomplete (no readable %s: killed while saving?); removed", folder, STATE_FILE
+        )
+        shutil.rmtree(folder)
+    return None
+
+
 def resumable_checkpoint(checkpoint_dir: Path, key: str) -> str | None:
-    """The last checkpoint in checkpoint_dir, if the directory holds this very run's."""
+    """The last complete checkpoint in checkpoint_dir, if the directory holds this very run's."""
     stamp = checkpoint_dir / FINGERPRINT_FILE
     if stamp.is_file() and json.loads(stamp.read_text())["key"] == key:
-        return get_last_checkpoint(str(checkpoint_dir))
+        return last_complete_checkpoint(checkpoint_dir)
     return None
+
+
+class BatchSeeded:
+    """A training collator whose random choices (MLM masks, T5 noise spans) for each batch come
+    from a seed of the batch's own: the run's seed, the process and the batch's index.
+
+    The Trainer restores the global RNG saved with a checkpoint, but accelerate collates one
+    batch ahead of training, so masks drawn from the global RNG come out one batch off after a
+    resume and the resumed run ends elsewhere than an uninterrupted one. Drawn inside
+    `torch.random.fork_rng`, they leave the global RNG (dropout's) untouched, and a run resumed
+    at step k, with `first_batch` k × accumulation, gives batch k the masks it always gets.
+    """
+
+    def __init__(
+        self, collate: Callable[[list[dict]], Any], seed: int, process: int, first_batch: int
+    ) -> None:
+        self.collate = collate
+        self.seed = seed
+        self.process = process
+        self.batch = first_batch
+
+    def __call__(self, features: list[dict]) -> Any:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(hash((self.seed, self.process, self.batch)) & (2**63 - 1))
+            self.batch += 1
+            return self.collate(features)
 
 
 def prepare_checkpoints(checkpoint_dir: Path, key: str) -> None:

@@ -24,7 +24,12 @@ from bertfit.models.loading import load_tokenizer
 from bertfit.models.manifest import Manifest
 from bertfit.params import PretrainParams
 from bertfit.training import trainer as core
-from bertfit.training.checkpoints import clear_checkpoints, fingerprint, resume_point
+from bertfit.training.checkpoints import (
+    BatchSeeded,
+    clear_checkpoints,
+    fingerprint,
+    resume_point,
+)
 from bertfit.training.objectives.mlm import MaskedLM
 from bertfit.training.objectives.span_corruption import SpanCorruption
 
@@ -98,7 +103,9 @@ def pretrain(
             **objective_details(params, family.name),
         )
     )
-    trainer = core.stage_trainer(params, args, model, train_ds, collator, tokenizer)
+    first_batch = resumed_step * args.gradient_accumulation_steps
+    seeded = BatchSeeded(collator, params.seed, args.process_index, first_batch)
+    trainer = core.stage_trainer(params, args, model, train_ds, seeded, tokenizer)
     output = core.fit(trainer, resume)
     objective.after_training(model)
     after = objective.score(model, heldout)

@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 from transformers import Adafactor, AutoModel, AutoModelForSeq2SeqLM, Trainer, TrainingArguments
 from transformers.optimization import AdafactorSchedule
+from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_utils import TrainOutput
 
 from bertfit.models.loading import LOAD_KWARGS, load_tokenizer, resolve_model_name
@@ -94,6 +95,12 @@ class BertfitTrainer(Trainer):
         if selection is not None:  # the Trainer insists on one when it is to evaluate
             kwargs.setdefault("eval_dataset", {s.task.name: s.dataset for s in selection.sets})
         super().__init__(*args, **kwargs)
+
+    def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
+        """The Trainer's save, less the pickled TrainingArguments it writes beside the weights
+        (into every checkpoint): nothing reads them back, and bertfit keeps no pickle."""
+        super()._save(output_dir, state_dict)
+        (Path(output_dir or self.args.output_dir) / TRAINING_ARGS_NAME).unlink(missing_ok=True)
 
     def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
         if self.optimizer is None:
@@ -246,9 +253,13 @@ def plan_line(stage: str, args: TrainingArguments, examples: int, data: str, **d
 def write_model_dir(output_dir: Path, write: Callable[[Path], None]) -> None:
     """Write a model directory atomically: `write` fills a staging directory, then it moves in.
 
-    A killed stage leaves the previous directory or none, never a half-written one.
+    A killed stage leaves the previous directory or none, never a half-written one; the staging
+    directory a kill -9 left behind (no cleanup runs then) is removed by the next run.
     """
     output_dir.parent.mkdir(parents=True, exist_ok=True)
+    for stale in output_dir.parent.glob(f".{output_dir.name}-*"):
+        log.warning("removing %s, left by a run killed while saving", stale)
+        shutil.rmtree(stale, ignore_errors=True)
     with tempfile.TemporaryDirectory(dir=output_dir.parent, prefix=f".{output_dir.name}-") as work:
         staged = Path(work) / "model"
         staged.mkdir()

@@ -1,0 +1,101 @@
+"""Fault injection: a stage killed with SIGKILL (tests/faults.py), then run again, ends where an
+uninterrupted run ends, and never leaves a half-written output that a later stage reads."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PROJECT_ROOT
+from tests.test_stages import Chain, write_params
+from tests.test_stages import trec_files as trec_files  # a fixture
+
+DRIVER = PROJECT_ROOT / "tests" / "faults.py"
+
+
+def run_stage(chain: Chain, stage: str, fault: str | None = None) -> subprocess.CompletedProcess:
+    """The stage script in a fresh process, as dvc runs it; killed at `fault` when given."""
+    script = f"stages/{stage}.py"
+    cmd = [sys.executable, *([str(DRIVER), fault] if fault else []), script, *chain.argv(stage)]
+    env = os.environ | {"OMP_NUM_THREADS": "1", "BERTFIT_LOG_LEVEL": "INFO"}
+    return subprocess.run(cmd, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
+
+
+def killed(chain: Chain, stage: str, fault: str) -> str:
+    done = run_stage(chain, stage, fault)
+    assert done.returncode == -9, f"not killed at {fault}:\n{done.stderr[-3000:]}"
+    return done.stderr
+
+
+def completed(chain: Chain, stage: str) -> str:
+    done = run_stage(chain, stage)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stderr
+
+
+@pytest.fixture()
+def collected(tmp_path: Path, tiny_model_dir: Path, trec_files: dict) -> Chain:
+    """A tmp project with collect done: the tiny BERT, real TREC rows, an ITPT corpus."""
+    params_file = write_params(tmp_path / "params.yaml", str(tiny_model_dir), trec_files, "trec")
+    chain = Chain(tmp_path, params_file, tmp_path)
+    chain.collect()
+    return chain
+
+
+def copy_project(chain: Chain, to: Path) -> Chain:
+    shutil.copytree(chain.params[1].rpartition("/")[0], to)
+    return Chain(to, to / "params.yaml", to)
+
+
+def pretrain_result(chain: Chain) -> dict:
+    metrics = json.loads((chain.pt_reports / "metrics.json").read_text())
+    weights = (chain.pretrained / "model.safetensors").read_bytes()
+    return {"metrics": metrics, "weights": weights}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["after_save:10", "while_saving:20", "at_step:15"])
+def test_killed_pretrain_resumes_to_the_uninterrupted_result(
+    collected: Chain, tmp_path: Path, fault: str
+) -> None:
+    whole = copy_project(collected, tmp_path.parent / f"{tmp_path.name}-whole")
+    completed(whole, "pretrain")
+    expected = pretrain_result(whole)
+
+    killed(collected, "pretrain", fault)
+    checkpoints = sorted(p.name for p in collected.checkpoints.glob("checkpoint-*"))
+    assert "checkpoint-10" in checkpoints
+    assert not collected.pretrained.exists()  # nothing half-written for multitask to read
+    assert not list(collected.checkpoints.rglob("training_args.bin"))  # no pickle kept
+    log = completed(collected, "pretrain")
+
+    if fault.startswith("while_saving"):
+        assert "checkpoint-20 is incomplete" in log
+    got = pretrain_result(collected)
+    assert got["metrics"]["resumed_from_step"] == 10 and got["metrics"]["steps"] == 20
+    assert got["metrics"]["heldout_after"] == expected["metrics"]["heldout_after"]
+    assert got["weights"] == expected["weights"]
+    assert not list(collected.checkpoints.glob("checkpoint-*"))  # finished: nothing to resume
+
+
+@pytest.mark.slow
+def test_a_model_directory_replaced_in_place_is_not_resumed(
+    tmp_path: Path, tiny_model_dir: Path, trec_files: dict
+) -> None:
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model_dir, base)
+    params_file = write_params(tmp_path / "params.yaml", str(base), trec_files, "trec")
+    chain = Chain(tmp_path, params_file, tmp_path)
+    chain.collect()
+    killed(chain, "pretrain", "after_save:10")
+    weights = base / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + bytes(8))  # other weights, same name
+    log = completed(chain, "pretrain")
+    assert "holds no checkpoint of this run; starting over" in log
+    assert json.loads((chain.pt_reports / "metrics.json").read_text())["resumed_from_step"] == 0
