@@ -7,11 +7,19 @@ default silently). Errors name the file, the dotted key, the value received and 
 
 from __future__ import annotations
 
+import codecs
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class Strict(BaseModel):
@@ -47,7 +55,18 @@ class FilesSource(Columns):
     validation: str | None = None
     test: str | None = None
     unlabeled: str | None = Field(None, description="extra unlabelled in-domain text")
-    encoding: str = "utf-8"
+    encoding: str = Field("utf-8", description="text encoding of CSV / TSV / JSONL files")
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(
+                "unknown encoding; use a Python codec name such as utf-8, latin-1 or cp1252"
+            ) from None
+        return value
 
 
 class HubSource(Columns):
@@ -436,6 +455,10 @@ def _format_error(where: str, model: type[BaseModel], err: ValidationError) -> s
             lines.append(f"{loc}: unknown key; valid keys here: {valid}")
         elif kind == "missing":
             lines.append(f"{loc}: missing key (params.yaml gives every value; no code default)")
+        elif kind in ("union_tag_invalid", "union_tag_not_found"):  # Source is the one union
+            tag = e.get("ctx", {}).get("tag")
+            got = f"got {tag!r}" if tag is not None else "the key is missing"
+            lines.append(f"{loc}.kind: must be one of {', '.join(SOURCE_KINDS)}; {got}")
         else:
             lines.append(f"{loc}: {e['msg']}, got {e.get('input')!r}")
     return "\n  ".join(lines)
