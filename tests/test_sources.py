@@ -354,3 +354,29 @@ def test_missing_texts_are_counted(tmp_path: Path) -> None:
     assert raw.notes == {"unlabeled_missing_text": 1} and len(raw.unlabeled) == 9
     task = prepare_task(raw, SplitSpec(validation_ratio=0.2, test_ratio=0.2), 0, 0.1)
     assert task.counts["empty_removed_train"] == 1
+
+
+def test_csv_labels_blank_or_spelled_missing_fail_with_rows(tmp_path: Path) -> None:
+    rows = [("a", ""), ("b", "NaN"), ("c", "null"), ("d", "None")]
+    rows += [(f"t{i}", "xy"[i % 2]) for i in range(16)]
+    pd.DataFrame(rows, columns=["text", "label"]).to_csv(tmp_path / "t.csv", index=False)
+    raw = files_task(tmp_path, "t.csv")
+    split = SplitSpec(validation_ratio=0.2, test_ratio=0.2)
+    with pytest.raises(
+        ValueError,
+        match=rf"tasks.toy \[train\] {tmp_path / 't.csv'}: 4 of 20 rows have no label \(20.0%; "
+        r"rows 1, 2, 3, 4, 1 = the first data row\), above collect.max_missing_label_ratio=0.0",
+    ):
+        prepare_task(raw, split, 0, 0.0)
+    task = prepare_task(raw, split, 0, 0.0, max_missing_label_ratio=0.2)
+    assert task.labels == ["x", "y"]
+    assert task.counts["missing_label_removed_train"] == 4
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_null_labels_in_jsonl_and_parquet_are_missing(tmp_path: Path, suffix: str) -> None:
+    df = pd.DataFrame({"text": [f"t{i}" for i in range(10)], "label": [1.0, 0.0] * 4 + [None] * 2})
+    path = tmp_path / f"t{suffix}"
+    df.to_parquet(path) if suffix == ".parquet" else df.to_json(path, orient="records", lines=True)
+    with pytest.raises(ValueError, match=r"2 of 10 rows have no label \(20.0%; rows 9, 10,"):
+        prepare_task(files_task(tmp_path, path.name), None, 0, 0.0)

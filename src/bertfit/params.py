@@ -166,6 +166,13 @@ class ModelParams(Strict):
 class CollectParams(Strict):
     seed: int
     max_empty_ratio: float = Field(ge=0, lt=1, description="fail above this share of empty texts")
+    max_missing_label_ratio: float = Field(
+        ge=0,
+        lt=1,
+        description="rows without a label (a missing value, or a cell reading '', NaN, nan, "
+        "null or None: CSV cells are read as text, so these arrive as strings) are dropped and "
+        "counted up to this share of a split, an error above it; 0 fails on any",
+    )
     corpus_heldout_ratio: float = Field(gt=0, lt=1, description="MLM corpus share held out")
     warn_unknown_token_share: float = Field(
         ge=0,

@@ -160,6 +160,7 @@ def collect(
             params.seed,
             params.max_empty_ratio,
             spec.problem,
+            params.max_missing_label_ratio,
         )
         metas[name] = write_prepared(task, spec, data_dir / "tasks" / name)
         prepared[name] = task
