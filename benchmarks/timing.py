@@ -69,6 +69,7 @@ def prepared_target(params_file: Path) -> PreparedTask:
         collect.seed,
         collect.max_empty_ratio,
         spec.problem,
+        collect.max_missing_label_ratio,
     )
 
 

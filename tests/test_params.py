@@ -69,10 +69,23 @@ def test_unknown_key_inside_a_task_source(project_params: dict) -> None:
         parse_tasks(data)
 
 
-def test_unknown_source_kind(project_params: dict) -> None:
+def test_unknown_or_missing_source_kind_lists_the_kinds(project_params: dict) -> None:
     data = copy.deepcopy(project_params)
     data["tasks"]["sst2"]["source"]["kind"] = "ftp"
-    with pytest.raises(ValueError, match=r"tasks.sst2.source"):
+    kinds = r"tasks.sst2.source.kind: must be one of package, files, hub"
+    with pytest.raises(ValueError, match=rf"{kinds}; got 'ftp'"):
+        parse_tasks(data)
+    del data["tasks"]["sst2"]["source"]["kind"]
+    with pytest.raises(ValueError, match=rf"{kinds}; the key is missing"):
+        parse_tasks(data)
+
+
+def test_unknown_encoding_of_a_files_source(project_params: dict) -> None:
+    data = copy.deepcopy(project_params)
+    data["tasks"]["sst2"]["source"]["encoding"] = "latin-11"
+    with pytest.raises(
+        ValueError, match=r"tasks.sst2.source.files.encoding: Value error, unknown encoding"
+    ):
         parse_tasks(data)
 
 

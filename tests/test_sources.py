@@ -1,12 +1,22 @@
 from __future__ import annotations
 
+import gzip
 import json
+import zipfile
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from bertfit.data.sources import load_hub, load_task, project_root, read_line_files, read_table
+from bertfit.data.sources import (
+    RawTask,
+    load_files,
+    load_hub,
+    load_task,
+    project_root,
+    read_line_files,
+    read_table,
+)
 from bertfit.data.splits import prepare_task
 from bertfit.params import (
     FilesSource,
@@ -150,8 +160,6 @@ def test_files_source_formats_and_column_mapping(tmp_path: Path, suffix: str) ->
     else:
         df.to_parquet(path)
     source = FilesSource(kind="files", train=path.name, text_column="sentence", label_column="y")
-    from bertfit.data.sources import load_files
-
     task = load_files("toy", source, tmp_path)
     out = task.splits["train"]
     assert list(out.columns) == ["text", "label"]
@@ -174,8 +182,6 @@ def test_files_source_missing_path_names_the_file(tmp_path: Path) -> None:
 def test_files_source_missing_column_lists_columns(tmp_path: Path) -> None:
     (tmp_path / "t.csv").write_text("sentence,label\nhello,pos\n")
     source = FilesSource(kind="files", train="t.csv")
-    from bertfit.data.sources import load_files
-
     with pytest.raises(
         ValueError,
         match=r"missing column\(s\) \['text'\]; columns present: "
@@ -226,3 +232,151 @@ def test_project_root_sees_through_dvc_experiment_copies(tmp_path: Path) -> None
     copy = tmp_path / "proj" / ".dvc" / "tmp" / "exps" / "tmpab12cd"
     copy.mkdir(parents=True)
     assert project_root(copy) == (tmp_path / "proj").resolve()
+
+
+# --- bad input files: each a ValueError naming the file, the line where known, and the fix ------
+
+
+def files_task(tmp_path: Path, train: str, **options: object) -> RawTask:
+    return load_files("toy", FilesSource(kind="files", train=train, **options), tmp_path)
+
+
+@pytest.mark.parametrize("name", ["t.csv", "t.tsv", "t.jsonl", "t.jsonl.gz", "t.parquet"])
+def test_an_empty_file_says_so(tmp_path: Path, name: str) -> None:
+    (tmp_path / name).write_bytes(b"")
+    with pytest.raises(ValueError, match=rf"{name}: the file is empty \(0 bytes\)"):
+        read_table(tmp_path / name)
+
+
+def test_a_file_without_rows_says_so(tmp_path: Path) -> None:
+    (tmp_path / "t.csv").write_text("text,label\n")
+    pd.DataFrame({"text": pd.Series([], dtype=str)}).to_parquet(tmp_path / "t.parquet")
+    (tmp_path / "t.jsonl.gz").write_bytes(gzip.compress(b"\n"))
+    (tmp_path / "blank.csv").write_text("\n\n")
+    with pytest.raises(ValueError, match=r"t.csv: no rows \(columns: \['text', 'label'\]\)"):
+        read_table(tmp_path / "t.csv")
+    with pytest.raises(ValueError, match=r"t.parquet: no rows \(columns: \['text'\]\)"):
+        read_table(tmp_path / "t.parquet")
+    with pytest.raises(ValueError, match=r"t.jsonl.gz: no rows"):
+        read_table(tmp_path / "t.jsonl.gz")
+    with pytest.raises(ValueError, match=r"blank.csv: no header line"):
+        read_table(tmp_path / "blank.csv")
+
+
+def test_a_semicolon_file_read_as_csv_names_the_delimiter(tmp_path: Path) -> None:
+    (tmp_path / "t.csv").write_text("text;label\nfine;pos\n")
+    with pytest.raises(
+        ValueError,
+        match=r"t.csv: missing column\(s\) \['text', 'label'\]; columns present: "
+        r"\['text;label'\].* looks ';'-separated, while .csv is read comma-separated",
+    ):
+        files_task(tmp_path, "t.csv")
+
+
+def test_a_ragged_row_names_the_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "t.csv").write_text("text,label\nfine,pos\nfine, really,pos\n")
+    with pytest.raises(
+        ValueError,
+        match=r"t.csv line 3: expected 2 fields \(text, label\), saw 3; check the delimiter "
+        r"\(.csv is comma-separated, .tsv tab\) or quote the field",
+    ):
+        read_table(tmp_path / "t.csv")
+
+
+def test_bytes_not_in_the_encoding_name_the_line_and_the_encoding_option(tmp_path: Path) -> None:
+    # past pandas' first chunk, where its own error's position stops being the file's
+    content = b"text,label\n" + b"fine,pos\n" * 20_000 + b"caf\xe9,pos\n"
+    (tmp_path / "t.csv").write_bytes(content)
+    with pytest.raises(
+        ValueError,
+        match=rf"t.csv: not valid utf-8 at byte {len(content) - 6} \(line 20002: "
+        r"b'\\xe9,po'...\); set tasks.toy.source.encoding in params.yaml",
+    ):
+        files_task(tmp_path, "t.csv")
+    task = files_task(tmp_path, "t.csv", encoding="latin-1")
+    assert task.splits["train"]["text"].iloc[-1] == "café"
+
+
+def test_a_broken_json_line_is_named(tmp_path: Path) -> None:
+    lines = ['{"text": "a", "label": "x"}', "", '{"text": "b", "label": }', "[1, 2]"]
+    (tmp_path / "t.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"t.jsonl line 3: not valid JSON \(Expecting value"):
+        read_table(tmp_path / "t.jsonl")
+    (tmp_path / "t.jsonl").write_text("\n".join(lines[:2] + lines[3:]) + "\n")
+    with pytest.raises(ValueError, match=r"t.jsonl line 3: a JSON list, not an object"):
+        read_table(tmp_path / "t.jsonl")
+
+
+def test_a_truncated_gzip_file_is_named(tmp_path: Path) -> None:
+    data = gzip.compress(b'{"text": "a", "label": "x"}\n' * 100)
+    (tmp_path / "t.jsonl.gz").write_bytes(data[:-12])
+    (tmp_path / "plain.csv.gz").write_text("text,label\na,x\n")
+    with pytest.raises(ValueError, match=r"t.jsonl.gz: the compressed data is truncated"):
+        read_table(tmp_path / "t.jsonl.gz")
+    with pytest.raises(ValueError, match=r"plain.csv.gz: .*not compressed at all"):
+        read_table(tmp_path / "plain.csv.gz")
+
+
+def test_a_binary_file_named_csv_says_what_it_is(tmp_path: Path) -> None:
+    (tmp_path / "noise.csv").write_bytes(bytes(range(256)) * 4)
+    with zipfile.ZipFile(tmp_path / "zipped.csv", "w") as z:
+        z.writestr("train.csv", "text,label\na,x\n")
+    with pytest.raises(
+        ValueError, match=r"noise.csv: this is binary data \(a NUL byte at offset 0"
+    ):
+        read_table(tmp_path / "noise.csv")
+    with pytest.raises(ValueError, match=r"zipped.csv: this is a zip archive.*not CSV / TSV text"):
+        read_table(tmp_path / "zipped.csv")
+
+
+def test_text_that_is_not_strings_names_the_column_and_dtype(tmp_path: Path) -> None:
+    pd.DataFrame({"text": [1, 2], "label": ["x", "y"]}).to_parquet(tmp_path / "t.parquet")
+    (tmp_path / "t.jsonl").write_text('{"text": "a", "label": "x"}\n{"text": 5, "label": "y"}\n')
+    (tmp_path / "t.csv").write_text("text,label\n007,x\n1.5,y\n")
+    with pytest.raises(
+        ValueError, match=r"t.parquet: column 'text' must hold text, but holds integer values"
+    ):
+        files_task(tmp_path, "t.parquet")
+    with pytest.raises(ValueError, match=r"t.jsonl: column 'text' .*\(dtype object; data row 2: 5"):
+        files_task(tmp_path, "t.jsonl")
+    # CSV cells are text: numbers stay as written; a categorical column of strings is text too
+    assert files_task(tmp_path, "t.csv").splits["train"]["text"].tolist() == ["007", "1.5"]
+    df = pd.DataFrame({"text": pd.Categorical(["a", None]), "label": ["x", "y"]})
+    df.to_parquet(tmp_path / "t.parquet")
+    assert files_task(tmp_path, "t.parquet").splits["train"]["text"].tolist()[0] == "a"
+
+
+def test_missing_texts_are_counted(tmp_path: Path) -> None:
+    df = pd.DataFrame({"text": [f"t{i}" for i in range(9)] + [None], "label": ["x", "y"] * 5})
+    df.to_parquet(tmp_path / "t.parquet")
+    df.to_parquet(tmp_path / "more.parquet")
+    raw = files_task(tmp_path, "t.parquet", unlabeled="more.parquet")
+    assert raw.notes == {"unlabeled_missing_text": 1} and len(raw.unlabeled) == 9
+    task = prepare_task(raw, SplitSpec(validation_ratio=0.2, test_ratio=0.2), 0, 0.1)
+    assert task.counts["empty_removed_train"] == 1
+
+
+def test_csv_labels_blank_or_spelled_missing_fail_with_rows(tmp_path: Path) -> None:
+    rows = [("a", ""), ("b", "NaN"), ("c", "null"), ("d", "None")]
+    rows += [(f"t{i}", "xy"[i % 2]) for i in range(16)]
+    pd.DataFrame(rows, columns=["text", "label"]).to_csv(tmp_path / "t.csv", index=False)
+    raw = files_task(tmp_path, "t.csv")
+    split = SplitSpec(validation_ratio=0.2, test_ratio=0.2)
+    with pytest.raises(
+        ValueError,
+        match=rf"tasks.toy \[train\] {tmp_path / 't.csv'}: 4 of 20 rows have no label \(20.0%; "
+        r"rows 1, 2, 3, 4, 1 = the first data row\), above collect.max_missing_label_ratio=0.0",
+    ):
+        prepare_task(raw, split, 0, 0.0)
+    task = prepare_task(raw, split, 0, 0.0, max_missing_label_ratio=0.2)
+    assert task.labels == ["x", "y"]
+    assert task.counts["missing_label_removed_train"] == 4
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_null_labels_in_jsonl_and_parquet_are_missing(tmp_path: Path, suffix: str) -> None:
+    df = pd.DataFrame({"text": [f"t{i}" for i in range(10)], "label": [1.0, 0.0] * 4 + [None] * 2})
+    path = tmp_path / f"t{suffix}"
+    df.to_parquet(path) if suffix == ".parquet" else df.to_json(path, orient="records", lines=True)
+    with pytest.raises(ValueError, match=r"2 of 10 rows have no label \(20.0%; rows 9, 10,"):
+        prepare_task(files_task(tmp_path, path.name), None, 0, 0.0)

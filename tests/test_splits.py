@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from bertfit.data.sources import RawTask
-from bertfit.data.splits import clean_split, prepare_task, text_key
+from bertfit.data.splits import clean_split, drop_missing_labels, prepare_task, text_key
 from bertfit.params import SplitSpec
 
 SPLIT = SplitSpec(validation_ratio=0.1, test_ratio=0.1)
@@ -118,10 +118,15 @@ def test_too_rare_label_to_stratify_is_explained() -> None:
         prepare_task(RawTask("t", {"train": df}), SPLIT, seed=0, max_empty_ratio=0.0)
 
 
-def test_missing_labels_are_an_error() -> None:
-    df = pd.DataFrame({"text": ["a", "b"], "label": ["x", None]})
-    with pytest.raises(ValueError, match=r"1 rows have no label"):
-        clean_split(df, "tasks.t [train]", max_empty_ratio=0.0)
+def test_missing_labels_are_an_error_above_the_threshold() -> None:
+    df = pd.DataFrame({"text": list("abcd"), "label": ["x", None, " nan ", "y"]})
+    with pytest.raises(
+        ValueError,
+        match=r"tasks.t \[train\]: 2 of 4 rows have no label \(50.0%; rows 2, 3,",
+    ):
+        drop_missing_labels(df, "tasks.t [train]", 0.0)
+    kept, n = drop_missing_labels(df, "tasks.t [train]", 0.5)
+    assert n == 2 and kept["label"].tolist() == ["x", "y"]
 
 
 def test_pairs_are_keyed_on_both_texts() -> None:

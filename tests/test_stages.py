@@ -28,6 +28,7 @@ def write_params(path: Path, model_name: str, tasks: dict, target: str, **overri
         "collect": {
             "seed": 0,
             "max_empty_ratio": 0.01,
+            "max_missing_label_ratio": 0.0,
             "corpus_heldout_ratio": 0.1,
             "warn_unknown_token_share": 0.01,
         },

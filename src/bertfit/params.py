@@ -7,6 +7,7 @@ default silently). Errors name the file, the dotted key, the value received and 
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import re
 from pathlib import Path
@@ -19,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -59,7 +61,18 @@ class FilesSource(Columns):
     validation: str | None = None
     test: str | None = None
     unlabeled: str | None = Field(None, description="extra unlabelled in-domain text")
-    encoding: str = "utf-8"
+    encoding: str = Field("utf-8", description="text encoding of CSV / TSV / JSONL files")
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(
+                "unknown encoding; use a Python codec name such as utf-8, latin-1 or cp1252"
+            ) from None
+        return value
 
 
 class HubSource(Columns):
@@ -163,6 +176,13 @@ class ModelParams(Strict):
 class CollectParams(Strict):
     seed: int
     max_empty_ratio: float = Field(ge=0, lt=1, description="fail above this share of empty texts")
+    max_missing_label_ratio: float = Field(
+        ge=0,
+        lt=1,
+        description="rows without a label (a missing value, or a cell reading '', NaN, nan, "
+        "null or None: CSV cells are read as text, so these arrive as strings) are dropped and "
+        "counted up to this share of a split, an error above it; 0 fails on any",
+    )
     corpus_heldout_ratio: float = Field(gt=0, lt=1, description="MLM corpus share held out")
     warn_unknown_token_share: float = Field(
         ge=0,
@@ -493,6 +513,10 @@ def _format_error(where: str, model: type[BaseModel], err: ValidationError) -> s
             lines.append(f"{loc}: unknown key; valid keys here: {valid}")
         elif kind == "missing":
             lines.append(f"{loc}: missing key (params.yaml gives every value; no code default)")
+        elif kind in ("union_tag_invalid", "union_tag_not_found"):  # Source is the one union
+            tag = e.get("ctx", {}).get("tag")
+            got = f"got {tag!r}" if tag is not None else "the key is missing"
+            lines.append(f"{loc}.kind: must be one of {', '.join(SOURCE_KINDS)}; {got}")
         else:
             lines.append(f"{loc}: {e['msg']}, got {e.get('input')!r}")
     return "\n  ".join(lines)

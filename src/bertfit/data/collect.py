@@ -106,6 +106,33 @@ def warn_unknown_tokens(name: str, share: float, threshold: float, model_name: s
     )
 
 
+def case_variants(task: PreparedTask) -> dict[str, dict[str, int]]:
+    """Labels that differ only in case (`POS` among `pos`), by their lowercase form, with row
+    counts over all splits; regression targets have none."""
+    if not task.labels:
+        return {}
+    counts = pd.concat([df["label"] for df in task.splits.values()]).value_counts()
+    groups: dict[str, dict[str, int]] = {}
+    for label, n in counts.items():
+        groups.setdefault(label.lower(), {})[label] = int(n)
+    return {key: spellings for key, spellings in groups.items() if len(spellings) > 1}
+
+
+def report_case_variants(name: str, task: PreparedTask) -> int:
+    """Warn about labels that differ only in case and return how many labels those are. They
+    stay separate classes: whether `POS` is `pos` is the data owner's call, not collect's."""
+    variants = case_variants(task)
+    for spellings in variants.values():
+        log.warning(
+            "%s: labels %s differ only in case (rows: %s) and are separate classes; if they "
+            "mean one class, write them one way in the data",
+            name,
+            sorted(spellings),
+            spellings,
+        )
+    return sum(len(spellings) for spellings in variants.values())
+
+
 def tokenizer_texts(
     prepared: dict[str, PreparedTask], heldout: pd.DataFrame, metas: dict[str, Task]
 ) -> list[str]:
@@ -160,7 +187,9 @@ def collect(
             params.seed,
             params.max_empty_ratio,
             spec.problem,
+            params.max_missing_label_ratio,
         )
+        task.counts["labels_differing_only_in_case"] = report_case_variants(name, task)
         metas[name] = write_prepared(task, spec, data_dir / "tasks" / name)
         prepared[name] = task
         log.info(

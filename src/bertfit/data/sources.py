@@ -8,13 +8,18 @@ importlib.util.find_spec and never imported), `files` (local CSV / TSV / JSONL(.
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import importlib.util
 import inspect
+import json
 import logging
 import re
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import pandas as pd
 
@@ -36,6 +41,7 @@ class RawTask:
     splits: dict[str, pd.DataFrame]
     unlabeled: list[str] = field(default_factory=list)
     notes: dict[str, int] = field(default_factory=dict)  # counts worth reporting (decode fallbacks)
+    files: dict[str, str] = field(default_factory=dict)  # split -> the file it came from
 
 
 # --- package source -------------------------------------------------------------------------------
@@ -214,26 +220,164 @@ def load_package(name: str, source: PackageSource) -> RawTask:
 
 # --- files source ---------------------------------------------------------------------------------
 
+# the first bytes of files that get named .csv / .jsonl by mistake
+MAGIC = {
+    b"PK\x03\x04": "a zip archive (an .xlsx workbook is one too)",
+    b"PAR1": "a Parquet file",
+    b"\x1f\x8b": "gzip-compressed data",
+    b"BZh": "bz2-compressed data",
+}
+NUL = b"\0"
+COMPRESSED = (".gz", ".bz2")
+# pandas' C parser names the line of a ragged row only in its message
+RAGGED = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 
-def read_table(path: Path, encoding: str = "utf-8") -> pd.DataFrame:
-    """Read CSV, TSV, JSONL(.gz) or Parquet, chosen by the file name's ending."""
+
+def read_table(path: Path, encoding: str = "utf-8", task: str = "<task>") -> pd.DataFrame:
+    """Read CSV, TSV, JSONL(.gz) or Parquet, chosen by the file name's ending.
+
+    CSV and TSV cells are read as text, so `007` stays `007` and `null` stays a string. A file
+    that cannot be read is a ValueError naming it, the line where known, and the fix (issue 17).
+    `task` names the catalogue entry whose `source.encoding` a decoding error points to.
+    """
     if not path.is_file():
         raise FileNotFoundError(
             f"{path}: file not found; fix the path in params.yaml (relative paths are from the "
             f"project root)"
         )
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: the file is empty (0 bytes); expected a table of rows")
     name = path.name.lower()
-    if name.endswith((".jsonl", ".jsonl.gz", ".json")):
-        return pd.read_json(path, lines=True, encoding=encoding, dtype=False)
-    if name.endswith((".csv", ".csv.gz", ".csv.bz2")):
-        return pd.read_csv(path, encoding=encoding, keep_default_na=False)
-    if name.endswith((".tsv", ".tsv.gz")):
-        # quoted as csv writers (pandas' to_csv(sep="\t") among them) quote a field holding a
-        # quote or a tab; reading with quoting off left their "" in the text (issue 17)
-        return pd.read_csv(path, sep="\t", encoding=encoding, keep_default_na=False)
-    if name.endswith(".parquet"):
+    try:
+        if name.endswith(".parquet"):
+            df = _read_parquet(path)
+        elif name.endswith((".jsonl", ".jsonl.gz", ".json")):
+            _refuse_binary(path, encoding, "JSON lines")
+            df = _read_jsonl(path, encoding)
+        elif name.endswith((".csv", ".csv.gz", ".csv.bz2", ".tsv", ".tsv.gz")):
+            _refuse_binary(path, encoding, "CSV / TSV")
+            df = _read_csv(path, encoding, "\t" if ".tsv" in name else ",")
+        else:
+            raise ValueError(f"{path}: unsupported format; use .csv, .tsv, .jsonl(.gz) or .parquet")
+    except UnicodeDecodeError:
+        raise ValueError(_decode_error(path, encoding, task)) from None
+    except (EOFError, OSError, zlib.error) as err:
+        if not name.endswith(COMPRESSED):
+            raise
+        raise ValueError(
+            f"{path}: the compressed data is truncated, corrupt or not compressed at all "
+            f"({err}); compress the file again, or copy it whole"
+        ) from None
+    if df.empty:
+        raise ValueError(
+            f"{path}: no rows (columns: {list(df.columns)}); expected a header and at least one row"
+        )
+    return df
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    try:
         return pd.read_parquet(path)
-    raise ValueError(f"{path}: unsupported format; use .csv, .tsv, .jsonl(.gz) or .parquet")
+    except ValueError as err:  # pyarrow's ArrowInvalid is a ValueError
+        raise ValueError(
+            f"{path}: not a readable Parquet file ({err}); write it with DataFrame.to_parquet, or "
+            f"name it after its real format"
+        ) from None
+
+
+def _read_csv(path: Path, encoding: str, sep: str) -> pd.DataFrame:
+    # quoted as csv writers (pandas' to_csv(sep="\t") among them) quote a field holding a quote
+    # or a tab; reading TSV with quoting off left their "" in the text (issue 17)
+    try:
+        return pd.read_csv(path, sep=sep, encoding=encoding, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise ValueError(
+            f"{path}: no header line (the file holds no text but blank lines)"
+        ) from None
+    except pd.errors.ParserError as err:
+        found = RAGGED.search(str(err))
+        if found is None:
+            raise ValueError(f"{path}: cannot parse ({err}); check the quoting") from None
+        expected, line, saw = found.groups()
+        header = pd.read_csv(path, sep=sep, encoding=encoding, nrows=0).columns
+        raise ValueError(
+            f"{path} line {line}: expected {expected} fields ({', '.join(header)}), saw {saw}; "
+            f"check the delimiter (.csv is comma-separated, .tsv tab) or quote the field"
+        ) from None
+
+
+def _read_jsonl(path: Path, encoding: str) -> pd.DataFrame:
+    try:
+        return pd.read_json(path, lines=True, encoding=encoding, dtype=False)
+    except UnicodeDecodeError:  # a ValueError too: left for read_table, which names the byte
+        raise
+    except (ValueError, TypeError) as err:
+        # pandas' JSON parser says what broke ("Expected object or value") but not on which
+        # line, so the lines are parsed one by one, on this error path only, to name it
+        raise ValueError(_bad_json_line(path, encoding) or f"{path}: {err}") from None
+
+
+def _bad_json_line(path: Path, encoding: str) -> str | None:
+    with _open_binary(path) as f:
+        for number, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw.decode(encoding))
+            except json.JSONDecodeError as err:
+                problem = f"not valid JSON ({err.msg}, column {err.colno})"
+            else:
+                if isinstance(row, dict):
+                    continue
+                problem = f"a JSON {type(row).__name__}, not an object"
+            return (
+                f"{path} line {number}: {problem}; each line must be one JSON object, e.g. "
+                f'{{"text": "...", "label": "..."}}'
+            )
+    return None
+
+
+def _open_binary(path: Path) -> IO[bytes]:
+    """The file's bytes, decompressed as pandas would by its name."""
+    name = path.name.lower()
+    if name.endswith(".gz"):
+        return gzip.open(path, "rb")
+    if name.endswith(".bz2"):
+        return bz2.open(path, "rb")
+    return path.open("rb")
+
+
+def _refuse_binary(path: Path, encoding: str, kind: str) -> None:
+    """A binary file named as text fails saying what it is, not with a decoding error."""
+    if path.name.lower().endswith(COMPRESSED) or NUL in "a".encode(encoding):
+        return  # compressed (checked when opened), or an encoding such as UTF-16 that uses NULs
+    with path.open("rb") as f:
+        head = f.read(8192)
+    if NUL not in head:  # text never holds one; zip, Parquet and compressed data all but always
+        return
+    default = f"binary data (a NUL byte at offset {head.index(NUL)})"
+    what = next((what for magic, what in MAGIC.items() if head.startswith(magic)), default)
+    raise ValueError(
+        f"{path}: this is {what}, not {kind} text; export the data as .csv, .tsv, .jsonl or "
+        f".parquet, or name the file after its real format"
+    )
+
+
+def _decode_error(path: Path, encoding: str, task: str) -> str:
+    """Where the first byte that is not `encoding` lies: pandas decodes in chunks, and the
+    position in its UnicodeDecodeError counts from the start of a chunk, not of the file."""
+    with _open_binary(path) as f:
+        data = f.read()
+    try:
+        data.decode(encoding)
+        at = ""
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        at = f" at byte {err.start} (line {line}: {data[err.start : err.start + 4]!r}...)"
+    return (
+        f"{path}: not valid {encoding}{at}; set tasks.{task}.source.encoding in params.yaml to "
+        f"the file's encoding (e.g. latin-1 or cp1252), or save the file as UTF-8"
+    )
 
 
 def _texts(column: pd.Series) -> list[str]:
@@ -247,39 +391,72 @@ def _require_columns(df: pd.DataFrame, columns: list[str], where: object) -> Non
         raise ValueError(
             f"{where}: missing column(s) {missing}; columns present: {list(df.columns)}. "
             f"Map them with text_column / text_pair_column / label_column in the task's source."
+            + _delimiter_hint(df)
         )
+
+
+def _delimiter_hint(df: pd.DataFrame) -> str:
+    """A lone column named like `text;label` means the file is split on another delimiter."""
+    if len(df.columns) != 1:
+        return ""
+    seen = [d for d in (";", "\t", "|", ",") if d in str(df.columns[0])]
+    if not seen:
+        return ""
+    return (
+        f" The one column's name holds {seen[0]!r}: the file looks {seen[0]!r}-separated, "
+        f"while .csv is read comma-separated and .tsv tab-separated; convert it or rename it."
+    )
+
+
+def _text_column(df: pd.DataFrame, column: str, where: object) -> pd.Series:
+    """The column, which must hold strings: a number or a list turned into text would train on
+    '3' or '[...]' unnoticed. Missing values pass; collect counts them as empty texts."""
+    kind = pd.api.types.infer_dtype(df[column], skipna=True)
+    if kind in ("string", "empty"):
+        return df[column]
+    values = df[column].dropna()
+    bad = next(((i, v) for i, v in values.items() if not isinstance(v, str)), None)
+    if bad is None:  # strings in another container, e.g. a categorical column
+        return df[column].astype(str)
+    row, value = bad
+    raise ValueError(
+        f"{where}: column {column!r} must hold text, but holds {kind} values (dtype "
+        f"{df[column].dtype}; data row {row + 1}: {value!r}); store the texts as strings, or map "
+        f"text_column / text_pair_column to the text"
+    )
 
 
 def _normalise_columns(
     df: pd.DataFrame, cols: FilesSource | HubSource, where: object, labelled: bool = True
 ) -> pd.DataFrame:
-    wanted = [cols.text_column]
+    texts = [cols.text_column] + ([cols.text_pair_column] if cols.text_pair_column else [])
+    _require_columns(df, texts + ([cols.label_column] if labelled else []), where)
+    out = pd.DataFrame({"text": _text_column(df, cols.text_column, where)})
     if cols.text_pair_column:
-        wanted.append(cols.text_pair_column)
-    if labelled:
-        wanted.append(cols.label_column)
-    _require_columns(df, wanted, where)
-    out = pd.DataFrame({"text": df[cols.text_column]})
-    if cols.text_pair_column:
-        out["text_pair"] = df[cols.text_pair_column]
+        out["text_pair"] = _text_column(df, cols.text_pair_column, where)
     if labelled:
         out["label"] = df[cols.label_column]
     return out
 
 
 def load_files(name: str, source: FilesSource, root: Path) -> RawTask:
-    splits = {}
+    splits, files = {}, {}
     for split in SPLITS:
         rel = getattr(source, split)
         if rel is not None:
-            path = root / rel
-            splits[split] = _normalise_columns(read_table(path, source.encoding), source, path)
-    unlabeled = []
+            path = files[split] = root / rel
+            table = read_table(path, source.encoding, name)
+            splits[split] = _normalise_columns(table, source, path)
+    task = RawTask(name, splits, files={s: str(p) for s, p in files.items()})
     if source.unlabeled:
         path = root / source.unlabeled
-        frame = _normalise_columns(read_table(path, source.encoding), source, path, labelled=False)
-        unlabeled = _texts(frame["text"])
-    return RawTask(name, splits, unlabeled)
+        table = read_table(path, source.encoding, name)
+        texts = _normalise_columns(table, source, path, labelled=False)["text"]
+        task.unlabeled = _texts(texts)
+        task.notes["unlabeled_missing_text"] = int(texts.isna().sum())
+        if task.notes["unlabeled_missing_text"]:
+            log.info("%s: %d rows have no text", path, task.notes["unlabeled_missing_text"])
+    return task
 
 
 # --- hub source -----------------------------------------------------------------------------------

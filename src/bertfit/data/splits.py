@@ -51,15 +51,39 @@ def numeric_labels(labels: pd.Series, where: str) -> pd.Series:
     return values.astype("float64")
 
 
+# how a missing label reads once a file's cells are read as text (lowercased, stripped)
+MISSING_LABELS = ("", "nan", "null", "none")
+
+
+def drop_missing_labels(
+    df: pd.DataFrame, where: str, max_missing_label_ratio: float
+) -> tuple[pd.DataFrame, int]:
+    """Drop rows without a label (a missing value or a MISSING_LABELS cell), failing when their
+    share is above the threshold; a blank CSV cell would otherwise become a class ''."""
+    spelled = df["label"].astype("string").str.strip().str.lower().isin(MISSING_LABELS)
+    missing = (df["label"].isna() | spelled.fillna(False)).to_numpy()
+    n_missing = int(missing.sum())
+    if n_missing and n_missing / len(df) > max_missing_label_ratio:
+        rows = ", ".join(str(i + 1) for i in df.index[missing][:5])
+        raise ValueError(
+            f"{where}: {n_missing} of {len(df)} rows have no label ({n_missing / len(df):.1%}; "
+            f"rows {rows}{', ...' if n_missing > 5 else ''}, 1 = the first data row), above "
+            f"collect.max_missing_label_ratio={max_missing_label_ratio}; fill in the labels, or "
+            f"raise the threshold to drop them"
+        )
+    if n_missing:
+        log.warning("%s: dropped %d rows without a label", where, n_missing)
+    return df.loc[~missing], n_missing
+
+
 def clean_split(
     df: pd.DataFrame, where: str, max_empty_ratio: float, problem: str = "classification"
 ) -> tuple[pd.DataFrame, int]:
-    """Normalise labels and texts and drop empty texts, failing when there are too many."""
+    """Normalise labels and texts and drop empty texts, failing when there are too many.
+
+    Missing texts (NaN / None) count as empty; rows without a label are already dropped
+    (drop_missing_labels)."""
     df = df.copy()
-    if df["label"].isna().any():
-        raise ValueError(
-            f"{where}: {int(df['label'].isna().sum())} rows have no label; fix the data"
-        )
     if problem == "regression":
         df["label"] = numeric_labels(df["label"], where)
     else:
@@ -114,7 +138,10 @@ def prepare_task(
     seed: int,
     max_empty_ratio: float,
     problem: str = "classification",
+    max_missing_label_ratio: float = 0.0,
 ) -> PreparedTask:
+    """Clean, split and deduplicate a raw task; `max_missing_label_ratio`'s default fails on any
+    missing label, as collect did before the threshold existed."""
     name = raw.name
     classes = problem == "classification"
     if "train" not in raw.splits:
@@ -122,9 +149,11 @@ def prepare_task(
     counts: dict[str, int] = dict(raw.notes)
     splits = {}
     for s, df in raw.splits.items():
-        splits[s], counts[f"empty_removed_{s}"] = clean_split(
-            df, f"tasks.{name} [{s}]", max_empty_ratio, problem
+        where = f"tasks.{name} [{s}]" + (f" {raw.files[s]}" if s in raw.files else "")
+        df, counts[f"missing_label_removed_{s}"] = drop_missing_labels(
+            df, where, max_missing_label_ratio
         )
+        splits[s], counts[f"empty_removed_{s}"] = clean_split(df, where, max_empty_ratio, problem)
 
     missing = [s for s in ("validation", "test") if s not in splits]
     if missing and split is None:
@@ -165,6 +194,7 @@ def prepare_task(
     # reach a pretraining corpus (the imdb unlabelled set shares 270 reviews with test)
     unlabeled = [t for t in raw.unlabeled if t.strip() and t not in held_out]
     counts["unlabeled_removed_as_heldout"] = sum(t in held_out for t in raw.unlabeled)
+    counts["unlabeled_empty_removed"] = sum(not t.strip() for t in raw.unlabeled)
     return PreparedTask(name, {s: splits[s] for s in SPLITS}, labels, unlabeled, counts, problem)
 
 
