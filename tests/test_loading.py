@@ -1,13 +1,20 @@
 from __future__ import annotations
 
+import re
+import shutil
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoTokenizer
 
 from bertfit.models.loading import (
     check_max_seq_length,
+    check_model,
     load_classifier,
     load_config,
+    load_tokenizer,
     resolve_model_name,
 )
 
@@ -56,3 +63,76 @@ def test_max_seq_length_above_model_limit() -> None:
         r"max_position_embeddings \(512 .*got 1024",
     ):
         check_max_seq_length(config, 1024, EMBEDDED)
+
+
+def copy_without(model_dir: Path, target: Path, *names: str) -> Path:
+    """A copy of a model directory without the named files."""
+    return Path(shutil.copytree(model_dir, target, ignore=shutil.ignore_patterns(*names)))
+
+
+def test_a_complete_model_directory_passes(tiny_model_dir: Path) -> None:
+    config = check_model(str(tiny_model_dir), 128)
+    assert config.max_position_embeddings == 128
+    check_model(EMBEDDED, 512)
+
+
+def test_a_directory_without_tokenizer_files_is_refused(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    # transformers 5 loads an empty BertTokenizer from it without a word (issue 17)
+    bare = copy_without(tiny_model_dir, tmp_path / "bare", "tokenizer*")
+    assert len(AutoTokenizer.from_pretrained(bare)) == 5
+    message = (
+        re.escape(f"model.name '{bare}': {bare} has no tokenizer: ")
+        + r"a tokenizer directory needs "
+        r"tokenizer.json or the vocabulary files of BertTokenizer \(vocab.txt\), and "
+        r"vocab.txt is missing"
+    )
+    with pytest.raises(FileNotFoundError, match=message):
+        load_tokenizer(str(bare))
+    with pytest.raises(FileNotFoundError, match=message):
+        check_model(str(bare), 32)
+
+
+def test_the_vocabulary_files_alone_are_a_tokenizer(tmp_path: Path) -> None:
+    vocab_only = copy_without(Path(resolve_model_name(EMBEDDED)), tmp_path / "m", "tokenizer.json")
+    assert len(load_tokenizer(str(vocab_only))) == 30522
+
+
+def test_a_tokenizer_with_only_special_tokens_is_refused(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    empty = copy_without(tiny_model_dir, tmp_path / "empty", "tokenizer*")
+    AutoTokenizer.from_pretrained(empty).save_pretrained(empty)  # a tokenizer.json, no words
+    with pytest.raises(ValueError, match=r"has no vocabulary besides its 5 special tokens"):
+        load_tokenizer(str(empty))
+
+
+def test_pickled_weights_are_refused_with_how_to_convert(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    pickled = copy_without(tiny_model_dir, tmp_path / "pickled", "model.safetensors")
+    torch.save(load_file(tiny_model_dir / "model.safetensors"), pickled / "pytorch_model.bin")
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"has weights only as pytorch_model.bin \(a pickle\) and no model.safetensors; "
+        r"bertfit loads safetensors only and never unpickles.*"
+        r"BertModel.from_pretrained\(dir, use_safetensors=False\).save_pretrained\(dir\)",
+    ):
+        check_model(str(pickled), 32)
+
+
+def test_a_config_without_weights_is_refused(tmp_path: Path, tiny_model_dir: Path) -> None:
+    config_only = copy_without(tiny_model_dir, tmp_path / "config_only", "model.safetensors")
+    with pytest.raises(
+        FileNotFoundError,
+        match=re.escape(f"model.name '{config_only}': {config_only} has a config.json but no ")
+        + r"weights \(model.safetensors or model.safetensors.index.json.*scratch:",
+    ):
+        check_model(str(config_only), 32)
+
+
+def test_a_hub_id_is_not_taken_for_a_directory() -> None:
+    # offline, the hub path ends in the hub's own error, made readable by load_config
+    with pytest.raises(ValueError, match=r"neither a local model directory nor reachable"):
+        check_model("google-bert/bert-base-uncased", 128)

