@@ -25,6 +25,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--base-model-dir", type=Path, required=True)
     parser.add_argument("--model-dir", type=Path, required=True)
     parser.add_argument("--report-dir", type=Path, required=True)
+    parser.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        required=True,
+        help="resumable checkpoints: a killed run resumes from its last one",
+    )
     args = parser.parse_args(argv)
     configure_logging()
 
@@ -41,6 +47,7 @@ def main(argv: list[str] | None = None) -> None:
         model.max_seq_length,
         args.model_dir,
         args.report_dir,
+        args.checkpoint_dir,
     )
 
 

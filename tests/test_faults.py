@@ -99,3 +99,68 @@ def test_a_model_directory_replaced_in_place_is_not_resumed(
     log = completed(chain, "pretrain")
     assert "holds no checkpoint of this run; starting over" in log
     assert json.loads((chain.pt_reports / "metrics.json").read_text())["resumed_from_step"] == 0
+
+
+def stage_result(chain: Chain, stage: str) -> dict:
+    reports = {"multitask": chain.mt_reports, "finetune": chain.ft_reports}[stage]
+    model = {"multitask": chain.multitasked, "finetune": chain.model}[stage]
+    metrics = json.loads((reports / "metrics.json").read_text())
+    for speed in ("train_runtime_s", "train_examples_per_s"):  # the machine's, not the run's
+        metrics.pop(speed, None)
+    weights = {p.name: p.read_bytes() for p in sorted(model.rglob("*.safetensors"))}
+    return {
+        "metrics": metrics,
+        "weights": weights,
+        "validation": (reports / "validation.csv").read_text(),
+    }
+
+
+@pytest.fixture()
+def multitask_ready(
+    tmp_path: Path, tiny_model_dir: Path, trec_files: dict, trec_sample: dict
+) -> Chain:
+    """collect and pretrain done, multitask on (trec and a regression task) with 30 steps."""
+    from tests.test_stages import question_length_task
+
+    tasks = trec_files | question_length_task(tmp_path, trec_sample)
+    params_file = write_params(
+        tmp_path / "params.yaml",
+        str(tiny_model_dir),
+        tasks,
+        "trec",
+        pretrain={"corpus": "none"},
+        multitask={"enabled": True, "tasks": ["trec", "qlen"]},
+        finetune={"num_train_epochs": 3},
+    )
+    chain = Chain(tmp_path, params_file, tmp_path)
+    chain.collect()
+    chain.pretrain()
+    return chain
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("stage", "fault", "resumed_at"),
+    [
+        ("multitask", "after_save:10", 10),
+        ("multitask", "at_step:25", 20),
+        ("finetune", "at_step:20", 15),
+    ],
+)
+def test_killed_multitask_and_finetune_resume_to_the_uninterrupted_result(
+    multitask_ready: Chain, tmp_path: Path, stage: str, fault: str, resumed_at: int
+) -> None:
+    if stage == "finetune":
+        multitask_ready.multitask()
+    whole = copy_project(multitask_ready, tmp_path.parent / f"{tmp_path.name}-whole")
+    completed(whole, stage)
+    expected = stage_result(whole, stage)
+
+    killed(multitask_ready, stage, fault)
+    checkpoint_dir = multitask_ready.paths[stage]["--checkpoint-dir"]
+    assert list(checkpoint_dir.glob("checkpoint-*"))
+    log = completed(multitask_ready, stage)
+    assert f"checkpoint-{resumed_at}" in log
+    assert "resumed selection" in log
+    assert stage_result(multitask_ready, stage) == expected
+    assert not list(checkpoint_dir.glob("checkpoint-*"))

@@ -19,20 +19,25 @@ from bertfit.models.family import EncoderFamily, load_trained
 from bertfit.models.loading import load_classifier, load_tokenizer
 from bertfit.params import FinetuneParams, parse_section
 from bertfit.reporting import loss_rows
+from bertfit.training import hardware
 from bertfit.training.finetune import finetune, finetune_arguments
 from bertfit.training.hardware import use_bf16
 from bertfit.training.trainer import BertfitTrainer, training_arguments
 from tests.conftest import TINY_FINETUNE
 
 
-@pytest.mark.parametrize("mixed_precision", ["no", "auto"])  # auto: bf16 where the CPU has it
+@pytest.mark.parametrize("mixed_precision", ["no", "auto"])
 def test_loss_falls_when_overfitting_one_batch(
     tmp_path: Path,
     tiny_model_dir: Path,
     trec_sample: dict,
     mixed_precision: str,
     caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # auto runs bf16 autocast here whatever the CPU: on one without bf16 arithmetic it is
+    # emulated (slow, fine for a tiny model), so this case never repeats the fp32 one
+    monkeypatch.setattr(hardware, "bf16_available", lambda: True)
     rows = pd.DataFrame(trec_sample["train"][:16])[["text", "label"]]
     params = FinetuneParams(
         **(
@@ -60,7 +65,8 @@ def test_loss_falls_when_overfitting_one_batch(
             tmp_path / "model",
             tmp_path / "reports",
         )
-    bf16 = use_bf16(mixed_precision)
+    bf16 = mixed_precision == "auto"
+    assert use_bf16(mixed_precision) == bf16
     assert any(r.getMessage().endswith(f"bf16 {bf16}") for r in caplog.records)
     loss = pd.read_csv(tmp_path / "reports" / "loss.csv")["loss"].to_numpy()
     assert len(loss) == 30

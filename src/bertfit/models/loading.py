@@ -38,10 +38,11 @@ from transformers.utils import (
 )
 
 from bertfit.data.sources import package_root
+from bertfit.params import PACKAGE_PREFIX
 
 log = logging.getLogger(__name__)
 
-PACKAGE_PREFIX = "package:"
+
 LOAD_KWARGS = {"trust_remote_code": False, "use_safetensors": True}
 
 

@@ -33,11 +33,12 @@ from transformers import (
     T5Tokenizer,
 )
 
+from bertfit.params import SCRATCH_PREFIX
 from bertfit.reporting import write_json
 
 log = logging.getLogger(__name__)
 
-SCRATCH_PREFIX = "scratch:"
+
 SCRATCH_FILE = "bertfit_scratch.json"  # what collect wrote to the scratch directory
 SENTINELS = 100  # T5's <extra_id_0> ... <extra_id_99>
 UNIGRAM_TYPES = ("t5", "mt5", "umt5")

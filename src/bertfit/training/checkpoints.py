@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 from transformers import TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
@@ -35,15 +36,41 @@ FINGERPRINT_FILE = "fingerprint.json"
 STATE_FILE = "trainer_state.json"  # the Trainer writes it last in a checkpoint
 
 
-def fingerprint(model_name: str, params: Strict, data_files: list[Path]) -> str:
-    """The run's identity: model name and, for a local directory, its files; params; data."""
+def fingerprint(model_name: str, params: Strict, data: list[Path | bytes]) -> str:
+    """The run's identity: model name and, for a local directory, its files; params; the data
+    (files, or bytes such as frame_bytes' and other settings)."""
     model_dir = Path(resolve_model_name(model_name))
     model_files = path_fingerprint(model_dir) if model_dir.is_dir() else None
     identity = [model_name, model_files, params.model_dump()]
     h = hashlib.sha256(json.dumps(identity, sort_keys=True).encode())
-    for path in data_files:
-        h.update(path.read_bytes())
+    for item in data:
+        h.update(item if isinstance(item, bytes) else item.read_bytes())
     return h.hexdigest()
+
+
+def frame_bytes(*frames: pd.DataFrame) -> list[bytes]:
+    """The frames' contents as bytes for a fingerprint (pandas' row hashes, index included)."""
+    return [pd.util.hash_pandas_object(f, index=True).to_numpy().tobytes() for f in frames]
+
+
+def saving(resumable: bool, **when: Any) -> dict[str, Any]:
+    """TrainingArguments for a stage's resumable checkpoints (`when`: save_strategy and its
+    interval), the last one kept; none at all when the stage runs without a checkpoint dir."""
+    return {**when, "save_total_limit": 1} if resumable else {"save_strategy": "no"}
+
+
+def stage_resume(
+    args: TrainingArguments,
+    checkpoint_dir: Path | None,
+    model_name: str,
+    params: Strict,
+    data: list[Path | bytes],
+) -> str | None:
+    """The checkpoint a training stage resumes from (None without a checkpoint dir), its
+    directory prepared for this run as in resume_point."""
+    if checkpoint_dir is None:
+        return None
+    return resume_point(args, checkpoint_dir, fingerprint(model_name, params, data))[0]
 
 
 def is_complete(checkpoint: Path) -> bool:

@@ -44,6 +44,7 @@ from bertfit.models.manifest import MANIFEST_FILE, Manifest, read_manifest
 from bertfit.models.pooling import HeadSpec
 from bertfit.params import FinetuneParams
 from bertfit.training import trainer as core
+from bertfit.training.checkpoints import clear_checkpoints, frame_bytes, saving, stage_resume
 from bertfit.training.selection import Selection, ValidationSet, selection_metric
 
 log = logging.getLogger(__name__)
@@ -70,15 +71,19 @@ def preprocessing(params: FinetuneParams, max_seq_length: int) -> Preprocessing:
     )
 
 
-def finetune_arguments(params: FinetuneParams, work_dir: Path) -> TrainingArguments:
-    """The stage's TrainingArguments: epochs, length-grouped batches, validation each epoch."""
+def finetune_arguments(
+    params: FinetuneParams, work_dir: Path, resumable: bool = False
+) -> TrainingArguments:
+    """The stage's TrainingArguments: epochs, length-grouped batches, validation each epoch;
+    when resumable, a checkpoint after each (the best weights ride in it; in between they are
+    kept in memory, training.selection)."""
     return core.training_arguments(
         params,
         work_dir,
         num_train_epochs=params.num_train_epochs,
         train_sampling_strategy=params.train_sampling_strategy,
         eval_strategy="epoch",
-        save_strategy="no",  # the best weights are kept in memory (training.selection)
+        **saving(resumable, save_strategy="epoch"),
     )
 
 
@@ -277,8 +282,10 @@ def finetune(
     max_seq_length: int,
     output_dir: Path,
     report_dir: Path,
+    checkpoint_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Fine-tune `model_name` on train, pick the best epoch on validation, save to output_dir."""
+    """Fine-tune `model_name` on train, pick the best epoch on validation, save to output_dir.
+    With checkpoint_dir, a killed run resumes from its last checkpoint (training.checkpoints)."""
     set_seed(params.seed)
     family = family_for(model_name)
     tokenizer = load_tokenizer(model_name)
@@ -305,7 +312,9 @@ def finetune(
         collator,
         params.per_device_eval_batch_size,
     )
-    args = finetune_arguments(params, work_dir)
+    args = finetune_arguments(params, checkpoint_dir or work_dir, checkpoint_dir is not None)
+    data = [str(max_seq_length).encode(), *frame_bytes(train_df, validation_df)]
+    resume = stage_resume(args, checkpoint_dir, model_name, params, data)
     extra = {"selection": selection, "callbacks": [EvaluationSeedDraw()]}
     trainer = core.stage_trainer(params, args, model, train_ds, collator, tokenizer, **extra)
     data = f"{len(train_ds)} train / {len(validation.dataset)} validation examples"
@@ -324,7 +333,7 @@ def finetune(
             selected_on=validation.metric,
         )
     )
-    output = core.fit(trainer)
+    output = core.fit(trainer, resume)
     trainer.accelerator.wait_for_everyone()
     if not trainer.is_world_process_zero():
         return {}
@@ -338,6 +347,8 @@ def finetune(
         lambda staged: save(trained, family, tokenizer, manifest, base_dir, staged),
     )
     shutil.rmtree(work_dir, ignore_errors=True)
+    if checkpoint_dir is not None:
+        clear_checkpoints(checkpoint_dir)
     started = {
         "head_from_multitask": head_from_multitask,
         "prompt_from_multitask": prompt_from_multitask,

@@ -57,6 +57,7 @@ from bertfit.models.loading import (
 from bertfit.models.manifest import Manifest
 from bertfit.params import MultitaskParams
 from bertfit.training import trainer as core
+from bertfit.training.checkpoints import clear_checkpoints, frame_bytes, saving, stage_resume
 from bertfit.training.sampling import TaskBatchSampler
 from bertfit.training.selection import Selection, ValidationSet
 
@@ -146,15 +147,19 @@ def check_tasks(tasks: list[Task], frames: dict[str, dict[str, Any]]) -> None:
             raise ValueError(f"multitask.tasks: {task.name} has no validation rows to score it on")
 
 
-def multitask_arguments(params: MultitaskParams, work_dir: Path) -> TrainingArguments:
-    """The stage's TrainingArguments: max_steps, every task scored each eval_steps."""
+def multitask_arguments(
+    params: MultitaskParams, work_dir: Path, resumable: bool = False
+) -> TrainingArguments:
+    """The stage's TrainingArguments: max_steps, every task scored each eval_steps; when
+    resumable, a checkpoint after each evaluation (the best weights ride in it; in between
+    they are kept in memory, training.selection)."""
     return core.training_arguments(
         params,
         work_dir,
         max_steps=params.max_steps,
         eval_strategy="steps",
         eval_steps=params.eval_steps,
-        save_strategy="no",  # the best weights are kept in memory (training.selection)
+        **saving(resumable, save_strategy="steps", save_steps=params.eval_steps),
         remove_unused_columns=False,
         ddp_find_unused_parameters=True,  # a batch trains one head; the others get no gradient
     )
@@ -191,8 +196,10 @@ def multitask(
     max_seq_length: int,
     output_dir: Path,
     report_dir: Path,
+    checkpoint_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Train the shared encoder and the task heads; keep the best mean validation metric."""
+    """Train the shared encoder and the task heads; keep the best mean validation metric.
+    With checkpoint_dir, a killed run resumes from its last checkpoint (training.checkpoints)."""
     family = family_for(str(model_dir))
     if not params.enabled:
         return skip(model_dir, output_dir, Manifest(family.name, "none", "multitask"), report_dir)
@@ -208,7 +215,10 @@ def multitask(
     model = build_model(family, model_dir, tasks, params, max_seq_length)
 
     work_dir = output_dir.parent / f".{output_dir.name}-work"
-    args = multitask_arguments(params, work_dir)
+    args = multitask_arguments(params, checkpoint_dir or work_dir, checkpoint_dir is not None)
+    data = [str(max_seq_length).encode()]
+    data += frame_bytes(*(frames[t.name][s] for t in tasks for s in ("train", "validation")))
+    resume = stage_resume(args, checkpoint_dir, str(model_dir), params, data)
     sampler = task_sampler(params, [len(d) for d in train], args.world_size)
     task_batches = dict(zip([t.name for t in tasks], sampler.task_counts(), strict=True))
     sizes = dict(zip([t.name for t in tasks], map(len, train), strict=True))
@@ -237,7 +247,7 @@ def multitask(
     collator = TaskBatchCollator(family.collator(tokenizer, prep))
     extra = {"selection": selection, "batch_sampler": sampler}
     trainer = core.stage_trainer(params, args, model, batches, collator, tokenizer, **extra)
-    output = core.fit(trainer)
+    output = core.fit(trainer, resume)
     trainer.accelerator.wait_for_everyone()
     if not trainer.is_world_process_zero():
         return {}
@@ -246,6 +256,8 @@ def multitask(
         output_dir, lambda staged: save(model, family, tasks, configs, prep, tokenizer, staged)
     )
     shutil.rmtree(work_dir, ignore_errors=True)
+    if checkpoint_dir is not None:
+        clear_checkpoints(checkpoint_dir)
     metrics = {
         "enabled": True,
         "sampling": params.sampling,

@@ -6,20 +6,25 @@ inference.predict_scores), computes the task's metrics with metrics.task_metrics
 validation loss, and keeps the weights with the best selection value: the chosen metric of a
 single task (finetune), or the mean of each task's own metric (multitask). The best weights are
 kept in memory and restored at the end, as load_best_model_at_end would, without writing a
-checkpoint per evaluation (for multitask those would store the shared encoder once per head).
+checkpoint per evaluation (for multitask those would store the shared encoder once per head);
+the resumable checkpoint a stage writes after each evaluation carries them (save_state), so a
+resumed run selects among every evaluation, before the kill and after.
 The reference code chose its epoch on the test set; here test data never reaches this module.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from datasets import Dataset
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from bertfit.data.tasks import Task
@@ -29,6 +34,8 @@ from bertfit.metrics import score_loss, task_metrics
 log = logging.getLogger(__name__)
 
 MEAN_KEY = "mean_main"  # the multitask selection value: mean of each task's own metric
+STATE_FILE = "bertfit_selection.json"  # in a checkpoint: the evaluations so far
+BEST_WEIGHTS = "bertfit_selection_best.safetensors"  # in a checkpoint: the best weights so far
 
 
 @dataclass
@@ -117,6 +124,22 @@ class Selection:
             self.best = row
             self._best_weights = snapshot(model)
         return better
+
+    def save_state(self, folder: Path) -> None:
+        """Write the history and the best weights into a checkpoint folder, for a resume."""
+        folder.mkdir(parents=True, exist_ok=True)
+        if self._best_weights is not None:
+            save_file(self._best_weights, folder / BEST_WEIGHTS)
+        state = {"history": self.history, "best": self.best}
+        (folder / STATE_FILE).write_text(json.dumps(state, indent=1) + "\n")
+
+    def load_state(self, folder: Path) -> None:
+        """The history and best weights of the run a checkpoint belongs to."""
+        state = json.loads((folder / STATE_FILE).read_text())
+        self.history, self.best = state["history"], state["best"]
+        weights = folder / BEST_WEIGHTS
+        self._best_weights = load_file(weights) if weights.is_file() else None
+        log.info("resumed selection: %d evaluations, best %s", len(self.history), self.best)
 
     def restore(self, model: nn.Module) -> dict[str, Any]:
         """Put the best weights back into `model`; returns the best row."""

@@ -23,11 +23,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Sampler
-from transformers import Adafactor, AutoModel, AutoModelForSeq2SeqLM, Trainer, TrainingArguments
+from transformers import (
+    Adafactor,
+    AutoModel,
+    AutoModelForSeq2SeqLM,
+    PreTrainedModel,
+    Trainer,
+    TrainingArguments,
+)
 from transformers.optimization import AdafactorSchedule
 from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_utils import TrainOutput
+from transformers.utils import SAFE_WEIGHTS_NAME
 
 from bertfit.models.loading import LOAD_KWARGS, load_tokenizer, resolve_model_name
 from bertfit.models.manifest import Manifest
@@ -98,9 +107,48 @@ class BertfitTrainer(Trainer):
 
     def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
         """The Trainer's save, less the pickled TrainingArguments it writes beside the weights
-        (into every checkpoint): nothing reads them back, and bertfit keeps no pickle."""
+        (into every checkpoint): nothing reads them back, and bertfit keeps no pickle.
+
+        A model that is no PreTrainedModel (multitask's heads around one shared encoder) has
+        its state dict saved by the Trainer with safetensors, which refuses tensors held under
+        several names; each is saved once, and loading it back (the Trainer's non-strict
+        load_state_dict) fills every name that shares it."""
+        model = self.accelerator.unwrap_model(self.model)
+        if state_dict is None and not isinstance(model, PreTrainedModel):
+            state_dict = unshared(model.state_dict())
         super()._save(output_dir, state_dict)
         (Path(output_dir or self.args.output_dir) / TRAINING_ARGS_NAME).unlink(missing_ok=True)
+
+    def _load_from_checkpoint(
+        self, resume_from_checkpoint: str, model: torch.nn.Module | None = None
+    ) -> None:
+        """Resume weights saved by `_save`: the Trainer's own load for a PreTrainedModel; for
+        another module, every tensor it saved (each once) must be one the model has, and
+        every name the model has must be filled, itself or through the tensor it shares."""
+        unwrapped = self.accelerator.unwrap_model(model or self.model)
+        if isinstance(unwrapped, PreTrainedModel):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        saved = load_file(Path(resume_from_checkpoint) / SAFE_WEIGHTS_NAME)
+        expected = unshared(unwrapped.state_dict())
+        if saved.keys() != expected.keys():
+            missing, extra = (
+                sorted(expected.keys() - saved.keys()),
+                sorted(saved.keys() - expected.keys()),
+            )
+            raise RuntimeError(
+                f"{resume_from_checkpoint}: its weights do not fit the model (missing "
+                f"{missing[:3]}, unexpected {extra[:3]}); delete the checkpoint to start over"
+            )
+        unwrapped.load_state_dict(saved, strict=False)
+        return None
+
+    def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
+        """The Trainer's checkpoint, with the selection's state written into it first: the
+        Trainer writes trainer_state.json last, which is what marks a checkpoint complete."""
+        if self.selection is not None and self.args.should_save:
+            folder = Path(self._get_output_dir(trial)) / f"checkpoint-{self.state.global_step}"
+            self.selection.save_state(folder)
+        super()._save_checkpoint(model, trial)
 
     def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
         if self.optimizer is None:
@@ -193,6 +241,18 @@ class BertfitTrainer(Trainer):
         return metrics
 
 
+def unshared(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict with each tensor under its first name only (safetensors needs that)."""
+    seen: set[tuple[int, int]] = set()
+    kept = {}
+    for name, tensor in state_dict.items():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
+        if key not in seen:
+            seen.add(key)
+            kept[name] = tensor
+    return kept
+
+
 def stage_trainer(
     params: TrainingParams,
     args: TrainingArguments,
@@ -216,7 +276,10 @@ def stage_trainer(
 
 
 def fit(trainer: BertfitTrainer, resume: str | None = None) -> TrainOutput:
-    """Train; with a selection, score the last step too and restore the best weights."""
+    """Train (from checkpoint `resume`, with its selection state); with a selection, score the
+    last step too and restore the best weights."""
+    if resume is not None and trainer.selection is not None:
+        trainer.selection.load_state(Path(resume))
     output = trainer.train(resume_from_checkpoint=resume)
     selection = trainer.selection
     if selection is not None:
