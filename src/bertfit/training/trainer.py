@@ -320,10 +320,11 @@ def write_model_dir(output_dir: Path, write: Callable[[Path], None]) -> None:
     directory a kill -9 left behind (no cleanup runs then) is removed by the next run.
     """
     output_dir.parent.mkdir(parents=True, exist_ok=True)
-    for stale in output_dir.parent.glob(f".{output_dir.name}-*"):
+    prefix = f".{output_dir.name}-staging-"
+    for stale in output_dir.parent.glob(f"{prefix}*"):
         log.warning("removing %s, left by a run killed while saving", stale)
         shutil.rmtree(stale, ignore_errors=True)
-    with tempfile.TemporaryDirectory(dir=output_dir.parent, prefix=f".{output_dir.name}-") as work:
+    with tempfile.TemporaryDirectory(dir=output_dir.parent, prefix=prefix) as work:
         staged = Path(work) / "model"
         staged.mkdir()
         write(staged)
