@@ -3,12 +3,15 @@ driver (`python tests/faults.py <when>:<step> stages/<stage>.py <args>`).
 
 <when> is `after_save` (just after the checkpoint of <step> is complete), `while_saving`
 (the checkpoint of <step> is written but for its trainer_state.json, which the Trainer writes
-last) or `at_step` (at the end of optimisation step <step>, whatever was saved). SIGKILL runs
-no cleanup, as `kill -9` or the OOM killer would.
+last) or `at_step` (at the end of optimisation step <step>, whatever was saved); or
+`call:<module>.<function>:<n>` (as the n-th call of that module-level function starts, e.g.
+`call:bertfit.evaluation.write_json:2`, between evaluate's report files). SIGKILL runs no
+cleanup, as `kill -9` or the OOM killer would.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import runpy
 import signal
@@ -56,13 +59,25 @@ def arm(when: str, step: int) -> None:
             self.add_callback(DieAtStep())
 
         Trainer.__init__ = init_with_kill
+    elif when.startswith("call:"):
+        module_name, _, function = when.removeprefix("call:").rpartition(".")
+        module = importlib.import_module(module_name)
+        original, calls = getattr(module, function), []
+
+        def die_at_call(*args: object, **kwargs: object) -> object:
+            calls.append(1)
+            if len(calls) == step:
+                die()
+            return original(*args, **kwargs)
+
+        setattr(module, function, die_at_call)
     else:
         raise SystemExit(f"unknown fault {when!r}")
 
 
 if __name__ == "__main__":
     fault, script, *argv = sys.argv[1:]
-    when, _, at = fault.partition(":")
+    when, _, at = fault.rpartition(":")
     arm(when, int(at))
     sys.argv = [script, *argv]
     sys.path.insert(0, os.getcwd())

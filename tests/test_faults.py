@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from tests.conftest import PROJECT_ROOT
@@ -164,3 +165,45 @@ def test_killed_multitask_and_finetune_resume_to_the_uninterrupted_result(
     assert "resumed selection" in log
     assert stage_result(multitask_ready, stage) == expected
     assert not list(checkpoint_dir.glob("checkpoint-*"))
+
+
+@pytest.mark.slow
+def test_a_killed_evaluate_restarts_cleanly(multitask_ready: Chain, tmp_path: Path) -> None:
+    """Killed between its report files (metrics.json new, the rest not), evaluate run again
+    writes what an uninterrupted run writes."""
+    multitask_ready.multitask()
+    multitask_ready.finetune()
+    whole = copy_project(multitask_ready, tmp_path.parent / f"{tmp_path.name}-whole")
+    completed(whole, "evaluate")
+
+    killed(multitask_ready, "evaluate", "call:bertfit.evaluation.write_json:2")
+    assert (multitask_ready.ev_reports / "metrics.json").is_file()
+    assert not (multitask_ready.ev_reports / "per_class.json").exists()
+    completed(multitask_ready, "evaluate")
+    for name in ("metrics.json", "per_class.json", "confusion.csv", "report.md"):
+        assert (multitask_ready.ev_reports / name).read_text() == (
+            whole.ev_reports / name
+        ).read_text().replace(str(whole.model), str(multitask_ready.model))
+    expected = pd.read_parquet(whole.predictions)
+    pd.testing.assert_frame_equal(pd.read_parquet(multitask_ready.predictions), expected)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["pretrain", "multitask", "finetune", "evaluate"])
+def test_an_unwritable_output_folder_fails_before_any_work(
+    multitask_ready: Chain, stage: str
+) -> None:
+    if stage in ("finetune", "evaluate"):
+        multitask_ready.multitask()
+    if stage == "evaluate":
+        multitask_ready.finetune()
+    report_dir = multitask_ready.paths[stage]["--report-dir"]
+    shutil.rmtree(report_dir, ignore_errors=True)
+    report_dir.write_text("a file where the stage writes its reports")
+    model = multitask_ready.paths[stage].get("--model-dir")
+    before = sorted(p.name for p in model.iterdir()) if model and model.is_dir() else None
+    with pytest.raises(PermissionError, match=rf"{report_dir}: cannot write there .*nothing was"):
+        getattr(multitask_ready, stage)()
+    if model is not None:
+        after = sorted(p.name for p in model.iterdir()) if model.is_dir() else None
+        assert after == before  # nothing trained, nothing replaced

@@ -24,7 +24,7 @@ from bertfit.metrics import per_class_metrics, task_metrics
 from bertfit.models.family import Trained, load_trained
 from bertfit.models.text2text import generate_labels, target_words
 from bertfit.params import EvaluateParams
-from bertfit.reporting import markdown_table, write_csv, write_json, write_text
+from bertfit.reporting import check_writable, markdown_table, write_csv, write_json, write_text
 from bertfit.training.hardware import use_bf16
 
 log = logging.getLogger(__name__)
@@ -117,6 +117,7 @@ def evaluate(
 
     Returns the metrics and every test row with its prediction (and confidence).
     """
+    check_writable(report_dir)
     trained = load_trained(model_dir)
     check_model_task(model_dir, trained.task, task)
     labels, problem = task.labels, task.problem

@@ -30,6 +30,23 @@ def write_text(path: Path, text: str) -> None:
         raise
 
 
+def check_writable(*folders: Path) -> None:
+    """Fail before any work when a folder a stage writes to cannot be written (read-only, or a
+    file in its place): a stage that trained first would fail only at the end, after the
+    time was spent and with some outputs already replaced."""
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as err:
+            raise PermissionError(
+                f"{folder}: cannot write there ({err.__class__.__name__}: {err.strerror or err}); "
+                "fix its permissions or the path, then run the stage again (nothing was "
+                "written)"
+            ) from err
+
+
 def _plain(value: Any) -> Any:
     """numpy scalars and containers -> plain JSON types; NaN/inf become null."""
     if isinstance(value, Mapping):

@@ -43,6 +43,7 @@ from bertfit.models.loading import check_max_seq_length, load_tokenizer, resolve
 from bertfit.models.manifest import MANIFEST_FILE, Manifest, read_manifest
 from bertfit.models.pooling import HeadSpec
 from bertfit.params import FinetuneParams
+from bertfit.reporting import check_writable
 from bertfit.training import trainer as core
 from bertfit.training.checkpoints import clear_checkpoints, frame_bytes, saving, stage_resume
 from bertfit.training.selection import Selection, ValidationSet, selection_metric
@@ -286,6 +287,9 @@ def finetune(
 ) -> dict[str, Any]:
     """Fine-tune `model_name` on train, pick the best epoch on validation, save to output_dir.
     With checkpoint_dir, a killed run resumes from its last checkpoint (training.checkpoints)."""
+    check_writable(
+        output_dir.parent, report_dir, *([checkpoint_dir.parent] if checkpoint_dir else [])
+    )
     set_seed(params.seed)
     family = family_for(model_name)
     tokenizer = load_tokenizer(model_name)

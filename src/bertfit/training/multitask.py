@@ -56,6 +56,7 @@ from bertfit.models.loading import (
 )
 from bertfit.models.manifest import Manifest
 from bertfit.params import MultitaskParams
+from bertfit.reporting import check_writable
 from bertfit.training import trainer as core
 from bertfit.training.checkpoints import clear_checkpoints, frame_bytes, saving, stage_resume
 from bertfit.training.sampling import TaskBatchSampler
@@ -200,6 +201,9 @@ def multitask(
 ) -> dict[str, Any]:
     """Train the shared encoder and the task heads; keep the best mean validation metric.
     With checkpoint_dir, a killed run resumes from its last checkpoint (training.checkpoints)."""
+    check_writable(
+        output_dir.parent, report_dir, *([checkpoint_dir.parent] if checkpoint_dir else [])
+    )
     family = family_for(str(model_dir))
     if not params.enabled:
         return skip(model_dir, output_dir, Manifest(family.name, "none", "multitask"), report_dir)

@@ -23,6 +23,7 @@ from bertfit.models.family import family_for
 from bertfit.models.loading import load_tokenizer
 from bertfit.models.manifest import Manifest
 from bertfit.params import PretrainParams
+from bertfit.reporting import check_writable
 from bertfit.training import trainer as core
 from bertfit.training.checkpoints import (
     BatchSeeded,
@@ -68,6 +69,7 @@ def pretrain(
     checkpoint_dir: Path,
 ) -> dict[str, Any]:
     """Further-pretrain model_name on the corpus and save a standard HF directory."""
+    check_writable(output_dir.parent, report_dir, checkpoint_dir.parent)
     family = family_for(model_name)
     manifest = Manifest(family=family.name, head="none", stage="pretrain")
     if params.corpus == "none":
