@@ -207,3 +207,43 @@ def test_an_unwritable_output_folder_fails_before_any_work(
     if model is not None:
         after = sorted(p.name for p in model.iterdir()) if model.is_dir() else None
         assert after == before  # nothing trained, nothing replaced
+
+
+SPEED = ("train_runtime_s", "train_examples_per_s", "tokens_per_s")  # the machine's, not the run's
+
+
+def chain_reports(chain: Chain) -> dict:
+    reports = {}
+    for stage in ("pretrain", "multitask", "finetune", "evaluate"):
+        metrics = json.loads((chain.paths[stage]["--report-dir"] / "metrics.json").read_text())
+        reports[stage] = {k: v for k, v in metrics.items() if k not in SPEED}
+    reports["predictions"] = pd.read_parquet(chain.predictions).to_dict("list")
+    return reports
+
+
+@pytest.mark.slow
+def test_the_same_seed_twice_gives_the_same_results(
+    tmp_path: Path, tiny_model_dir: Path, trec_files: dict, trec_sample: dict
+) -> None:
+    """The whole tiny chain (ITPT, multitask, finetune, evaluate), twice on one machine."""
+    from tests.test_stages import question_length_task
+
+    results = []
+    for run in ("first", "second"):
+        root = tmp_path / run
+        root.mkdir()
+        for split in ("train", "validation", "test"):
+            shutil.copy(tmp_path / f"{split}.jsonl", root)
+        tasks = trec_files | question_length_task(root, trec_sample)
+        params_file = write_params(
+            root / "params.yaml",
+            str(tiny_model_dir),
+            tasks,
+            "trec",
+            multitask={"enabled": True, "tasks": ["trec", "qlen"]},
+        )
+        chain = Chain(root, params_file, root)
+        chain.all()
+        results.append(chain_reports(chain))
+    assert results[0] == results[1]
+    assert results[0]["pretrain"]["steps"] == 20 and results[0]["evaluate"]["test_examples"] > 0

@@ -30,6 +30,7 @@ from transformers import (
 import bertfit.training.trainer as core
 from bertfit.models.loading import load_tokenizer
 from bertfit.params import PretrainParams
+from bertfit.training import hardware
 from bertfit.training.objectives.mlm import (
     MaskedLM,
     MLMCollator,
@@ -102,13 +103,24 @@ def test_pretrain_lowers_heldout_loss_and_saves_an_encoder(
         {"whole_word_mask": True},
         {"packing": False, "whole_word_mask": True},
         {"packing": False},
-        {"mixed_precision": "auto"},  # bf16 autocast where this machine has it
+        {"mixed_precision": "auto"},
     ],
 )
 def test_masking_and_packing_variants_train(
-    tmp_path: Path, tiny_model_dir: Path, corpus_dir: Path, overrides: dict
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    corpus_dir: Path,
+    overrides: dict,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    metrics = run(tmp_path, tiny_model_dir, corpus_dir, max_steps=4, **overrides)
+    # auto is bf16 autocast whatever the CPU (emulated where it lacks bf16 arithmetic), so
+    # that case never repeats the fp32 one
+    monkeypatch.setattr(hardware, "bf16_available", lambda: True)
+    with caplog.at_level(logging.INFO, logger="bertfit.training.pretrain"):
+        metrics = run(tmp_path, tiny_model_dir, corpus_dir, max_steps=4, **overrides)
+    bf16 = overrides.get("mixed_precision") == "auto"
+    assert any(r.getMessage().endswith(f"bf16 {bf16}") for r in caplog.records)
     assert metrics["steps"] == 4
     after = metrics["heldout_after"]
     assert math.isfinite(after["loss"]) and after["masked_tokens"] > 0
@@ -193,10 +205,12 @@ def run_killed(monkeypatch: pytest.MonkeyPatch, *args: object, **overrides: obje
 def test_killed_run_resumes_from_last_checkpoint(
     tmp_path: Path, tiny_model_dir: Path, corpus_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    whole = run(tmp_path / "whole", tiny_model_dir, corpus_dir)
     run_killed(monkeypatch, tmp_path, tiny_model_dir, corpus_dir)
     assert (tmp_path / "checkpoints" / "checkpoint-10").is_dir()
     metrics = run(tmp_path, tiny_model_dir, corpus_dir)
     assert metrics["resumed_from_step"] == 10 and metrics["steps"] == 20
+    assert metrics["heldout_after"] == whole["heldout_after"]  # as if never interrupted
     # other settings: the old checkpoints are not reused
     run_killed(monkeypatch, tmp_path, tiny_model_dir, corpus_dir)
     metrics = run(tmp_path, tiny_model_dir, corpus_dir, learning_rate=1e-3)
@@ -266,9 +280,11 @@ def test_a_seq2seq_model_is_pretrained_by_span_corruption(
 def test_a_killed_span_corruption_run_resumes(
     tmp_path: Path, tiny_t5_dir: Path, corpus_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    whole = run(tmp_path / "whole", tiny_t5_dir, corpus_dir)
     run_killed(monkeypatch, tmp_path, tiny_t5_dir, corpus_dir)
     metrics = run(tmp_path, tiny_t5_dir, corpus_dir)
     assert metrics["resumed_from_step"] == 10 and metrics["steps"] == 20
+    assert metrics["heldout_after"] == whole["heldout_after"]  # the same noise spans after it
 
 
 ROBERTA_SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # RoBERTa's ids 0..4
