@@ -247,3 +247,24 @@ def test_the_same_seed_twice_gives_the_same_results(
         results.append(chain_reports(chain))
     assert results[0] == results[1]
     assert results[0]["pretrain"]["steps"] == 20 and results[0]["evaluate"]["test_examples"] > 0
+
+
+@pytest.mark.slow
+def test_a_kill_while_multitask_saves_leaves_nothing_behind(
+    multitask_ready: Chain, tmp_path: Path
+) -> None:
+    """Killed as it writes models/multitask (training done): the staging folder is removed by
+    the next run, which resumes from the final checkpoint and saves what an uninterrupted run
+    saves, without training again."""
+    whole = copy_project(multitask_ready, tmp_path.parent / f"{tmp_path.name}-whole")
+    completed(whole, "multitask")
+
+    killed(multitask_ready, "multitask", "call:bertfit.training.multitask.save:1")
+    parent = multitask_ready.multitasked.parent
+    assert list(parent.glob(".multitask-staging-*"))  # what a kill -9 leaves
+    assert not multitask_ready.multitasked.exists()
+    log = completed(multitask_ready, "multitask")
+    assert "left by a run killed while saving" in log
+    assert not list(parent.glob(".multitask-staging-*"))
+    assert "checkpoint-30" in log  # resumed at the end: nothing trained twice
+    assert stage_result(multitask_ready, "multitask") == stage_result(whole, "multitask")

@@ -138,6 +138,7 @@ def test_dvc_reruns_only_what_reads_the_edited_file(tmp_path: Path) -> None:
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(pipeline))
     run(["git", "init", "-q"], tmp_path)
     run([dvc, "init", "-q"], tmp_path)
+    run([dvc, "add", "-q", "data_raw/train.csv"], tmp_path)  # the README's way to track it
     run([dvc, "repro"], tmp_path)
     first = {name: (tmp_path / name).read_text() for name in ("collected", "pretrained")}
 
@@ -151,6 +152,13 @@ def test_dvc_reruns_only_what_reads_the_edited_file(tmp_path: Path) -> None:
     assert (tmp_path / "pretrained").read_text() == first["pretrained"]
     written = json.loads((tmp_path / "data" / "inputs" / "collect.json").read_text())
     assert written == stage_inputs(params, tmp_path)["collect"]
+
+    # the tracked file restored (as `dvc exp apply` + `dvc checkout` would): collect's first
+    # result comes back
+    run([dvc, "checkout", "-q", "--force", "data_raw/train.csv.dvc"], tmp_path)
+    restored = run([dvc, "repro"], tmp_path)
+    assert "Running stage 'collect'" in restored or "is cached" in restored
+    assert (tmp_path / "collected").read_text() == first["collected"]
 
 
 @pytest.mark.parametrize("name", ["collect", "model"])
