@@ -268,3 +268,20 @@ def test_a_kill_while_multitask_saves_leaves_nothing_behind(
     assert not list(parent.glob(".multitask-staging-*"))
     assert "checkpoint-30" in log  # resumed at the end: nothing trained twice
     assert stage_result(multitask_ready, "multitask") == stage_result(whole, "multitask")
+
+
+@pytest.mark.slow
+def test_a_checkpoint_that_does_not_fill_the_model_is_an_error(collected: Chain) -> None:
+    """The Trainer only warns of missing keys and trains on with fresh weights; a resume must
+    fill every weight (tied ones through the tensor they share) or stop."""
+    from safetensors.torch import load_file, save_file
+
+    killed(collected, "pretrain", "after_save:10")
+    weights = collected.checkpoints / "checkpoint-10" / "model.safetensors"
+    tensors = load_file(weights)
+    dropped = next(k for k in tensors if "attention.self.query.weight" in k)
+    del tensors[dropped]
+    save_file(tensors, weights, metadata={"format": "pt"})
+    done = run_stage(collected, "pretrain")
+    assert done.returncode == 1
+    assert f"the checkpoint does not fit the model: missing ['{dropped}']" in done.stderr

@@ -142,6 +142,26 @@ class BertfitTrainer(Trainer):
         unwrapped.load_state_dict(saved, strict=False)
         return None
 
+    def _issue_warnings_after_load(self, load_result: Any) -> None:
+        """A checkpoint's weights must fill the whole model: a key the Trainer reports missing
+        is fine only when it shares its tensor with a loaded one (the MLM decoder tied to the
+        input embeddings, which safetensors stores once); anything else is an error, where
+        the Trainer would only warn and train on with fresh weights."""
+        state = self.accelerator.unwrap_model(self.model).state_dict()
+        loaded = {tensor_key(t) for k, t in state.items() if k not in load_result.missing_keys}
+        untied = [k for k in load_result.missing_keys if tensor_key(state[k]) not in loaded]
+        if untied or load_result.unexpected_keys:
+            raise RuntimeError(
+                f"the checkpoint does not fit the model: missing {untied[:3]}, unexpected "
+                f"{load_result.unexpected_keys[:3]}; delete the checkpoint folder to start over"
+            )
+        if load_result.missing_keys:
+            log.info(
+                "resumed weights: %d tied tensors filled from the ones they share (%s)",
+                len(load_result.missing_keys),
+                ", ".join(load_result.missing_keys[:2]),
+            )
+
     def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
         """The Trainer's checkpoint, with the selection's state written into it first: the
         Trainer writes trainer_state.json last, which is what marks a checkpoint complete."""
@@ -241,12 +261,17 @@ class BertfitTrainer(Trainer):
         return metrics
 
 
+def tensor_key(tensor: torch.Tensor) -> tuple[int, int]:
+    """Where a tensor's data lives: equal for tensors that share it (tied weights)."""
+    return tensor.untyped_storage().data_ptr(), tensor.storage_offset()
+
+
 def unshared(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A state dict with each tensor under its first name only (safetensors needs that)."""
     seen: set[tuple[int, int]] = set()
     kept = {}
     for name, tensor in state_dict.items():
-        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
+        key = tensor_key(tensor)
         if key not in seen:
             seen.add(key)
             kept[name] = tensor
