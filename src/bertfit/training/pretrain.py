@@ -73,7 +73,7 @@ def pretrain(
     family = family_for(model_name)
     manifest = Manifest(family=family.name, head="none", stage="pretrain")
     if params.corpus == "none":
-        return skip(model_name, output_dir, manifest, report_dir, checkpoint_dir)
+        return skip(model_name, output_dir, manifest, report_dir)
 
     set_seed(params.seed)
     tokenizer = load_tokenizer(model_name)
@@ -152,15 +152,12 @@ def objective_details(params: PretrainParams, family: str) -> dict[str, Any]:
     return {"mlm_probability": params.mlm_probability, "whole_word_masking": params.whole_word_mask}
 
 
-def skip(
-    model_name: str, output_dir: Path, manifest: Manifest, report_dir: Path, checkpoint_dir: Path
-) -> dict[str, Any]:
+def skip(model_name: str, output_dir: Path, manifest: Manifest, report_dir: Path) -> dict[str, Any]:
     """`corpus: none`: the base model, unchanged, where multitask expects the pretrained one."""
     metrics: dict[str, Any] = {"corpus": "none"}
     state = PartialState()
     if state.is_main_process:
         core.pass_through(model_name, output_dir, manifest)
-        checkpoint_dir.mkdir(parents=True, exist_ok=True)
         core.write_reports(report_dir, metrics, [])
         log.info("pretrain.corpus is none: %s passed through unchanged", model_name)
     state.wait_for_everyone()
