@@ -16,6 +16,7 @@ import os
 import runpy
 import signal
 import sys
+from pathlib import Path
 
 from transformers import Trainer, TrainerCallback, TrainerState
 
@@ -40,7 +41,7 @@ def arm(when: str, step: int) -> None:
         write_state = TrainerState.save_to_json
 
         def die_before_state(self: TrainerState, path: str) -> None:
-            if f"checkpoint-{step}" in str(path):
+            if Path(path).parent.name == f"checkpoint-{step}":
                 die()
             write_state(self, path)
 

@@ -285,3 +285,29 @@ def test_a_checkpoint_that_does_not_fill_the_model_is_an_error(collected: Chain)
     done = run_stage(collected, "pretrain")
     assert done.returncode == 1
     assert f"the checkpoint does not fit the model: missing ['{dropped}']" in done.stderr
+
+
+@pytest.mark.slow
+def test_a_killed_lora_finetune_resumes_to_the_uninterrupted_result(
+    tmp_path: Path, tiny_model_dir: Path, trec_files: dict
+) -> None:
+    """A peft adapter's checkpoint (adapter_model.safetensors) goes through the Trainer's own
+    adapter save and load."""
+    params_file = write_params(
+        tmp_path / "params.yaml",
+        str(tiny_model_dir),
+        trec_files,
+        "trec",
+        pretrain={"corpus": "none"},
+        finetune={"num_train_epochs": 3, "method": "lora", "layer_decay": 1.0},
+    )
+    chain = Chain(tmp_path, params_file, tmp_path)
+    chain.collect()
+    chain.pretrain()
+    chain.multitask()
+    whole = copy_project(chain, tmp_path.parent / f"{tmp_path.name}-whole")
+    completed(whole, "finetune")
+    killed(chain, "finetune", "at_step:20")
+    log = completed(chain, "finetune")
+    assert "checkpoint-15" in log and "resumed selection" in log
+    assert stage_result(chain, "finetune") == stage_result(whole, "finetune")

@@ -1,6 +1,6 @@
 """md5 fingerprints of files and directories: what the inputs stage records and what a resumable
-checkpoint's identity includes (the model directory's files). md5 because DVC uses it too, so a
-fingerprint here can be compared with dvc.lock by eye."""
+checkpoint's identity includes (the model directory's files). md5, as DVC uses for files (a
+file's md5 here equals its dvc.lock entry; directories are summed differently)."""
 
 from __future__ import annotations
 

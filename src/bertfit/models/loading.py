@@ -149,10 +149,14 @@ def check_tokenizer_files(name: str, model_dir: Path) -> None:
     missing = [f for f in needed if not (model_dir / f).is_file()]
     if needed and not missing:
         return
-    vocab = f" or the vocabulary files of {tokenizer_class.__name__} ({', '.join(needed)})"
+    vocab = (
+        f" or the vocabulary files of {tokenizer_class.__name__} ({', '.join(needed)})"
+        if needed
+        else ""
+    )
     raise FileNotFoundError(
         f"model.name {name!r}: {model_dir} has no tokenizer: a tokenizer directory needs "
-        f"{FULL_TOKENIZER_FILE}{vocab if needed else ''}, and "
+        f"{FULL_TOKENIZER_FILE}{vocab}, and "
         f"{', '.join(missing or [FULL_TOKENIZER_FILE])} is missing. Save the model's own "
         f"tokenizer there (tokenizer.save_pretrained(dir)); another tokenizer would read the "
         f"text as ids the model never learned"

@@ -1,14 +1,14 @@
 """Resumable training checkpoints: a killed stage resumes from its last one, and only its own.
 
-The checkpoint directory is a `persist: true` DVC output, so it survives a failed or killed
-`dvc repro`. A fingerprint of the run (model name, the model directory's files, params, corpus
-bytes) is stamped into it; a run with other settings, another corpus or a model directory
-replaced in place clears it and starts over instead of resuming a checkpoint that belongs to a
-different run. A checkpoint counts only when complete: the Trainer writes `trainer_state.json`
-last, so a folder without a readable one (killed while saving) is removed, with a warning, and
-the one before it is resumed. Checkpoints keep no pickled `training_args.bin`
-(trainer.BertfitTrainer._save); the Trainer loads their optimiser, scheduler and RNG states
-with `torch.load(weights_only=True)`.
+The checkpoint directory is no DVC output (dvc.yaml says why), so DVC never deletes it and it
+survives a failed or killed `dvc repro`. A fingerprint of the run (model name, the model
+directory's files, params, data) is stamped into it; a run with other settings, other data or a
+model directory replaced in place clears it and starts over instead of resuming a checkpoint
+that belongs to a different run. A checkpoint counts only when complete: the Trainer writes
+`trainer_state.json` last, so a folder without a readable one (killed while saving) is removed,
+with a warning, and the one before it is resumed. Checkpoints keep no pickled
+`training_args.bin` (trainer.BertfitTrainer._save); the Trainer loads their optimiser,
+scheduler and RNG states with `torch.load(weights_only=True)`.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from peft import PeftModel
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Sampler
 from transformers import (
@@ -111,10 +112,10 @@ class BertfitTrainer(Trainer):
 
         A model that is no PreTrainedModel (multitask's heads around one shared encoder) has
         its state dict saved by the Trainer with safetensors, which refuses tensors held under
-        several names; each is saved once, and loading it back (the Trainer's non-strict
-        load_state_dict) fills every name that shares it."""
+        several names; each is saved once, and loading it back (`_load_from_checkpoint`,
+        which checks the keys) fills every name that shares it."""
         model = self.accelerator.unwrap_model(self.model)
-        if state_dict is None and not isinstance(model, PreTrainedModel):
+        if state_dict is None and not isinstance(model, SAVED_BY_TRAINER):
             state_dict = unshared(model.state_dict())
         super()._save(output_dir, state_dict)
         (Path(output_dir or self.args.output_dir) / TRAINING_ARGS_NAME).unlink(missing_ok=True)
@@ -126,7 +127,7 @@ class BertfitTrainer(Trainer):
         another module, every tensor it saved (each once) must be one the model has, and
         every name the model has must be filled, itself or through the tensor it shares."""
         unwrapped = self.accelerator.unwrap_model(model or self.model)
-        if isinstance(unwrapped, PreTrainedModel):
+        if isinstance(unwrapped, SAVED_BY_TRAINER):  # adapters: adapter_model.safetensors
             return super()._load_from_checkpoint(resume_from_checkpoint, model)
         saved = load_file(Path(resume_from_checkpoint) / SAFE_WEIGHTS_NAME)
         expected = unshared(unwrapped.state_dict())
@@ -259,6 +260,11 @@ class BertfitTrainer(Trainer):
             self.args, self.state, self.control, metrics
         )
         return metrics
+
+
+# what the Trainer saves and loads itself (save_pretrained / its adapter load); anything else
+# (multitask's heads, TaskAdapters) goes through `_save` / `_load_from_checkpoint` below
+SAVED_BY_TRAINER = (PreTrainedModel, PeftModel)
 
 
 def tensor_key(tensor: torch.Tensor) -> tuple[int, int]:
