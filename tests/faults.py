@@ -3,7 +3,8 @@ driver (`python tests/faults.py <when>:<step> stages/<stage>.py <args>`).
 
 <when> is `after_save` (just after the checkpoint of <step> is complete), `while_saving`
 (the checkpoint of <step> is written but for its trainer_state.json, which the Trainer writes
-last) or `at_step` (at the end of optimisation step <step>, whatever was saved); or
+last) or `at_step` (at the end of optimisation step <step>, before that step's evaluation and
+checkpoint); or
 `call:<module>.<function>:<n>` (as the n-th call of that module-level function starts, e.g.
 `call:bertfit.evaluation.write_json:2`, between evaluate's report files). SIGKILL runs no
 cleanup, as `kill -9` or the OOM killer would.

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import PROJECT_ROOT
-from tests.test_stages import Chain, write_params
+from tests.test_stages import Chain, trec_and_qlen_params, write_params
 from tests.test_stages import trec_files as trec_files  # a fixture
 
 DRIVER = PROJECT_ROOT / "tests" / "faults.py"
@@ -121,16 +121,12 @@ def multitask_ready(
     tmp_path: Path, tiny_model_dir: Path, trec_files: dict, trec_sample: dict
 ) -> Chain:
     """collect and pretrain done, multitask on (trec and a regression task) with 30 steps."""
-    from tests.test_stages import question_length_task
-
-    tasks = trec_files | question_length_task(tmp_path, trec_sample)
-    params_file = write_params(
-        tmp_path / "params.yaml",
+    params_file = trec_and_qlen_params(
+        tmp_path,
         str(tiny_model_dir),
-        tasks,
-        "trec",
+        trec_files,
+        trec_sample,
         pretrain={"corpus": "none"},
-        multitask={"enabled": True, "tasks": ["trec", "qlen"]},
         finetune={"num_train_epochs": 3},
     )
     chain = Chain(tmp_path, params_file, tmp_path)
@@ -226,22 +222,13 @@ def test_the_same_seed_twice_gives_the_same_results(
     tmp_path: Path, tiny_model_dir: Path, trec_files: dict, trec_sample: dict
 ) -> None:
     """The whole tiny chain (ITPT, multitask, finetune, evaluate), twice on one machine."""
-    from tests.test_stages import question_length_task
-
     results = []
     for run in ("first", "second"):
         root = tmp_path / run
         root.mkdir()
         for split in ("train", "validation", "test"):
             shutil.copy(tmp_path / f"{split}.jsonl", root)
-        tasks = trec_files | question_length_task(root, trec_sample)
-        params_file = write_params(
-            root / "params.yaml",
-            str(tiny_model_dir),
-            tasks,
-            "trec",
-            multitask={"enabled": True, "tasks": ["trec", "qlen"]},
-        )
+        params_file = trec_and_qlen_params(root, str(tiny_model_dir), trec_files, trec_sample)
         chain = Chain(root, params_file, root)
         chain.all()
         results.append(chain_reports(chain))

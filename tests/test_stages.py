@@ -164,6 +164,17 @@ def question_length_task(tmp_path: Path, trec_sample: dict) -> dict:
     }
 
 
+def trec_and_qlen_params(
+    root: Path, model_name: str, trec_files: dict, trec_sample: dict, **overrides: dict
+) -> Path:
+    """params.yaml in root for the trec target with multitask on trec and qlen (regression)."""
+    tasks = trec_files | question_length_task(root, trec_sample)
+    multitask = {"enabled": True, "tasks": ["trec", "qlen"]} | overrides.pop("multitask", {})
+    return write_params(
+        root / "params.yaml", model_name, tasks, "trec", multitask=multitask, **overrides
+    )
+
+
 @pytest.mark.slow
 def test_text_to_text_chain_from_scratch(
     tmp_path: Path, trec_files: dict, trec_sample: dict
@@ -224,14 +235,7 @@ def test_text_to_text_chain_from_scratch(
 def test_chain_on_tiny_model(
     tmp_path: Path, tiny_model_dir: Path, trec_files: dict, trec_sample: dict
 ) -> None:
-    tasks = trec_files | question_length_task(tmp_path, trec_sample)
-    params_file = write_params(
-        tmp_path / "params.yaml",
-        str(tiny_model_dir),
-        tasks,
-        "trec",
-        multitask={"enabled": True, "tasks": ["trec", "qlen"]},
-    )
+    params_file = trec_and_qlen_params(tmp_path, str(tiny_model_dir), trec_files, trec_sample)
     c = Chain(tmp_path, params_file, tmp_path)
     c.all()
 

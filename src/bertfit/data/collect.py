@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from transformers import PreTrainedTokenizerBase
 
-from bertfit.data.corpus import build_corpus, corpus_tasks
+from bertfit.data.corpus import build_corpus, collected_tasks, corpus_tasks
 from bertfit.data.sources import SPLITS, load_task
 from bertfit.data.splits import PreparedTask, prepare_task
 from bertfit.data.tasks import Task, write_parquet, write_task
@@ -181,7 +181,7 @@ def collect(
     if not is_scratch(model_name):  # a scratch model is checked once collect has built it
         check_model(model_name, max_seq_length)
     corpus_names = corpus_tasks(corpus, target, tasks)
-    names = list(dict.fromkeys([target, *corpus_names, *(multitask_tasks or [])]))
+    names = collected_tasks(corpus, target, tasks, multitask_tasks or [])
     prepared, metas, all_stats = {}, {}, {}
     for name in names:
         spec = tasks[name]

@@ -53,6 +53,13 @@ def corpus_tasks(corpus: str, target: str, tasks: dict[str, TaskSpec]) -> list[s
     return [target, *others]
 
 
+def collected_tasks(
+    corpus: str, target: str, tasks: dict[str, TaskSpec], multitask_tasks: list[str]
+) -> list[str]:
+    """What collect loads, each once: the target, its corpus's tasks, the multitask set."""
+    return list(dict.fromkeys([target, *corpus_tasks(corpus, target, tasks), *multitask_tasks]))
+
+
 def task_texts(task: PreparedTask) -> Iterable[str]:
     train = task.splits["train"]
     yield from train["text"]

@@ -15,12 +15,11 @@ Hub sources and hub model ids cannot be fingerprinted offline; they are recorded
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from bertfit.data.corpus import corpus_tasks
-from bertfit.data.sources import SPLITS, package_root
+from bertfit.data.corpus import collected_tasks
+from bertfit.data.sources import SPLITS, package_path, package_root
 from bertfit.fingerprints import fingerprint
 from bertfit.params import (
     PACKAGE_PREFIX,
@@ -33,6 +32,7 @@ from bertfit.params import (
     parse_tasks,
     read_params_file,
 )
+from bertfit.reporting import write_json
 
 
 def source_paths(spec: TaskSpec, root: Path) -> dict[str, Path | None]:
@@ -54,9 +54,8 @@ def source_paths(spec: TaskSpec, root: Path) -> dict[str, Path | None]:
 def model_paths(model_name: str, root: Path) -> dict[str, Path | None]:
     """The model directory (or scratch config) a model.name reads; a hub id by name only."""
     if model_name.startswith(PACKAGE_PREFIX):
-        package, _, subdir = model_name.removeprefix(PACKAGE_PREFIX).partition("/")
         try:
-            return {model_name: package_root(package) / subdir}
+            return {model_name: package_path(model_name.removeprefix(PACKAGE_PREFIX))}
         except FileNotFoundError:
             return {model_name: None}
     if model_name.startswith(SCRATCH_PREFIX):
@@ -75,15 +74,14 @@ def fingerprints(paths: dict[str, Path | None]) -> dict[str, dict[str, Any]]:
 
 
 def collect_tasks(data: dict[str, Any], source: str) -> tuple[dict[str, TaskSpec], list[str]]:
-    """The catalogue and the tasks collect loads (target, corpus tasks, multitask set), the same
-    selection as data.collect.collect."""
+    """The catalogue and the tasks collect loads (corpus.collected_tasks; a multitask task
+    missing from the catalogue is left to collect's error)."""
     tasks = parse_tasks(data, source)
     target = parse_target(data, tasks, source)
     corpus = parse_section(data, "pretrain", source).corpus
     multitask = parse_section(data, "multitask", source)
-    chosen = [target, *corpus_tasks(corpus, target, tasks)]
-    chosen += [t for t in multitask.tasks if t in tasks] if multitask.enabled else []
-    return tasks, list(dict.fromkeys(chosen))
+    chosen = [t for t in multitask.tasks if t in tasks] if multitask.enabled else []
+    return tasks, collected_tasks(corpus, target, tasks, chosen)
 
 
 def stage_inputs(params_file: Path, root: Path) -> dict[str, dict[str, Any]]:
@@ -100,7 +98,6 @@ def stage_inputs(params_file: Path, root: Path) -> dict[str, dict[str, Any]]:
 
 def write_inputs(params_file: Path, root: Path, out_dir: Path) -> dict[str, dict[str, Any]]:
     inputs = stage_inputs(params_file, root)
-    out_dir.mkdir(parents=True, exist_ok=True)
     for name, content in inputs.items():
-        (out_dir / f"{name}.json").write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")
+        write_json(out_dir / f"{name}.json", content)  # atomic, as every report
     return inputs

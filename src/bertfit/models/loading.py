@@ -37,7 +37,7 @@ from transformers.utils import (
     WEIGHTS_NAME,
 )
 
-from bertfit.data.sources import package_root
+from bertfit.data.sources import package_path
 from bertfit.params import PACKAGE_PREFIX
 
 log = logging.getLogger(__name__)
@@ -49,12 +49,11 @@ LOAD_KWARGS = {"trust_remote_code": False, "use_safetensors": True}
 def model_dir_of(name: str) -> Path | None:
     """The local directory `model.name` names (a path or `package:`), or None for a hub id."""
     if name.startswith(PACKAGE_PREFIX):
-        package, _, subdir = name.removeprefix(PACKAGE_PREFIX).partition("/")
-        path = package_root(package) / subdir
+        path = package_path(name.removeprefix(PACKAGE_PREFIX))
         if not (path / "config.json").is_file():
             raise FileNotFoundError(
                 f"model.name {name!r}: {path} has no config.json; expected a HF model directory "
-                f"inside package {package!r}"
+                f"inside package {name.removeprefix(PACKAGE_PREFIX).partition('/')[0]!r}"
             )
         return path
     path = Path(name)

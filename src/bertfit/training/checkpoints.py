@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 import torch
 from transformers import TrainingArguments
+from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from bertfit.fingerprints import fingerprint as path_fingerprint
@@ -33,7 +34,6 @@ from bertfit.params import Strict
 log = logging.getLogger(__name__)
 
 FINGERPRINT_FILE = "fingerprint.json"
-STATE_FILE = "trainer_state.json"  # the Trainer writes it last in a checkpoint
 
 
 def fingerprint(model_name: str, params: Strict, data: list[Path | bytes]) -> str:
@@ -65,33 +65,39 @@ def stage_resume(
     model_name: str,
     params: Strict,
     data: list[Path | bytes],
-) -> str | None:
-    """The checkpoint a training stage resumes from (None without a checkpoint dir), its
-    directory prepared for this run as in resume_point."""
+) -> tuple[str | None, int]:
+    """(checkpoint a training stage resumes from, its step), the directory prepared for this
+    run (resume_point); (None, 0) without a checkpoint dir."""
     if checkpoint_dir is None:
-        return None
-    return resume_point(args, checkpoint_dir, fingerprint(model_name, params, data))[0]
+        return None, 0
+    return resume_point(args, checkpoint_dir, fingerprint(model_name, params, data))
 
 
 def is_complete(checkpoint: Path) -> bool:
     try:
-        json.loads((checkpoint / STATE_FILE).read_text())
+        json.loads((checkpoint / TRAINER_STATE_NAME).read_text())
     except (OSError, ValueError):
         return False
     return True
 
 
+def checkpoint_folders(checkpoint_dir: Path) -> dict[Path, int]:
+    """The Trainer's `checkpoint-<step>` folders in checkpoint_dir, with their steps."""
+    folders = checkpoint_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*")
+    steps = {p: p.name.removeprefix(f"{PREFIX_CHECKPOINT_DIR}-") for p in folders if p.is_dir()}
+    return {p: int(step) for p, step in steps.items() if step.isdigit()}
+
+
 def last_complete_checkpoint(checkpoint_dir: Path) -> str | None:
     """The newest complete checkpoint; incomplete ones (a kill while saving) are removed."""
-    folders = [p for p in checkpoint_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if p.is_dir()]
-    steps = {
-        p: int(p.name.rpartition("-")[2]) for p in folders if p.name.rpartition("-")[2].isdigit()
-    }
+    steps = checkpoint_folders(checkpoint_dir)
     for folder in sorted(steps, key=steps.get, reverse=True):
         if is_complete(folder):
             return str(folder)
         log.warning(
-            "%s is incomplete (no readable %s: killed while saving?); removed", folder, STATE_FILE
+            "%s is incomplete (no readable %s: killed while saving?); removed",
+            folder,
+            TRAINER_STATE_NAME,
         )
         shutil.rmtree(folder)
     return None
@@ -150,10 +156,10 @@ def resume_point(args: TrainingArguments, checkpoint_dir: Path, key: str) -> tup
     resume = resumable_checkpoint(checkpoint_dir, key)  # the same answer on every process
     if resume:
         log.info("resuming from %s", resume)
-    return resume, int(Path(resume).name.split("-")[1]) if resume else 0
+    return resume, checkpoint_folders(checkpoint_dir)[Path(resume)] if resume else 0
 
 
-def clear_checkpoints(checkpoint_dir: Path) -> None:
-    """The run finished: nothing is left to resume."""
-    for done in checkpoint_dir.glob("checkpoint-*"):
+def clear_checkpoints(checkpoint_dir: Path | None) -> None:
+    """The run finished: nothing is left to resume (no-op for a stage run without them)."""
+    for done in checkpoint_folders(checkpoint_dir) if checkpoint_dir else []:
         shutil.rmtree(done)

@@ -247,6 +247,33 @@ def save(
     manifest.save(staged)
 
 
+def finetune_plan(
+    model_name: str,
+    task: Task,
+    params: FinetuneParams,
+    args: TrainingArguments,
+    family: Family,
+    head: HeadSpec | None,
+    train_ds: Any,
+    validation: ValidationSet,
+    max_seq_length: int,
+) -> str:
+    """The training-plan log line: data, steps, truncation, family, head, method, selection."""
+    return core.plan_line(
+        f"finetune {model_name} on {task.name}",
+        args,
+        len(train_ds),
+        f"{len(train_ds)} train / {len(validation.dataset)} validation examples",
+        epochs=params.num_train_epochs,
+        layer_decay=params.layer_decay,
+        truncation=f"{params.truncation} at {max_seq_length} tokens",
+        family=family.name,
+        head=family.head_name(head),
+        method=params.method,
+        selected_on=validation.metric,
+    )
+
+
 def finetune_metrics(
     selection: Selection,
     started: dict[str, bool],
@@ -287,9 +314,7 @@ def finetune(
 ) -> dict[str, Any]:
     """Fine-tune `model_name` on train, pick the best epoch on validation, save to output_dir.
     With checkpoint_dir, a killed run resumes from its last checkpoint (training.checkpoints)."""
-    check_writable(
-        output_dir.parent, report_dir, *([checkpoint_dir.parent] if checkpoint_dir else [])
-    )
+    check_writable(output_dir.parent, report_dir, (checkpoint_dir or output_dir).parent)
     set_seed(params.seed)
     family = family_for(model_name)
     tokenizer = load_tokenizer(model_name)
@@ -318,25 +343,13 @@ def finetune(
     )
     args = finetune_arguments(params, checkpoint_dir or work_dir, checkpoint_dir is not None)
     data = [str(max_seq_length).encode(), *frame_bytes(train_df, validation_df)]
-    resume = stage_resume(args, checkpoint_dir, model_name, params, data)
+    resume, _ = stage_resume(args, checkpoint_dir, model_name, params, data)
     extra = {"selection": selection, "callbacks": [EvaluationSeedDraw()]}
     trainer = core.stage_trainer(params, args, model, train_ds, collator, tokenizer, **extra)
-    data = f"{len(train_ds)} train / {len(validation.dataset)} validation examples"
-    log.info(
-        core.plan_line(
-            f"finetune {model_name} on {task.name}",
-            args,
-            len(train_ds),
-            data,
-            epochs=params.num_train_epochs,
-            layer_decay=params.layer_decay,
-            truncation=f"{params.truncation} at {max_seq_length} tokens",
-            family=family.name,
-            head=family.head_name(head),
-            method=params.method,
-            selected_on=validation.metric,
-        )
+    plan = finetune_plan(
+        model_name, task, params, args, family, head, train_ds, validation, max_seq_length
     )
+    log.info(plan)
     output = core.fit(trainer, resume)
     trainer.accelerator.wait_for_everyone()
     if not trainer.is_world_process_zero():
@@ -351,8 +364,7 @@ def finetune(
         lambda staged: save(trained, family, tokenizer, manifest, base_dir, staged),
     )
     shutil.rmtree(work_dir, ignore_errors=True)
-    if checkpoint_dir is not None:
-        clear_checkpoints(checkpoint_dir)
+    clear_checkpoints(checkpoint_dir)
     started = {
         "head_from_multitask": head_from_multitask,
         "prompt_from_multitask": prompt_from_multitask,

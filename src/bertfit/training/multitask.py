@@ -201,9 +201,7 @@ def multitask(
 ) -> dict[str, Any]:
     """Train the shared encoder and the task heads; keep the best mean validation metric.
     With checkpoint_dir, a killed run resumes from its last checkpoint (training.checkpoints)."""
-    check_writable(
-        output_dir.parent, report_dir, *([checkpoint_dir.parent] if checkpoint_dir else [])
-    )
+    check_writable(output_dir.parent, report_dir, (checkpoint_dir or output_dir).parent)
     family = family_for(str(model_dir))
     if not params.enabled:
         return skip(model_dir, output_dir, Manifest(family.name, "none", "multitask"), report_dir)
@@ -222,7 +220,7 @@ def multitask(
     args = multitask_arguments(params, checkpoint_dir or work_dir, checkpoint_dir is not None)
     data = [str(max_seq_length).encode()]
     data += frame_bytes(*(frames[t.name][s] for t in tasks for s in ("train", "validation")))
-    resume = stage_resume(args, checkpoint_dir, str(model_dir), params, data)
+    resume, _ = stage_resume(args, checkpoint_dir, str(model_dir), params, data)
     sampler = task_sampler(params, [len(d) for d in train], args.world_size)
     task_batches = dict(zip([t.name for t in tasks], sampler.task_counts(), strict=True))
     sizes = dict(zip([t.name for t in tasks], map(len, train), strict=True))
@@ -260,9 +258,28 @@ def multitask(
         output_dir, lambda staged: save(model, family, tasks, configs, prep, tokenizer, staged)
     )
     shutil.rmtree(work_dir, ignore_errors=True)
-    if checkpoint_dir is not None:
-        clear_checkpoints(checkpoint_dir)
-    metrics = {
+    clear_checkpoints(checkpoint_dir)
+    metrics = multitask_metrics(
+        params, selection, tasks, task_batches, sizes, model, trainer, output
+    )
+    loss_fields = ["step", "epoch", "loss", "learning_rate", *(f"loss_{t.name}" for t in tasks)]
+    core.write_reports(report_dir, metrics, trainer.state.log_history, selection, loss_fields)
+    return metrics
+
+
+def multitask_metrics(
+    params: MultitaskParams,
+    selection: Selection,
+    tasks: list[Task],
+    task_batches: dict[str, int],
+    sizes: dict[str, int],
+    model: torch.nn.Module,
+    trainer: Any,
+    output: Any,
+) -> dict[str, Any]:
+    """metrics.json: the selected step and each task's scores at it, the batches each task got,
+    the trainable share and optimiser state, and the run's size and time."""
+    return {
         "enabled": True,
         "sampling": params.sampling,
         **best_metrics(selection, tasks),
@@ -270,12 +287,9 @@ def multitask(
         "method": params.method,
         **trainable_report(model, trainer.optimizer),
         "train_examples": sizes,
-        "world_size": args.world_size,
+        "world_size": trainer.args.world_size,
         "train_runtime_s": output.metrics["train_runtime"],
     }
-    loss_fields = ["step", "epoch", "loss", "learning_rate", *(f"loss_{t.name}" for t in tasks)]
-    core.write_reports(report_dir, metrics, trainer.state.log_history, selection, loss_fields)
-    return metrics
 
 
 def build_model(

@@ -28,8 +28,7 @@ from bertfit.training import trainer as core
 from bertfit.training.checkpoints import (
     BatchSeeded,
     clear_checkpoints,
-    fingerprint,
-    resume_point,
+    stage_resume,
 )
 from bertfit.training.objectives.mlm import MaskedLM
 from bertfit.training.objectives.span_corruption import SpanCorruption
@@ -91,20 +90,15 @@ def pretrain(
 
     objective.for_training(model)
     args = pretrain_arguments(params, checkpoint_dir, objective)
-    key = fingerprint(model_name, params, [corpus_dir / f for f in CORPUS_FILES])
-    resume, resumed_step = resume_point(args, checkpoint_dir, key)
+    corpus = [corpus_dir / f for f in CORPUS_FILES]
+    resume, resumed_step = stage_resume(args, checkpoint_dir, model_name, params, corpus)
     tokens_per_block = float(np.mean([len(x) for x in train_ds["input_ids"]]))
     scored = sum(len(b["input_ids"]) for b in heldout)
-    log.info(
-        core.plan_line(
-            f"pretrain {model_name} ({objective.name})",
-            args,
-            len(train_ds),
-            f"{len(train_ds)} {'blocks' if params.packing else 'texts'} of {tokens_per_block:.0f} "
-            f"tokens ({scored} held-out)",
-            **objective_details(params, family.name),
-        )
-    )
+    blocks = f"{len(train_ds)} {'blocks' if params.packing else 'texts'}"
+    data = f"{blocks} of {tokens_per_block:.0f} tokens ({scored} held-out)"
+    details = objective_details(params, family.name)
+    name = f"pretrain {model_name} ({objective.name})"
+    log.info(core.plan_line(name, args, len(train_ds), data, **details))
     first_batch = resumed_step * args.gradient_accumulation_steps
     seeded = BatchSeeded(collator, params.seed, args.process_index, first_batch)
     trainer = core.stage_trainer(params, args, model, train_ds, seeded, tokenizer)
@@ -124,9 +118,6 @@ def pretrain(
 
     core.write_model_dir(output_dir, save)
     clear_checkpoints(checkpoint_dir)
-    runtime = output.metrics["train_runtime"]
-    batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
-    tokens = (output.global_step - resumed_step) * batch * tokens_per_block
     metrics = {
         "corpus": params.corpus,
         "heldout_before": before,
@@ -136,11 +127,17 @@ def pretrain(
         "world_size": args.world_size,
         "steps": output.global_step,
         "resumed_from_step": resumed_step,
-        "train_runtime_s": runtime,
-        "tokens_per_s": tokens / runtime if runtime else None,
-    }
+    } | speed(args, output, resumed_step, tokens_per_block)
     core.write_reports(report_dir, metrics, trainer.state.log_history)
     return metrics
+
+
+def speed(args: Any, output: Any, resumed_step: int, tokens_per_block: float) -> dict[str, Any]:
+    """The run's time and training tokens per second (the steps this run took, not resumed)."""
+    runtime = output.metrics["train_runtime"]
+    batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+    tokens = (output.global_step - resumed_step) * batch * tokens_per_block
+    return {"train_runtime_s": runtime, "tokens_per_s": tokens / runtime if runtime else None}
 
 
 def objective_details(params: PretrainParams, family: str) -> dict[str, Any]:
