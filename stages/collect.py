@@ -15,6 +15,7 @@ from bertfit.cli import configure_logging, stage_parser
 from bertfit.data.collect import collect
 from bertfit.data.sources import project_root
 from bertfit.params import parse_section, parse_target, parse_tasks, read_params_file
+from bertfit.phases import stage_run
 
 log = logging.getLogger("stages.collect")
 
@@ -55,19 +56,20 @@ def main(argv: list[str] | None = None) -> None:
         params,
     )
 
-    collect(
-        tasks,
-        target,
-        corpus,
-        params,
-        model.name,
-        model.max_seq_length,
-        project_root(args.root),
-        args.data_dir,
-        args.stats_file,
-        args.scratch_dir,
-        multitask_tasks,
-    )
+    with stage_run("collect"):
+        collect(
+            tasks,
+            target,
+            corpus,
+            params,
+            model.name,
+            model.max_seq_length,
+            project_root(args.root),
+            args.data_dir,
+            args.stats_file,
+            args.scratch_dir,
+            multitask_tasks,
+        )
 
 
 if __name__ == "__main__":

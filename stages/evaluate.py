@@ -14,6 +14,7 @@ from bertfit.cli import configure_logging, stage_parser
 from bertfit.data.tasks import read_task, write_parquet
 from bertfit.evaluation import evaluate
 from bertfit.params import parse_section, parse_target, parse_tasks, read_params_file
+from bertfit.phases import stage_run
 from bertfit.reporting import check_writable
 
 log = logging.getLogger("stages.evaluate")
@@ -32,10 +33,11 @@ def main(argv: list[str] | None = None) -> None:
     target = parse_target(data, parse_tasks(data, str(args.params)), str(args.params))
     params = parse_section(data, "evaluate", str(args.params))
     log.info("target %s; %s", target, params)
-    task = read_task(args.data_dir / "tasks" / target)
-    check_writable(args.predictions_file.parent)
-    _, predictions = evaluate(args.model_dir, task, params, args.report_dir)
-    write_parquet(predictions, args.predictions_file)
+    with stage_run("evaluate"):
+        task = read_task(args.data_dir / "tasks" / target)
+        check_writable(args.predictions_file.parent)
+        _, predictions = evaluate(args.model_dir, task, params, args.report_dir)
+        write_parquet(predictions, args.predictions_file)
 
 
 if __name__ == "__main__":

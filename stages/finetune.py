@@ -14,6 +14,7 @@ from pathlib import Path
 from bertfit.cli import configure_logging, stage_parser
 from bertfit.data.tasks import read_task
 from bertfit.params import parse_section, parse_target, parse_tasks, read_params_file
+from bertfit.phases import stage_run
 from bertfit.training.finetune import finetune
 
 log = logging.getLogger("stages.finetune")
@@ -46,17 +47,18 @@ def main(argv: list[str] | None = None) -> None:
     log.info("target %s; base model %s; %s; %s", target, args.base_model_dir, model, params)
 
     task = read_task(args.data_dir / "tasks" / target)
-    finetune(
-        str(args.base_model_dir),
-        task,
-        task.split("train"),
-        task.split("validation"),
-        params,
-        model.max_seq_length,
-        args.model_dir,
-        args.report_dir,
-        args.checkpoint_dir,
-    )
+    with stage_run("finetune"):
+        finetune(
+            str(args.base_model_dir),
+            task,
+            task.split("train"),
+            task.split("validation"),
+            params,
+            model.max_seq_length,
+            args.model_dir,
+            args.report_dir,
+            args.checkpoint_dir,
+        )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from pathlib import Path
 from bertfit.cli import configure_logging, stage_parser
 from bertfit.data.tasks import read_task
 from bertfit.params import parse_section, read_params_file
+from bertfit.phases import stage_run
 from bertfit.training.multitask import multitask
 
 log = logging.getLogger("stages.multitask")
@@ -40,15 +41,16 @@ def main(argv: list[str] | None = None) -> None:
     log.info("base model %s; %s", args.base_model_dir, params)
     # collect refuses tasks missing from the catalogue, so each has its directory
     tasks = [read_task(args.data_dir / "tasks" / t) for t in params.tasks] if params.enabled else []
-    multitask(
-        args.base_model_dir,
-        tasks,
-        params,
-        model.max_seq_length,
-        args.model_dir,
-        args.report_dir,
-        args.checkpoint_dir,
-    )
+    with stage_run("multitask"):
+        multitask(
+            args.base_model_dir,
+            tasks,
+            params,
+            model.max_seq_length,
+            args.model_dir,
+            args.report_dir,
+            args.checkpoint_dir,
+        )
 
 
 if __name__ == "__main__":

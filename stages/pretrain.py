@@ -14,6 +14,7 @@ from pathlib import Path
 from bertfit.cli import configure_logging, stage_parser
 from bertfit.models.scratch import scratch_model_dir
 from bertfit.params import parse_section, read_params_file
+from bertfit.phases import stage_run
 from bertfit.training.pretrain import pretrain
 
 log = logging.getLogger("stages.pretrain")
@@ -39,7 +40,10 @@ def main(argv: list[str] | None = None) -> None:
     params = parse_section(data, "pretrain", str(args.params))
     log.info("model %s; %s", model.name, params)
     start = scratch_model_dir(model.name, args.scratch_dir)
-    pretrain(start, args.corpus_dir, params, args.model_dir, args.report_dir, args.checkpoint_dir)
+    with stage_run("pretrain"):
+        pretrain(
+            start, args.corpus_dir, params, args.model_dir, args.report_dir, args.checkpoint_dir
+        )
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from bertfit.metrics import per_class_metrics, task_metrics
 from bertfit.models.family import Trained, load_trained
 from bertfit.models.text2text import generate_labels, target_words
 from bertfit.params import EvaluateParams
+from bertfit.phases import phase
 from bertfit.reporting import check_writable, markdown_table, write_csv, write_json, write_text
 from bertfit.training.hardware import use_bf16
 
@@ -126,17 +127,19 @@ def evaluate(
         model.to("cuda")
 
     test = task.split("test")
-    dataset = trained.encoder().labelled(test, task, "test")
+    with phase("tokenising"):
+        dataset = trained.encoder().labelled(test, task, "test")
     bf16 = use_bf16(params.mixed_precision)
     log.info("evaluating %s on %d %s test examples; bf16 %s", model_dir, len(test), task.name, bf16)
-    logits = predict_scores(
-        model,
-        dataset,
-        params.per_device_eval_batch_size,
-        trained.collator(),
-        trained.scorer(task),
-        bf16,
-    )
+    with phase("scoring"):
+        logits = predict_scores(
+            model,
+            dataset,
+            params.per_device_eval_batch_size,
+            trained.collator(),
+            trained.scorer(task),
+            bf16,
+        )
     y_true = np.asarray(dataset["labels"])
     scores = task_metrics(problem, y_true, logits, task.positive_id)
     # the task's official metric first (GLUE: MCC for CoLA, F1 for MRPC/QQP, Pearson for STS-B)

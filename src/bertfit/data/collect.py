@@ -27,6 +27,7 @@ from bertfit.data.tasks import Task, write_parquet, write_task
 from bertfit.models.loading import check_model, load_tokenizer
 from bertfit.models.scratch import is_scratch, write_scratch_dir
 from bertfit.params import CollectParams, TaskSpec
+from bertfit.phases import phase
 from bertfit.reporting import write_json
 
 log = logging.getLogger(__name__)
@@ -186,16 +187,20 @@ def collect(
     for name in names:
         spec = tasks[name]
         log.info("collecting %s (%s source, domain %s)", name, spec.source.kind, spec.domain)
-        task = prepare_task(
-            load_task(name, spec, root),
-            spec.split,
-            params.seed,
-            params.max_empty_ratio,
-            spec.problem,
-            params.max_missing_label_ratio,
-        )
-        task.counts["labels_differing_only_in_case"] = report_case_variants(name, task)
-        metas[name] = write_prepared(task, spec, data_dir / "tasks" / name)
+        with phase("reading sources"):
+            source = load_task(name, spec, root)
+        with phase("splitting"):
+            task = prepare_task(
+                source,
+                spec.split,
+                params.seed,
+                params.max_empty_ratio,
+                spec.problem,
+                params.max_missing_label_ratio,
+            )
+            task.counts["labels_differing_only_in_case"] = report_case_variants(name, task)
+        with phase("writing"):
+            metas[name] = write_prepared(task, spec, data_dir / "tasks" / name)
         prepared[name] = task
         log.info(
             "%s: train %d / validation %d / test %d rows, %d labels, %d unlabelled texts, "
@@ -220,7 +225,8 @@ def collect(
     # stats count tokens as the model will see them
     tokenizer = load_tokenizer(model_dir)
     for name, task in prepared.items():
-        all_stats[name] = describe(task, tokenizer, max_seq_length)
+        with phase("token statistics"):
+            all_stats[name] = describe(task, tokenizer, max_seq_length)
         share = all_stats[name]["unknown_token_share"]
         log.info("%s: %.2f%% of tokens are the unknown token", name, 100 * share)
         warn_unknown_tokens(name, share, params.warn_unknown_token_share, model_name)

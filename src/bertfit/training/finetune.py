@@ -43,6 +43,7 @@ from bertfit.models.loading import check_max_seq_length, load_tokenizer, resolve
 from bertfit.models.manifest import MANIFEST_FILE, Manifest, read_manifest
 from bertfit.models.pooling import HeadSpec
 from bertfit.params import FinetuneParams
+from bertfit.phases import phase
 from bertfit.reporting import check_writable
 from bertfit.training import trainer as core
 from bertfit.training.checkpoints import clear_checkpoints, frame_bytes, saving, stage_resume
@@ -331,9 +332,10 @@ def finetune(
     )
     prep = preprocessing(params, max_seq_length)
     encoder = family.encoder(tokenizer, prep)
-    config, train_ds, validation = labelled_sets(
-        family, encoder, tokenizer, task, train_df, validation_df, params
-    )
+    with phase("tokenising"):
+        config, train_ds, validation = labelled_sets(
+            family, encoder, tokenizer, task, train_df, validation_df, params
+        )
     collator = family.collator(tokenizer, prep)
     selection = Selection(
         [validation],
@@ -359,10 +361,11 @@ def finetune(
     manifest = finetune_manifest(family, prep, task, head, config, params.method, fingerprint)
     trained = trainer.accelerator.unwrap_model(trainer.model)
 
-    core.write_model_dir(
-        output_dir,
-        lambda staged: save(trained, family, tokenizer, manifest, base_dir, staged),
-    )
+    with phase("saving"):
+        core.write_model_dir(
+            output_dir,
+            lambda staged: save(trained, family, tokenizer, manifest, base_dir, staged),
+        )
     shutil.rmtree(work_dir, ignore_errors=True)
     clear_checkpoints(checkpoint_dir)
     started = {

@@ -56,6 +56,7 @@ from bertfit.models.loading import (
 )
 from bertfit.models.manifest import Manifest
 from bertfit.params import MultitaskParams
+from bertfit.phases import phase
 from bertfit.reporting import check_writable
 from bertfit.training import trainer as core
 from bertfit.training.checkpoints import clear_checkpoints, frame_bytes, saving, stage_resume
@@ -213,7 +214,8 @@ def multitask(
     check_max_seq_length(load_config(str(model_dir)), max_seq_length, str(model_dir))
     prep = Preprocessing(max_seq_length, params.truncation, params.head_tokens)
     encoder = family.encoder(tokenizer, prep, "multitask")
-    configs, train, sets = task_sets(family, encoder, tokenizer, tasks, frames, params)
+    with phase("tokenising"):
+        configs, train, sets = task_sets(family, encoder, tokenizer, tasks, frames, params)
     model = build_model(family, model_dir, tasks, params, max_seq_length)
 
     work_dir = output_dir.parent / f".{output_dir.name}-work"
@@ -254,9 +256,10 @@ def multitask(
     if not trainer.is_world_process_zero():
         return {}
 
-    core.write_model_dir(
-        output_dir, lambda staged: save(model, family, tasks, configs, prep, tokenizer, staged)
-    )
+    with phase("saving"):
+        core.write_model_dir(
+            output_dir, lambda staged: save(model, family, tasks, configs, prep, tokenizer, staged)
+        )
     shutil.rmtree(work_dir, ignore_errors=True)
     clear_checkpoints(checkpoint_dir)
     metrics = multitask_metrics(

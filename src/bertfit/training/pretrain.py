@@ -23,6 +23,7 @@ from bertfit.models.family import family_for
 from bertfit.models.loading import load_tokenizer
 from bertfit.models.manifest import Manifest
 from bertfit.params import PretrainParams
+from bertfit.phases import phase
 from bertfit.reporting import check_writable
 from bertfit.training import trainer as core
 from bertfit.training.checkpoints import (
@@ -79,13 +80,15 @@ def pretrain(
     objective = OBJECTIVES[family.name](params, model_name)
     model = objective.load_model()
     train_texts, heldout_texts = read_corpus(corpus_dir)
-    train_ds = objective.tokenize(train_texts, tokenizer, "corpus train")
-    heldout_ds = objective.tokenize(heldout_texts, tokenizer, "corpus held-out")
-    collator = objective.collator(tokenizer)
-    heldout = objective.heldout(heldout_ds, collator)
+    with phase("tokenising"):
+        train_ds = objective.tokenize(train_texts, tokenizer, "corpus train")
+        heldout_ds = objective.tokenize(heldout_texts, tokenizer, "corpus held-out")
+        collator = objective.collator(tokenizer)
+        heldout = objective.heldout(heldout_ds, collator)
     if torch.cuda.is_available():
         model.to("cuda")
-    before = objective.score(model, heldout)
+    with phase("held-out scoring"):
+        before = objective.score(model, heldout)
     log.info("held-out %s before: %s", objective.name, before)
 
     objective.for_training(model)
@@ -104,7 +107,8 @@ def pretrain(
     trainer = core.stage_trainer(params, args, model, train_ds, seeded, tokenizer)
     output = core.fit(trainer, resume)
     objective.after_training(model)
-    after = objective.score(model, heldout)
+    with phase("held-out scoring"):
+        after = objective.score(model, heldout)
     log.info("held-out %s after: %s", objective.name, after)
 
     trainer.accelerator.wait_for_everyone()
@@ -116,8 +120,9 @@ def pretrain(
         tokenizer.save_pretrained(staged)
         manifest.save(staged)
 
-    core.write_model_dir(output_dir, save)
-    clear_checkpoints(checkpoint_dir)
+    with phase("saving"):
+        core.write_model_dir(output_dir, save)
+        clear_checkpoints(checkpoint_dir)
     metrics = {
         "corpus": params.corpus,
         "heldout_before": before,

@@ -42,6 +42,7 @@ from transformers.utils import SAFE_WEIGHTS_NAME
 from bertfit.models.loading import LOAD_KWARGS, load_tokenizer, resolve_model_name
 from bertfit.models.manifest import Manifest
 from bertfit.params import TrainingParams
+from bertfit.phases import phase
 from bertfit.reporting import loss_rows, write_csv, write_json
 from bertfit.training.hardware import device_arguments, use_bf16
 from bertfit.training.optim import layerwise_param_groups
@@ -166,10 +167,11 @@ class BertfitTrainer(Trainer):
     def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
         """The Trainer's checkpoint, with the selection's state written into it first: the
         Trainer writes trainer_state.json last, which is what marks a checkpoint complete."""
-        if self.selection is not None and self.args.should_save:
-            folder = Path(self._get_output_dir(trial)) / f"checkpoint-{self.state.global_step}"
-            self.selection.save_state(folder)
-        super()._save_checkpoint(model, trial)
+        with phase("checkpoints"):
+            if self.selection is not None and self.args.should_save:
+                step = self.state.global_step
+                self.selection.save_state(Path(self._get_output_dir(trial)) / f"checkpoint-{step}")
+            super()._save_checkpoint(model, trial)
 
     def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
         if self.optimizer is None:
@@ -247,8 +249,13 @@ class BertfitTrainer(Trainer):
         ignore_keys: list[str] | None = None,
         metric_key_prefix: str = "eval",
     ) -> dict[str, float]:
-        if self.selection is None:
-            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        with phase("validation"):
+            if self.selection is None:
+                return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+            return self.select(metric_key_prefix)
+
+    def select(self, metric_key_prefix: str) -> dict[str, float]:
+        """Score the selection's validation sets, keep the best weights so far, log the row."""
         model = self.accelerator.unwrap_model(self.model)
         # scored under the autocast it trains with
         row = {"step": self.state.global_step, "epoch": self.state.epoch}
@@ -311,7 +318,8 @@ def fit(trainer: BertfitTrainer, resume: str | None = None) -> TrainOutput:
     last step too and restore the best weights."""
     if resume is not None and trainer.selection is not None:
         trainer.selection.load_state(Path(resume))
-    output = trainer.train(resume_from_checkpoint=resume)
+    with phase("training"):  # less the validation passes and checkpoints within it
+        output = trainer.train(resume_from_checkpoint=resume)
     selection = trainer.selection
     if selection is not None:
         if not selection.history or selection.history[-1]["step"] != output.global_step:
