@@ -3,20 +3,28 @@
 Training, same model, data (the target's train split), batch and machine, examples/s:
 - hf_baseline: what run_classification does by default: every text padded to max_seq_length
   (`pad_to_max_length`), random batches, fp32, the Trainer's AdamW.
-- bertfit: the finetune stage's own path (training.finetune): the model family's classifier,
-  encoder (head+tail truncation) and collator (dynamic padding), the stage's
-  `finetune_arguments` (training.trainer's `training_arguments`: length-grouped batches, bf16
-  autocast where the CPU or GPU has it with finetune.mixed_precision: auto) and `stage_trainer`
-  (BertfitTrainer: layer-wise decay). Only what a benchmark must differs: a fixed number of
-  steps, no per-epoch validation, no logging.
+- hf_tuned_<precision>: what a capable user runs instead: the same Trainer with dynamic padding
+  (DataCollatorWithPadding), length-grouped batches (`train_sampling_strategy:
+  group_by_length`), and bertfit's precision (fp32, or bf16 autocast where the machine has it).
+- bertfit_<precision>: the finetune stage's own path (training.finetune): the model family's
+  classifier, encoder (head+tail truncation) and collator (dynamic padding), the stage's
+  `finetune_arguments` (training.trainer's `training_arguments`: length-grouped batches) and
+  `stage_trainer` (BertfitTrainer: layer-wise decay). Only what a benchmark must differs: a
+  fixed number of steps, no per-epoch validation, no logging, and the precision: fp32
+  (mixed_precision: no) and, where the CPU or GPU has bf16 arithmetic, bf16 autocast (auto).
 
 Evaluation, the target's test split, examples/s including tokenisation:
 - hf_pipeline: `transformers.pipeline("text-classification")` with its defaults, called on the
   list of texts.
-- bertfit: the evaluate stage's path (bertfit.evaluation): the model directory read back with
-  its manifest, the recorded preprocessing, `predict_scores` with the family's collator and
-  score (length-sorted batches under inference_mode), bf16 autocast where the CPU or GPU has it
-  (evaluate.mixed_precision: auto).
+- hf_pipeline_tuned_<precision>: the same pipeline batched (batch_size = the evaluate stage's,
+  so each batch is padded to its longest text), truncation=True, under the same precision.
+- bertfit_<precision>: the evaluate stage's path (bertfit.evaluation): the model directory read
+  back with its manifest, the recorded preprocessing, `predict_scores` with the family's
+  collator and score (length-sorted batches under inference_mode), in fp32 and, where the
+  machine has it, bf16 autocast.
+
+`speedup` is over the Hugging Face defaults, `speedup_vs_tuned` over the tuned Hugging Face run
+in the same precision.
 
 Variants alternate in rounds so machine noise hits them alike.
 
@@ -36,7 +44,13 @@ from pathlib import Path
 import pandas as pd
 import timing
 import torch
-from transformers import Trainer, default_data_collator, pipeline, set_seed
+from transformers import (
+    DataCollatorWithPadding,
+    Trainer,
+    default_data_collator,
+    pipeline,
+    set_seed,
+)
 
 from bertfit.data.tasks import Task
 from bertfit.inference import predict_scores
@@ -46,11 +60,10 @@ from bertfit.models.manifest import Manifest
 from bertfit.params import FinetuneParams, load
 from bertfit.reporting import write_json
 from bertfit.training.finetune import finetune_arguments, head_spec, preprocessing
-from bertfit.training.hardware import use_bf16
+from bertfit.training.hardware import bf16_available
 from bertfit.training.trainer import BertfitTrainer, stage_trainer
 
-TRAIN_VARIANTS = ("hf_baseline", "bertfit")
-EVAL_VARIANTS = ("hf_pipeline", "bertfit")
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclasses.dataclass
@@ -83,9 +96,30 @@ class Training:
             model=model, args=args, train_dataset=rows, data_collator=default_data_collator
         )
 
-    def bertfit_trainer(self, max_steps: int, output_dir: Path) -> BertfitTrainer:
+    def tuned_trainer(self, max_steps: int, output_dir: Path, bf16: bool) -> Trainer:
+        """The same Trainer as a capable user sets it up: dynamic padding, length-grouped
+        batches, bertfit's precision."""
+        tokenizer = load_tokenizer(self.model_name)
+        model = load_classifier(self.model_name, self.task.labels, self.task.problem)
+        label2id = model.config.label2id
+        encoded = tokenizer(
+            self.train["text"].tolist(), max_length=self.max_seq_length, truncation=True
+        )
+        rows = [
+            {k: encoded[k][i] for k in encoded} | {"labels": label2id[label]}
+            for i, label in enumerate(self.train["label"])
+        ]
+        args = dataclasses.replace(
+            timing.baseline_arguments(self.params, max_steps, output_dir),
+            train_sampling_strategy="group_by_length",
+            bf16=bf16,
+        )
+        collator = DataCollatorWithPadding(tokenizer)
+        return Trainer(model=model, args=args, train_dataset=rows, data_collator=collator)
+
+    def bertfit_trainer(self, max_steps: int, output_dir: Path, bf16: bool) -> BertfitTrainer:
         """The trainer training.finetune.finetune builds, without its validation set."""
-        params = self.params
+        params = self.params.model_copy(update={"mixed_precision": "auto" if bf16 else "no"})
         family = family_for(self.model_name)
         tokenizer = load_tokenizer(self.model_name)
         model = family.classifier(self.model_name, self.task, head_spec(params))
@@ -107,8 +141,13 @@ class Training:
     def seconds_per_step(self, variant: str, steps: int, warmup: int, scratch: Path) -> float:
         """Wall seconds per training step after `warmup` untimed ones, data loading included."""
         set_seed(0)
-        build = self.baseline_trainer if variant == "hf_baseline" else self.bertfit_trainer
-        trainer = build(steps + warmup, scratch / variant)
+        bf16 = variant.endswith("bf16")
+        if variant == "hf_baseline":
+            trainer = self.baseline_trainer(steps + warmup, scratch / variant)
+        elif variant.startswith("hf_tuned"):
+            trainer = self.tuned_trainer(steps + warmup, scratch / variant, bf16)
+        else:
+            trainer = self.bertfit_trainer(steps + warmup, scratch / variant, bf16)
         return timing.time_training(trainer, warmup).wall_per_step()
 
 
@@ -128,16 +167,17 @@ def write_classifier(
     manifest.save(model_dir)
 
 
-def eval_seconds(
-    variant: str, model_dir: Path, test: pd.DataFrame, batch_size: int, bf16: bool
-) -> float:
+def eval_seconds(variant: str, model_dir: Path, test: pd.DataFrame, batch_size: int) -> float:
     """Seconds to score the test split, tokenisation included, model loading not."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    if variant == "hf_pipeline":
+    bf16 = variant.endswith("bf16")
+    if variant.startswith("hf_pipeline"):
         classify = pipeline("text-classification", model=str(model_dir), device=device)
         texts = test["text"].tolist()
+        tuned = {"batch_size": batch_size, "truncation": True} if "tuned" in variant else {}
         start = time.perf_counter()
-        classify(texts)
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+            classify(texts, **tuned)
         return time.perf_counter() - start
     trained = load_trained(model_dir)  # what bertfit.evaluation.evaluate does from here on
     trained.model.to(device)
@@ -156,11 +196,15 @@ def main(argv: list[str] | None = None) -> None:
             "finetune_throughput: pipeline('text-classification') loads the stock classifier "
             "only; run it with finetune.feature: cls and a truncation other than hierarchical"
         )
-    eval_bf16 = use_bf16(eval_params.mixed_precision)
     prepared = timing.prepared_target(args.params)
     task = Task(name=prepared.name, labels=prepared.labels, problem=prepared.problem)
     train, test = prepared.splits["train"], prepared.splits["test"]
     batch = params.per_device_train_batch_size * params.gradient_accumulation_steps
+    precisions = PRECISIONS if bf16_available() else PRECISIONS[:1]
+    train_variants = ["hf_baseline"]
+    train_variants += [v for p in precisions for v in (f"hf_tuned_{p}", f"bertfit_{p}")]
+    eval_variants = ["hf_pipeline"]
+    eval_variants += [v for p in precisions for v in (f"hf_pipeline_tuned_{p}", f"bertfit_{p}")]
 
     with tempfile.TemporaryDirectory() as work:
         scratch = Path(work)
@@ -175,21 +219,39 @@ def main(argv: list[str] | None = None) -> None:
             model_dir=model_dir,
             test=test,
             batch_size=eval_params.per_device_eval_batch_size,
-            bf16=eval_bf16,
         )
         # one round: each training variant, then each evaluation variant
         seconds = timing.alternate(
             args.rounds,
-            {("train", v): partial(train_step, v) for v in TRAIN_VARIANTS}
-            | {("evaluate", v): partial(evaluation, v) for v in EVAL_VARIANTS},
+            {("train", v): partial(train_step, v) for v in train_variants}
+            | {("evaluate", v): partial(evaluation, v) for v in eval_variants},
         )
 
-    device = timing.device_name()
     print(
-        f"{device}; {model.name}; {task.name}; batch {batch}; max_seq_length {model.max_seq_length}"
+        f"{timing.device_name()}; {model.name}; {task.name}; batch {batch}; "
+        f"max_seq_length {model.max_seq_length}"
     )
+    train_rows = timing.speed_table(
+        "training",
+        {v: seconds["train", v] for v in train_variants},
+        "hf_baseline",
+        batch,
+        "seconds_per_step",
+        "examples_per_s",
+    )
+    eval_rows = timing.speed_table(
+        "evaluation",
+        {v: seconds["evaluate", v] for v in eval_variants},
+        "hf_pipeline",
+        len(test),
+        "seconds",
+        "examples_per_s",
+    )
+    for p in precisions:
+        timing.versus_tuned(train_rows, f"bertfit_{p}", f"hf_tuned_{p}", "seconds_per_step")
+        timing.versus_tuned(eval_rows, f"bertfit_{p}", f"hf_pipeline_tuned_{p}", "seconds")
     result = {
-        "device": device,
+        "machine": timing.machine(),
         "model": model.name,
         "task": task.name,
         "batch": batch,
@@ -197,23 +259,8 @@ def main(argv: list[str] | None = None) -> None:
         "timed_steps": args.steps,
         "rounds": args.rounds,
         "test_examples": len(test),
-        "eval_bf16": eval_bf16,
-        "train": timing.speed_table(
-            "training",
-            {v: seconds["train", v] for v in TRAIN_VARIANTS},
-            "hf_baseline",
-            batch,
-            "seconds_per_step",
-            "examples_per_s",
-        ),
-        "evaluate": timing.speed_table(
-            "evaluation",
-            {v: seconds["evaluate", v] for v in EVAL_VARIANTS},
-            "hf_pipeline",
-            len(test),
-            "seconds",
-            "examples_per_s",
-        ),
+        "train": train_rows,
+        "evaluate": eval_rows,
     }
     write_json(args.out, result)
 

@@ -1,7 +1,10 @@
 """Pretrain training-step throughput: bertfit versus the plain Hugging Face recipe, in one run.
 
 Baseline (as run_mlm does by default): AutoModelForMaskedLM + DataCollatorForLanguageModeling +
-Trainer with its default arguments: full-vocabulary logits, fp32. bertfit: the pretrain stage's
+Trainer with its default arguments: full-vocabulary logits, fp32, packed blocks (run_mlm packs by
+default, so there is no padding a tuned run could drop: in fp32 the tuned Hugging Face run is this
+one). hf_tuned_bf16, where the CPU or GPU has bf16 arithmetic: the same with bf16 autocast, the
+precision bertfit runs there. bertfit: the pretrain stage's
 own path (training.pretrain): the MaskedLM objective's model, collator and logits and loss at the
 masked positions only, the stage's `pretrain_arguments` (training.trainer's
 `training_arguments`) and `stage_trainer` (BertfitTrainer); in fp32 (pretrain.mixed_precision:
@@ -15,6 +18,9 @@ a step's time is its own (forward, backward, optimiser; the masking and loading 
 left out), and tokens/s counts every token of the packed blocks.
 
     python benchmarks/pretrain_throughput.py --steps 30 --rounds 2
+
+`speedup` is over the baseline, `speedup_vs_tuned` over the Hugging Face run in the same
+precision (the baseline for fp32, hf_tuned_bf16 for bf16).
 
 Prints a table and writes it as JSON to --out (default reports/benchmarks/pretrain.json).
 """
@@ -40,7 +46,7 @@ from bertfit.data.corpus import build_corpus
 from bertfit.models.loading import LOAD_KWARGS, load_tokenizer, resolve_model_name
 from bertfit.params import PretrainParams, load
 from bertfit.reporting import write_json
-from bertfit.training.hardware import use_bf16
+from bertfit.training.hardware import bf16_available
 from bertfit.training.objectives.mlm import MaskedLM
 from bertfit.training.pretrain import pretrain_arguments
 from bertfit.training.trainer import BertfitTrainer, stage_trainer
@@ -55,8 +61,9 @@ class Training:
     dataset: Dataset
     tokenizer: PreTrainedTokenizerBase
 
-    def baseline_trainer(self, max_steps: int, output_dir: Path) -> Trainer:
-        """run_mlm with its defaults, at the pretrain stage's learning rate and batch."""
+    def baseline_trainer(self, max_steps: int, output_dir: Path, bf16: bool = False) -> Trainer:
+        """run_mlm with its defaults, at the pretrain stage's learning rate and batch (and, for
+        the tuned bf16 run, bf16 autocast)."""
         model = AutoModelForMaskedLM.from_pretrained(
             resolve_model_name(self.model_name), **LOAD_KWARGS
         )
@@ -65,7 +72,9 @@ class Training:
         )
         return Trainer(
             model=model,
-            args=timing.baseline_arguments(self.params, max_steps, output_dir),
+            args=dataclasses.replace(
+                timing.baseline_arguments(self.params, max_steps, output_dir), bf16=bf16
+            ),
             train_dataset=self.dataset,
             data_collator=collator,
             processing_class=self.tokenizer,
@@ -93,10 +102,10 @@ class Training:
     def seconds_per_step(self, variant: str, steps: int, warmup: int, scratch: Path) -> float:
         """Median seconds of one variant's training steps after `warmup` untimed ones."""
         set_seed(0)
-        if variant == "hf_baseline":
-            trainer = self.baseline_trainer(steps + warmup, scratch / variant)
+        bf16 = variant.endswith("bf16")
+        if variant.startswith("hf_"):
+            trainer = self.baseline_trainer(steps + warmup, scratch / variant, bf16)
         else:
-            bf16 = variant == "bertfit_bf16"
             trainer = self.bertfit_trainer(steps + warmup, scratch / variant, bf16)
         return timing.time_training(trainer, warmup).median_step()
 
@@ -114,7 +123,8 @@ def main(argv: list[str] | None = None) -> None:
     batch = params.per_device_train_batch_size * params.gradient_accumulation_steps
     block = params.max_seq_length
 
-    variants = ["hf_baseline", "bertfit_fp32"] + (["bertfit_bf16"] if use_bf16("auto") else [])
+    bf16 = ["hf_tuned_bf16", "bertfit_bf16"] if bf16_available() else []
+    variants = ["hf_baseline", "bertfit_fp32", *bf16]
     with tempfile.TemporaryDirectory() as work:  # the Trainers' output_dir; nothing is saved
         training = Training(model.name, params, dataset, tokenizer)
         step = partial(
@@ -122,21 +132,24 @@ def main(argv: list[str] | None = None) -> None:
         )
         seconds = timing.alternate(args.rounds, {v: partial(step, v) for v in variants})
 
-    device = timing.device_name()
     print(
-        f"{device}; {model.name}; batch {batch} x {block} tokens; "
+        f"{timing.device_name()}; {model.name}; batch {batch} x {block} tokens; "
         f"{args.steps} timed steps x {args.rounds} rounds"
     )
+    rows = timing.speed_table(
+        "variant", seconds, "hf_baseline", batch * block, "seconds_per_step", "tokens_per_s"
+    )
+    timing.versus_tuned(rows, "bertfit_fp32", "hf_baseline", "seconds_per_step")
+    if bf16:
+        timing.versus_tuned(rows, "bertfit_bf16", "hf_tuned_bf16", "seconds_per_step")
     result = {
-        "device": device,
+        "machine": timing.machine(),
         "model": model.name,
         "batch": batch,
         "block": block,
         "timed_steps": args.steps,
         "rounds": args.rounds,
-        "variants": timing.speed_table(
-            "variant", seconds, "hf_baseline", batch * block, "seconds_per_step", "tokens_per_s"
-        ),
+        "variants": rows,
     }
     write_json(args.out, result)
 

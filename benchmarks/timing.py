@@ -8,8 +8,9 @@
   `warmup`, and a training run under it.
 - `alternate`: median seconds of each variant, the variants taking turns in every round so
   machine noise hits them alike.
-- `device_name`, `speed_table`: the machine, and one printed table of the variants' speeds,
-  returned as the rows the JSON report holds.
+- `device_name`, `machine`, `speed_table`: the machine (with the CPU's model and the flags that
+  decide its speed), and one printed table of the variants' speeds, returned as the rows the
+  JSON report holds.
 """
 
 from __future__ import annotations
@@ -153,6 +154,31 @@ def device_name() -> str:
     return f"cpu x{torch.get_num_threads()} threads"
 
 
+# the CPU flags that decide which kernels run: AVX2 only (fp32), AVX-512, bf16 arithmetic
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+
+
+def machine() -> dict[str, object]:
+    """The device, the CPU's model name and its speed-deciding flags, and whether bf16 pays."""
+    from bertfit.training.hardware import bf16_available
+
+    model, flags = "unknown", set()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    return {
+        "device": device_name(),
+        "cpu": model,
+        "cpu_flags": [f for f in SPEED_FLAGS if f in flags],
+        "bf16": bf16_available(),
+    }
+
+
 def speed_table(
     title: str,
     seconds: dict[str, float],
@@ -175,3 +201,12 @@ def speed_table(
         print(f"{variant:<14} {s:8.3f} {row[rate_key]:11.1f} {row['speedup']:14.2f}x")
         rows[variant] = row
     return rows
+
+
+def versus_tuned(
+    rows: dict[str, dict[str, float]], variant: str, tuned: str, seconds_key: str
+) -> None:
+    """Add `speedup_vs_tuned` to `variant`'s row: the tuned baseline's seconds over its own."""
+    ratio = rows[tuned][seconds_key] / rows[variant][seconds_key]
+    rows[variant]["speedup_vs_tuned"] = ratio
+    print(f"{variant} vs {tuned}: {ratio:.2f}x")

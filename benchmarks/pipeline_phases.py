@@ -1,0 +1,152 @@
+"""Where the embedded default's time goes: each stage of dvc.yaml, per phase, per precision.
+
+Runs the pipeline's own stage commands (read from dvc.yaml, in its order) in a scratch folder,
+`.bench/pipeline/<precision>/` (data, models, reports and checkpoints go there; the project's
+outputs are not touched), with every stage's `mixed_precision` set to the precision asked for:
+`no` is fp32 everywhere, what a CPU without AVX512-BF16 runs; `auto` is bf16 autocast where the
+CPU or GPU has bf16 arithmetic (on a machine without it, `auto` runs fp32 too and is skipped).
+BERTFIT_TIMINGS_DIR makes each stage write its phases (bertfit.phases: tokenising, held-out
+scoring, training steps, validation passes, checkpoints, saving); the script adds each
+process's wall time, so start-up and imports show as the difference.
+
+    python benchmarks/pipeline_phases.py                 # fp32, and bf16 where the machine has it
+    python benchmarks/pipeline_phases.py --precision no
+
+`--from-timings DIR` summarises the files a `dvc repro` wrote with BERTFIT_TIMINGS_DIR=DIR
+instead of running the stages (`--precision` then says what that run used).
+
+Prints a table per precision and writes reports/benchmarks/pipeline_<precision>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import timing
+import yaml
+
+from bertfit.phases import TIMINGS_DIR_ENV
+from bertfit.reporting import write_json
+from bertfit.training.hardware import bf16_available
+
+ROOT = Path(__file__).resolve().parents[1]
+# what a stage command writes, relative to the project: redirected into the scratch folder
+OUTPUT_ROOTS = ("data/", "models/", "reports/", "checkpoints/")
+PRECISION_SECTIONS = ("pretrain", "multitask", "finetune", "evaluate")
+
+
+def stage_commands(dvc_yaml: Path) -> dict[str, list[str]]:
+    """Each stage's command from dvc.yaml, split into arguments, in the file's order."""
+    stages = yaml.safe_load(dvc_yaml.read_text())["stages"]
+    return {name: shlex.split(stage["cmd"]) for name, stage in stages.items()}
+
+
+def redirected(command: list[str], scratch: Path, params: Path) -> list[str]:
+    """The command with its outputs under `scratch`, its params file `params`, this python."""
+    out = []
+    for arg in command:
+        if arg == "params.yaml":
+            arg = str(params)
+        elif arg.startswith(OUTPUT_ROOTS):
+            arg = str(scratch / arg)
+        out.append(arg)
+    if out[0] == "python":
+        out[0] = sys.executable
+    return out
+
+
+def precision_params(source: Path, precision: str, target: Path) -> None:
+    """The project's params with every stage's mixed_precision set to `precision`."""
+    data = yaml.safe_load(source.read_text())
+    for section in PRECISION_SECTIONS:
+        data[section]["mixed_precision"] = precision
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def run_stages(precision: str, scratch: Path) -> tuple[dict[str, float], Path]:
+    """Run every stage in order; each one's wall seconds, and where its phases were written."""
+    if scratch.exists():
+        subprocess.run(["rm", "-rf", str(scratch)], check=True)
+    params = scratch / "params.yaml"
+    precision_params(ROOT / "params.yaml", precision, params)
+    timings = scratch / "timings"
+    env = os.environ | {TIMINGS_DIR_ENV: str(timings), "HF_HUB_OFFLINE": "1"}
+    walls = {}
+    for name, command in stage_commands(ROOT / "dvc.yaml").items():
+        print(f"[{precision}] {name} ...", flush=True)
+        start = time.perf_counter()
+        subprocess.run(redirected(command, scratch, params), cwd=ROOT, env=env, check=True)
+        walls[name] = time.perf_counter() - start
+        print(f"[{precision}] {name}: {walls[name]:.1f} s", flush=True)
+    return walls, timings
+
+
+def summary(walls: dict[str, float] | None, timings: Path, precision: str) -> dict[str, Any]:
+    """Per stage: wall seconds (when run here), the stage's own total and its phases."""
+    stages: dict[str, Any] = {}
+    names = list(walls) if walls else [p.stem for p in sorted(timings.glob("*.json"))]
+    for name in names:
+        path = timings / f"{name}.json"
+        row = json.loads(path.read_text()) if path.is_file() else {}
+        entry = {"phases_s": row.get("phases_s", {}), "stage_s": row.get("total_s")}
+        if walls:
+            entry["wall_s"] = round(walls[name], 3)
+        stages[name] = entry
+    total = sum(s.get("wall_s") or s["stage_s"] or 0.0 for s in stages.values())
+    return {
+        "precision": precision,
+        "bf16": precision == "auto" and bf16_available(),
+        "machine": timing.machine(),
+        "total_s": round(total, 1),
+        "stages": stages,
+    }
+
+
+def print_summary(result: dict[str, Any]) -> None:
+    print(
+        f"\nprecision {result['precision']} (bf16 {result['bf16']}); "
+        f"{result['machine']}; total {result['total_s']:.0f} s"
+    )
+    print(f"{'stage':<10} {'wall s':>8} {'stage s':>8}  phases (s)")
+    for name, s in result["stages"].items():
+        phases = ", ".join(f"{k} {v:.1f}" for k, v in s["phases_s"].items())
+        wall = f"{s['wall_s']:8.1f}" if "wall_s" in s else f"{'-':>8}"
+        stage = f"{s['stage_s']:8.1f}" if s["stage_s"] is not None else f"{'-':>8}"
+        print(f"{name:<10} {wall} {stage}  {phases}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--precision", nargs="+", choices=["no", "auto"], default=None)
+    parser.add_argument("--from-timings", type=Path, default=None)
+    parser.add_argument("--out-dir", type=Path, default=ROOT / "reports/benchmarks")
+    args = parser.parse_args(argv)
+    precisions = args.precision or (["no", "auto"] if bf16_available() else ["no"])
+    if args.from_timings is not None:
+        if len(precisions) != 1:
+            parser.error("--from-timings summarises one run: give one --precision")
+        result = summary(None, args.from_timings, precisions[0])
+        print_summary(result)
+        write_json(args.out_dir / f"pipeline_{precisions[0]}.json", result)
+        return
+    for precision in precisions:
+        if precision == "auto" and not bf16_available():
+            print("precision auto runs fp32 on this machine (no bf16 arithmetic): skipped")
+            continue
+        walls, timings = run_stages(precision, ROOT / ".bench/pipeline" / precision)
+        result = summary(walls, timings, precision)
+        print_summary(result)
+        write_json(args.out_dir / f"pipeline_{precision}.json", result)
+
+
+if __name__ == "__main__":
+    main()
