@@ -23,8 +23,9 @@ $(STAMP): pyproject.toml constraints.txt requirements-assets.txt
 repro: install
 	$(BIN)/dvc repro
 
+# every test, the slow ones too (a bare `pytest` skips those: pyproject's addopts)
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "slow or not slow"
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
