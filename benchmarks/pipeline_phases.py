@@ -11,6 +11,11 @@ process's wall time, so start-up and imports show as the difference.
 
     python benchmarks/pipeline_phases.py                 # fp32, and bf16 where the machine has it
     python benchmarks/pipeline_phases.py --precision no
+    python benchmarks/pipeline_phases.py --precision no --name before \
+        --set pretrain.max_steps=100 --set finetune.num_train_epochs=2   # another default
+
+`--set section.key=value` (YAML values, as `dvc exp run -S`) times a variant of the default;
+`--name` then names its report and scratch folder (pipeline_<name>_<precision>.json).
 
 `--from-timings DIR` summarises the files a `dvc repro` wrote with BERTFIT_TIMINGS_DIR=DIR
 instead of running the stages (`--precision` then says what that run used).
@@ -39,7 +44,7 @@ from bertfit.training.hardware import bf16_available
 
 ROOT = Path(__file__).resolve().parents[1]
 # what a stage command writes, relative to the project: redirected into the scratch folder
-OUTPUT_ROOTS = ("data/", "models/", "reports/", "checkpoints/")
+OUTPUT_ROOTS = ("data", "models", "reports", "checkpoints")
 PRECISION_SECTIONS = ("pretrain", "multitask", "finetune", "evaluate")
 
 
@@ -55,7 +60,7 @@ def redirected(command: list[str], scratch: Path, params: Path) -> list[str]:
     for arg in command:
         if arg == "params.yaml":
             arg = str(params)
-        elif arg.startswith(OUTPUT_ROOTS):
+        elif arg in OUTPUT_ROOTS or arg.startswith(tuple(f"{r}/" for r in OUTPUT_ROOTS)):
             arg = str(scratch / arg)
         out.append(arg)
     if out[0] == "python":
@@ -63,21 +68,35 @@ def redirected(command: list[str], scratch: Path, params: Path) -> list[str]:
     return out
 
 
-def precision_params(source: Path, precision: str, target: Path) -> None:
-    """The project's params with every stage's mixed_precision set to `precision`."""
+def precision_params(
+    source: Path, precision: str, target: Path, overrides: list[str] | None = None
+) -> None:
+    """The project's params with every stage's mixed_precision set to `precision`, then each
+    `section.key=value` of `overrides` (the value read as YAML)."""
     data = yaml.safe_load(source.read_text())
     for section in PRECISION_SECTIONS:
         data[section]["mixed_precision"] = precision
+    for override in overrides or []:
+        dotted, sep, value = override.partition("=")
+        *sections, key = dotted.split(".")
+        node = data
+        for name in sections:
+            node = node[name]
+        if not sep or key not in node:
+            raise SystemExit(f"--set {override!r}: expected section.key=value of params.yaml")
+        node[key] = yaml.safe_load(value)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
-def run_stages(precision: str, scratch: Path) -> tuple[dict[str, float], Path]:
+def run_stages(
+    precision: str, scratch: Path, overrides: list[str]
+) -> tuple[dict[str, float], Path]:
     """Run every stage in order; each one's wall seconds, and where its phases were written."""
     if scratch.exists():
         subprocess.run(["rm", "-rf", str(scratch)], check=True)
     params = scratch / "params.yaml"
-    precision_params(ROOT / "params.yaml", precision, params)
+    precision_params(ROOT / "params.yaml", precision, params, overrides)
     timings = scratch / "timings"
     env = os.environ | {TIMINGS_DIR_ENV: str(timings), "HF_HUB_OFFLINE": "1"}
     walls = {}
@@ -90,7 +109,9 @@ def run_stages(precision: str, scratch: Path) -> tuple[dict[str, float], Path]:
     return walls, timings
 
 
-def summary(walls: dict[str, float] | None, timings: Path, precision: str) -> dict[str, Any]:
+def summary(
+    walls: dict[str, float] | None, timings: Path, precision: str, overrides: list[str]
+) -> dict[str, Any]:
     """Per stage: wall seconds (when run here), the stage's own total and its phases."""
     stages: dict[str, Any] = {}
     names = list(walls or stage_commands(ROOT / "dvc.yaml"))
@@ -108,6 +129,7 @@ def summary(walls: dict[str, float] | None, timings: Path, precision: str) -> di
         "bf16": precision == "auto" and bf16_available(),
         "machine": timing.machine(),
         "total_s": round(total, 1),
+        "overrides": overrides,
         "stages": stages,
     }
 
@@ -143,12 +165,14 @@ def main(argv: list[str] | None = None) -> None:
         "measured wall seconds of that dvc repro, recorded beside the stages",
     )
     parser.add_argument("--out-dir", type=Path, default=ROOT / "reports/benchmarks")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    parser.add_argument("--name", default=None, help="names the report of a --set variant")
     args = parser.parse_args(argv)
     precisions = args.precision or (["no", "auto"] if bf16_available() else ["no"])
     if args.from_timings is not None:
         if len(precisions) != 1:
             parser.error("--from-timings summarises one run: give one --precision")
-        result = summary(None, args.from_timings, precisions[0])
+        result = summary(None, args.from_timings, precisions[0], [])
         if args.wall_s is not None:  # the whole `dvc repro`, start-up and DVC's own work in
             result["dvc_repro_wall_s"] = args.wall_s
         print_summary(result)
@@ -158,10 +182,14 @@ def main(argv: list[str] | None = None) -> None:
         if precision == "auto" and not bf16_available():
             print("precision auto runs fp32 on this machine (no bf16 arithmetic): skipped")
             continue
-        walls, timings = run_stages(precision, ROOT / ".bench/pipeline" / precision)
-        result = summary(walls, timings, precision)
+        name = f"{args.name}_{precision}" if args.name else precision
+        walls, timings = run_stages(precision, ROOT / ".bench/pipeline" / name, args.set)
+        result = summary(walls, timings, precision, args.set)
+        result["metrics"] = json.loads(
+            (ROOT / ".bench/pipeline" / name / "reports/evaluate/metrics.json").read_text()
+        )
         print_summary(result)
-        write_json(args.out_dir / f"pipeline_{precision}.json", result)
+        write_json(args.out_dir / f"pipeline_{name}.json", result)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,10 @@ import logging
 import time
 
 import pytest
+import yaml
 
 from bertfit.phases import TIMINGS_DIR_ENV, phase, stage_run
+from tests.conftest import PROJECT_ROOT
 
 
 def test_nested_phases_are_exclusive_and_written_when_asked(tmp_path, monkeypatch, caplog):
@@ -43,3 +45,33 @@ def test_a_failing_stage_still_reports_its_phases(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError), stage_run("broken"), phase("tokenising"):
         raise RuntimeError("boom")
     assert "tokenising" in json.loads((tmp_path / "broken.json").read_text())["phases_s"]
+
+
+def test_the_pipeline_benchmark_writes_nothing_into_the_project(tmp_path, monkeypatch):
+    """benchmarks/pipeline_phases.py runs dvc.yaml's own commands with every output path (and
+    the params file) moved under its scratch folder, so the project's outputs stay as they are."""
+    monkeypatch.syspath_prepend(str(PROJECT_ROOT / "benchmarks"))
+    import pipeline_phases
+
+    outputs = ("data", "models", "reports", "checkpoints")
+    scratch, params = tmp_path / "scratch", tmp_path / "scratch/params.yaml"
+    commands = pipeline_phases.stage_commands(PROJECT_ROOT / "dvc.yaml")
+    assert list(commands)[:2] == ["inputs", "collect"] and "evaluate" in commands
+    for name, command in commands.items():
+        moved = pipeline_phases.redirected(command, scratch, params)
+        assert str(params) in moved and "params.yaml" not in moved, name
+        for arg in moved:
+            assert not (arg in outputs or arg.startswith(tuple(f"{o}/" for o in outputs))), arg
+        assert any(arg.startswith(str(scratch)) for arg in moved), name
+
+    variant = tmp_path / "variant.yaml"
+    pipeline_phases.precision_params(
+        PROJECT_ROOT / "params.yaml", "no", variant, ["finetune.num_train_epochs=3"]
+    )
+    data = yaml.safe_load(variant.read_text())
+    assert data["finetune"]["num_train_epochs"] == 3
+    assert {data[s]["mixed_precision"] for s in pipeline_phases.PRECISION_SECTIONS} == {"no"}
+    with pytest.raises(SystemExit, match=r"finetune\.epochs"):
+        pipeline_phases.precision_params(
+            PROJECT_ROOT / "params.yaml", "no", variant, ["finetune.epochs=3"]
+        )
