@@ -40,6 +40,7 @@ import tempfile
 import time
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import timing
@@ -76,14 +77,15 @@ class Training:
     params: FinetuneParams
     max_seq_length: int
 
-    def baseline_trainer(self, max_steps: int, output_dir: Path) -> Trainer:
-        """run_classification with its defaults, at the finetune stage's learning rate and batch."""
+    def hf_model_and_rows(self, padding: str | bool) -> tuple[Any, list[dict[str, Any]]]:
+        """The plain HF classifier and the train split tokenised as run_classification does,
+        padded to max_seq_length ("max_length") or not at all (the collator pads)."""
         tokenizer = load_tokenizer(self.model_name)
         model = load_classifier(self.model_name, self.task.labels, self.task.problem)
         label2id = model.config.label2id
         encoded = tokenizer(
             self.train["text"].tolist(),
-            padding="max_length",
+            padding=padding,
             max_length=self.max_seq_length,
             truncation=True,
         )
@@ -91,6 +93,11 @@ class Training:
             {k: encoded[k][i] for k in encoded} | {"labels": label2id[label]}
             for i, label in enumerate(self.train["label"])
         ]
+        return model, rows
+
+    def baseline_trainer(self, max_steps: int, output_dir: Path) -> Trainer:
+        """run_classification with its defaults, at the finetune stage's learning rate and batch."""
+        model, rows = self.hf_model_and_rows(padding="max_length")
         args = timing.baseline_arguments(self.params, max_steps, output_dir)
         return Trainer(
             model=model, args=args, train_dataset=rows, data_collator=default_data_collator
@@ -99,22 +106,13 @@ class Training:
     def tuned_trainer(self, max_steps: int, output_dir: Path, bf16: bool) -> Trainer:
         """The same Trainer as a capable user sets it up: dynamic padding, length-grouped
         batches, bertfit's precision."""
-        tokenizer = load_tokenizer(self.model_name)
-        model = load_classifier(self.model_name, self.task.labels, self.task.problem)
-        label2id = model.config.label2id
-        encoded = tokenizer(
-            self.train["text"].tolist(), max_length=self.max_seq_length, truncation=True
-        )
-        rows = [
-            {k: encoded[k][i] for k in encoded} | {"labels": label2id[label]}
-            for i, label in enumerate(self.train["label"])
-        ]
+        model, rows = self.hf_model_and_rows(padding=False)
         args = dataclasses.replace(
             timing.baseline_arguments(self.params, max_steps, output_dir),
             train_sampling_strategy="group_by_length",
             bf16=bf16,
         )
-        collator = DataCollatorWithPadding(tokenizer)
+        collator = DataCollatorWithPadding(load_tokenizer(self.model_name))
         return Trainer(model=model, args=args, train_dataset=rows, data_collator=collator)
 
     def bertfit_trainer(self, max_steps: int, output_dir: Path, bf16: bool) -> BertfitTrainer:

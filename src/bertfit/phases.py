@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from bertfit.reporting import write_json
+
 log = logging.getLogger(__name__)
 
 TIMINGS_DIR_ENV = "BERTFIT_TIMINGS_DIR"
@@ -100,8 +102,6 @@ def report(stage: str, total: float, clock: _Clock) -> dict[str, Any]:
     result["counts"] = {k: clock.counts[k] for k in order}
     folder = os.environ.get(TIMINGS_DIR_ENV)
     if folder:
-        from bertfit.reporting import write_json  # reporting imports pandas: only when asked
-
         write_json(Path(folder) / f"{stage}.json", result)
     return result
 
