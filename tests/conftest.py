@@ -55,6 +55,14 @@ TINY_FINETUNE = {
     "layer_decay": 0.95,
     "weight_decay": 0.01,
     "num_train_epochs": 2,
+    # the data-sized training length and long-text length off (training.budget): the tests of
+    # other behaviour count epochs and tokens; tests/test_budget.py turns them on
+    "min_train_steps": None,
+    "max_train_epochs": 100,
+    "min_validations": 1,
+    "early_stopping_patience": None,
+    "long_text_max_seq_length": None,
+    "long_text_share": 0.5,
     "per_device_train_batch_size": 16,
     "per_device_eval_batch_size": 32,
     "gradient_accumulation_steps": 1,

@@ -448,7 +448,7 @@ def test_embedded_default_chain_on_mr(tmp_path: Path) -> None:
     params = copy.deepcopy(read_params_file(PROJECT_ROOT / "params.yaml"))
     params["pretrain"] |= {"max_steps": 4, "save_steps": 2}
     params["multitask"] |= {"max_steps": 4, "eval_steps": 2}
-    params["finetune"] |= {"max_train_samples": 96, "num_train_epochs": 1}
+    params["finetune"] |= {"max_train_samples": 96, "num_train_epochs": 1, "min_train_steps": None}
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(params))
     c = Chain(tmp_path, params_file, PROJECT_ROOT)

@@ -26,6 +26,7 @@ from bertfit.models.text2text import generate_labels, target_words
 from bertfit.params import EvaluateParams
 from bertfit.phases import phase
 from bertfit.reporting import check_writable, markdown_table, write_csv, write_json, write_text
+from bertfit.training.budget import token_lengths
 from bertfit.training.hardware import use_bf16
 
 log = logging.getLogger(__name__)
@@ -51,12 +52,14 @@ def write_report(
     per_class: dict[str, dict[str, float]],
     confusion: pd.DataFrame | None,
 ) -> None:
+    cut = metrics.get("test_share_truncated")
     lines = [
         f"# Evaluation: {task}",
         "",
         f"Model `{model_dir}`, test split of `{task}` ({n} examples), truncation "
-        f"{prep.truncation} at {prep.max_seq_length} tokens. The task's metric: "
-        f"{metrics['metric']}.",
+        f"{prep.truncation} at {prep.max_seq_length} tokens"
+        + (f" ({100 * cut:.1f} % of the test texts were cut to fit)" if cut is not None else "")
+        + f". The task's metric: {metrics['metric']}.",
         "",
         markdown_table(["metric", "value"], [(k, v) for k, v in metrics.items() if k != "metric"]),
         "",
@@ -144,6 +147,18 @@ def evaluate(
     scores = task_metrics(problem, y_true, logits, task.positive_id)
     # the task's official metric first (GLUE: MCC for CoLA, F1 for MRPC/QQP, Pearson for STS-B)
     metrics = {"metric": task.metric, task.metric: scores[task.metric]} | scores
+    prep = trained.manifest.preprocessing
+    if prep.truncation != "hierarchical":  # hierarchical reads long texts in pieces
+        cut = float((token_lengths(trained.tokenizer, test) > prep.max_seq_length).mean())
+        metrics["test_share_truncated"] = round(cut, 4)
+        if cut > 0.5:
+            log.warning(
+                "%.0f %% of the test texts are longer than the model's %d-token input and were "
+                "truncated (%s)",
+                100 * cut,
+                prep.max_seq_length,
+                prep.truncation,
+            )
 
     generated = generation(trained, task, dataset, params, y_true)
     metrics |= generated["metrics"]
@@ -174,7 +189,6 @@ def evaluate(
         ({"actual": a, "predicted": p} for a, p in zip(actual, predicted, strict=True)),
         ["actual", "predicted"],
     )
-    prep = trained.manifest.preprocessing
     write_report(
         report_dir / "report.md",
         task.name,

@@ -335,6 +335,27 @@ class MultitaskParams(AdaptableParams):
 
 class FinetuneParams(AdaptableParams):
     num_train_epochs: float = Field(gt=0)
+    min_train_steps: int | None = Field(
+        gt=0,
+        description="train more epochs (up to max_train_epochs) until the run has at least this "
+        "many optimisation steps; null = num_train_epochs only",
+    )
+    max_train_epochs: float = Field(gt=0, description="the most epochs min_train_steps may add")
+    min_validations: int = Field(
+        gt=0,
+        description="validate each epoch, or this many times evenly when there are fewer epochs",
+    )
+    early_stopping_patience: int | None = Field(
+        gt=0, description="stop after this many validations without a better one; null = never"
+    )
+    long_text_max_seq_length: int | None = Field(
+        gt=0,
+        description="the input length when most train texts exceed model.max_seq_length "
+        "(capped at the model's limit); null = always model.max_seq_length",
+    )
+    long_text_share: float = Field(
+        ge=0, le=1, description="share of train texts over model.max_seq_length that counts as long"
+    )
     train_sampling_strategy: Literal["random", "group_by_length"]
     truncation: Literal["head_tail", "head", "tail", "hierarchical"]
     head_tokens: int = Field(ge=0, description="head part of head_tail truncation")
@@ -371,6 +392,15 @@ class FinetuneParams(AdaptableParams):
     lora_target_modules: list[str] | None = Field(
         description="lora: module names to adapt; null = peft's default for the architecture"
     )
+
+    @model_validator(mode="after")
+    def _epoch_bounds(self) -> FinetuneParams:
+        if self.max_train_epochs < self.num_train_epochs:
+            raise ValueError(
+                f"max_train_epochs ({self.max_train_epochs:g}) must be at least num_train_epochs "
+                f"({self.num_train_epochs:g}): it caps the epochs min_train_steps adds"
+            )
+        return self
 
 
 def _pair(value: Any) -> Any:

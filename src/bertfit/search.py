@@ -86,8 +86,10 @@ def search(
 
     def objective(trial: optuna.Trial) -> float:
         values = suggest(trial, space)
+        # a trial trains the epochs it samples: no data-sized length, no early stop
+        fixed = {"min_train_steps": None, "early_stopping_patience": None}
         params = finetune_params.model_copy(
-            update=values | {"warmup_steps": None, "max_train_samples": None}
+            update=values | fixed | {"warmup_steps": None, "max_train_samples": None}
         )
         with tempfile.TemporaryDirectory(prefix="bertfit-search-") as scratch:
             metrics = finetune(

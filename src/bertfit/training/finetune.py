@@ -46,6 +46,13 @@ from bertfit.params import FinetuneParams
 from bertfit.phases import phase
 from bertfit.reporting import check_writable
 from bertfit.training import trainer as core
+from bertfit.training.budget import (
+    EarlyStopping,
+    InputLength,
+    TrainingLength,
+    input_length,
+    training_length,
+)
 from bertfit.training.checkpoints import clear_checkpoints, frame_bytes, saving, stage_resume
 from bertfit.training.selection import Selection, ValidationSet, selection_metric
 
@@ -62,30 +69,43 @@ def head_spec(params: FinetuneParams) -> HeadSpec | None:
     )
 
 
-def preprocessing(params: FinetuneParams, max_seq_length: int) -> Preprocessing:
+def preprocessing(
+    params: FinetuneParams, max_seq_length: int, head_tokens: int | None = None
+) -> Preprocessing:
+    """How texts become inputs; `head_tokens` when the long-text length scaled it."""
     hierarchical = params.truncation == "hierarchical"
     return Preprocessing(
         max_seq_length,
         params.truncation,
-        params.head_tokens,
+        params.head_tokens if head_tokens is None else head_tokens,
         params.chunk_stride if hierarchical else None,
         params.max_chunks if hierarchical else None,
     )
 
 
 def finetune_arguments(
-    params: FinetuneParams, work_dir: Path, resumable: bool = False
+    params: FinetuneParams,
+    work_dir: Path,
+    resumable: bool = False,
+    length: TrainingLength | None = None,
 ) -> TrainingArguments:
-    """The stage's TrainingArguments: epochs, length-grouped batches, validation each epoch;
-    when resumable, a checkpoint after each (the best weights ride in it; in between they are
-    kept in memory, training.selection)."""
+    """The stage's TrainingArguments: epochs, length-grouped batches, validation each epoch (or
+    every `length.eval_steps`); when resumable, a checkpoint after each validation (the best
+    weights ride in it; in between they are kept in memory, training.selection). Without
+    `length`, num_train_epochs as given (training.budget decides it from the data)."""
+    epochs = params.num_train_epochs if length is None else length.epochs
+    if length is not None and length.eval_steps is not None:
+        every = {"eval_strategy": "steps", "eval_steps": length.eval_steps}
+        when = {"save_strategy": "steps", "save_steps": length.eval_steps}
+    else:
+        every, when = {"eval_strategy": "epoch"}, {"save_strategy": "epoch"}
     return core.training_arguments(
         params,
         work_dir,
-        num_train_epochs=params.num_train_epochs,
+        num_train_epochs=epochs,
         train_sampling_strategy=params.train_sampling_strategy,
-        eval_strategy="epoch",
-        **saving(resumable, save_strategy="epoch"),
+        **every,
+        **saving(resumable, **when),
     )
 
 
@@ -257,17 +277,27 @@ def finetune_plan(
     head: HeadSpec | None,
     train_ds: Any,
     validation: ValidationSet,
-    max_seq_length: int,
+    length: TrainingLength,
+    inputs: InputLength,
 ) -> str:
-    """The training-plan log line: data, steps, truncation, family, head, method, selection."""
+    """The training-plan log line: data, steps and why, validation, truncation, family, head,
+    method, selection."""
+    validation_every = (
+        f"every {length.eval_steps} steps" if length.eval_steps is not None else "each epoch"
+    )
+    patience = params.early_stopping_patience
     return core.plan_line(
         f"finetune {model_name} on {task.name}",
         args,
         len(train_ds),
         f"{len(train_ds)} train / {len(validation.dataset)} validation examples",
-        epochs=params.num_train_epochs,
+        epochs=f"{length.epochs:g} of {length.steps_per_epoch} steps ({length.reason})",
+        validation=validation_every,
+        early_stopping=f"after {patience} validations without a better one" if patience else "off",
         layer_decay=params.layer_decay,
-        truncation=f"{params.truncation} at {max_seq_length} tokens",
+        truncation=f"{params.truncation} at {inputs.max_seq_length} tokens"
+        + (f" (head {inputs.head_tokens})" if params.truncation == "head_tail" else "")
+        + f", {100 * inputs.share_truncated:.0f} % of train texts cut",
         family=family.name,
         head=family.head_name(head),
         method=params.method,
@@ -283,9 +313,11 @@ def finetune_metrics(
     trained: nn.Module,
     output: Any,
     train_examples: int,
+    length: TrainingLength,
+    inputs: InputLength,
 ) -> dict[str, Any]:
     """metrics.json: the selected epoch's validation scores, where training started from, the
-    trainable share and optimiser state, and the run's size and speed."""
+    trainable share and optimiser state, the run's length, input length and speed."""
     best = selection.best
     return {
         "validation": {k: v for k, v in best.items() if k not in ("step", "epoch")},
@@ -296,6 +328,15 @@ def finetune_metrics(
         "method": params.method,
         **trainable_report(trained, trainer.optimizer),
         "train_examples": train_examples,
+        "train_steps": output.global_step,
+        "train_epochs": round(trainer.state.epoch or 0.0, 3),
+        "planned_epochs": length.epochs,
+        "stopped_early": output.global_step < length.steps,
+        "learning_rate": params.learning_rate,
+        "max_seq_length": inputs.max_seq_length,
+        "head_tokens": inputs.head_tokens,
+        "train_share_over_model_max_seq_length": round(inputs.share_over_configured, 4),
+        "train_share_truncated": round(inputs.share_truncated, 4),
         "world_size": trainer.args.world_size,
         "train_runtime_s": output.metrics["train_runtime"],
         "train_examples_per_s": output.metrics["train_samples_per_second"],
@@ -327,10 +368,12 @@ def finetune(
     work_dir = output_dir.parent / f".{output_dir.name}-work"
     base_dir = work_dir / BASE_DIR
     fingerprint = None if params.method == "full" else base_fingerprint(model)
+    with phase("tokenising"):  # counting tokens: is the text long for max_seq_length?
+        inputs = input_length(params, tokenizer, train_df, max_seq_length, model.config, task.name)
     model, prompt_from_multitask = with_method(
-        params, family, model, model_name, task, head, max_seq_length, base_dir
+        params, family, model, model_name, task, head, inputs.max_seq_length, base_dir
     )
-    prep = preprocessing(params, max_seq_length)
+    prep = preprocessing(params, inputs.max_seq_length, inputs.head_tokens)
     encoder = family.encoder(tokenizer, prep)
     with phase("tokenising"):
         config, train_ds, validation = labelled_sets(
@@ -343,13 +386,19 @@ def finetune(
         collator,
         params.per_device_eval_batch_size,
     )
-    args = finetune_arguments(params, checkpoint_dir or work_dir, checkpoint_dir is not None)
-    data = [str(max_seq_length).encode(), *frame_bytes(train_df, validation_df)]
+    resumable = checkpoint_dir is not None
+    args = finetune_arguments(params, checkpoint_dir or work_dir, resumable)
+    length = training_length(params, args, len(train_ds))
+    args = finetune_arguments(params, checkpoint_dir or work_dir, resumable, length)
+    data = [str(inputs.max_seq_length).encode(), *frame_bytes(train_df, validation_df)]
     resume, _ = stage_resume(args, checkpoint_dir, model_name, params, data)
-    extra = {"selection": selection, "callbacks": [EvaluationSeedDraw()]}
+    callbacks: list[TrainerCallback] = [EvaluationSeedDraw()]
+    if params.early_stopping_patience is not None:
+        callbacks.append(EarlyStopping(selection, params.early_stopping_patience))
+    extra = {"selection": selection, "callbacks": callbacks}
     trainer = core.stage_trainer(params, args, model, train_ds, collator, tokenizer, **extra)
     plan = finetune_plan(
-        model_name, task, params, args, family, head, train_ds, validation, max_seq_length
+        model_name, task, params, args, family, head, train_ds, validation, length, inputs
     )
     log.info(plan)
     output = core.fit(trainer, resume)
@@ -357,7 +406,7 @@ def finetune(
     if not trainer.is_world_process_zero():
         return {}
 
-    tokenizer.model_max_length = max_seq_length  # pipeline() truncates to it; head-only there
+    tokenizer.model_max_length = inputs.max_seq_length  # pipeline() truncates to it (head only)
     manifest = finetune_manifest(family, prep, task, head, config, params.method, fingerprint)
     trained = trainer.accelerator.unwrap_model(trainer.model)
 
@@ -372,6 +421,8 @@ def finetune(
         "head_from_multitask": head_from_multitask,
         "prompt_from_multitask": prompt_from_multitask,
     }
-    metrics = finetune_metrics(selection, started, params, trainer, trained, output, len(train_ds))
+    metrics = finetune_metrics(
+        selection, started, params, trainer, trained, output, len(train_ds), length, inputs
+    )
     core.write_reports(report_dir, metrics, trainer.state.log_history, selection)
     return metrics

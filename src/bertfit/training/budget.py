@@ -1,0 +1,189 @@
+"""How long finetune trains and how much of each text it reads, decided from the data.
+
+Fixed epochs and a fixed input length suit one dataset size and one text length. A user's own
+set is often small and long: 1,400 reviews at batch 24 are 59 steps an epoch, too few to train
+a classifier in one or two epochs, and at 128 tokens most of each review is cut away. So:
+
+- Training length (`training_length`): `num_train_epochs`, raised until the run has at least
+  `min_train_steps` optimisation steps, but never beyond `max_train_epochs`; a large set keeps
+  its epochs. Validation runs each epoch, or, when the run has fewer than `min_validations`
+  epochs, every steps / min_validations steps, so the best point is chosen among several even
+  in a one-epoch run. `early_stopping_patience` validations without a better selection value
+  end the run (EarlyStopping below).
+- Input length (`input_length`): when more than `long_text_share` of the train texts are longer
+  than `model.max_seq_length`, finetune reads `long_text_max_seq_length` tokens instead (within
+  the model's position limit), with the head part of head+tail truncation scaled alike; the
+  manifest records it, so evaluate and `load_trained` encode test text the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from transformers import TrainerCallback, TrainingArguments
+
+from bertfit.params import FinetuneParams
+
+if TYPE_CHECKING:  # evaluate reads token_lengths only: no dependency on the training code
+    from bertfit.training.selection import Selection
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class InputLength:
+    max_seq_length: int
+    head_tokens: int
+    share_over_configured: float  # train texts longer than model.max_seq_length
+    share_truncated: float  # train texts longer than max_seq_length (what is cut after all)
+    median_tokens: float
+
+
+def token_lengths(tokenizer: Any, frame: pd.DataFrame) -> np.ndarray:
+    """Each row's length in tokens, special tokens included, before any truncation."""
+    pairs = list(frame["text_pair"]) if "text_pair" in frame else None
+    ids = tokenizer(list(frame["text"]), pairs, truncation=False, verbose=False)["input_ids"]
+    return np.array([len(x) for x in ids])
+
+
+def position_limit(config: Any) -> int | None:
+    """The longest input the model can take (None: relative positions, no fixed limit)."""
+    return getattr(config, "max_position_embeddings", None)
+
+
+def input_length(
+    params: FinetuneParams,
+    tokenizer: Any,
+    train_df: pd.DataFrame,
+    max_seq_length: int,
+    config: Any,
+    task_name: str,
+) -> InputLength:
+    """The input length finetune uses: model.max_seq_length, or the long-text length."""
+    lengths = token_lengths(tokenizer, train_df)
+    over = float((lengths > max_seq_length).mean())
+    chosen, head = max_seq_length, params.head_tokens
+    long_length = params.long_text_max_seq_length
+    limit = position_limit(config)
+    if limit is not None and params.method == "prompt_tuning":
+        limit -= params.num_virtual_tokens  # the prompt takes positions too
+    if long_length is not None and limit is not None:
+        long_length = min(long_length, limit)
+    if over <= params.long_text_share:
+        pass
+    elif params.truncation == "hierarchical":
+        log.info(
+            "%.0f %% of %s's train texts are longer than %d tokens: hierarchical truncation "
+            "reads them in pieces",
+            100 * over,
+            task_name,
+            max_seq_length,
+        )
+    elif long_length is None or long_length <= max_seq_length:
+        log.warning(
+            "%.0f %% of %s's train texts are longer than model.max_seq_length %d tokens (median "
+            "%d) and are truncated; finetune.long_text_max_seq_length (%s) does not lengthen "
+            "them: set it (up to %s) or use truncation: hierarchical",
+            100 * over,
+            task_name,
+            max_seq_length,
+            np.median(lengths),
+            params.long_text_max_seq_length,
+            limit,
+        )
+    else:
+        chosen = long_length
+        head = round(params.head_tokens * chosen / max_seq_length)
+    truncated = float((lengths > chosen).mean())
+    if chosen != max_seq_length:
+        tail = chosen - head - 2  # [CLS] and [SEP] take two positions
+        split = f", head+tail {head} + {tail}" if params.truncation == "head_tail" else ""
+        log.warning(
+            "%.0f %% of %s's train texts are longer than model.max_seq_length %d tokens (median "
+            "%d): finetune reads %d tokens instead (finetune.long_text_max_seq_length%s); %.0f %% "
+            "are still truncated. Each text costs about %.1fx the time of a %d-token one",
+            100 * over,
+            task_name,
+            max_seq_length,
+            np.median(lengths),
+            chosen,
+            split,
+            100 * truncated,
+            chosen / max_seq_length,
+            max_seq_length,
+        )
+    return InputLength(chosen, head, over, truncated, float(np.median(lengths)))
+
+
+@dataclass(frozen=True)
+class TrainingLength:
+    epochs: float
+    steps: int
+    steps_per_epoch: int
+    eval_steps: int | None  # None: validation at each epoch's end
+    reason: str
+
+
+def steps_per_epoch(args: TrainingArguments, examples: int) -> int:
+    """Optimisation steps in one pass over `examples` (as the Trainer counts them)."""
+    batches = math.ceil(examples / (args.per_device_train_batch_size * args.world_size))
+    return max(batches // args.gradient_accumulation_steps, 1)
+
+
+def training_length(
+    params: FinetuneParams, args: TrainingArguments, examples: int
+) -> TrainingLength:
+    """Epochs and validation interval: the rule in this module's docstring."""
+    per_epoch = steps_per_epoch(args, examples)
+    epochs = params.num_train_epochs
+    reason = "finetune.num_train_epochs"
+    if params.min_train_steps is not None and per_epoch * epochs < params.min_train_steps:
+        wanted = math.ceil(params.min_train_steps / per_epoch)
+        epochs = max(epochs, min(float(wanted), params.max_train_epochs))
+        reason = (
+            f"num_train_epochs {params.num_train_epochs:g} would be "
+            f"{math.ceil(per_epoch * params.num_train_epochs)} steps, fewer than "
+            f"finetune.min_train_steps {params.min_train_steps}"
+        )
+        if wanted > params.max_train_epochs:
+            reason += f", capped at finetune.max_train_epochs {params.max_train_epochs:g}"
+    steps = math.ceil(per_epoch * epochs)
+    eval_steps = None
+    if epochs < params.min_validations:
+        eval_steps = max(math.ceil(steps / params.min_validations), 1)
+    return TrainingLength(epochs, steps, per_epoch, eval_steps, reason)
+
+
+class EarlyStopping(TrainerCallback):
+    """Stop when the last `patience` validations found nothing better than the best before.
+
+    Written here rather than transformers' EarlyStoppingCallback, which reads the Trainer's own
+    best metric: that needs `metric_for_best_model`, which makes the Trainer track (and keep) a
+    best checkpoint of its own beside Selection's in-memory best, and warn that the best model
+    is not loaded at the end (Selection restores it). Selection's history also survives a resume.
+    """
+
+    def __init__(self, selection: Selection, patience: int) -> None:
+        self.selection = selection
+        self.patience = patience
+
+    def on_evaluate(self, args: TrainingArguments, state: Any, control: Any, **_: Any) -> None:
+        history, best = self.selection.history, self.selection.best
+        if best is None or len(history) <= self.patience:
+            return
+        since_best = len(history) - 1 - history.index(best)
+        if since_best >= self.patience:
+            log.info(
+                "early stopping at step %d: %d validations without a better %s than %.4f (step %d)",
+                state.global_step,
+                since_best,
+                self.selection.key,
+                best[self.selection.key],
+                best["step"],
+            )
+            control.should_training_stop = True
