@@ -68,6 +68,20 @@ def redirected(command: list[str], scratch: Path, params: Path) -> list[str]:
     return out
 
 
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> None:
+    """Set each `section.key=value` of `overrides` in the params `data` (the value read as YAML,
+    as `dvc exp run -S` does)."""
+    for override in overrides:
+        dotted, sep, value = override.partition("=")
+        *sections, key = dotted.split(".")
+        node = data
+        for name in sections:
+            node = node.get(name, {}) if isinstance(node, dict) else {}
+        if not sep or not isinstance(node, dict) or key not in node:
+            raise SystemExit(f"--set {override!r}: expected section.key=value of params.yaml")
+        node[key] = yaml.safe_load(value)
+
+
 def precision_params(
     source: Path, precision: str, target: Path, overrides: list[str] | None = None
 ) -> None:
@@ -76,15 +90,7 @@ def precision_params(
     data = yaml.safe_load(source.read_text())
     for section in PRECISION_SECTIONS:
         data[section]["mixed_precision"] = precision
-    for override in overrides or []:
-        dotted, sep, value = override.partition("=")
-        *sections, key = dotted.split(".")
-        node = data
-        for name in sections:
-            node = node[name]
-        if not sep or key not in node:
-            raise SystemExit(f"--set {override!r}: expected section.key=value of params.yaml")
-        node[key] = yaml.safe_load(value)
+    apply_overrides(data, overrides or [])
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(yaml.safe_dump(data, sort_keys=False))
 

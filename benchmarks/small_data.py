@@ -34,6 +34,8 @@ and written to reports/benchmarks/small_data.json.
 
     python benchmarks/small_data.py                    # every proxy, both systems, seeds 0 1 2
     python benchmarks/small_data.py --proxies sst2_500 --systems hf --seeds 0
+    python benchmarks/small_data.py --systems bertfit --seeds 0 --set finetune.min_train_steps=400 \
+        --out-dir .bench/variants/steps400   # a variant, kept apart from the defaults' results
     python benchmarks/small_data.py --summary-only
 """
 
@@ -55,7 +57,7 @@ import numpy as np
 import pandas as pd
 import timing
 import yaml
-from pipeline_phases import redirected, stage_commands
+from pipeline_phases import apply_overrides, redirected, stage_commands
 from sklearn.model_selection import train_test_split
 
 from bertfit.reporting import write_json
@@ -190,8 +192,8 @@ def run_hf(folder: Path, seed: int, learning_rate: float) -> dict[str, Any]:
 # --- the bertfit run --------------------------------------------------------------------------
 
 
-def proxy_params(name: str, folder: Path, seed: int, target: Path) -> None:
-    """The project's params.yaml with the proxy as the only task, FiT, and the seed."""
+def proxy_params(name: str, folder: Path, seed: int, target: Path, overrides: list[str]) -> None:
+    """The project's params.yaml with the proxy as the only task, FiT, the seed, then `--set`."""
     data = yaml.safe_load((ROOT / "params.yaml").read_text())
     source = {"kind": "files"} | {s: str(folder / f"{s}.jsonl") for s in ("train", "validation")}
     source["test"] = str(folder / "test.jsonl")
@@ -201,16 +203,17 @@ def proxy_params(name: str, folder: Path, seed: int, target: Path) -> None:
     data["multitask"]["enabled"] = False
     data["multitask"]["tasks"] = [name]
     data["finetune"]["seed"] = seed
+    apply_overrides(data, overrides)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
-def run_bertfit(name: str, folder: Path, seed: int) -> dict[str, Any]:
+def run_bertfit(name: str, folder: Path, seed: int, overrides: list[str]) -> dict[str, Any]:
     """The pipeline's stage commands on the proxy; evaluate's test metrics."""
     scratch = BENCH / f"{name}_s{seed}"
     subprocess.run(["rm", "-rf", str(scratch)], check=True)
     params = scratch / "params.yaml"
-    proxy_params(name, folder, seed, params)
+    proxy_params(name, folder, seed, params, overrides)
     env = os.environ | {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     start = time.perf_counter()
     for stage, command in stage_commands(ROOT / "dvc.yaml").items():
@@ -290,6 +293,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--hf-learning-rate", type=float, default=5e-5)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="a bertfit variant (params.yaml value, as dvc exp run -S); use with --out-dir",
+    )
     parser.add_argument("--out-dir", type=Path, default=ROOT / "reports/benchmarks")
     parser.add_argument("--rerun", action="store_true", help="run again where a result exists")
     parser.add_argument("--summary-only", action="store_true")
@@ -306,7 +316,7 @@ def main(argv: list[str] | None = None) -> None:
                     if system == "hf":
                         result = run_hf(folder, seed, args.hf_learning_rate)
                     else:
-                        result = run_bertfit(proxy, folder, seed)
+                        result = run_bertfit(proxy, folder, seed, args.set)
                     print(f"{proxy} {system} seed {seed}: {result}", flush=True)
                     write_json(path, result)
     result = summary(args.out_dir)

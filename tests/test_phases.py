@@ -75,3 +75,34 @@ def test_the_pipeline_benchmark_writes_nothing_into_the_project(tmp_path, monkey
         pipeline_phases.precision_params(
             PROJECT_ROOT / "params.yaml", "no", variant, ["finetune.epochs=3"]
         )
+
+
+def test_the_small_data_benchmark_summary_and_its_proxy_params(tmp_path, monkeypatch):
+    """benchmarks/small_data.py: mean ± sample std over the seeds found, the difference in
+    points, and the proxy's params (FiT, the seed, a --set variant, an unknown key refused)."""
+    monkeypatch.syspath_prepend(str(PROJECT_ROOT / "benchmarks"))
+    import small_data
+
+    runs = {"hf": [0.80, 0.82], "bertfit": [0.84, 0.86, 0.85]}
+    for system, accuracies in runs.items():
+        for seed, accuracy in enumerate(accuracies):
+            row = {"accuracy": accuracy, "train_steps": 100 + seed, "max_seq_length": 128}
+            path = small_data.run_file(tmp_path, "trec_500", system, seed)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(row | {"wall_s": 10.0 * (seed + 1)}))
+    trec = small_data.summary(tmp_path)["proxies"]["trec_500"]
+    assert trec["hf"]["accuracy_mean"] == pytest.approx(0.81)
+    assert trec["hf"]["accuracy_std"] == pytest.approx(0.0141, abs=1e-4)  # ddof 1
+    assert trec["bertfit"]["n"] == 3 and trec["bertfit"]["seeds"] == [0, 1, 2]
+    assert trec["bertfit"]["wall_s"] == pytest.approx(20.0)
+    assert trec["difference_points"] == pytest.approx(4.0)
+    assert "imdb_1400" not in small_data.summary(tmp_path)["proxies"]
+
+    params = tmp_path / "params.yaml"
+    small_data.proxy_params("trec_500", tmp_path, 2, params, ["finetune.min_train_steps=null"])
+    data = yaml.safe_load(params.read_text())
+    assert data["target"] == "trec_500" and list(data["tasks"]) == ["trec_500"]
+    assert data["pretrain"]["corpus"] == "none" and data["multitask"]["enabled"] is False
+    assert data["finetune"]["seed"] == 2 and data["finetune"]["min_train_steps"] is None
+    with pytest.raises(SystemExit, match=r"finetune\.min_steps"):
+        small_data.proxy_params("trec_500", tmp_path, 2, params, ["finetune.min_steps=1"])
