@@ -176,7 +176,9 @@ def test_a_yaml_error_names_file_line_and_column(tmp_path: Path) -> None:
 def test_a_number_without_a_dot_is_a_float(tmp_path: Path, project_params: dict) -> None:
     """`dvc exp run -S finetune.learning_rate=3e-5` writes 3e-5, a string to YAML 1.1."""
     path = tmp_path / "params.yaml"
-    text = yaml.safe_dump(project_params).replace("learning_rate: 2.0e-05", "learning_rate: 3e-5")
-    assert "learning_rate: 3e-5" in text
+    params = copy.deepcopy(project_params)  # the fixture is shared by the module
+    params["finetune"]["learning_rate"] = 0.123  # a marker that only it carries
+    text = yaml.safe_dump(params).replace("learning_rate: 0.123", "learning_rate: 3e-5")
+    assert text.count("learning_rate: 3e-5") == 1
     path.write_text(text)
     assert load(path, "finetune")[0].learning_rate == 3e-5
