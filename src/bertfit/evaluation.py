@@ -114,6 +114,20 @@ def generation(
     return {"metrics": metrics, "texts": texts}
 
 
+def truncated_share(tokenizer: Any, test: pd.DataFrame, prep: Any) -> float:
+    """The share of test texts longer than the model's input (a warning when most are)."""
+    cut = float((token_lengths(tokenizer, test) > prep.max_seq_length).mean())
+    if cut > 0.5:
+        log.warning(
+            "%.0f %% of the test texts are longer than the model's %d-token input and were "
+            "truncated (%s)",
+            100 * cut,
+            prep.max_seq_length,
+            prep.truncation,
+        )
+    return round(cut, 4)
+
+
 def evaluate(
     model_dir: Path, task: Task, params: EvaluateParams, report_dir: Path
 ) -> tuple[dict[str, Any], pd.DataFrame]:
@@ -149,16 +163,7 @@ def evaluate(
     metrics = {"metric": task.metric, task.metric: scores[task.metric]} | scores
     prep = trained.manifest.preprocessing
     if prep.truncation != "hierarchical":  # hierarchical reads long texts in pieces
-        cut = float((token_lengths(trained.tokenizer, test) > prep.max_seq_length).mean())
-        metrics["test_share_truncated"] = round(cut, 4)
-        if cut > 0.5:
-            log.warning(
-                "%.0f %% of the test texts are longer than the model's %d-token input and were "
-                "truncated (%s)",
-                100 * cut,
-                prep.max_seq_length,
-                prep.truncation,
-            )
+        metrics["test_share_truncated"] = truncated_share(trained.tokenizer, test, prep)
 
     generated = generation(trained, task, dataset, params, y_true)
     metrics |= generated["metrics"]

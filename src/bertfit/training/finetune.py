@@ -343,6 +343,14 @@ def finetune_metrics(
     }
 
 
+def finetune_callbacks(params: FinetuneParams, selection: Selection) -> list[TrainerCallback]:
+    """The evaluation seed draw, and early stopping when a patience is set."""
+    callbacks: list[TrainerCallback] = [EvaluationSeedDraw()]
+    if params.early_stopping_patience is not None:
+        callbacks.append(EarlyStopping(selection, params.early_stopping_patience))
+    return callbacks
+
+
 def finetune(
     model_name: str,
     task: Task,
@@ -392,10 +400,7 @@ def finetune(
     args = finetune_arguments(params, checkpoint_dir or work_dir, resumable, length)
     data = [str(inputs.max_seq_length).encode(), *frame_bytes(train_df, validation_df)]
     resume, _ = stage_resume(args, checkpoint_dir, model_name, params, data)
-    callbacks: list[TrainerCallback] = [EvaluationSeedDraw()]
-    if params.early_stopping_patience is not None:
-        callbacks.append(EarlyStopping(selection, params.early_stopping_patience))
-    extra = {"selection": selection, "callbacks": callbacks}
+    extra = {"selection": selection, "callbacks": finetune_callbacks(params, selection)}
     trainer = core.stage_trainer(params, args, model, train_ds, collator, tokenizer, **extra)
     plan = finetune_plan(
         model_name, task, params, args, family, head, train_ds, validation, length, inputs
