@@ -222,12 +222,16 @@ def run_bertfit(name: str, folder: Path, seed: int, overrides: list[str]) -> dic
     wall = time.perf_counter() - start
     test = json.loads((scratch / "reports/evaluate/metrics.json").read_text())
     fit = json.loads((scratch / "reports/finetune/metrics.json").read_text())
+    curve = pd.read_csv(scratch / "reports/finetune/validation.csv")
     return {
         "accuracy": test["accuracy"],
         "macro_f1": test["macro_f1"],
         "train_steps": fit["train_steps"],
         "epochs": fit["train_epochs"],
         "best_step": fit["best_step"],
+        "peak_step": fit["peak_step"],
+        "selection_margin": round(fit["selection_margin"], 4),
+        "validation": [[int(r.step), round(r.accuracy, 4)] for r in curve.itertuples()],
         "train_s": round(fit["train_runtime_s"], 1),
         "wall_s": round(wall, 1),
         "max_seq_length": fit["max_seq_length"],

@@ -61,6 +61,7 @@ TINY_FINETUNE = {
     "max_train_epochs": 100,
     "min_validations": 1,
     "early_stopping_patience": None,
+    "selection_tolerance": 0.0,  # the strict best: tests of selection count on its step
     "long_text_max_seq_length": None,
     "long_text_share": 0.5,
     "per_device_train_batch_size": 16,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -114,7 +115,7 @@ def test_finetune_follows_the_rule_and_records_it(
     task = Task("imdb", ["neg", "pos"])
     params = FinetuneParams(**(TINY_FINETUNE | {
         "num_train_epochs": 1, "min_train_steps": 12, "max_train_epochs": 10,
-        "min_validations": 6, "long_text_max_seq_length": 64,
+        "min_validations": 6, "long_text_max_seq_length": 64, "selection_tolerance": "auto",
     }))  # fmt: skip
     with caplog.at_level(logging.INFO, logger="bertfit.training.finetune"):
         metrics = finetune(str(tiny_model_dir), task, reviews, reviews, params, 32,
@@ -128,7 +129,12 @@ def test_finetune_follows_the_rule_and_records_it(
         12, 4, False
     )  # fmt: skip
     assert (metrics["max_seq_length"], metrics["head_tokens"]) == (64, 16)
-    assert metrics["best_step"] in curve["step"].tolist()
+    # tolerance auto: each validation's bootstrap error is recorded, the peak's is the margin,
+    # and the kept row is the latest within it
+    peak = curve.set_index("step").loc[metrics["peak_step"]]
+    assert (curve["accuracy_se"] > 0).all() and metrics["selection_margin"] == peak["accuracy_se"]
+    within = curve[curve["accuracy"] >= peak["accuracy"] - peak["accuracy_se"]]
+    assert metrics["best_step"] == within["step"].max() >= metrics["peak_step"]
     trained = load_trained(tmp_path / "model")
     prep = trained.manifest.preprocessing
     assert (prep.max_seq_length, prep.head_tokens) == (64, 16)
@@ -136,20 +142,24 @@ def test_finetune_follows_the_rule_and_records_it(
     assert manifest["preprocessing"]["max_seq_length"] == 64
 
 
+@pytest.mark.parametrize(("tolerance", "epochs", "best"), [(0, 3, 3), ("auto", 6, 18)])
 def test_early_stopping_ends_the_run_after_patience_validations(
-    tmp_path: Path, tiny_model_dir: Path, trec_sample: dict
+    tmp_path: Path, tiny_model_dir: Path, trec_sample: dict, tolerance: Any, epochs: int, best: int
 ) -> None:
     """At a learning rate too small to move the argmax, no validation beats the first: with
-    patience 2 the run stops after the third of its six planned validations."""
+    patience 2 the run stops after the third of its six planned validations. With a tolerance,
+    each equal validation is kept (within it of the peak), so the run goes on to the end."""
     rows = pd.DataFrame(trec_sample["train"][:48])[["text", "label"]]
     task = Task("trec", sorted(rows["label"].unique()))
     params = FinetuneParams(**(TINY_FINETUNE | {
         "num_train_epochs": 6, "learning_rate": 1e-12, "early_stopping_patience": 2,
-        "metric_for_best_model": "accuracy",
+        "metric_for_best_model": "accuracy", "selection_tolerance": tolerance,
     }))  # fmt: skip
     metrics = finetune(str(tiny_model_dir), task, rows, rows, params, 32,
                        tmp_path / "model", tmp_path / "reports")  # fmt: skip
     curve = pd.read_csv(tmp_path / "reports" / "validation.csv")
-    assert curve["epoch"].tolist() == [1.0, 2.0, 3.0]
+    assert curve["epoch"].tolist() == [float(e) for e in range(1, epochs + 1)]
     assert curve["accuracy"].nunique() == 1
-    assert (metrics["train_steps"], metrics["stopped_early"], metrics["best_step"]) == (9, True, 3)
+    assert (metrics["train_steps"], metrics["stopped_early"], metrics["best_step"]) == (
+        3 * epochs, epochs < 6, best
+    )  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -15,7 +16,12 @@ from bertfit.data.tasks import Task, read_task, write_task
 from bertfit.models.family import family_of, load_trained
 from bertfit.models.loading import load_classifier, load_config
 from bertfit.models.manifest import Manifest, read_manifest
-from bertfit.training.selection import Selection, ValidationSet, selection_metric
+from bertfit.training.selection import (
+    Selection,
+    ValidationSet,
+    bootstrap_error,
+    selection_metric,
+)
 
 
 def test_manifest_round_trips_with_task_and_preprocessing(tmp_path: Path) -> None:
@@ -93,3 +99,60 @@ def test_selection_keeps_and_restores_the_best_weights(
         selection.record(model, {"step": step, metric: value})
     assert selection.restore(model)["step"] == best
     assert torch.equal(model.classifier.weight, weights[best])
+
+
+@pytest.mark.parametrize(
+    ("metric", "values", "kept"),
+    [
+        # peak 0.84 at step 1; 0.78 is more than 0.05 below it, 0.81 is within
+        ("accuracy", [0.80, 0.84, 0.82, 0.78, 0.81], [0, 1, 2, 2, 4]),
+        ("loss", [0.50, 0.30, 0.33, 0.40, 0.34], [0, 1, 2, 2, 4]),
+    ],
+)
+def test_selection_with_a_tolerance_keeps_the_latest_row_near_the_peak(
+    tiny_model_dir: Path, tmp_path: Path, metric: str, values: list[float], kept: list[int]
+) -> None:
+    model = load_classifier(str(tiny_model_dir), ["a", "b"])
+    task = Task("t", ["a", "b"])
+    make = lambda: Selection(  # noqa: E731
+        [ValidationSet(task, None, metric)], lambda _: None, None, 8, tolerance=0.05
+    )
+    selection = make()
+    weights = []
+    for step, value in enumerate(values):
+        with torch.no_grad():
+            model.classifier.weight.fill_(float(step))
+        weights.append(model.classifier.weight.clone())
+        selection.record(model, {"step": step, metric: value})
+        assert (selection.best["step"], selection.peak["step"]) == (kept[step], 1 if step else 0)
+    resumed = make()  # a resumed run knows the peak, not only the kept row
+    selection.save_state(tmp_path)
+    resumed.load_state(tmp_path)
+    assert (resumed.best["step"], resumed.peak["step"]) == (4, 1)
+    assert resumed.restore(model)["step"] == 4
+    assert torch.equal(model.classifier.weight, weights[4])
+
+
+def test_auto_tolerance_is_the_bootstrap_error_of_the_peak(tiny_model_dir: Path) -> None:
+    """One standard error: for accuracy near the binomial sqrt(p (1 - p) / n), the same each run;
+    the margin is the peak row's, so a lower row within it is kept."""
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 200)
+    scores = rng.normal(size=(200, 2))
+    scores[np.arange(200), labels] += 1.2
+    task = Task("t", ["a", "b"])
+    error = bootstrap_error(task, "accuracy", labels, scores)
+    p = float((scores.argmax(1) == labels).mean())
+    assert error == pytest.approx(np.sqrt(p * (1 - p) / 200), rel=0.25)
+    assert bootstrap_error(task, "accuracy", labels, scores) == error
+    assert bootstrap_error(task, "mcc", labels, scores) > error  # MCC spans [-1, 1]
+    model = load_classifier(str(tiny_model_dir), ["a", "b"])
+    sets = [ValidationSet(task, None, "accuracy")]
+    selection = Selection(sets, lambda _: None, None, 8, tolerance="auto")
+    selection.record(model, {"step": 1, "accuracy": 0.85, "accuracy_se": 0.025})
+    selection.record(model, {"step": 2, "accuracy": 0.83, "accuracy_se": 0.03})
+    assert selection.margin() == 0.025 and selection.best["step"] == 2
+    selection.record(model, {"step": 3, "accuracy": 0.82, "accuracy_se": 0.03})
+    assert selection.best["step"] == 2
+    with pytest.raises(ValueError, match=r"must be a number >= 0 or 'auto', not 'some'"):
+        Selection(sets, lambda _: None, None, 8, tolerance="some")

@@ -346,7 +346,11 @@ class FinetuneParams(AdaptableParams):
         description="validate each epoch, or this many times evenly when there are fewer epochs",
     )
     early_stopping_patience: int | None = Field(
-        gt=0, description="stop after this many validations without a better one; null = never"
+        gt=0, description="stop after this many validations in a row not kept; null = never"
+    )
+    selection_tolerance: Annotated[float, Field(ge=0)] | Literal["auto"] = Field(
+        description="keep the latest validation within this margin of the best (auto: one "
+        "bootstrap standard error of the best value); 0 = the strict best"
     )
     long_text_max_seq_length: int | None = Field(
         gt=0,

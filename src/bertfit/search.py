@@ -86,8 +86,9 @@ def search(
 
     def objective(trial: optuna.Trial) -> float:
         values = suggest(trial, space)
-        # a trial trains the epochs it samples: no data-sized length, no early stop
-        fixed = {"min_train_steps": None, "early_stopping_patience": None}
+        # a trial trains the epochs it samples: no data-sized length, no early stop; its value
+        # is its best validation (no tolerance: trials compare peaks)
+        fixed = {"min_train_steps": None, "early_stopping_patience": None, "selection_tolerance": 0}
         params = finetune_params.model_copy(
             update=values | fixed | {"warmup_steps": None, "max_train_samples": None}
         )

@@ -8,8 +8,9 @@ a classifier in one or two epochs, and at 128 tokens most of each review is cut 
   `min_train_steps` optimisation steps, but never beyond `max_train_epochs`; a large set keeps
   its epochs. Validation runs each epoch, or, when the run has fewer than `min_validations`
   epochs, every steps / min_validations steps, so the best point is chosen among several even
-  in a one-epoch run. `early_stopping_patience` validations without a better selection value
-  end the run (EarlyStopping below).
+  in a one-epoch run. `early_stopping_patience` validations in a row that selection does not
+  keep (none better than the best, nor within `selection_tolerance` of it) end the run
+  (EarlyStopping below).
 - Input length (`input_length`): when more than `long_text_share` of the train texts are longer
   than `model.max_seq_length`, finetune reads `long_text_max_seq_length` tokens instead (within
   the model's position limit), with the head part of head+tail truncation scaled alike; the
@@ -160,7 +161,8 @@ def training_length(
 
 
 class EarlyStopping(TrainerCallback):
-    """Stop when the last `patience` validations found nothing better than the best before.
+    """Stop when the last `patience` validations were not kept by selection: none was better
+    than the best before, nor within selection's tolerance of it.
 
     Written here rather than transformers' EarlyStoppingCallback, which reads the Trainer's own
     best metric: that needs `metric_for_best_model`, which makes the Trainer track (and keep) a
@@ -179,7 +181,7 @@ class EarlyStopping(TrainerCallback):
         since_best = len(history) - 1 - history.index(best)
         if since_best >= self.patience:
             log.info(
-                "early stopping at step %d: %d validations without a better %s than %.4f (step %d)",
+                "early stopping at step %d: %d validations since the kept one (%s %.4f, step %d)",
                 state.global_step,
                 since_best,
                 self.selection.key,

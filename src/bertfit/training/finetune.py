@@ -293,7 +293,7 @@ def finetune_plan(
         f"{len(train_ds)} train / {len(validation.dataset)} validation examples",
         epochs=f"{length.epochs:g} of {length.steps_per_epoch} steps ({length.reason})",
         validation=validation_every,
-        early_stopping=f"after {patience} validations without a better one" if patience else "off",
+        early_stopping=f"after {patience} validations not kept" if patience else "off",
         layer_decay=params.layer_decay,
         truncation=f"{params.truncation} at {inputs.max_seq_length} tokens"
         + (f" (head {inputs.head_tokens})" if params.truncation == "head_tail" else "")
@@ -301,8 +301,17 @@ def finetune_plan(
         family=family.name,
         head=family.head_name(head),
         method=params.method,
-        selected_on=validation.metric,
+        selected_on=validation.metric
+        + (
+            f", the latest within {tolerance_text(params.selection_tolerance)} of the best"
+            if params.selection_tolerance
+            else ", the best"
+        ),
     )
+
+
+def tolerance_text(tolerance: float | str) -> str:
+    return "one standard error" if tolerance == "auto" else f"{tolerance:g}"
 
 
 def finetune_metrics(
@@ -324,6 +333,9 @@ def finetune_metrics(
         "best_epoch": best["epoch"],
         "best_step": best["step"],
         "selected_on": selection.key,
+        "peak_step": selection.peak["step"],
+        "peak_value": selection.peak[selection.key],
+        "selection_margin": selection.margin(),
         **started,
         "method": params.method,
         **trainable_report(trained, trainer.optimizer),
@@ -393,6 +405,7 @@ def finetune(
         lambda t: family.scorer(t, tokenizer, config),
         collator,
         params.per_device_eval_batch_size,
+        tolerance=params.selection_tolerance,
     )
     resumable = checkpoint_dir is not None
     args = finetune_arguments(params, checkpoint_dir or work_dir, resumable)

@@ -325,6 +325,18 @@ def fit(trainer: BertfitTrainer, resume: str | None = None) -> TrainOutput:
         if not selection.history or selection.history[-1]["step"] != output.global_step:
             trainer.evaluate()  # the last steps, when no evaluation fell on the final one
         best = selection.restore(trainer.accelerator.unwrap_model(trainer.model))
+        peak = selection.peak
+        if peak is not None and peak is not best:
+            log.info(
+                "kept step %d (validation %s %.4f), the latest within %.4f of the best %.4f "
+                "(step %d)",
+                best["step"],
+                selection.key,
+                best[selection.key],
+                selection.margin(),
+                peak[selection.key],
+                peak["step"],
+            )
         log.info("best on validation %s at step %d: %s", selection.key, best["step"], best)
     return output
 
