@@ -61,6 +61,7 @@ from pipeline_phases import apply_overrides, redirected, stage_commands
 from sklearn.model_selection import train_test_split
 
 from bertfit.reporting import write_json
+from bertfit.training.hardware import use_bf16
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ROOT.parent / "shared" / "datasets"
@@ -186,6 +187,8 @@ def run_hf(folder: Path, seed: int, learning_rate: float) -> dict[str, Any]:
         "wall_s": round(time.perf_counter() - start, 1),
         "max_seq_length": 128,
         "learning_rate": learning_rate,
+        "precision": "fp32",  # TrainingArguments' default
+        "machine": timing.machine(),
     }
 
 
@@ -223,6 +226,7 @@ def run_bertfit(name: str, folder: Path, seed: int, overrides: list[str]) -> dic
     test = json.loads((scratch / "reports/evaluate/metrics.json").read_text())
     fit = json.loads((scratch / "reports/finetune/metrics.json").read_text())
     curve = pd.read_csv(scratch / "reports/finetune/validation.csv")
+    chosen = yaml.safe_load(params.read_text())["finetune"]["mixed_precision"]
     return {
         "accuracy": test["accuracy"],
         "macro_f1": test["macro_f1"],
@@ -236,6 +240,8 @@ def run_bertfit(name: str, folder: Path, seed: int, overrides: list[str]) -> dic
         "wall_s": round(wall, 1),
         "max_seq_length": fit["max_seq_length"],
         "learning_rate": fit["learning_rate"],
+        "precision": "bf16" if use_bf16(chosen) else "fp32",
+        "machine": timing.machine(),
     }
 
 
@@ -249,6 +255,7 @@ def run_file(out_dir: Path, proxy: str, system: str, seed: int) -> Path:
 def summary(out_dir: Path) -> dict[str, Any]:
     """Mean ± std (sample, n-1) of test accuracy and the mean steps and time, per proxy/system."""
     table: dict[str, Any] = {}
+    machines: list[dict[str, Any]] = []  # where the runs ran, each once
     for proxy in PROXIES:
         for system in SYSTEMS:
             runs = sorted((out_dir / "small_data").glob(f"{proxy}_{system}_s*.json"))
@@ -264,17 +271,22 @@ def summary(out_dir: Path) -> dict[str, Any]:
                 "train_steps": round(float(np.mean([r["train_steps"] for r in rows])), 1),
                 "max_seq_length": rows[0]["max_seq_length"],
                 "wall_s": round(float(np.mean([r["wall_s"] for r in rows])), 1),
+                "precision": sorted({r["precision"] for r in rows}),
             }
+            for row in rows:
+                if row["machine"] not in machines:
+                    machines.append(row["machine"])
         both = table.get(proxy, {})
         if "hf" in both and "bertfit" in both:
             both["difference_points"] = round(
                 100 * (both["bertfit"]["accuracy_mean"] - both["hf"]["accuracy_mean"]), 2
             )
-    return {"machine": timing.machine(), "proxies": table}
+    return {"machines": machines, "proxies": table}
 
 
 def print_summary(result: dict[str, Any]) -> None:
-    print(f"\n{result['machine']}")
+    for machine in result["machines"]:
+        print(f"\n{machine}")
     print("| proxy | system | test accuracy (mean ± std, n) | steps | tokens | wall s |")
     print("|---|---|---|---|---|---|")
     for proxy, systems in result["proxies"].items():

@@ -182,3 +182,15 @@ def test_a_number_without_a_dot_is_a_float(tmp_path: Path, project_params: dict)
     assert text.count("learning_rate: 3e-5") == 1
     path.write_text(text)
     assert load(path, "finetune")[0].learning_rate == 3e-5
+
+
+@pytest.mark.parametrize("section", ["finetune", "evaluate"])
+def test_unquoted_no_means_fp32(project_params: dict, section: str) -> None:
+    """`mixed_precision: no` in params.yaml, or `-S finetune.mixed_precision=no`, is YAML's
+    false: it means "no" (fp32), not a type error; true stays an error."""
+    data = copy.deepcopy(project_params)
+    data[section]["mixed_precision"] = yaml.safe_load("no")
+    assert parse_section(data, section).mixed_precision == "no"
+    data[section]["mixed_precision"] = True
+    with pytest.raises(ValueError, match=rf"{section}.mixed_precision"):
+        parse_section(data, section)

@@ -25,6 +25,12 @@ from pydantic import (
 )
 
 
+def _yaml_no(value: Any) -> Any:
+    """`mixed_precision: no` as written: YAML 1.1 (PyYAML, and so `dvc exp run -S
+    finetune.mixed_precision=no`) reads an unquoted no as false, which Strict would refuse."""
+    return "no" if value is False else value
+
+
 class Strict(BaseModel):
     """Unknown keys are errors and types are strict: no `true` for a number, no "2" for 2, no
     "no" for false (pydantic's lax mode would accept each silently). Ints pass for floats."""
@@ -226,7 +232,7 @@ class TrainingParams(Strict):
     per_device_eval_batch_size: int = Field(gt=0)
     gradient_accumulation_steps: int = Field(gt=0)
     logging_steps: int = Field(gt=0)
-    mixed_precision: Literal["auto", "no", "fp16"] = Field(
+    mixed_precision: Annotated[Literal["auto", "no", "fp16"], BeforeValidator(_yaml_no)] = Field(
         description="auto: bf16 autocast where the GPU or CPU has bf16 arithmetic; no: fp32; "
         "fp16 is refused (T5-family models overflow in it)"
     )
@@ -455,7 +461,7 @@ class EvaluateParams(Strict):
         description="seq2seq: rank the label words (always a valid label), or generate text and "
         "report the share that is no label word"
     )
-    mixed_precision: Literal["auto", "no"] = Field(
+    mixed_precision: Annotated[Literal["auto", "no"], BeforeValidator(_yaml_no)] = Field(
         description="auto: bf16 autocast where the GPU or CPU has bf16 arithmetic; no: fp32"
     )
 

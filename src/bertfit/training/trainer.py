@@ -326,7 +326,7 @@ def fit(trainer: BertfitTrainer, resume: str | None = None) -> TrainOutput:
             trainer.evaluate()  # the last steps, when no evaluation fell on the final one
         best = selection.restore(trainer.accelerator.unwrap_model(trainer.model))
         peak = selection.peak
-        if peak is not None and peak is not best:
+        if peak is not None and peak["step"] != best["step"]:
             log.info(
                 "kept step %d (validation %s %.4f), the latest within %.4f of the best %.4f "
                 "(step %d)",
