@@ -113,6 +113,7 @@ def test_glue_entry_runs_with_its_official_metric(
 
     info = json.loads((c.data / "tasks" / entry / "labels.json").read_text())
     assert info["metric"] == spec.get("metric", "accuracy")
+    assert info["sentence_pair"] == ("text_pair_column" in local)  # what bertfit predict asks
     metrics = json.loads((c.ev_reports / "metrics.json").read_text())
     assert metrics["metric"] == info["metric"] and keys <= set(metrics)
     assert all(math.isfinite(metrics[k]) for k in keys)

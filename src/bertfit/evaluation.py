@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from datasets import Dataset
 
 from bertfit.data.encoding import Preprocessing
 from bertfit.data.tasks import Task
@@ -128,6 +129,39 @@ def truncated_share(tokenizer: Any, test: pd.DataFrame, prep: Any) -> float:
     return round(cut, 4)
 
 
+def model_scores(
+    trained: Trained,
+    dataset: Dataset,
+    task: Task,
+    batch_size: int,
+    bf16: bool,
+    disable_progress: bool | None = False,
+) -> np.ndarray:
+    """[rows, num_labels] scores of a loaded model directory on rows its `encoder()` tokenised.
+
+    The one scoring path of evaluate and bertfit predict: on the GPU when there is one, in
+    length-sorted batches with the family's collator and score (logits, or label-word
+    log-likelihoods; regression: the one value).
+    """
+    if torch.cuda.is_available():
+        trained.model.to("cuda")
+    return predict_scores(
+        trained.model,
+        dataset,
+        batch_size,
+        trained.collator(),
+        trained.scorer(task),
+        bf16,
+        disable_progress,
+    )
+
+
+def class_probabilities(scores: np.ndarray) -> np.ndarray:
+    """Each class's probability: the softmax of an encoder's logits, or of a seq2seq model's
+    label-word log-likelihoods (the label words renormalised among themselves)."""
+    return torch.softmax(torch.from_numpy(scores), dim=-1).numpy()
+
+
 def evaluate(
     model_dir: Path, task: Task, params: EvaluateParams, report_dir: Path
 ) -> tuple[dict[str, Any], pd.DataFrame]:
@@ -139,9 +173,6 @@ def evaluate(
     trained = load_trained(model_dir)
     check_model_task(model_dir, trained.task, task)
     labels, problem = task.labels, task.problem
-    model = trained.model
-    if torch.cuda.is_available():
-        model.to("cuda")
 
     test = task.split("test")
     with phase("tokenising"):
@@ -149,14 +180,7 @@ def evaluate(
     bf16 = use_bf16(params.mixed_precision)
     log.info("evaluating %s on %d %s test examples; bf16 %s", model_dir, len(test), task.name, bf16)
     with phase("scoring"):
-        logits = predict_scores(
-            model,
-            dataset,
-            params.per_device_eval_batch_size,
-            trained.collator(),
-            trained.scorer(task),
-            bf16,
-        )
+        logits = model_scores(trained, dataset, task, params.per_device_eval_batch_size, bf16)
     y_true = np.asarray(dataset["labels"])
     scores = task_metrics(problem, y_true, logits, task.positive_id)
     # the task's official metric first (GLUE: MCC for CoLA, F1 for MRPC/QQP, Pearson for STS-B)
@@ -174,7 +198,7 @@ def evaluate(
         confusion = None
     else:
         y_pred = logits.argmax(axis=-1)
-        probs = torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
+        probs = class_probabilities(logits)
         per_class = per_class_metrics(y_true, y_pred, labels)
         actual = [labels[i] for i in y_true]
         predicted = [labels[i] for i in y_pred]

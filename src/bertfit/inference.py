@@ -26,12 +26,14 @@ def predict_scores(
     collator: Callable[[list[dict]], Batch],
     score: Callable[[nn.Module, Batch], torch.Tensor],
     bf16: bool = False,
+    disable_progress: bool | None = False,
 ) -> np.ndarray:
     """[rows, num_labels] scores for every row of a tokenised dataset (with `length`), in order.
 
     `collator` batches the rows (the family's: dynamic padding, ChunkCollator for hierarchical
     rows); `score` is the family's. `bf16`: autocast to bf16 (the caller checks the device has
-    it: training.hardware.use_bf16).
+    it: training.hardware.use_bf16). `disable_progress` is tqdm's `disable`: None shows the
+    bar only when stderr is a terminal (bertfit predict).
     """
     model.eval()
     device = next(model.parameters()).device
@@ -40,7 +42,8 @@ def predict_scores(
     out: np.ndarray | None = None
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
     with torch.inference_mode(), autocast:
-        for start in tqdm(range(0, len(order), batch_size), desc="predicting", unit="batch"):
+        batches = range(0, len(order), batch_size)
+        for start in tqdm(batches, desc="predicting", unit="batch", disable=disable_progress):
             idx = order[start : start + batch_size]
             rows = dataset.select(idx).select_columns(features)
             batch = {k: v.to(device) for k, v in collator(rows.to_list()).items()}

@@ -46,6 +46,7 @@ def write_prepared(task: PreparedTask, spec: TaskSpec, task_dir: Path) -> Task:
         domain=spec.domain,
         label_words=spec.label_words,
         prefix=spec.prefix,
+        sentence_pair=any("text_pair" in df.columns for df in task.splits.values()),
     )
     write_task(meta, task.splits, task.unlabeled, task_dir)
     return meta

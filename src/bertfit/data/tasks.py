@@ -2,7 +2,8 @@
 
 collect writes a task to `data/tasks/<name>/`: `{train,validation,test}.parquet` (text[,
 text_pair], label), `unlabeled.parquet` and `labels.json` (name, domain, problem, metric,
-positive label, labels in class-id order; label words and prefix for text-to-text models).
+positive label, labels in class-id order; label words and prefix for text-to-text models;
+whether the rows are sentence pairs).
 Multitask, finetune, evaluate, search and the benchmarks read it back with `read_task` and
 never look at the files themselves, so adding a field (a prompt template) is a change here only.
 """
@@ -36,6 +37,9 @@ class Task:
     # name), and the text put before the input (default "<name>: ", pairs "<name> sentence1: ")
     label_words: dict[str, str] | None = None
     prefix: str | None = None
+    # whether its rows are sentence pairs (text, text_pair): models trained on it read two texts
+    # (bertfit predict asks for the second). None: not recorded (a labels.json from before)
+    sentence_pair: bool | None = None
     task_dir: Path | None = field(default=None, compare=False)
 
     @property

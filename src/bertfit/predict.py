@@ -1,0 +1,452 @@
+"""bertfit predict: label a file of new texts with a model directory bertfit wrote.
+
+    bertfit predict [MODEL_DIR] INPUT_FILE [--text-column body] [--pair-column second]
+
+Reads CSV, TSV, JSONL (JSON lines; .gz for these three) or Parquet, by the file name's ending or
+`--format`; encodes the text column (and `--pair-column` for a sentence-pair model) the way the
+model's manifest says it was trained (models.manifest: truncation, max_seq_length, the task's
+prefix for text-to-text models); scores it through evaluate's path (evaluation.model_scores:
+length-sorted batches, the family's score, bf16 where asked for and available); and writes
+every input row and column plus `prediction` (the label) and `prob_<label>` for each class, or
+`score` for a regression task, in the input's format (or the one `--output`'s name says).
+
+Any model directory bertfit's finetune stage wrote loads (models.family.load_trained): the
+stock classifier, a pooled or hierarchical head, a text-to-text model (the label words ranked,
+`prob_<label>` their softmax), a LoRA or prompt-tuning adapter on its base. Rows with a missing
+or blank text are refused with their row numbers (a prediction for no text would only be the
+class prior), as are an empty file, a missing column and a directory bertfit did not write.
+These errors are `PredictError`s; the console command prints the one-line message and exits
+with status 1, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+from transformers.utils import logging as hf_logging
+
+from bertfit import cli
+from bertfit.data.encoding import Preprocessing
+from bertfit.data.tasks import Task
+from bertfit.evaluation import class_probabilities, model_scores
+from bertfit.models.family import Trained, load_trained
+from bertfit.models.manifest import MANIFEST_FILE, Manifest, read_manifest
+from bertfit.training.hardware import use_bf16
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("csv", "tsv", "jsonl", "parquet")
+ENDINGS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+COMPRESSED = (".gz", ".bz2")  # pandas (de)compresses text formats by the file name
+DEFAULT_MODEL_DIR = Path("models/finetune")
+SHOWN_ROWS = 10  # row numbers listed in an error; the rest are counted
+
+
+class PredictError(ValueError):
+    """Bad input to bertfit predict (file, column, model directory); the message says the fix."""
+
+
+def format_of(path: Path) -> str | None:
+    """The format a file name says (`.csv`, `.tsv.gz`, `.jsonl`, `.parquet`, ...), else None."""
+    suffixes = [s.lower() for s in path.suffixes]
+    compressed = bool(suffixes) and suffixes[-1] in COMPRESSED
+    if compressed:
+        suffixes = suffixes[:-1]
+    found = ENDINGS.get(suffixes[-1]) if suffixes else None
+    return None if found == "parquet" and compressed else found
+
+
+def input_format(path: Path, fmt: str | None) -> str:
+    found = fmt or format_of(path)
+    if found is None:
+        raise PredictError(
+            f"{path}: cannot tell the format from the name; name the file .csv, .tsv, .jsonl or "
+            f".parquet (.gz for the text formats), or give --format {{{','.join(FORMATS)}}}"
+        )
+    return found
+
+
+def default_output(path: Path) -> Path:
+    """`<input stem>.predictions.<the input's ending>`, beside the input."""
+    suffixes = path.suffixes
+    n = 2 if len(suffixes) >= 2 and suffixes[-1].lower() in COMPRESSED else 1
+    ending = "".join(suffixes[-n:])
+    return path.with_name(f"{path.name[: len(path.name) - len(ending)]}.predictions{ending}")
+
+
+def read_input(path: Path, fmt: str) -> pd.DataFrame:
+    """The rows of a CSV / TSV (cells as text, so `007` stays `007`), JSONL or Parquet file."""
+    if not path.is_file():
+        what = "a directory, not a file" if path.is_dir() else "no such file"
+        raise PredictError(f"{path}: {what}; give the file of texts to predict")
+    if path.stat().st_size == 0:
+        raise PredictError(f"{path}: the file is empty (0 bytes); expected rows of texts")
+    try:
+        if fmt in ("csv", "tsv"):
+            df = pd.read_csv(
+                path, sep="\t" if fmt == "tsv" else ",", dtype=str, keep_default_na=False
+            )
+        elif fmt == "jsonl":
+            df = pd.read_json(path, lines=True, dtype=False)  # no date or number guessing
+        else:
+            df = pd.read_parquet(path)
+    except UnicodeDecodeError as err:
+        raise PredictError(
+            f"{path}: not valid UTF-8 (byte {err.start}); save the file as UTF-8"
+        ) from None
+    except pd.errors.EmptyDataError:
+        raise PredictError(f"{path}: the file holds no rows, not even a header line") from None
+    except (ValueError, OSError, pd.errors.ParserError) as err:  # pyarrow's errors are these
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise PredictError(
+            f"{path}: cannot read it as {fmt} ({first}); check the file, or give --format"
+        ) from None
+    if df.empty:
+        raise PredictError(
+            f"{path}: no rows (columns: {list(df.columns)}); expected at least one text"
+        )
+    return df
+
+
+def rows_named(rows: list[int]) -> str:
+    """1-based data row numbers, the first SHOWN_ROWS of them and a count of the rest."""
+    shown = ", ".join(str(i + 1) for i in rows[:SHOWN_ROWS])
+    more = len(rows) - SHOWN_ROWS
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+def is_missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def text_values(df: pd.DataFrame, column: str, where: object) -> list[str]:
+    """The column's texts; a value that is no text, or a missing or blank text, is an error."""
+    values = df[column].tolist()
+    for i, value in enumerate(values):
+        if not is_missing(value) and not isinstance(value, str):
+            raise PredictError(
+                f"{where}: column {column!r} must hold text, but data row {i + 1} holds "
+                f"{value!r} ({type(value).__name__}); name the text's column with --text-column"
+            )
+    blank = [i for i, v in enumerate(values) if is_missing(v) or not v.strip()]
+    if blank:
+        raise PredictError(
+            f"{where}: {len(blank)} of {len(values)} rows have no text in column {column!r} "
+            f"(data rows {rows_named(blank)}); drop those rows or fill them in"
+        )
+    return values
+
+
+def check_model_dir(model_dir: Path) -> tuple[Manifest, Task]:
+    """The manifest of a directory bertfit's finetune wrote, and its task; a PredictError for
+    any other directory."""
+    if not model_dir.is_dir():
+        if model_dir.is_file():
+            raise PredictError(
+                f"{model_dir}: a file, not a model directory; the model directory comes first: "
+                f"bertfit predict MODEL_DIR INPUT_FILE"
+            )
+        raise PredictError(
+            f"{model_dir}: no such model directory; give one bertfit's finetune stage wrote "
+            f"(default {DEFAULT_MODEL_DIR}, made by `dvc repro`)"
+        )
+    if not (model_dir / MANIFEST_FILE).is_file():
+        what = "a Hugging Face model directory" if (model_dir / "config.json").is_file() else ""
+        raise PredictError(
+            f"{model_dir}: not a model directory bertfit wrote{' (' + what + ')' if what else ''}"
+            f": {MANIFEST_FILE} is missing, which records the model's labels and how its inputs "
+            f"were built; point at {DEFAULT_MODEL_DIR} or another directory finetune wrote"
+        )
+    try:
+        manifest = read_manifest(model_dir)
+    except (ValueError, KeyError, TypeError) as err:  # json.JSONDecodeError is a ValueError
+        raise PredictError(
+            f"{model_dir / MANIFEST_FILE}: unreadable ({err}); write the model again with finetune"
+        ) from None
+    if manifest.head == "none":
+        raise PredictError(
+            f"{model_dir}: a bare encoder from the {manifest.stage} stage, with no classifier; "
+            f"predict with the finetune stage's model ({DEFAULT_MODEL_DIR})"
+        )
+    if manifest.task is None:
+        raise PredictError(
+            f"{model_dir}: the {manifest.stage} stage's model, one head per task "
+            f"({sorted(manifest.heads)}); predict takes a model of one task ({DEFAULT_MODEL_DIR})"
+        )
+    return manifest, manifest.task
+
+
+def check_inputs(
+    task: Task,
+    prep: Preprocessing | None,
+    model_dir: object,
+    df: pd.DataFrame,
+    text_column: str,
+    pair_column: str | None,
+    path: object,
+) -> None:
+    """The columns are there, the pair column matches the model, no output column is taken.
+    `model_dir` and `path` name the model and the input in the errors."""
+    wanted = [text_column] + ([pair_column] if pair_column else [])
+    missing = [c for c in wanted if c not in df.columns]
+    if missing:
+        raise PredictError(
+            f"{path}: no column {', '.join(map(repr, missing))}; columns present: "
+            f"{list(df.columns)}; name the text's column with --text-column"
+            + (" (and the second text's with --pair-column)" if task.sentence_pair else "")
+        )
+    if task.sentence_pair and pair_column is None:
+        raise PredictError(
+            f"{model_dir}: the model reads sentence pairs (task {task.name}: text and "
+            f"text_pair); name the second text's column with --pair-column"
+        )
+    if task.sentence_pair is False and pair_column is not None:
+        raise PredictError(
+            f"{model_dir}: the model reads single texts (task {task.name}); drop --pair-column"
+        )
+    if task.sentence_pair is None:
+        log.info(
+            "%s's manifest does not say whether it reads sentence pairs (written before bertfit "
+            "recorded it): predicting on %s",
+            model_dir,
+            "pairs" if pair_column else "single texts",
+        )
+    if pair_column is not None and prep is not None and prep.truncation == "hierarchical":
+        raise PredictError(
+            f"{model_dir}: the model reads single texts in pieces (truncation hierarchical); "
+            "drop --pair-column"
+        )
+    taken = [c for c in output_columns(task) if c in df.columns]
+    if taken:
+        raise PredictError(
+            f"{path}: already has column(s) {taken}, which predict writes; rename or drop them "
+            "(is it a predictions file already?)"
+        )
+
+
+def output_columns(task: Task) -> list[str]:
+    if task.problem == "regression":
+        return ["score"]
+    return ["prediction"] + [f"prob_{label}" for label in task.labels]
+
+
+def input_rows(
+    df: pd.DataFrame, text_column: str, pair_column: str | None, where: object
+) -> pd.DataFrame:
+    """The model's inputs: `text` (and `text_pair`) from the named columns, each checked."""
+    rows = pd.DataFrame({"text": text_values(df, text_column, where)})
+    if pair_column is not None:
+        rows["text_pair"] = text_values(df, pair_column, where)
+    return rows
+
+
+def prediction_columns(
+    trained: Trained,
+    rows: pd.DataFrame,
+    batch_size: int = 64,
+    bf16: bool = False,
+    disable_progress: bool | None = False,
+) -> dict[str, Any]:
+    """`prediction` and `prob_<label>` (or `score`) for input_rows(), encoded by the model's
+    own encoder (its manifest's preprocessing) and scored as evaluate scores the test split."""
+    task = trained.task
+    dataset = trained.encoder().inputs(rows, task)
+    scores = model_scores(trained, dataset, task, batch_size, bf16, disable_progress)
+    if task.problem == "regression":
+        return {"score": scores[:, 0].astype(float)}
+    probs = class_probabilities(scores).astype(float)
+    columns: dict[str, Any] = {"prediction": [task.labels[i] for i in scores.argmax(-1)]}
+    return columns | {f"prob_{label}": probs[:, i] for i, label in enumerate(task.labels)}
+
+
+def predict_frame(
+    trained: Trained,
+    df: pd.DataFrame,
+    text_column: str = "text",
+    pair_column: str | None = None,
+    batch_size: int = 64,
+    bf16: bool = False,
+) -> pd.DataFrame:
+    """`df` with the predictions of a loaded model (load_trained) added, for Python callers."""
+    manifest = trained.manifest
+    check_inputs(
+        trained.task, manifest.preprocessing, "the model", df, text_column, pair_column, "df"
+    )
+    rows = input_rows(df, text_column, pair_column, "df")
+    return df.assign(**prediction_columns(trained, rows, batch_size, bf16))
+
+
+def write_output(df: pd.DataFrame, path: Path, fmt: str) -> None:
+    """Write atomically; the temporary name keeps the endings, so pandas infers compression."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{path.name}")
+    if fmt in ("csv", "tsv"):
+        df.to_csv(tmp, sep="\t" if fmt == "tsv" else ",", index=False)
+    elif fmt == "jsonl":
+        df.to_json(tmp, orient="records", lines=True, force_ascii=False)
+    else:  # a RangeIndex stays metadata; another index round-trips as in the input
+        df.to_parquet(tmp)
+    os.replace(tmp, path)
+
+
+def predict_file(
+    input_file: Path,
+    model_dir: Path = DEFAULT_MODEL_DIR,
+    output_file: Path | None = None,
+    text_column: str = "text",
+    pair_column: str | None = None,
+    fmt: str | None = None,
+    batch_size: int = 64,
+    mixed_precision: str = "auto",
+    disable_progress: bool | None = False,
+) -> Path:
+    """Predict every row of `input_file` with the model in `model_dir`; returns the output path.
+
+    `fmt` overrides the format the input's name says; the output is written in the format its
+    own name says, else the input's. The files, columns and texts are checked before the model
+    loads.
+    """
+    input_file, model_dir = Path(input_file), Path(model_dir)
+    manifest, task = check_model_dir(model_dir)
+    fmt = input_format(input_file, fmt)
+    output_file = Path(output_file) if output_file is not None else default_output(input_file)
+    out_fmt = format_of(output_file) or fmt
+    if output_file.resolve() == input_file.resolve():
+        raise PredictError(f"{output_file}: the output would overwrite the input; give --output")
+    df = read_input(input_file, fmt)
+    check_inputs(task, manifest.preprocessing, model_dir, df, text_column, pair_column, input_file)
+    rows = input_rows(df, text_column, pair_column, input_file)
+
+    bf16 = use_bf16(mixed_precision)
+    trained = load_trained(model_dir)
+    log.info(
+        "predicting %d rows of %s with %s (%s family, %s head, method %s; task %s, %s); bf16 %s",
+        len(df),
+        input_file,
+        model_dir,
+        manifest.family,
+        manifest.head,
+        manifest.method,
+        task.name,
+        task.problem,
+        bf16,
+    )
+    out = df.assign(**prediction_columns(trained, rows, batch_size, bf16, disable_progress))
+    write_output(out, output_file, out_fmt)
+    if task.problem == "classification":
+        counts = Counter(out["prediction"])
+        log.info("predicted %s", json.dumps({label: counts[label] for label in task.labels}))
+    log.info("wrote %d rows to %s", len(out), output_file)
+    return output_file
+
+
+def positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "model_dir",
+        nargs="?",
+        type=Path,
+        default=DEFAULT_MODEL_DIR,
+        help=f"a model directory bertfit's finetune wrote (default: {DEFAULT_MODEL_DIR})",
+    )
+    parser.add_argument(
+        "input_file", type=Path, help="the texts: .csv, .tsv, .jsonl (.gz for these) or .parquet"
+    )
+    parser.add_argument(
+        "--text-column", default="text", help="the column holding the texts (default: text)"
+    )
+    parser.add_argument(
+        "--pair-column",
+        default=None,
+        help="the column of the second texts, for a model trained on sentence pairs",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="where to write (default: <input stem>.predictions.<input's ending>, beside it)",
+    )
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default=None,
+        help="the input's format, when its name does not say it",
+    )
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=64, help="texts per batch (default: 64)"
+    )
+    parser.add_argument(
+        "--mixed-precision",
+        choices=("auto", "no"),
+        default="auto",
+        help="auto: bf16 autocast where the GPU or CPU has bf16 arithmetic; no: fp32",
+    )
+
+
+@contextmanager
+def bars_on_a_terminal_only() -> Iterator[None]:
+    """Off a terminal (a log file, CI), no progress bars: datasets' tokenising and transformers'
+    weight-loading bars are switched off here; predict_scores' is told disable=None."""
+    if sys.stderr.isatty():
+        yield
+        return
+    datasets_bars = not are_progress_bars_disabled()
+    transformers_bars = hf_logging.is_progress_bar_enabled()
+    if datasets_bars:
+        disable_progress_bars()
+    if transformers_bars:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if datasets_bars:
+            enable_progress_bars()
+        if transformers_bars:
+            hf_logging.enable_progress_bar()
+
+
+def run(args: argparse.Namespace) -> None:
+    """The subcommand: progress bars only on a terminal, user errors as one line, exit 1."""
+    cli.configure_logging()
+    try:
+        with bars_on_a_terminal_only():
+            predict_file(
+                args.input_file,
+                args.model_dir,
+                args.output,
+                args.text_column,
+                args.pair_column,
+                args.format,
+                args.batch_size,
+                args.mixed_precision,
+                disable_progress=None,
+            )
+    except PredictError as err:
+        raise SystemExit(f"bertfit predict: error: {err}") from None
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`bertfit predict ARGS`, given the subcommand's arguments (`python -m bertfit.predict`)."""
+    cli.main(["predict", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    main()
