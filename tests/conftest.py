@@ -59,6 +59,7 @@ TINY_FINETUNE = {
     # other behaviour count epochs and tokens; tests/test_budget.py turns them on
     "min_train_steps": None,
     "max_train_epochs": 100,
+    "min_train_batch_size": None,
     "min_validations": 1,
     "early_stopping_patience": None,
     "selection_tolerance": 0.0,  # the strict best: tests of selection count on its step

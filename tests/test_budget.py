@@ -50,6 +50,33 @@ def test_a_small_set_trains_more_epochs_up_to_the_cap(tmp_path: Path) -> None:
     assert length_for(100, tmp_path, num_train_epochs=2, min_train_steps=None).epochs == 2
 
 
+def test_a_very_small_set_also_gets_a_smaller_batch(tmp_path: Path) -> None:
+    rule = {"min_train_steps": 400, "min_train_batch_size": 8}
+    # 500 texts (sst2_500, trec_500): 21 steps an epoch at 24, 210 in 10 epochs; at 12, 42 an
+    # epoch reach 400 in 10 (13 would be 39 an epoch, 390)
+    length = length_for(500, tmp_path, num_train_epochs=1, **rule)
+    assert (length.batch_size, length.steps_per_epoch, length.epochs, length.steps) == (
+        12, 42, 10, 420
+    )  # fmt: skip
+    assert "so the batch shrinks from 24 to 12 (finetune.min_train_batch_size 8)" in length.reason
+    batch24 = {"num_train_epochs": 1, "per_device_train_batch_size": 24}
+    params = FinetuneParams(**(TINY_FINETUNE | RULE | rule | batch24))
+    assert finetune_arguments(params, tmp_path, length=length).per_device_train_batch_size == 12
+    # 100 texts would need batch 5; the floor holds at 8: 13 steps an epoch, 130 in 10
+    length = length_for(100, tmp_path, num_train_epochs=1, **rule)
+    assert (length.batch_size, length.steps) == (8, 130)
+    # a set the epochs suffice for keeps its batch (1,400 texts: 59 an epoch, 7 epochs)
+    length = length_for(1400, tmp_path, num_train_epochs=1, **rule)
+    assert (length.batch_size, length.epochs, length.steps) == (24, 7, 413)
+    assert "batch shrinks" not in length.reason
+    # null, or a floor not below the batch, never shrinks it
+    for floor in (None, 24, 32):
+        length = length_for(
+            500, tmp_path, num_train_epochs=1, **(rule | {"min_train_batch_size": floor})
+        )
+        assert (length.batch_size, length.steps) == (24, 210)
+
+
 def test_max_train_epochs_below_num_train_epochs_is_refused() -> None:
     data = {"finetune": TINY_FINETUNE | {"num_train_epochs": 4, "max_train_epochs": 3}}
     with pytest.raises(ValueError, match=r"max_train_epochs \(3\) must be at least num_train_"):

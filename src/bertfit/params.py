@@ -347,6 +347,11 @@ class FinetuneParams(AdaptableParams):
         "many optimisation steps; null = num_train_epochs only",
     )
     max_train_epochs: float = Field(gt=0, description="the most epochs min_train_steps may add")
+    min_train_batch_size: int | None = Field(
+        gt=0,
+        description="when max_train_epochs still fall short of min_train_steps, the batch "
+        "shrinks, down to this; null = never",
+    )
     min_validations: int = Field(
         gt=0,
         description="validate each epoch, or this many times evenly when there are fewer epochs",

@@ -6,9 +6,11 @@ a classifier in one or two epochs, and at 128 tokens most of each review is cut 
 
 - Training length (`training_length`): `num_train_epochs`, raised until the run has at least
   `min_train_steps` optimisation steps, but never beyond `max_train_epochs`; a large set keeps
-  its epochs. Validation runs each epoch, or, when the run has fewer than `min_validations`
-  epochs, every steps / min_validations steps, so the best point is chosen among several even
-  in a one-epoch run. `early_stopping_patience` validations in a row that selection does not
+  its epochs. When even `max_train_epochs` fall short (a few hundred rows), the batch shrinks
+  too, never below `min_train_batch_size`, to the largest that reaches the steps. Validation
+  runs each epoch, or, when the run has fewer than `min_validations` epochs, every
+  steps / min_validations steps, so the best point is chosen among several even in a
+  one-epoch run. `early_stopping_patience` validations in a row that selection does not
   keep (none better than the best, nor within `selection_tolerance` of it) end the run
   (EarlyStopping below).
 - Input length (`input_length`): when more than `long_text_share` of the train texts are longer
@@ -128,24 +130,27 @@ class TrainingLength:
     steps_per_epoch: int
     eval_steps: int | None  # None: validation at each epoch's end
     reason: str
+    batch_size: int  # per device: per_device_train_batch_size, or less on a very small set
 
 
-def steps_per_epoch(args: TrainingArguments, examples: int) -> int:
-    """Optimisation steps in one pass over `examples` (as the Trainer counts them)."""
-    batches = math.ceil(examples / (args.per_device_train_batch_size * args.world_size))
+def steps_per_epoch(args: TrainingArguments, examples: int, batch_size: int | None = None) -> int:
+    """Optimisation steps in one pass over `examples` (as the Trainer counts them), at
+    `batch_size` per device (default: the arguments')."""
+    batch_size = batch_size or args.per_device_train_batch_size
+    batches = math.ceil(examples / (batch_size * args.world_size))
     return max(batches // args.gradient_accumulation_steps, 1)
 
 
 def training_length(
     params: FinetuneParams, args: TrainingArguments, examples: int
 ) -> TrainingLength:
-    """Epochs and validation interval: the rule in this module's docstring."""
+    """Epochs, batch and validation interval: the rule in this module's docstring."""
+    batch = args.per_device_train_batch_size
     per_epoch = steps_per_epoch(args, examples)
     epochs = params.num_train_epochs
     reason = "finetune.num_train_epochs"
     if params.min_train_steps is not None and per_epoch * epochs < params.min_train_steps:
         wanted = math.ceil(params.min_train_steps / per_epoch)
-        epochs = max(epochs, min(float(wanted), params.max_train_epochs))
         reason = (
             f"num_train_epochs {params.num_train_epochs:g} would be "
             f"{math.ceil(per_epoch * params.num_train_epochs)} steps, fewer than "
@@ -153,11 +158,37 @@ def training_length(
         )
         if wanted > params.max_train_epochs:
             reason += f", capped at finetune.max_train_epochs {params.max_train_epochs:g}"
+            batch = smaller_batch(params, args, examples)
+            if batch != args.per_device_train_batch_size:
+                per_epoch = steps_per_epoch(args, examples, batch)
+                wanted = math.ceil(params.min_train_steps / per_epoch)
+                reason += (
+                    f", so the batch shrinks from {args.per_device_train_batch_size} to {batch}"
+                    f" (finetune.min_train_batch_size {params.min_train_batch_size})"
+                )
+        epochs = max(epochs, min(float(wanted), params.max_train_epochs))
     steps = math.ceil(per_epoch * epochs)
     eval_steps = None
     if epochs < params.min_validations:
         eval_steps = max(math.ceil(steps / params.min_validations), 1)
-    return TrainingLength(epochs, steps, per_epoch, eval_steps, reason)
+    return TrainingLength(epochs, steps, per_epoch, eval_steps, reason, batch)
+
+
+def smaller_batch(params: FinetuneParams, args: TrainingArguments, examples: int) -> int:
+    """The largest per-device batch, not below min_train_batch_size, with which
+    max_train_epochs reach min_train_steps (min_train_batch_size when none does); the
+    configured batch when min_train_batch_size is null or not below it."""
+    floor = params.min_train_batch_size
+    configured = args.per_device_train_batch_size
+    if params.min_train_steps is None or floor is None or floor >= configured:
+        return configured
+    for batch in range(configured, floor - 1, -1):
+        if (
+            steps_per_epoch(args, examples, batch) * params.max_train_epochs
+            >= params.min_train_steps
+        ):
+            return batch
+    return floor
 
 
 class EarlyStopping(TrainerCallback):

@@ -103,6 +103,9 @@ def finetune_arguments(
         params,
         work_dir,
         num_train_epochs=epochs,
+        per_device_train_batch_size=(
+            params.per_device_train_batch_size if length is None else length.batch_size
+        ),
         train_sampling_strategy=params.train_sampling_strategy,
         **every,
         **saving(resumable, **when),

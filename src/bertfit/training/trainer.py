@@ -54,9 +54,10 @@ LOSS_FIELDS = ["step", "epoch", "loss", "learning_rate"]
 
 
 def training_arguments(params: TrainingParams, output_dir: Path, **stage: Any) -> TrainingArguments:
-    """The stage's TrainingArguments: shared params, the machine's settings, then `stage`'s."""
+    """The stage's TrainingArguments: shared params and the machine's settings, then `stage`'s
+    (which override them)."""
     warmup = params.warmup_steps if params.warmup_steps is not None else params.warmup_ratio
-    return TrainingArguments(
+    shared = dict(
         output_dir=str(output_dir),
         seed=params.seed,
         learning_rate=params.learning_rate,
@@ -73,8 +74,8 @@ def training_arguments(params: TrainingParams, output_dir: Path, **stage: Any) -
         # (relative-step mode is set up by BertfitTrainer.create_optimizer)
         **({"optim": "adafactor"} if params.optimizer == "adafactor" else {}),
         **device_arguments(use_bf16(params.mixed_precision)),
-        **stage,
     )
+    return TrainingArguments(**(shared | stage))
 
 
 class BertfitTrainer(Trainer):
