@@ -52,24 +52,30 @@ def test_a_small_set_trains_more_epochs_up_to_the_cap(tmp_path: Path) -> None:
 
 def test_a_very_small_set_also_gets_a_smaller_batch(tmp_path: Path) -> None:
     rule = {"min_train_steps": 400, "min_train_batch_size": 8}
-    # 500 texts (sst2_500, trec_500): 21 steps an epoch at 24, 210 in 10 epochs; at 12, 42 an
-    # epoch reach 400 in 10 (13 would be 39 an epoch, 390)
+    # 500 texts (sst2_500, trec_500): 21 steps an epoch at 24 would be 210 in 10 epochs; at 8,
+    # 63 an epoch reach 400 in 7
     length = length_for(500, tmp_path, num_train_epochs=1, **rule)
     assert (length.batch_size, length.steps_per_epoch, length.epochs, length.steps) == (
-        12, 42, 10, 420
+        8, 63, 7, 441
     )  # fmt: skip
-    assert "so the batch shrinks from 24 to 12 (finetune.min_train_batch_size 8)" in length.reason
+    assert length.reason.endswith(
+        "fewer than finetune.min_train_steps 400 in finetune.max_train_epochs 10, so the batch "
+        "drops from 24 to 8 (finetune.min_train_batch_size)"
+    )
     batch24 = {"num_train_epochs": 1, "per_device_train_batch_size": 24}
     params = FinetuneParams(**(TINY_FINETUNE | RULE | rule | batch24))
-    assert finetune_arguments(params, tmp_path, length=length).per_device_train_batch_size == 12
-    # 100 texts would need batch 5; the floor holds at 8: 13 steps an epoch, 130 in 10
+    assert finetune_arguments(params, tmp_path, length=length).per_device_train_batch_size == 8
+    # 100 texts: 13 steps an epoch at 8, still capped at 10 epochs
     length = length_for(100, tmp_path, num_train_epochs=1, **rule)
-    assert (length.batch_size, length.steps) == (8, 130)
+    assert (length.batch_size, length.epochs, length.steps) == (8, 10, 130)
+    assert length.reason.endswith(
+        "(finetune.min_train_batch_size), capped at finetune.max_train_epochs 10"
+    )
     # a set the epochs suffice for keeps its batch (1,400 texts: 59 an epoch, 7 epochs)
     length = length_for(1400, tmp_path, num_train_epochs=1, **rule)
     assert (length.batch_size, length.epochs, length.steps) == (24, 7, 413)
-    assert "batch shrinks" not in length.reason
-    # null, or a floor not below the batch, never shrinks it
+    assert "batch drops" not in length.reason
+    # null, or a floor not below the batch, keeps it
     for floor in (None, 24, 32):
         length = length_for(
             500, tmp_path, num_train_epochs=1, **(rule | {"min_train_batch_size": floor})

@@ -338,6 +338,28 @@ class MultitaskParams(AdaptableParams):
             raise ValueError(f"tasks must be distinct, repeated: {repeated}")
         return self
 
+    def skipped_because(self, target: str) -> str | None:
+        """Why multitask passes its input model through, or None when it trains.
+
+        Off, or the target is not in the multitask set. Sun et al.'s multi-task fine-tuning
+        (section 5.2) trains the target together with other tasks and then fine-tunes it alone;
+        without the target, multitask would spend the run training heads that finetune never
+        uses (for a user's own target: the four demo tasks), so it passes the model through,
+        and the target joins only when listed (issue 13; README, "Your own files").
+        """
+        if not self.enabled:
+            return "multitask.enabled is false"
+        if target not in self.tasks:
+            return (
+                f"the target {target!r} is not in multitask.tasks {self.tasks} (add it there to "
+                "train it together with them)"
+            )
+        return None
+
+    def trained_tasks(self, target: str) -> list[str]:
+        """The tasks multitask trains for `target`: none when it passes the model through."""
+        return [] if self.skipped_because(target) else list(self.tasks)
+
 
 class FinetuneParams(AdaptableParams):
     num_train_epochs: float = Field(gt=0)
@@ -349,8 +371,8 @@ class FinetuneParams(AdaptableParams):
     max_train_epochs: float = Field(gt=0, description="the most epochs min_train_steps may add")
     min_train_batch_size: int | None = Field(
         gt=0,
-        description="when max_train_epochs still fall short of min_train_steps, the batch "
-        "shrinks, down to this; null = never",
+        description="when max_train_epochs still fall short of min_train_steps, the batch drops "
+        "to this (if smaller); null = never",
     )
     min_validations: int = Field(
         gt=0,
