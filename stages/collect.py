@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     params = parse_section(data, "collect", str(args.params))
     corpus = parse_section(data, "pretrain", str(args.params)).corpus
     multitask = parse_section(data, "multitask", str(args.params))
-    multitask_tasks = multitask.tasks if multitask.enabled else []
+    multitask_tasks = multitask.trained_tasks(target)  # none when multitask passes through
     log.info(
         "target %s; corpus %s; multitask tasks %s; model %s; %s",
         target,

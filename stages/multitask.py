@@ -1,9 +1,9 @@
 """multitask: multi-task fine-tuning of the pretrained encoder, one head per task.
 
-Reads params.yaml (tasks, model.max_seq_length, multitask), models/pretrain/ and
+Reads params.yaml (target, tasks, model.max_seq_length, multitask), models/pretrain/ and
 data/tasks/<task>/ for every task in multitask.tasks; writes models/multitask/ (a standard HF
-encoder directory plus multitask_heads/; the pretrained model unchanged when disabled) and
-reports/multitask/{metrics.json,validation.csv,loss.csv}.
+encoder directory plus multitask_heads/; the pretrained model unchanged when disabled or when
+the target is not in multitask.tasks) and reports/multitask/{metrics.json,validation.csv,loss.csv}.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bertfit.cli import configure_logging, stage_parser
 from bertfit.data.tasks import read_task
-from bertfit.params import parse_section, read_params_file
+from bertfit.params import parse_section, parse_target, parse_tasks, read_params_file
 from bertfit.phases import stage_run
 from bertfit.training.multitask import multitask
 
@@ -36,11 +36,12 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging()
 
     data = read_params_file(args.params)
+    target = parse_target(data, parse_tasks(data, str(args.params)), str(args.params))
     model = parse_section(data, "model", str(args.params))
     params = parse_section(data, "multitask", str(args.params))
-    log.info("base model %s; %s", args.base_model_dir, params)
+    log.info("target %s; base model %s; %s", target, args.base_model_dir, params)
     # collect refuses tasks missing from the catalogue, so each has its directory
-    tasks = [read_task(args.data_dir / "tasks" / t) for t in params.tasks] if params.enabled else []
+    tasks = [read_task(args.data_dir / "tasks" / t) for t in params.trained_tasks(target)]
     with stage_run("multitask"):
         multitask(
             args.base_model_dir,
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> None:
             args.model_dir,
             args.report_dir,
             args.checkpoint_dir,
+            target,
         )
 
 

@@ -42,7 +42,13 @@ def main(argv: list[str] | None = None) -> None:
     start = scratch_model_dir(model.name, args.scratch_dir)
     with stage_run("pretrain"):
         pretrain(
-            start, args.corpus_dir, params, args.model_dir, args.report_dir, args.checkpoint_dir
+            start,
+            args.corpus_dir,
+            params,
+            args.model_dir,
+            args.report_dir,
+            args.checkpoint_dir,
+            base_model=model.name,
         )
 
 

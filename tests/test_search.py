@@ -8,7 +8,7 @@ import yaml
 
 from bertfit import search
 from bertfit.params import parse_section
-from tests.test_stages import ready_for_finetune, trec_files  # noqa: F401 (fixture)
+from tests.test_stages import ready_for_finetune
 
 SPACE = {
     "n_trials": 3,
@@ -25,7 +25,7 @@ SPACE = {
 def test_search_runs_trials_on_validation_and_writes_the_best_override(
     tmp_path: Path,
     tiny_model_dir: Path,
-    trec_files: dict,  # noqa: F811
+    trec_files: dict,
 ) -> None:
     c = ready_for_finetune(tmp_path, tiny_model_dir, trec_files, search=SPACE)
     (c.data / "tasks" / "trec" / "test.parquet").unlink()  # the search must never read test

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import re
 import shlex
 import shutil
@@ -49,24 +50,6 @@ def write_params(path: Path, model_name: str, tasks: dict, target: str, **overri
         params[section] = params.get(section, {}) | values
     path.write_text(yaml.safe_dump(params), encoding="utf-8")
     return path
-
-
-@pytest.fixture()
-def trec_files(tmp_path: Path, trec_sample: dict[str, list[dict]]) -> dict:
-    """A files-source task made of real TREC rows."""
-    for split, rows in trec_sample.items():
-        pd.DataFrame(rows).to_json(tmp_path / f"{split}.jsonl", orient="records", lines=True)
-    return {
-        "trec": {
-            "domain": "question",
-            "source": {
-                "kind": "files",
-                "train": "train.jsonl",
-                "validation": "validation.jsonl",
-                "test": "test.jsonl",
-            },
-        }
-    }
 
 
 def dvc_arguments() -> dict[str, dict[str, str]]:
@@ -440,6 +423,44 @@ def test_multitask_task_missing_from_the_catalogue_fails_collect(
     )
     with pytest.raises(ValueError, match=r"multitask.tasks: \['yelp'\] not in the catalogue"):
         Chain(tmp_path, params_file, tmp_path).collect()
+
+
+def test_a_target_outside_multitask_tasks_passes_multitask_through(
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    trec_files: dict,
+    trec_sample: dict,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A user's own target with the demo multitask set: neither collect nor multitask spends
+    time on the other tasks; the log says why and how to include the target (issue 13)."""
+    params_file = trec_and_qlen_params(
+        tmp_path,
+        str(tiny_model_dir),
+        trec_files,
+        trec_sample,
+        multitask={"enabled": True, "tasks": ["qlen"]},
+        pretrain={"corpus": "none"},
+    )
+    c = Chain(tmp_path, params_file, tmp_path)
+    c.collect()
+    assert sorted(p.name for p in (c.data / "tasks").iterdir()) == ["trec"]  # qlen not read
+    assert sorted(json.loads(c.stats.read_text())) == ["corpus", "trec"]
+    c.pretrain()
+    with caplog.at_level(logging.INFO, logger="bertfit.training.multitask"):
+        c.multitask()
+    said = [r.getMessage() for r in caplog.records if r.name == "bertfit.training.multitask"]
+    assert any(
+        "the target 'trec' is not in multitask.tasks ['qlen'] (add it there to train it "
+        "together with them): "
+        in m
+        and m.endswith("passed through unchanged")
+        for m in said
+    ), said
+    assert json.loads((c.mt_reports / "metrics.json").read_text()) == {"enabled": False}
+    manifest = json.loads((c.multitasked / "bertfit_model.json").read_text())
+    assert manifest["head"] == "none" and not (c.multitasked / "multitask_heads").exists()
+    assert manifest["recipe"][-1]["reason"].startswith("the target 'trec' is not in")
 
 
 @pytest.mark.slow

@@ -135,7 +135,7 @@ def model_scores(
     task: Task,
     batch_size: int,
     bf16: bool,
-    disable_progress: bool | None = False,
+    disable_progress: bool | None = None,
 ) -> np.ndarray:
     """[rows, num_labels] scores of a loaded model directory on rows its `encoder()` tokenised.
 

@@ -15,6 +15,8 @@ from datasets import Dataset
 from torch import nn
 from tqdm.auto import tqdm
 
+from bertfit import cli
+
 Batch = dict[str, torch.Tensor]
 NOT_INPUTS = ("labels", "length")
 
@@ -26,14 +28,14 @@ def predict_scores(
     collator: Callable[[list[dict]], Batch],
     score: Callable[[nn.Module, Batch], torch.Tensor],
     bf16: bool = False,
-    disable_progress: bool | None = False,
+    disable_progress: bool | None = None,
 ) -> np.ndarray:
     """[rows, num_labels] scores for every row of a tokenised dataset (with `length`), in order.
 
     `collator` batches the rows (the family's: dynamic padding, ChunkCollator for hierarchical
     rows); `score` is the family's. `bf16`: autocast to bf16 (the caller checks the device has
-    it: training.hardware.use_bf16). `disable_progress` is tqdm's `disable`: None shows the
-    bar only when stderr is a terminal (bertfit predict).
+    it: training.hardware.use_bf16). `disable_progress`: None shows the bar where
+    cli.progress_bars says (stderr is a terminal), True / False never / always.
     """
     model.eval()
     device = next(model.parameters()).device
@@ -41,9 +43,10 @@ def predict_scores(
     order = np.argsort(np.asarray(dataset["length"]), kind="stable")
     out: np.ndarray | None = None
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+    disable = not cli.progress_bars() if disable_progress is None else disable_progress
     with torch.inference_mode(), autocast:
         batches = range(0, len(order), batch_size)
-        for start in tqdm(batches, desc="predicting", unit="batch", disable=disable_progress):
+        for start in tqdm(batches, desc="predicting", unit="batch", disable=disable):
             idx = order[start : start + batch_size]
             rows = dataset.select(idx).select_columns(features)
             batch = {k: v.to(device) for k, v in collator(rows.to_list()).items()}

@@ -28,14 +28,10 @@ import math
 import os
 import sys
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
-from transformers.utils import logging as hf_logging
 
 from bertfit import cli
 from bertfit.data.encoding import Preprocessing
@@ -257,7 +253,7 @@ def prediction_columns(
     rows: pd.DataFrame,
     batch_size: int = 64,
     bf16: bool = False,
-    disable_progress: bool | None = False,
+    disable_progress: bool | None = None,
 ) -> dict[str, Any]:
     """`prediction` and `prob_<label>` (or `score`) for input_rows(), encoded by the model's
     own encoder (its manifest's preprocessing) and scored as evaluate scores the test split."""
@@ -310,7 +306,7 @@ def predict_file(
     fmt: str | None = None,
     batch_size: int = 64,
     mixed_precision: str = "auto",
-    disable_progress: bool | None = False,
+    disable_progress: bool | None = None,
 ) -> Path:
     """Predict every row of `input_file` with the model in `model_dir`; returns the output path.
 
@@ -401,44 +397,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-@contextmanager
-def bars_on_a_terminal_only() -> Iterator[None]:
-    """Off a terminal (a log file, CI), no progress bars: datasets' tokenising and transformers'
-    weight-loading bars are switched off here; predict_scores' is told disable=None."""
-    if sys.stderr.isatty():
-        yield
-        return
-    datasets_bars = not are_progress_bars_disabled()
-    transformers_bars = hf_logging.is_progress_bar_enabled()
-    if datasets_bars:
-        disable_progress_bars()
-    if transformers_bars:
-        hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if datasets_bars:
-            enable_progress_bars()
-        if transformers_bars:
-            hf_logging.enable_progress_bar()
-
-
 def run(args: argparse.Namespace) -> None:
-    """The subcommand: progress bars only on a terminal, user errors as one line, exit 1."""
+    """The subcommand: progress bars only on a terminal (cli.progress_bars, applied by
+    configure_logging), user errors as one line, exit 1."""
     cli.configure_logging()
     try:
-        with bars_on_a_terminal_only():
-            predict_file(
-                args.input_file,
-                args.model_dir,
-                args.output,
-                args.text_column,
-                args.pair_column,
-                args.format,
-                args.batch_size,
-                args.mixed_precision,
-                disable_progress=None,
-            )
+        predict_file(
+            args.input_file,
+            args.model_dir,
+            args.output,
+            args.text_column,
+            args.pair_column,
+            args.format,
+            args.batch_size,
+            args.mixed_precision,
+        )
     except PredictError as err:
         raise SystemExit(f"bertfit predict: error: {err}") from None
 

@@ -60,6 +60,11 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def json_values(data: Mapping[str, Any]) -> dict[str, Any]:
+    """`data` as write_json writes it and json.load reads it back (plain floats, NaN as None)."""
+    return json.loads(json.dumps(_plain(data)))
+
+
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
     write_text(path, json.dumps(_plain(data), indent=2, sort_keys=True) + "\n")
 

@@ -23,7 +23,7 @@ from transformers import PreTrainedTokenizerBase
 from bertfit.data.corpus import build_corpus, collected_tasks, corpus_tasks
 from bertfit.data.sources import SPLITS, load_task
 from bertfit.data.splits import PreparedTask, prepare_task
-from bertfit.data.tasks import Task, write_parquet, write_task
+from bertfit.data.tasks import STATS_FILE, Task, write_parquet, write_task
 from bertfit.models.loading import check_model, load_tokenizer
 from bertfit.models.scratch import is_scratch, write_scratch_dir
 from bertfit.params import CollectParams, TaskSpec
@@ -228,6 +228,8 @@ def collect(
     for name, task in prepared.items():
         with phase("token statistics"):
             all_stats[name] = describe(task, tokenizer, max_seq_length)
+        source = tasks[name].source.model_dump(mode="json")
+        write_json(data_dir / "tasks" / name / STATS_FILE, {"source": source} | all_stats[name])
         share = all_stats[name]["unknown_token_share"]
         log.info("%s: %.2f%% of tokens are the unknown token", name, 100 * share)
         warn_unknown_tokens(name, share, params.warn_unknown_token_share, model_name)

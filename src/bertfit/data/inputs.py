@@ -80,7 +80,7 @@ def collect_tasks(data: dict[str, Any], source: str) -> tuple[dict[str, TaskSpec
     target = parse_target(data, tasks, source)
     corpus = parse_section(data, "pretrain", source).corpus
     multitask = parse_section(data, "multitask", source)
-    chosen = [t for t in multitask.tasks if t in tasks] if multitask.enabled else []
+    chosen = [t for t in multitask.trained_tasks(target) if t in tasks]
     return tasks, collected_tasks(corpus, target, tasks, chosen)
 
 

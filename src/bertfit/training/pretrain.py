@@ -10,6 +10,7 @@ a killed stage resumes from the last one when run again with the same settings
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,8 @@ from accelerate import PartialState
 from transformers import TrainingArguments, set_seed
 
 from bertfit.models.family import family_for
-from bertfit.models.loading import load_tokenizer
-from bertfit.models.manifest import Manifest
+from bertfit.models.loading import base_model_info, load_tokenizer, resolve_model_name
+from bertfit.models.manifest import Manifest, recipe_of
 from bertfit.params import PretrainParams
 from bertfit.phases import phase
 from bertfit.reporting import check_writable
@@ -67,12 +68,20 @@ def pretrain(
     output_dir: Path,
     report_dir: Path,
     checkpoint_dir: Path,
+    base_model: str | None = None,
 ) -> dict[str, Any]:
-    """Further-pretrain model_name on the corpus and save a standard HF directory."""
+    """Further-pretrain model_name on the corpus and save a standard HF directory.
+
+    `base_model`: the `model.name` the run starts from, for the recipe (model_name is the
+    directory collect built for a scratch model; by default model_name itself)."""
     check_writable(output_dir.parent, report_dir, checkpoint_dir.parent)
     family = family_for(model_name)
+    recipe = recipe_of(Path(resolve_model_name(model_name)))
+    entry = {"stage": "pretrain", "base_model": base_model_info(base_model or model_name)}
     manifest = Manifest(family=family.name, head="none", stage="pretrain")
     if params.corpus == "none":
+        entry |= {"ran": False, "reason": "pretrain.corpus is none"}
+        manifest = replace(manifest, recipe=[*recipe, entry])
         return skip(model_name, output_dir, manifest, report_dir)
 
     set_seed(params.seed)
@@ -114,6 +123,22 @@ def pretrain(
     trainer.accelerator.wait_for_everyone()
     if not trainer.is_world_process_zero():
         return {}
+    entry |= {
+        "ran": True,
+        "objective": objective.name,
+        "corpus": params.corpus,
+        "train_blocks": len(train_ds),
+        "max_seq_length": params.max_seq_length,
+        "steps": output.global_step,
+        "batch_size": args.per_device_train_batch_size
+        * args.gradient_accumulation_steps
+        * args.world_size,
+        "learning_rate": params.learning_rate,
+        "seed": params.seed,
+        "heldout_loss_before": before["loss"],
+        "heldout_loss_after": after["loss"],
+    }
+    manifest = replace(manifest, recipe=[*recipe, entry])
 
     def save(staged: Path) -> None:
         objective.export(model).save_pretrained(staged)

@@ -31,7 +31,9 @@ from transformers import (
     AutoModel,
     AutoModelForSeq2SeqLM,
     PreTrainedModel,
+    PrinterCallback,
     Trainer,
+    TrainerCallback,
     TrainingArguments,
 )
 from transformers.optimization import AdafactorSchedule
@@ -39,6 +41,7 @@ from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_utils import TrainOutput
 from transformers.utils import SAFE_WEIGHTS_NAME
 
+from bertfit import cli
 from bertfit.models.loading import LOAD_KWARGS, load_tokenizer, resolve_model_name
 from bertfit.models.manifest import Manifest
 from bertfit.params import TrainingParams
@@ -69,6 +72,9 @@ def training_arguments(params: TrainingParams, output_dir: Path, **stage: Any) -
         per_device_eval_batch_size=params.per_device_eval_batch_size,
         gradient_accumulation_steps=params.gradient_accumulation_steps,
         logging_steps=params.logging_steps,
+        # no bar off a terminal (cli.progress_bars); each logging step is then one log line
+        # (LogLines), as the bar's own tqdm.write gives it on a terminal
+        disable_tqdm=not cli.progress_bars(),
         dataloader_num_workers=0,
         # adamw: the Trainer's default, torch's fused AdamW; adafactor: its fixed-rate mode
         # (relative-step mode is set up by BertfitTrainer.create_optimizer)
@@ -107,6 +113,9 @@ class BertfitTrainer(Trainer):
         if selection is not None:  # the Trainer insists on one when it is to evaluate
             kwargs.setdefault("eval_dataset", {s.task.name: s.dataset for s in selection.sets})
         super().__init__(*args, **kwargs)
+        if self.args.disable_tqdm:  # print()s each log dict: a line in the log, not a record
+            self.remove_callback(PrinterCallback)
+            self.add_callback(LogLines())
 
     def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
         """The Trainer's save, less the pickled TrainingArguments it writes beside the weights
@@ -270,6 +279,23 @@ class BertfitTrainer(Trainer):
         return metrics
 
 
+class LogLines(TrainerCallback):
+    """Each logging step's dict (loss, learning rate, grad norm; a validation's scores) as one
+    log record, where the Trainer without its bar would print() it: the line then carries a
+    time and the logger's name like every other line of the stage's log."""
+
+    def on_log(
+        self, args: TrainingArguments, state: Any, control: Any, logs: Any = None, **_: Any
+    ) -> None:
+        if state.is_local_process_zero and logs:
+            shown = {
+                k: f"{v:.4g}" if isinstance(v, float) else v
+                for k, v in logs.items()
+                if k != "total_flos"
+            }
+            log.info("step %d: %s", state.global_step, shown)
+
+
 # what the Trainer saves and loads itself (save_pretrained / its adapter load); anything else
 # (multitask's heads, TaskAdapters) goes through `_save` / `_load_from_checkpoint` below
 SAVED_BY_TRAINER = (PreTrainedModel, PeftModel)
@@ -394,8 +420,9 @@ def pass_through(model_name: str, output_dir: Path, manifest: Manifest) -> None:
     source = Path(resolve_model_name(model_name))
 
     def write(staged: Path) -> None:
-        if source.is_dir():
-            shutil.copytree(source, staged, dirs_exist_ok=True)
+        if source.is_dir():  # a Trainer's pickled arguments, if the source has them, stay out
+            ignore = shutil.ignore_patterns(TRAINING_ARGS_NAME)
+            shutil.copytree(source, staged, dirs_exist_ok=True, ignore=ignore)
         else:
             load_tokenizer(model_name).save_pretrained(staged)
             # a seq2seq model keeps its LM head (it writes the label words)

@@ -47,6 +47,7 @@ from bertfit.models.loading import (
     LOAD_KWARGS,
     check_max_seq_length,
     load_config,
+    load_with_fresh_head,
     resolve_model_name,
 )
 from bertfit.params import PretrainParams
@@ -323,19 +324,19 @@ def mlm_scores(model: PreTrainedModel, batches: list[dict[str, torch.Tensor]]) -
 
 
 def load_masked_lm(model_name: str) -> PreTrainedModel:
+    """The model's masked-LM class; a checkpoint without MLM-head weights (the embedded MiniLM)
+    gets a fresh head, said here once (transformers' report of it is held back), and its pooler
+    goes unused until encoder_with_pooler puts it back."""
     config = load_config(model_name)
     try:
-        model, info = AutoModelForMaskedLM.from_pretrained(
-            resolve_model_name(model_name), output_loading_info=True, **LOAD_KWARGS
-        )
+        model, fresh = load_with_fresh_head(AutoModelForMaskedLM, model_name, unused=("pooler.",))
     except ValueError as err:
         raise ValueError(
             f"model.name {model_name!r} ({config.model_type}): this architecture has no "
             f"masked-LM form ({err}); use pretrain.corpus: none or an encoder such as BERT"
         ) from err
-    fresh = [k for k in info["missing_keys"] if not k.startswith(model.base_model_prefix)]
     if fresh:
-        log.warning(
+        log.info(
             "%s has no masked-LM head weights (%d missing, e.g. %s): the head starts fresh",
             model_name,
             len(fresh),
