@@ -70,6 +70,7 @@ def test_the_pipeline_benchmark_writes_nothing_into_the_project(tmp_path, monkey
     )
     data = yaml.safe_load(variant.read_text())
     assert data["finetune"]["num_train_epochs"] == 3
+    assert data["tasks"]["mr"]["domain"] == "sentiment"  # inline: no tasks.yaml in its folder
     assert {data[s]["mixed_precision"] for s in pipeline_phases.PRECISION_SECTIONS} == {"no"}
     with pytest.raises(SystemExit, match=r"finetune\.epochs"):
         pipeline_phases.precision_params(
@@ -84,9 +85,11 @@ def test_the_small_data_benchmark_summary_and_its_proxy_params(tmp_path, monkeyp
     import small_data
 
     runs = {"hf": [0.80, 0.82], "bertfit": [0.84, 0.86, 0.85]}
+    machines = [{"cpu": "A", "bf16": False}, {"cpu": "B", "bf16": True}]
     for system, accuracies in runs.items():
         for seed, accuracy in enumerate(accuracies):
             row = {"accuracy": accuracy, "train_steps": 100 + seed, "max_seq_length": 128}
+            row |= {"precision": "fp32", "machine": machines[seed == 2]}
             path = small_data.run_file(tmp_path, "trec_500", system, seed)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(row | {"wall_s": 10.0 * (seed + 1)}))
@@ -96,6 +99,8 @@ def test_the_small_data_benchmark_summary_and_its_proxy_params(tmp_path, monkeyp
     assert trec["bertfit"]["n"] == 3 and trec["bertfit"]["seeds"] == [0, 1, 2]
     assert trec["bertfit"]["wall_s"] == pytest.approx(20.0)
     assert trec["difference_points"] == pytest.approx(4.0)
+    assert trec["bertfit"]["precision"] == ["fp32"]
+    assert small_data.summary(tmp_path)["machines"] == machines  # each machine once, in order
     assert "imdb_1400" not in small_data.summary(tmp_path)["proxies"]
 
     params = tmp_path / "params.yaml"
