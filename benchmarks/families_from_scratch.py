@@ -35,6 +35,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bertfit.params import read_params_file  # noqa: E402
 from stages import collect, evaluate, finetune, multitask, pretrain  # noqa: E402
 
 STAGES = {
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    base = yaml.safe_load(args.params.read_text(encoding="utf-8"))
+    base = read_params_file(args.params)  # the catalogue inline, as the work dirs lack tasks.yaml
     base["target"] = args.target or base["target"]
     rows = [run_family(f, args, base) for f in args.families]
     header = f"{'family':8} {'total s':>8} {'stages s':40} {'held-out loss':>16} {'test acc':>8}"

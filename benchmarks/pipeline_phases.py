@@ -38,6 +38,7 @@ from typing import Any
 import timing
 import yaml
 
+from bertfit.params import read_params_file
 from bertfit.phases import TIMINGS_DIR_ENV
 from bertfit.reporting import write_json
 from bertfit.training.hardware import bf16_available
@@ -86,8 +87,9 @@ def precision_params(
     source: Path, precision: str, target: Path, overrides: list[str] | None = None
 ) -> None:
     """The project's params with every stage's mixed_precision set to `precision`, then each
-    `section.key=value` of `overrides` (the value read as YAML)."""
-    data = yaml.safe_load(source.read_text())
+    `section.key=value` of `overrides` (the value read as YAML). The catalogue is written
+    inline: `tasks: tasks.yaml` would be looked for next to `target`."""
+    data = read_params_file(source)
     for section in PRECISION_SECTIONS:
         data[section]["mixed_precision"] = precision
     apply_overrides(data, overrides or [])

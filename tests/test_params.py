@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 from pydantic import ValidationError
 
+from bertfit.data.inputs import stage_inputs
 from bertfit.params import (
     SECTIONS,
     FinetuneParams,
@@ -25,6 +27,12 @@ def project_params() -> dict:
 
 
 def test_project_params_parse(project_params: dict) -> None:
+    """params.yaml names the catalogue file (one `tasks` column in `dvc exp show`, issue 13);
+    read_params_file puts the file's mapping in its place."""
+    raw = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8"))
+    assert raw["tasks"] == "tasks.yaml"
+    catalogue = yaml.safe_load((PROJECT_ROOT / "tasks.yaml").read_text(encoding="utf-8"))
+    assert project_params["tasks"] == catalogue
     tasks = parse_tasks(project_params)
     assert {"mr", "airline", "trec", "bbc", "imdb", "sst2", "trec6", "ag_news"} <= set(tasks)
     assert parse_target(project_params, tasks) == "mr"
@@ -194,3 +202,150 @@ def test_unquoted_no_means_fp32(project_params: dict, section: str) -> None:
     data[section]["mixed_precision"] = True
     with pytest.raises(ValueError, match=rf"{section}.mixed_precision"):
         parse_section(data, section)
+
+
+# --- the catalogue in its own file ----------------------------------------------------------------
+
+
+def params_with_catalogue(folder: Path, project_params: dict, tasks: object) -> Path:
+    """The project's params in `folder` with `tasks: <tasks>` (a file name, or inline)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(project_params | {"tasks": tasks}), encoding="utf-8")
+    return path
+
+
+def test_the_catalogue_file_is_relative_to_the_params_file(
+    tmp_path: Path, project_params: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found from the params file's folder wherever the process runs; the data paths inside
+    stay as written (collect resolves them from the project root, as before)."""
+    folder = tmp_path / "conf"
+    params_file = params_with_catalogue(folder, project_params, "catalogue/tasks.yaml")
+    (folder / "catalogue").mkdir()
+    (folder / "catalogue" / "tasks.yaml").write_text(
+        "# my tasks\n"
+        "mr:  # comments are fine\n"
+        "  domain: support\n"
+        "  source: {kind: files, train: data_raw/train.csv}\n"
+        "  split: {validation_ratio: 0.1, test_ratio: 0.1}\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    data = read_params_file(params_file)
+    tasks = parse_tasks(data, str(params_file))
+    assert list(tasks) == ["mr"] and tasks["mr"].domain == "support"
+    assert tasks["mr"].source.train == "data_raw/train.csv"
+    assert parse_target(data, tasks) == "mr"
+    # the read mapping can be written back inline, as tests and benchmarks do
+    inline = params_with_catalogue(tmp_path / "elsewhere", data, data["tasks"])
+    assert read_params_file(inline)["tasks"] == data["tasks"]
+
+
+def test_the_inputs_stage_reads_data_paths_of_a_catalogue_file_from_the_root(
+    tmp_path: Path, project_params: dict
+) -> None:
+    """inputs fingerprints what collect reads: a files source's relative path is from the
+    project root (--root), not from the catalogue's folder, as when it was inline."""
+    conf = tmp_path / "conf"
+    data = copy.deepcopy(project_params)
+    data["target"] = "mine"
+    data["model"]["name"] = "someone/model"  # a hub id: recorded by name, nothing to hash
+    data["pretrain"]["corpus"] = "none"
+    params_file = params_with_catalogue(conf, data, "tasks.yaml")
+    (conf / "tasks.yaml").write_text(
+        "mine:\n  domain: x\n  source: {kind: files, train: data_raw/train.csv}\n"
+    )
+    train = tmp_path / "data_raw" / "train.csv"
+    train.parent.mkdir()
+    train.write_text("text,label\ngood,pos\nbad,neg\n")
+    inputs = stage_inputs(params_file, tmp_path)["collect"]["tasks"]
+    assert list(inputs) == ["mine"] and list(inputs["mine"]) == ["data_raw/train.csv"]
+    assert inputs["mine"]["data_raw/train.csv"]["size"] == train.stat().st_size
+
+
+def test_an_inline_catalogue_still_works(tmp_path: Path, project_params: dict) -> None:
+    params_file = params_with_catalogue(tmp_path, project_params, project_params["tasks"])
+    assert not (tmp_path / "tasks.yaml").exists()
+    data = read_params_file(params_file)
+    assert data["tasks"] == project_params["tasks"]
+    assert set(parse_tasks(data)) == set(parse_tasks(project_params))
+
+
+def test_a_missing_catalogue_file_names_both_files(tmp_path: Path, project_params: dict) -> None:
+    params_file = params_with_catalogue(tmp_path, project_params, "taks.yaml")
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"params.yaml: tasks: 'taks.yaml' names the task catalogue file, but "
+        + re.escape(f"{tmp_path / 'taks.yaml'} does not exist (the path is relative to the params"),
+    ):
+        read_params_file(params_file)
+
+
+@pytest.mark.parametrize(
+    ("text", "got"),
+    [
+        ("- mr\n- trec\n", r"got list \['mr', 'trec'\]"),
+        ("# nothing yet\n", "got an empty file"),
+        ("{}\n", r"got dict \{\}"),
+        ("tasks.yaml\n", "got str 'tasks.yaml'"),
+    ],
+)
+def test_a_catalogue_that_is_not_a_mapping_names_the_file(
+    tmp_path: Path, project_params: dict, text: str, got: str
+) -> None:
+    params_file = params_with_catalogue(tmp_path, project_params, "tasks.yaml")
+    (tmp_path / "tasks.yaml").write_text(text)
+    with pytest.raises(
+        ValueError,
+        match=rf"tasks.yaml: expected the task catalogue, a non-empty mapping of task name to "
+        rf"spec .*, {got}",
+    ):
+        read_params_file(params_file)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            ("  domain: sentiment", "  domian: sentiment"),
+            r"tasks.yaml: invalid task\n  mr.domain: missing key .*\n"
+            r"  mr.domian: unknown key; valid keys here: .*domain",
+        ),
+        (
+            ("kind: package", "kind: ftp"),
+            r"tasks.yaml: invalid task\n  mr.source.kind: must be one of package, files, hub; "
+            r"got 'ftp'",
+        ),
+        (("test_ratio: 0.1", "test_ratio: 1.5"), r"invalid task\n  mr.split.test_ratio: .*1.5"),
+        (("mr:", "Mr:"), r"tasks.yaml: task name 'Mr' must be a lowercase identifier"),
+    ],
+)
+def test_an_invalid_task_in_the_file_names_the_file_and_the_key(
+    tmp_path: Path, project_params: dict, edit: tuple[str, str], message: str
+) -> None:
+    """The project's own tasks.yaml with one mistake in its first task (mr)."""
+    text = (PROJECT_ROOT / "tasks.yaml").read_text(encoding="utf-8")
+    params_file = params_with_catalogue(tmp_path, project_params, "tasks.yaml")
+    (tmp_path / "tasks.yaml").write_text(text.replace(*edit, 1), encoding="utf-8")
+    with pytest.raises(ValueError, match=message) as caught:
+        read_params_file(params_file)
+    assert str(caught.value).startswith(str(tmp_path / "tasks.yaml"))
+
+
+def test_a_task_given_twice_or_broken_yaml_in_the_file_names_it(
+    tmp_path: Path, project_params: dict
+) -> None:
+    params_file = params_with_catalogue(tmp_path, project_params, "tasks.yaml")
+    spec = "  domain: x\n  source: {kind: files, train: a.csv}\n"
+    (tmp_path / "tasks.yaml").write_text(f"mr:\n{spec}trec:\n{spec}mr:\n{spec}")
+    with pytest.raises(ValueError, match=r"tasks.yaml: key 'mr' is given twice \(lines 1 and 7\)"):
+        read_params_file(params_file)
+    (tmp_path / "tasks.yaml").write_text(f"mr:\n{spec} trec: [\n")
+    with pytest.raises(ValueError, match=r"tasks.yaml: not valid YAML at line \d+, column \d+"):
+        read_params_file(params_file)
+
+
+def test_parse_tasks_refuses_an_unread_catalogue_file_name(project_params: dict) -> None:
+    """A mapping that did not go through read_params_file still holds the file name."""
+    with pytest.raises(ValueError, match=r"tasks 'tasks.yaml' names a catalogue file; read"):
+        parse_tasks(project_params | {"tasks": "tasks.yaml"})

@@ -164,3 +164,20 @@ def test_each_stage_lists_its_own_script_in_deps() -> None:
         return [] if covered(script, stage_deps(stage)) else [script]
 
     fail_listing("dvc.yaml: add each stage's script to its deps:", per_stage(unlisted))
+
+
+def test_stages_that_read_the_catalogue_depend_on_its_file() -> None:
+    """params.yaml's `tasks` is the catalogue's file name (issue 13): a stage that lists the
+    `tasks` param sees a renamed file through it, and an edited catalogue only through a dep."""
+    file_name = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8"))["tasks"]
+    assert isinstance(file_name, str) and (PROJECT_ROOT / file_name).is_file()
+    catalogue = PurePosixPath(file_name)
+
+    def missing(_: str, stage: dict) -> list[PurePosixPath]:
+        if "tasks" not in stage.get("params", []):
+            return []
+        return [] if covered(catalogue, stage_deps(stage)) else [catalogue]
+
+    readers = [name for name, stage in dvc_stages().items() if "tasks" in stage.get("params", [])]
+    assert {"collect", "multitask"} <= set(readers)
+    fail_listing("dvc.yaml: these stages list the `tasks` param; add its file:", per_stage(missing))

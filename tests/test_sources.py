@@ -290,7 +290,8 @@ def test_bytes_not_in_the_encoding_name_the_line_and_the_encoding_option(tmp_pat
     with pytest.raises(
         ValueError,
         match=rf"t.csv: not valid utf-8 at byte {len(content) - 6} \(line 20002: "
-        r"b'\\xe9,po'...\); set tasks.toy.source.encoding in params.yaml",
+        r"b'\\xe9,po'...\); set tasks.toy.source.encoding in the task catalogue "
+        r"\(tasks.yaml\)",
     ):
         files_task(tmp_path, "t.csv")
     task = files_task(tmp_path, "t.csv", encoding="latin-1")

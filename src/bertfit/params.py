@@ -3,6 +3,8 @@
 params.yaml is the single source of truth for tuned values, so the models below give no defaults
 for them: a missing key is an error, and so is an unknown one (a typo must never fall back to a
 default silently). Errors name the file, the dotted key, the value received and what was expected.
+The task catalogue is `tasks` in the params, or (as in the project) its own file that `tasks`
+names, read with the same loader and checks (read_params_file).
 """
 
 from __future__ import annotations
@@ -538,19 +540,29 @@ UniqueKeyLoader.add_implicit_resolver(
 TOP_LEVEL_KEYS = ("target", "tasks", *SECTIONS)
 
 
-def read_params_file(params_file: Path) -> dict[str, Any]:
-    """The params mapping, refusing YAML errors (with line and column), a key given twice and
-    an unknown top-level key (a misspelt section would otherwise be ignored, not validated)."""
-    if not params_file.is_file():
-        raise FileNotFoundError(f"{params_file}: params file not found (run from the project root)")
-    with params_file.open(encoding="utf-8") as f:
+def _read_yaml(path: Path) -> Any:
+    """A YAML file read with UniqueKeyLoader; a syntax error names the file, line and column."""
+    with path.open(encoding="utf-8") as f:
         try:
-            data = yaml.load(f, Loader=UniqueKeyLoader) or {}
+            return yaml.load(f, Loader=UniqueKeyLoader)
         except yaml.MarkedYAMLError as err:
             mark = err.problem_mark or err.context_mark
             where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
             problem = " ".join(p for p in (err.context, err.problem) if p)
-            raise ValueError(f"{params_file}: not valid YAML at {where}: {problem}") from None
+            raise ValueError(f"{path}: not valid YAML at {where}: {problem}") from None
+
+
+def read_params_file(params_file: Path) -> dict[str, Any]:
+    """The params mapping, refusing YAML errors (with line and column), a key given twice and
+    an unknown top-level key (a misspelt section would otherwise be ignored, not validated).
+
+    `tasks` is the catalogue itself or, as in the project's params.yaml, the name of the file
+    that holds it (_read_catalogue_file): its mapping replaces the name, so every reader of the
+    params sees a catalogue mapping either way.
+    """
+    if not params_file.is_file():
+        raise FileNotFoundError(f"{params_file}: params file not found (run from the project root)")
+    data = _read_yaml(params_file) or {}
     if not isinstance(data, dict):
         raise ValueError(
             f"{params_file}: expected a mapping of sections, got {type(data).__name__}"
@@ -566,7 +578,36 @@ def read_params_file(params_file: Path) -> dict[str, Any]:
             f"{params_file}: unknown top-level key {', '.join(hints)}; valid top-level keys: "
             f"{', '.join(TOP_LEVEL_KEYS)}"
         )
+    if isinstance(data.get("tasks"), str):
+        data["tasks"] = _read_catalogue_file(params_file, data["tasks"])
     return data
+
+
+def _read_catalogue_file(params_file: Path, name: str) -> dict[str, Any]:
+    """The task catalogue in its own file, `tasks: <name>` of params_file (a path relative to
+    params_file's folder): a mapping of task name to spec, validated here, so an error names
+    the catalogue file and the key inside it.
+
+    Its own file keeps the catalogue (a dozen keys per task) out of the params `dvc exp show`
+    lists: there `tasks` is one column, the file name, and the file is a dependency of the
+    stages that read it (issue 13).
+    """
+    catalogue_file = params_file.parent / name
+    if not catalogue_file.is_file():
+        raise FileNotFoundError(
+            f"{params_file}: tasks: {name!r} names the task catalogue file, but {catalogue_file} "
+            "does not exist (the path is relative to the params file's folder); give a file "
+            "that maps task names to specs, or the catalogue itself as a mapping"
+        )
+    raw = _read_yaml(catalogue_file)
+    if not isinstance(raw, dict) or not raw:
+        got = "an empty file" if raw is None else f"{type(raw).__name__} {raw!r:.60}"
+        raise ValueError(
+            f"{catalogue_file}: expected the task catalogue, a non-empty mapping of task name to "
+            f"spec (`mr: {{domain: ..., source: ...}}`), got {got}"
+        )
+    _parse_catalogue(raw, str(catalogue_file), key_prefix="")
+    return raw
 
 
 def _format_error(where: str, model: type[BaseModel], err: ValidationError) -> str:
@@ -579,7 +620,7 @@ def _format_error(where: str, model: type[BaseModel], err: ValidationError) -> s
             valid = ", ".join(sorted(owner.model_fields)) if owner else "see params.py"
             lines.append(f"{loc}: unknown key; valid keys here: {valid}")
         elif kind == "missing":
-            lines.append(f"{loc}: missing key (params.yaml gives every value; no code default)")
+            lines.append(f"{loc}: missing key (give every value: there is no code default)")
         elif kind in ("union_tag_invalid", "union_tag_not_found"):  # Source is the one union
             tag = e.get("ctx", {}).get("tag")
             got = f"got {tag!r}" if tag is not None else "the key is missing"
@@ -628,10 +669,25 @@ def parse_section(data: dict[str, Any], section: str, source: str = "params.yaml
 
 
 def parse_tasks(data: dict[str, Any], source: str = "params.yaml") -> dict[str, TaskSpec]:
-    """The task catalogue: `tasks: {name: TaskSpec}`; names are lowercase identifiers."""
+    """The task catalogue: `tasks: {name: TaskSpec}` (read_params_file has put a catalogue
+    file's mapping there); names are lowercase identifiers."""
     raw = data.get("tasks")
+    if isinstance(raw, str):
+        raise ValueError(
+            f"{source}: tasks {raw!r} names a catalogue file; read the params with "
+            "read_params_file, which loads it"
+        )
     if not isinstance(raw, dict) or not raw:
-        raise ValueError(f"{source}: 'tasks' must be a non-empty mapping of task name to spec")
+        raise ValueError(
+            f"{source}: 'tasks' must be a non-empty mapping of task name to spec, or the name of "
+            f"the file that holds one (tasks: tasks.yaml), got {raw!r:.60}"
+        )
+    return _parse_catalogue(raw, source, key_prefix="tasks.")
+
+
+def _parse_catalogue(raw: dict[Any, Any], source: str, key_prefix: str) -> dict[str, TaskSpec]:
+    """Each entry of a catalogue mapping as a TaskSpec; errors name `source` and the key
+    (`key_prefix` + task name: `tasks.mr` in a params file, `mr` in a catalogue file)."""
     tasks = {}
     for name, spec in raw.items():
         if not (isinstance(name, str) and name.isidentifier() and name == name.lower()):
@@ -639,8 +695,9 @@ def parse_tasks(data: dict[str, Any], source: str = "params.yaml") -> dict[str, 
         try:
             tasks[name] = TaskSpec.model_validate(spec)
         except ValidationError as err:
+            where = f"{key_prefix}{name}"
             raise ValueError(
-                f"{source}: invalid task\n  {_format_error(f'tasks.{name}', TaskSpec, err)}"
+                f"{source}: invalid task\n  {_format_error(where, TaskSpec, err)}"
             ) from None
     return tasks
 

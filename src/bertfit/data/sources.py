@@ -248,8 +248,8 @@ def read_table(path: Path, encoding: str = "utf-8", task: str = "<task>") -> pd.
     """
     if not path.is_file():
         raise FileNotFoundError(
-            f"{path}: file not found; fix the path in params.yaml (relative paths are from the "
-            f"project root)"
+            f"{path}: file not found; fix the path in the task catalogue (tasks.yaml; relative "
+            f"paths are from the project root)"
         )
     if path.stat().st_size == 0:
         raise ValueError(f"{path}: the file is empty (0 bytes); expected a table of rows")
@@ -381,8 +381,9 @@ def _decode_error(path: Path, encoding: str, task: str) -> str:
         line = data.count(b"\n", 0, err.start) + 1
         at = f" at byte {err.start} (line {line}: {data[err.start : err.start + 4]!r}...)"
     return (
-        f"{path}: not valid {encoding}{at}; set tasks.{task}.source.encoding in params.yaml to "
-        f"the file's encoding (e.g. latin-1 or cp1252), or save the file as UTF-8"
+        f"{path}: not valid {encoding}{at}; set tasks.{task}.source.encoding in the task "
+        f"catalogue (tasks.yaml) to the file's encoding (e.g. latin-1 or cp1252), or save the "
+        f"file as UTF-8"
     )
 
 

@@ -159,7 +159,8 @@ def prepare_task(
     if missing and split is None:
         raise ValueError(
             f"tasks.{name}: the source has no {' or '.join(missing)} split; add "
-            f"`split: {{validation_ratio: 0.1, test_ratio: 0.1}}` to the task in params.yaml"
+            f"`split: {{validation_ratio: 0.1, test_ratio: 0.1}}` to the task in the task "
+            "catalogue (tasks.yaml)"
         )
     if "test" not in splits:
         splits["train"], splits["test"] = carve(
