@@ -177,7 +177,7 @@ def collect(
     unknown = sorted(set(multitask_tasks or []) - set(tasks))
     if unknown:
         raise ValueError(
-            f"multitask.tasks: {unknown} not in the catalogue (tasks in params.yaml: "
+            f"multitask.tasks: {unknown} not in the catalogue (the catalogue has: "
             f"{', '.join(sorted(tasks))})"
         )
     if not is_scratch(model_name):  # a scratch model is checked once collect has built it
