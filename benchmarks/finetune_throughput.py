@@ -111,6 +111,7 @@ class Training:
             timing.baseline_arguments(self.params, max_steps, output_dir),
             train_sampling_strategy="group_by_length",
             bf16=bf16,
+            use_cpu=not torch.cuda.is_available(),  # bf16 autocast on a CPU must be asked for
         )
         collator = DataCollatorWithPadding(load_tokenizer(self.model_name))
         return Trainer(model=model, args=args, train_dataset=rows, data_collator=collator)
