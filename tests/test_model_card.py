@@ -35,10 +35,7 @@ def test_model_card_front_matter_equals_metrics_and_recipe_names_the_steps(
         finetune={"num_train_epochs": 1},
     )
     c = Chain(tmp_path, params_file, tmp_path)
-    c.collect()
-    c.pretrain()
-    c.multitask()
-    c.finetune()
+    c.through_finetune()
 
     card = (c.model / "README.md").read_text(encoding="utf-8")
     meta = front_matter(card)
@@ -66,7 +63,7 @@ def test_model_card_front_matter_equals_metrics_and_recipe_names_the_steps(
     pt = json.loads((c.pt_reports / "metrics.json").read_text())
     mt = json.loads((c.mt_reports / "metrics.json").read_text())
     stats = json.loads(c.stats.read_text())["trec"]
-    recipe = card.partition("## Training recipe")[2].partition("## Validation results")[0]
+    recipe = recipe_section(card)
     assert "1. **Further pretraining** (masked LM) on the `within_task` corpus" in recipe
     assert f"{pt['steps']} steps of batch 8" in recipe
     rows = stats["train"]["rows"]
@@ -106,12 +103,9 @@ def test_skipped_stages_are_named_with_their_reasons(
         finetune={"num_train_epochs": 1},
     )
     c = Chain(tmp_path, params_file, tmp_path)
-    c.collect()
-    c.pretrain()
-    c.multitask()
-    c.finetune()
+    c.through_finetune()
     card = (c.model / "README.md").read_text(encoding="utf-8")
-    recipe = card.partition("## Training recipe")[2].partition("## Validation results")[0]
+    recipe = recipe_section(card)
     assert "1. **Further pretraining**: skipped (pretrain.corpus is none)." in recipe
     assert "2. **Multi-task fine-tuning**: skipped (multitask.enabled is false)." in recipe
     assert "3. **Fine-tuning** on trec" in recipe and "started from a fresh head" in recipe
@@ -122,3 +116,7 @@ def test_skipped_stages_are_named_with_their_reasons(
         ("finetune", True),
     ]
     assert manifest["recipe"][0]["base_model"]["name"] == str(tiny_model_dir)
+
+
+def recipe_section(card: str) -> str:
+    return card.partition("## Training recipe")[2].partition("## Validation results")[0]

@@ -116,11 +116,14 @@ class Chain:
     def evaluate(self) -> None:
         evaluate.main(self.argv("evaluate"))
 
-    def all(self) -> None:
+    def through_finetune(self) -> None:
         self.collect()
         self.pretrain()
         self.multitask()
         self.finetune()
+
+    def all(self) -> None:
+        self.through_finetune()
         self.evaluate()
 
 
