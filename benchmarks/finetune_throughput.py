@@ -56,7 +56,7 @@ from transformers import (
 from bertfit.data.tasks import Task
 from bertfit.inference import predict_scores
 from bertfit.models.family import family_for, load_trained
-from bertfit.models.loading import load_classifier, load_tokenizer
+from bertfit.models.loading import load_classifier, load_config, load_tokenizer
 from bertfit.models.manifest import Manifest
 from bertfit.params import FinetuneParams, load
 from bertfit.reporting import write_json
@@ -136,6 +136,16 @@ class Training:
         train = family.encoder(tokenizer, prep).labelled(self.train, self.task, "train")
         collator = family.collator(tokenizer, prep)
         return stage_trainer(params, args, model, train, collator, tokenizer)
+
+    def mean_tokens(self) -> float:
+        """Tokens per train example as the finetune stage encodes them (no padding): what
+        tokens/s and model FLOPs count, for every variant alike."""
+        family = family_for(self.model_name)
+        prep = preprocessing(self.params, self.max_seq_length)
+        train = family.encoder(load_tokenizer(self.model_name), prep).labelled(
+            self.train, self.task, "train"
+        )
+        return sum(len(ids) for ids in train["input_ids"]) / len(train)
 
     def seconds_per_step(self, variant: str, steps: int, warmup: int, scratch: Path) -> float:
         """Wall seconds per training step after `warmup` untimed ones, data loading included."""
@@ -246,6 +256,9 @@ def main(argv: list[str] | None = None) -> None:
         "seconds",
         "examples_per_s",
     )
+    tokens = training.mean_tokens()
+    flops_per_token = timing.encoder_flops_per_token(load_config(model.name), tokens)
+    timing.add_utilisation(train_rows, "examples_per_s", tokens, flops_per_token)
     for p in precisions:
         timing.versus_tuned(train_rows, f"bertfit_{p}", f"hf_tuned_{p}", "seconds_per_step")
         timing.versus_tuned(eval_rows, f"bertfit_{p}", f"hf_pipeline_tuned_{p}", "seconds")
@@ -258,6 +271,9 @@ def main(argv: list[str] | None = None) -> None:
         "timed_steps": args.steps,
         "rounds": args.rounds,
         "test_examples": len(test),
+        "mean_train_tokens": tokens,
+        "model_flops_per_token": flops_per_token,
+        "peak_bf16_flops": timing.peak_bf16_flops(),
         "train": train_rows,
         "evaluate": eval_rows,
     }

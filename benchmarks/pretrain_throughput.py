@@ -33,8 +33,10 @@ from functools import partial
 from pathlib import Path
 
 import timing
+import torch
 from datasets import Dataset
 from transformers import (
+    AutoConfig,
     AutoModelForMaskedLM,
     DataCollatorForLanguageModeling,
     PreTrainedTokenizerBase,
@@ -73,7 +75,9 @@ class Training:
         return Trainer(
             model=model,
             args=dataclasses.replace(
-                timing.baseline_arguments(self.params, max_steps, output_dir), bf16=bf16
+                timing.baseline_arguments(self.params, max_steps, output_dir),
+                bf16=bf16,
+                use_cpu=not torch.cuda.is_available(),  # bf16 autocast on a CPU must be asked for
             ),
             train_dataset=self.dataset,
             data_collator=collator,
@@ -139,6 +143,9 @@ def main(argv: list[str] | None = None) -> None:
     rows = timing.speed_table(
         "variant", seconds, "hf_baseline", batch * block, "seconds_per_step", "tokens_per_s"
     )
+    config = AutoConfig.from_pretrained(resolve_model_name(model.name))
+    flops_per_token = timing.encoder_flops_per_token(config, block)
+    timing.add_utilisation(rows, "tokens_per_s", 1, flops_per_token)
     timing.versus_tuned(rows, "bertfit_fp32", "hf_baseline", "seconds_per_step")
     if bf16:
         timing.versus_tuned(rows, "bertfit_bf16", "hf_tuned_bf16", "seconds_per_step")
@@ -149,6 +156,8 @@ def main(argv: list[str] | None = None) -> None:
         "block": block,
         "timed_steps": args.steps,
         "rounds": args.rounds,
+        "model_flops_per_token": flops_per_token,
+        "peak_bf16_flops": timing.peak_bf16_flops(),
         "variants": rows,
     }
     write_json(args.out, result)

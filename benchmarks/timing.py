@@ -116,9 +116,11 @@ class StepClock(TrainerCallback):
         self.ends.append(time.perf_counter())
 
     def on_step_begin(self, args, state, control, **kwargs):
+        synchronize()
         self._begin = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
+        synchronize()
         now = time.perf_counter()
         self.ends.append(now)
         if state.global_step > self.warmup:
@@ -129,6 +131,13 @@ class StepClock(TrainerCallback):
 
     def median_step(self) -> float:
         return statistics.median(self.steps)
+
+
+def synchronize() -> None:
+    """Wait for the GPU's queued work, so a host clock read after it times the step (CUDA runs
+    asynchronously: without it a step's clock stops when its kernels are launched, not done)."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def time_training(trainer: Trainer, warmup: int) -> StepClock:
@@ -146,6 +155,46 @@ def alternate(rounds: int, measures: dict[Key, Callable[[], float]]) -> dict[Key
         for key, measure in measures.items():
             seconds[key].append(measure())
     return {k: statistics.median(s) for k, s in seconds.items()}
+
+
+# dense bf16 matrix rate of the GPU's datasheet (no sparsity), the denominator of model FLOPs
+# utilisation; H100 and H200 SXM share the chip's arithmetic. None: MFU is not reported.
+PEAK_BF16_FLOPS = {"H100": 989.4e12, "H200": 989.4e12, "A100": 312e12}
+
+
+def peak_bf16_flops() -> float | None:
+    if not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name()
+    return next((peak for chip, peak in PEAK_BF16_FLOPS.items() if chip in name), None)
+
+
+def encoder_flops_per_token(config, seq_len: float) -> float:
+    """Training FLOPs per token of a BERT-style encoder (forward and backward), PaLM's count:
+    6 x the parameters outside the embeddings + 12 x layers x hidden x sequence length for the
+    attention scores. The task or MLM head is left out: it is the part bertfit and the
+    baselines compute differently (masked positions only vs the whole vocabulary), so one
+    count serves every variant and MFU ratios equal speed ratios."""
+    hidden, layers = config.hidden_size, config.num_hidden_layers
+    per_layer = 4 * hidden * hidden + 2 * hidden * config.intermediate_size  # q, k, v, o, FFN
+    return 6 * layers * per_layer + 12 * layers * hidden * seq_len
+
+
+def add_utilisation(
+    rows: dict[str, dict[str, float]],
+    rate_key: str,
+    tokens_per_item: float,
+    flops_per_token: float,
+) -> None:
+    """Add tokens/s, model TFLOP/s and, on a GPU with a known peak, model FLOPs utilisation of
+    the bf16 rows: `rate_key` (items/s) x tokens per item x FLOPs per token over the peak."""
+    peak = peak_bf16_flops()
+    for variant, row in rows.items():
+        row["tokens_per_s"] = row[rate_key] * tokens_per_item
+        row["model_tflops_per_s"] = row["tokens_per_s"] * flops_per_token / 1e12
+        if peak is not None and variant.endswith("bf16"):
+            row["mfu"] = row["tokens_per_s"] * flops_per_token / peak
+            print(f"{variant}: {row['model_tflops_per_s']:.1f} TFLOP/s, MFU {row['mfu']:.1%}")
 
 
 def device_name() -> str:
