@@ -9,7 +9,7 @@ export TOKENIZERS_PARALLELISM ?= false
 # dvc.yaml's commands say `python`: it must be the virtual environment's
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install repro test lint clean
+.PHONY: install repro test lint clean exp-show
 
 install: $(STAMP)
 
@@ -26,6 +26,14 @@ repro: install
 # every test, the slow ones too (a bare `pytest` skips those: pyproject's addopts)
 test: install
 	$(BIN)/python -m pytest -m "slow or not slow"
+
+# `dvc exp show` that fits a terminal: headline metrics always, other params and metrics only
+# where the experiments differ, no dependency hashes (README: Reading dvc exp show)
+EXP_KEEP := ^(Experiment|Created|accuracy|macro_f1|mcc|validation_mean_main|heldout_after\.perplexity|reports/finetune/metrics\.json:best_step)$$
+EXP_DROP := .*\.py$$|^data/|^models/|^tasks\.yaml$$
+
+exp-show: install
+	$(BIN)/dvc exp show --only-changed --keep '$(EXP_KEEP)' --drop '$(EXP_DROP)'
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -225,7 +225,9 @@ def run_bertfit(name: str, folder: Path, seed: int, overrides: list[str]) -> dic
     wall = time.perf_counter() - start
     test = json.loads((scratch / "reports/evaluate/metrics.json").read_text())
     fit = json.loads((scratch / "reports/finetune/metrics.json").read_text())
-    curve = pd.read_csv(scratch / "reports/finetune/validation.csv")
+    run = json.loads((scratch / "reports/finetune/run.json").read_text())
+    live = scratch / "reports/finetune/live/plots/metrics/finetune"  # DVCLive's curves
+    curve = pd.read_csv(live / "validation/accuracy.tsv", sep="\t")
     chosen = yaml.safe_load(params.read_text())["finetune"]["mixed_precision"]
     return {
         "accuracy": test["accuracy"],
@@ -236,7 +238,7 @@ def run_bertfit(name: str, folder: Path, seed: int, overrides: list[str]) -> dic
         "peak_step": fit["peak_step"],
         "selection_margin": round(fit["selection_margin"], 4),
         "validation": [[int(r.step), round(r.accuracy, 4)] for r in curve.itertuples()],
-        "train_s": round(fit["train_runtime_s"], 1),
+        "train_s": round(run["train_runtime_s"], 1),
         "wall_s": round(wall, 1),
         "max_seq_length": fit["max_seq_length"],
         "learning_rate": fit["learning_rate"],

@@ -3,7 +3,7 @@
 Reads params.yaml (target, model.max_seq_length, finetune), models/multitask/ and
 data/tasks/<target>/; writes models/finetune/
 (a standard HF sequence-classification directory with id2label and tokenizer) and
-reports/finetune/{metrics.json,validation.csv,loss.csv}.
+reports/finetune/{metrics.json,run.json} and DVCLive's log reports/finetune/live/ (training.live).
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 Reads params.yaml (target, tasks, model.max_seq_length, multitask), models/pretrain/ and
 data/tasks/<task>/ for every task in multitask.tasks; writes models/multitask/ (a standard HF
 encoder directory plus multitask_heads/; the pretrained model unchanged when disabled or when
-the target is not in multitask.tasks) and reports/multitask/{metrics.json,validation.csv,loss.csv}.
+the target is not in multitask.tasks) and reports/multitask/{metrics.json,run.json}
+and DVCLive's log reports/multitask/live/ (training.live).
 """
 
 from __future__ import annotations

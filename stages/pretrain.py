@@ -3,7 +3,8 @@
 Reads params.yaml (model, pretrain), data/corpus/{train,heldout}.parquet and, for a model built
 from scratch, data/scratch/; writes models/pretrain/ (a standard HF directory with tokenizer: an
 encoder, or a seq2seq model; the base model unchanged for `corpus: none`),
-reports/pretrain/{metrics.json,loss.csv}, and resumable checkpoints in checkpoints/pretrain/.
+reports/pretrain/{metrics.json,run.json} and DVCLive's log reports/pretrain/live/
+(training.live), and resumable checkpoints in checkpoints/pretrain/.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -136,6 +137,39 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def live_curve(report_dir: Path, stage: str, name: str) -> pd.DataFrame:
+    """One curve of a stage's DVCLive log (training.live): `step` and the value, named by the
+    file (`loss`, `validation/accuracy`, `validation/trec/mcc`)."""
+    path = report_dir / "live" / "plots" / "metrics" / stage / f"{name}.tsv"
+    return pd.read_csv(path, sep="\t", float_precision="round_trip")
+
+
+def live_training(report_dir: Path, stage: str) -> pd.DataFrame:
+    """A stage's training curves from its DVCLive log: a row per logging step with `step`,
+    `loss` and `learning_rate`."""
+    loss = live_curve(report_dir, stage, "loss")
+    return loss.merge(live_curve(report_dir, stage, "learning_rate"), on="step", how="outer")
+
+
+def live_validation(report_dir: Path, metrics: list[str]) -> pd.DataFrame:
+    """finetune's validation curves of `metrics` from its DVCLive log, a row per validation."""
+    curves = [live_curve(report_dir, "finetune", f"validation/{m}") for m in metrics]
+    table = curves[0]
+    for curve in curves[1:]:
+        table = table.merge(curve, on="step")
+    return table
+
+
+def live_files(report_dir: Path) -> dict[str, str]:
+    """Every file of a stage's DVCLive log, by its path in the log, with its text."""
+    live = report_dir / "live"
+    return {str(f.relative_to(live)): f.read_text() for f in sorted(live.rglob("*")) if f.is_file()}
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
 
 
 def read_jsonl_gz(path: Path, n: int | None = None) -> list[dict]:

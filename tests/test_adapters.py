@@ -17,7 +17,7 @@ from bertfit.inference import predict_scores
 from bertfit.models.family import load_trained
 from bertfit.params import FinetuneParams
 from bertfit.training.finetune import finetune
-from tests.conftest import TINY_FINETUNE
+from tests.conftest import TINY_FINETUNE, live_curve
 
 WRAPPERS = (".base_layer", ".original_module")  # peft's names for the frozen originals
 
@@ -111,7 +111,7 @@ def test_an_adapter_trains_on_a_frozen_base_and_round_trips(
         tmp_path, model_dir, rows, task, monkeypatch, method=method, **extra
     )
     assert before and before == after  # not one base weight moved
-    loss = pd.read_csv(tmp_path / "reports" / "loss.csv")["loss"].to_numpy()
+    loss = live_curve(tmp_path / "reports", "finetune", "loss")["loss"].to_numpy()
     quarter = max(len(loss) // 4, 1)
     assert np.isfinite(loss).all() and loss[-quarter:].mean() < 0.9 * loss[:quarter].mean()
     assert 0 < metrics["trainable_share"] < 0.5 and metrics["optimizer_state_bytes"] > 0

@@ -16,7 +16,7 @@ from bertfit.models.loading import load_tokenizer
 from bertfit.params import FinetuneParams, parse_section
 from bertfit.training.budget import input_length, token_lengths, training_length
 from bertfit.training.finetune import finetune, finetune_arguments
-from tests.conftest import TINY_FINETUNE, read_jsonl_gz
+from tests.conftest import TINY_FINETUNE, live_validation, read_jsonl_gz
 
 RULE = {"min_train_steps": 200, "max_train_epochs": 10, "min_validations": 4}
 
@@ -156,7 +156,7 @@ def test_finetune_follows_the_rule_and_records_it(
     plan = next(r.getMessage() for r in caplog.records if "optimisation steps" in r.getMessage())
     assert "12 optimisation steps" in plan and "epochs 4 of 3 steps" in plan
     assert "validation every 2 steps" in plan and "head_tail at 64 tokens (head 16)" in plan
-    curve = pd.read_csv(tmp_path / "reports" / "validation.csv")
+    curve = live_validation(tmp_path / "reports", ["accuracy", "accuracy_se"])
     assert curve["step"].tolist() == [2, 4, 6, 8, 10, 12]
     assert (metrics["train_steps"], metrics["planned_epochs"], metrics["stopped_early"]) == (
         12, 4, False
@@ -190,8 +190,8 @@ def test_early_stopping_ends_the_run_after_patience_validations(
     }))  # fmt: skip
     metrics = finetune(str(tiny_model_dir), task, rows, rows, params, 32,
                        tmp_path / "model", tmp_path / "reports")  # fmt: skip
-    curve = pd.read_csv(tmp_path / "reports" / "validation.csv")
-    assert curve["epoch"].tolist() == [float(e) for e in range(1, epochs + 1)]
+    curve = live_validation(tmp_path / "reports", ["accuracy"])
+    assert curve["step"].tolist() == [3 * e for e in range(1, epochs + 1)]  # 3 steps an epoch
     assert curve["accuracy"].nunique() == 1
     assert (metrics["train_steps"], metrics["stopped_early"], metrics["best_step"]) == (
         3 * epochs, epochs < 6, best

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, live_files
 from tests.test_stages import Chain, trec_and_qlen_params, write_params
 
 DRIVER = PROJECT_ROOT / "tests" / "faults.py"
@@ -55,8 +55,14 @@ def copy_project(chain: Chain, to: Path) -> Chain:
 
 def pretrain_result(chain: Chain) -> dict:
     metrics = json.loads((chain.pt_reports / "metrics.json").read_text())
+    run = json.loads((chain.pt_reports / "run.json").read_text())
     weights = (chain.pretrained / "model.safetensors").read_bytes()
-    return {"metrics": metrics, "weights": weights}
+    return {
+        "metrics": metrics,
+        "run": run,
+        "weights": weights,
+        "live": live_files(chain.pt_reports),
+    }
 
 
 @pytest.mark.slow
@@ -78,8 +84,9 @@ def test_killed_pretrain_resumes_to_the_uninterrupted_result(
     if fault.startswith("while_saving"):
         assert "checkpoint-20 is incomplete" in log
     got = pretrain_result(collected)
-    assert got["metrics"]["resumed_from_step"] == 10 and got["metrics"]["steps"] == 20
-    assert got["metrics"]["heldout_after"] == expected["metrics"]["heldout_after"]
+    assert got["run"]["resumed_from_step"] == 10 and got["metrics"]["steps"] == 20
+    assert got["metrics"] == expected["metrics"]
+    assert got["live"] == expected["live"]  # DVCLive's curves and summary too
     assert got["weights"] == expected["weights"]
     assert not list(collected.checkpoints.glob("checkpoint-*"))  # finished: nothing to resume
 
@@ -98,21 +105,15 @@ def test_a_model_directory_replaced_in_place_is_not_resumed(
     weights.write_bytes(weights.read_bytes()[:-8] + bytes(8))  # other weights, same name
     log = completed(chain, "pretrain")
     assert "holds no checkpoint of this run; starting over" in log
-    assert json.loads((chain.pt_reports / "metrics.json").read_text())["resumed_from_step"] == 0
+    assert json.loads((chain.pt_reports / "run.json").read_text())["resumed_from_step"] == 0
 
 
 def stage_result(chain: Chain, stage: str) -> dict:
     reports = {"multitask": chain.mt_reports, "finetune": chain.ft_reports}[stage]
     model = {"multitask": chain.multitasked, "finetune": chain.model}[stage]
-    metrics = json.loads((reports / "metrics.json").read_text())
-    for speed in ("train_runtime_s", "train_examples_per_s"):  # the machine's, not the run's
-        metrics.pop(speed, None)
+    metrics = json.loads((reports / "metrics.json").read_text())  # the machine's speed: run.json
     weights = {p.name: p.read_bytes() for p in sorted(model.rglob("*.safetensors"))}
-    return {
-        "metrics": metrics,
-        "weights": weights,
-        "validation": (reports / "validation.csv").read_text(),
-    }
+    return {"metrics": metrics, "weights": weights, "live": live_files(reports)}
 
 
 @pytest.fixture()
@@ -204,14 +205,15 @@ def test_an_unwritable_output_folder_fails_before_any_work(
         assert after == before  # nothing trained, nothing replaced
 
 
-SPEED = ("train_runtime_s", "train_examples_per_s", "tokens_per_s")  # the machine's, not the run's
-
-
 def chain_reports(chain: Chain) -> dict:
+    """Every stage's metrics and DVCLive log (the machine's speed is in run.json), and the
+    predictions."""
     reports = {}
     for stage in ("pretrain", "multitask", "finetune", "evaluate"):
-        metrics = json.loads((chain.paths[stage]["--report-dir"] / "metrics.json").read_text())
-        reports[stage] = {k: v for k, v in metrics.items() if k not in SPEED}
+        report_dir = chain.paths[stage]["--report-dir"]
+        reports[stage] = json.loads((report_dir / "metrics.json").read_text())
+        if stage != "evaluate":
+            reports[f"{stage} live"] = live_files(report_dir)
     reports["predictions"] = pd.read_parquet(chain.predictions).to_dict("list")
     return reports
 

@@ -18,12 +18,12 @@ from bertfit.metrics import classification_metrics, per_class_metrics
 from bertfit.models.family import EncoderFamily, load_trained
 from bertfit.models.loading import load_classifier, load_tokenizer
 from bertfit.params import FinetuneParams, parse_section
-from bertfit.reporting import loss_rows
 from bertfit.training import hardware
 from bertfit.training.finetune import finetune, finetune_arguments
 from bertfit.training.hardware import use_bf16
+from bertfit.training.live import LiveLog
 from bertfit.training.trainer import BertfitTrainer, training_arguments
-from tests.conftest import TINY_FINETUNE
+from tests.conftest import TINY_FINETUNE, live_curve, live_training, read_json
 
 
 @pytest.mark.parametrize("mixed_precision", ["no", "auto"])
@@ -68,7 +68,7 @@ def test_loss_falls_when_overfitting_one_batch(
     bf16 = mixed_precision == "auto"
     assert use_bf16(mixed_precision) == bf16
     assert any(r.getMessage().endswith(f"bf16 {bf16}") for r in caplog.records)
-    loss = pd.read_csv(tmp_path / "reports" / "loss.csv")["loss"].to_numpy()
+    loss = live_curve(tmp_path / "reports", "finetune", "loss")["loss"].to_numpy()
     assert len(loss) == 30
     assert loss[-1] < 0.75 * loss[0]  # a random-init 2-layer BERT learns slowly
     manifest = json.loads((tmp_path / "model" / "bertfit_model.json").read_text())
@@ -99,10 +99,23 @@ def test_saved_model_is_the_selected_epoch(
     params = FinetuneParams(**(TINY_FINETUNE | {"num_train_epochs": 4, "learning_rate": 3e-3}))
     metrics = finetune(str(tiny_model_dir), task, rows, validation, params, 32,
                        tmp_path / "model", tmp_path / "reports")  # fmt: skip
-    curve = pd.read_csv(tmp_path / "reports" / "validation.csv")
-    assert curve["epoch"].tolist() == [1.0, 2.0, 3.0, 4.0]
+    reports = tmp_path / "reports"
+    curve = live_curve(reports, "finetune", "validation/accuracy")  # a row per epoch
+    steps = curve["step"].tolist()
+    assert steps == [steps[0] * e for e in (1, 2, 3, 4)] and steps[-1] == metrics["train_steps"]
     best = curve.loc[curve["accuracy"].idxmax()]  # idxmax: the first of equal maxima
-    assert (metrics["best_epoch"], metrics["selected_on"]) == (best["epoch"], "accuracy")
+    assert (metrics["best_step"], metrics["selected_on"]) == (best["step"], "accuracy")
+    validation_loss = live_curve(reports, "finetune", "validation/loss")
+    assert validation_loss["step"].tolist() == steps
+    assert {
+        k: len(live_curve(reports, "finetune", f"validation/{k}")) for k in metrics["validation"]
+    } == dict.fromkeys(metrics["validation"], 4)
+    # DVCLive's summary: the step and the latest training values; validation only as curves
+    training = live_training(reports, "finetune").iloc[-1]
+    assert read_json(reports / "live" / "metrics.json") == {
+        "finetune": {"learning_rate": training["learning_rate"], "loss": training["loss"]},
+        "step": metrics["train_steps"],
+    }
     trained = load_trained(tmp_path / "model")
     ds = trained.encoder().labelled(validation, task, "validation")
     scores = predict_scores(trained.model, ds, 16, trained.collator(), trained.family.score)
@@ -114,15 +127,31 @@ def test_saved_model_is_the_selected_epoch(
     )
 
 
-def test_loss_rows_keep_only_training_loss_logs() -> None:
-    history = [
-        {"loss": 1.0, "learning_rate": 1e-5, "epoch": 0.5, "step": 5, "loss_trec": 0.9},
-        {"eval_loss": 0.9, "eval_accuracy": 0.6, "epoch": 1.0, "step": 10},
-        {"train_runtime": 3.0, "epoch": 1.0, "step": 10},
-    ]
-    assert loss_rows(history) == [
-        {"step": 5, "epoch": 0.5, "loss": 1.0, "learning_rate": 1e-5, "loss_trec": 0.9}
-    ]
+def test_live_log_names_training_and_validation_values_by_stage(tmp_path: Path) -> None:
+    """Training logs give loss and learning rate (each task's loss for multitask), validation
+    logs their scores (multitask: per task); the Trainer's closing summary and epochs none."""
+    single = LiveLog(tmp_path, "finetune")
+    assert single.names(
+        {"loss": 1.0, "learning_rate": 1e-5, "grad_norm": 2.0, "epoch": 0.5, "step": 5}
+    ) == {"finetune/loss": 1.0, "finetune/learning_rate": 1e-5}
+    assert single.names({"eval_loss": 0.9, "eval_accuracy": 0.6, "eval_epoch": 1.0}) == {
+        "finetune/validation/loss": 0.9,
+        "finetune/validation/accuracy": 0.6,
+    }
+    assert single.names({"train_runtime": 3.0, "train_loss": 0.8, "epoch": 1.0}) == {}
+    multi = LiveLog(tmp_path, "multitask", ["sst2", "sst2_2000"])
+    assert multi.names({"loss": 1.0, "loss_sst2_2000": 0.9, "learning_rate": 1e-5}) == {
+        "multitask/loss": 1.0,
+        "multitask/task_loss/sst2_2000": 0.9,
+        "multitask/learning_rate": 1e-5,
+    }
+    assert multi.names(
+        {"eval_mean_main": 0.7, "eval_sst2_2000_mcc": 0.4, "eval_sst2_loss": 0.6}
+    ) == {
+        "multitask/validation_mean_main": 0.7,
+        "multitask/validation/sst2_2000/mcc": 0.4,
+        "multitask/validation/sst2/loss": 0.6,
+    }
 
 
 def test_classification_metrics() -> None:
@@ -149,7 +178,7 @@ def train_on_rows(
     params = FinetuneParams(**(TINY_FINETUNE | overrides))
     finetune(str(model_dir), Task("trec", sorted(set(rows["label"]))), rows, rows, params, 32,
              tmp_path / "model", tmp_path / "reports")  # fmt: skip
-    return params, pd.read_csv(tmp_path / "reports" / "loss.csv")
+    return params, live_training(tmp_path / "reports", "finetune")
 
 
 @pytest.mark.parametrize(

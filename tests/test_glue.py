@@ -118,8 +118,8 @@ def test_glue_entry_runs_with_its_official_metric(
     assert metrics["metric"] == info["metric"] and keys <= set(metrics)
     assert all(math.isfinite(metrics[k]) for k in keys)
     assert metrics["test_examples"] == len(trec_sample["validation"])
-    ft = json.loads((c.ft_reports / "metrics.json").read_text())
-    assert ft["selected_on"] == info["metric"]
+    ft_run = json.loads((c.ft_reports / "run.json").read_text())  # strings: not metrics
+    assert ft_run["selected_on"] == info["metric"]
     if entry == "stsb":  # regression: one output, numeric predictions
         config = AutoConfig.from_pretrained(c.model)
         assert (config.num_labels, config.problem_type) == (1, "regression")

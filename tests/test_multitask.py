@@ -19,7 +19,7 @@ from bertfit.models.loading import load_classifier
 from bertfit.params import MultitaskParams, parse_section
 from bertfit.training.multitask import multitask
 from bertfit.training.sampling import TaskBatchSampler, task_probabilities
-from tests.conftest import TINY_MULTITASK
+from tests.conftest import TINY_MULTITASK, live_curve, read_json
 
 SIZES = [1200, 300, 60]
 
@@ -134,20 +134,29 @@ def test_multitask_trains_shared_encoder_and_heads_and_keeps_the_best(
     tasks = trec_tasks(tmp_path, trec_sample, trec_metric="mcc")
     metrics = run(tmp_path, tiny_model_dir, tasks, max_steps=40, eval_steps=10)
 
-    history = pd.read_csv(tmp_path / "reports" / "validation.csv")
-    assert history["step"].tolist() == [10, 20, 30, 40]
+    reports = tmp_path / "reports"
+    # DVCLive: per validation the mean and every task's scores, a curve each
+    mean = live_curve(reports, "multitask", "validation_mean_main")
+    trec_mcc = live_curve(reports, "multitask", "validation/trec/mcc")
+    qlen_pearson = live_curve(reports, "multitask", "validation/qlen/pearson")
+    assert mean["step"].tolist() == trec_mcc["step"].tolist() == [10, 20, 30, 40]
     # selection reads each task's own metric: MCC for trec here, Pearson for qlen
-    means = (history["trec_mcc"] + history["qlen_pearson"]) / 2
-    assert history["mean_main"].tolist() == pytest.approx(means.tolist())
+    means = (trec_mcc["mcc"] + qlen_pearson["pearson"]) / 2
+    assert mean["validation_mean_main"].tolist() == pytest.approx(means.tolist())
     assert metrics["selected_on"] == {"trec": "mcc", "qlen": "pearson"}
-    best = history.loc[history["mean_main"].idxmax()]
-    assert metrics["best_step"] == best["step"]
-    assert metrics["validation"]["trec"]["mcc"] == pytest.approx(best["trec_mcc"])
+    best = mean["validation_mean_main"].idxmax()
+    assert metrics["best_step"] == mean["step"][best]
+    assert metrics["validation"]["trec"]["mcc"] == trec_mcc["mcc"][best]
     assert sum(metrics["task_batches"].values()) == 40 and min(metrics["task_batches"].values())
+    run_record = read_json(reports / "run.json")
+    assert run_record["selected_on"] == metrics["selected_on"] and run_record["sampling"]
+    assert "selected_on" not in read_json(reports / "metrics.json")
 
-    losses = pd.read_csv(tmp_path / "reports" / "loss.csv")
-    assert losses["loss_trec"].notna().any() and losses["loss_qlen"].notna().any()
-    assert losses["loss_qlen"].dropna().iloc[-1] < losses["loss_qlen"].dropna().iloc[0]
+    # each task's training loss, on the logging steps where it had batches
+    trec_loss = live_curve(reports, "multitask", "task_loss/trec")
+    qlen_loss = live_curve(reports, "multitask", "task_loss/qlen")
+    assert len(trec_loss) and qlen_loss["qlen"].iloc[-1] < qlen_loss["qlen"].iloc[0]
+    assert set(trec_loss["step"]) <= set(live_curve(reports, "multitask", "loss")["step"])
 
     # the saved encoder and heads are the best step's: they reproduce its validation scores
     out = tmp_path / "out"

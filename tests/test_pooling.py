@@ -26,7 +26,7 @@ from bertfit.models.pooling import (
 from bertfit.params import FinetuneParams, parse_section
 from bertfit.training.finetune import finetune, save
 from stages import evaluate as evaluate_stage
-from tests.conftest import TINY_FINETUNE
+from tests.conftest import TINY_FINETUNE, live_curve
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +178,7 @@ def test_hierarchical_loss_falls_when_overfitting(
                  "num_train_epochs": 25, "per_device_train_batch_size": 16, "logging_steps": 1,
                  "learning_rate": 1e-2, "layer_decay": 1.0, "warmup_ratio": 0.0}  # fmt: skip
     run_finetune(tmp_path, tiny_model_dir, rows, **overrides)
-    loss = pd.read_csv(tmp_path / "reports" / "loss.csv")["loss"].to_numpy()
+    loss = live_curve(tmp_path / "reports", "finetune", "loss")["loss"].to_numpy()
     assert loss[-3:].mean() < 0.75 * loss[:3].mean()
 
 

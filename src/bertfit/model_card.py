@@ -280,9 +280,9 @@ def limitations(
 
 
 def model_card(manifest: Manifest, task: Task, metrics: dict[str, Any]) -> str:
-    """README.md for a finetune model directory: front matter and text. `metrics` as
-    metrics.json holds them (reporting.json_values); the manifest's last recipe entry is
-    finetune's own."""
+    """README.md for a finetune model directory: front matter and text. `metrics`: the stage's
+    record as metrics.json and run.json hold it (reporting.json_values); the manifest's last
+    recipe entry is finetune's own."""
     model_name = f"bertfit-{task.name}"
     stats = task.stats()
     data = card_data(manifest, task, stats, metrics, model_name)

@@ -85,18 +85,3 @@ def markdown_table(header: list[str], rows: Iterable[Iterable[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
-
-
-def loss_rows(log_history: list[dict[str, float]]) -> list[dict]:
-    """Trainer.state.log_history -> its training-loss rows (per-task losses too, for multitask)."""
-    return [
-        {
-            "step": h["step"],
-            "epoch": h["epoch"],
-            "loss": h["loss"],
-            "learning_rate": h.get("learning_rate"),
-        }
-        | {k: v for k, v in h.items() if k.startswith("loss_")}
-        for h in log_history
-        if "loss" in h
-    ]

@@ -60,6 +60,7 @@ from bertfit.training.budget import (
     training_length,
 )
 from bertfit.training.checkpoints import clear_checkpoints, frame_bytes, saving, stage_resume
+from bertfit.training.live import LIVE_DIR, LiveLog
 from bertfit.training.selection import Selection, ValidationSet, selection_metric
 
 log = logging.getLogger(__name__)
@@ -375,8 +376,9 @@ def finetune_metrics(
     length: TrainingLength,
     inputs: InputLength,
 ) -> dict[str, Any]:
-    """metrics.json: the selected epoch's validation scores, where training started from, the
-    trainable share and optimiser state, the run's length, input length and speed."""
+    """The stage's record: the selected epoch's validation scores, where training started from,
+    the trainable share and optimiser state, the run's length, input length and speed
+    (metrics.json; the strings and the speed go to run.json, trainer.split_record)."""
     best = selection.best
     return {
         "validation": {k: v for k, v in best.items() if k not in ("step", "epoch")},
@@ -463,7 +465,9 @@ def finetune(
     args = finetune_arguments(params, checkpoint_dir or work_dir, resumable, length)
     data = [str(inputs.max_seq_length).encode(), *frame_bytes(train_df, validation_df)]
     resume, _ = stage_resume(args, checkpoint_dir, model_name, params, data)
-    extra = {"selection": selection, "callbacks": finetune_callbacks(params, selection)}
+    live = LiveLog(report_dir / LIVE_DIR, "finetune")
+    callbacks = [*finetune_callbacks(params, selection), live]
+    extra = {"selection": selection, "callbacks": callbacks}
     trainer = core.stage_trainer(params, args, model, train_ds, collator, tokenizer, **extra)
     plan = finetune_plan(
         model_name, task, params, args, family, head, train_ds, validation, length, inputs
@@ -487,7 +491,7 @@ def finetune(
     metrics = finetune_metrics(
         selection, started, params, trainer, trained, output, len(train_ds), length, inputs
     )
-    # the card's values are metrics.json's, read as it will be read
+    # the card's values are metrics.json's and run.json's, read as they will be read
     card = model_card(manifest, task, json_values(metrics))
 
     with phase("saving"):
@@ -497,5 +501,5 @@ def finetune(
         )
     shutil.rmtree(work_dir, ignore_errors=True)
     clear_checkpoints(checkpoint_dir)
-    core.write_reports(report_dir, metrics, trainer.state.log_history, selection)
+    core.write_reports(report_dir, metrics, live)
     return metrics

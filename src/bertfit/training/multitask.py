@@ -60,6 +60,7 @@ from bertfit.phases import phase
 from bertfit.reporting import check_writable
 from bertfit.training import trainer as core
 from bertfit.training.checkpoints import clear_checkpoints, frame_bytes, saving, stage_resume
+from bertfit.training.live import LIVE_DIR, TRAINING_KEYS, LiveLog, empty_log
 from bertfit.training.sampling import TaskBatchSampler
 from bertfit.training.selection import Selection, ValidationSet
 
@@ -259,7 +260,8 @@ def multitask(
     )
     batches = ConcatTasks([t.name for t in tasks], train)
     collator = TaskBatchCollator(family.collator(tokenizer, prep))
-    extra = {"selection": selection, "batch_sampler": sampler}
+    live = LiveLog(report_dir / LIVE_DIR, "multitask", [t.name for t in tasks])
+    extra = {"selection": selection, "batch_sampler": sampler, "callbacks": [live]}
     trainer = core.stage_trainer(params, args, model, batches, collator, tokenizer, **extra)
     output = core.fit(trainer, resume)
     trainer.accelerator.wait_for_everyone()
@@ -293,8 +295,7 @@ def multitask(
         )
     shutil.rmtree(work_dir, ignore_errors=True)
     clear_checkpoints(checkpoint_dir)
-    loss_fields = ["step", "epoch", "loss", "learning_rate", *(f"loss_{t.name}" for t in tasks)]
-    core.write_reports(report_dir, metrics, trainer.state.log_history, selection, loss_fields)
+    core.write_reports(report_dir, metrics, live)
     return metrics
 
 
@@ -308,8 +309,9 @@ def multitask_metrics(
     trainer: Any,
     output: Any,
 ) -> dict[str, Any]:
-    """metrics.json: the selected step and each task's scores at it, the batches each task got,
-    the trainable share and optimiser state, and the run's size and time."""
+    """The stage's record: the selected step and each task's scores at it, the batches each task
+    got, the trainable share and optimiser state, and the run's size and time (metrics.json;
+    the strings and the time go to run.json, trainer.split_record)."""
     return {
         "enabled": True,
         "sampling": params.sampling,
@@ -429,7 +431,9 @@ def skip(
     state = PartialState()
     if state.is_main_process:
         core.pass_through(str(model_dir), output_dir, manifest)
-        core.write_reports(report_dir, metrics, [], validation_fields=["step", "mean_main"])
+        core.write_reports(report_dir, metrics)
+        curves = [*TRAINING_KEYS, "validation_mean_main"]
+        empty_log(report_dir / LIVE_DIR, "multitask", curves)
         log.info("%s: %s passed through unchanged", reason, model_dir)
     state.wait_for_everyone()
     return metrics

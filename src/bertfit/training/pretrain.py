@@ -32,6 +32,7 @@ from bertfit.training.checkpoints import (
     clear_checkpoints,
     stage_resume,
 )
+from bertfit.training.live import LIVE_DIR, TRAINING_KEYS, LiveLog, empty_log
 from bertfit.training.objectives.mlm import MaskedLM
 from bertfit.training.objectives.span_corruption import SpanCorruption
 
@@ -70,7 +71,8 @@ def pretrain(
     checkpoint_dir: Path,
     base_model: str | None = None,
 ) -> dict[str, Any]:
-    """Further-pretrain model_name on the corpus and save a standard HF directory.
+    """Further-pretrain model_name on the corpus and save a standard HF directory; return the
+    stage's record (metrics.json's and run.json's values, trainer.split_record).
 
     `base_model`: the `model.name` the run starts from, for the recipe (model_name is the
     directory collect built for a scratch model; by default model_name itself)."""
@@ -113,7 +115,8 @@ def pretrain(
     log.info(core.plan_line(name, args, len(train_ds), data, **details))
     first_batch = resumed_step * args.gradient_accumulation_steps
     seeded = BatchSeeded(collator, params.seed, args.process_index, first_batch)
-    trainer = core.stage_trainer(params, args, model, train_ds, seeded, tokenizer)
+    live = LiveLog(report_dir / LIVE_DIR, "pretrain")
+    trainer = core.stage_trainer(params, args, model, train_ds, seeded, tokenizer, callbacks=[live])
     output = core.fit(trainer, resume)
     objective.after_training(model)
     with phase("held-out scoring"):
@@ -158,7 +161,7 @@ def pretrain(
         "steps": output.global_step,
         "resumed_from_step": resumed_step,
     } | speed(args, output, resumed_step, tokens_per_block)
-    core.write_reports(report_dir, metrics, trainer.state.log_history)
+    core.write_reports(report_dir, metrics, live)
     return metrics
 
 
@@ -185,7 +188,8 @@ def skip(model_name: str, output_dir: Path, manifest: Manifest, report_dir: Path
     state = PartialState()
     if state.is_main_process:
         core.pass_through(model_name, output_dir, manifest)
-        core.write_reports(report_dir, metrics, [])
+        core.write_reports(report_dir, metrics)
+        empty_log(report_dir / LIVE_DIR, "pretrain", TRAINING_KEYS)
         log.info("pretrain.corpus is none: %s passed through unchanged", model_name)
     state.wait_for_everyone()
     return metrics

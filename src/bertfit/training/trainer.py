@@ -9,7 +9,7 @@
 - `fit`: train, score the last step if no evaluation fell on it, restore the best weights.
 - `plan_line`: the training summary logged before training (effective batch with world size).
 - `write_model_dir`, `pass_through`, `write_reports`: the atomic model directory, the disabled
-  stage's copy, and the metrics / loss / validation files.
+  stage's copy, and metrics.json / run.json (the training curves: training.live, DVCLive).
 """
 
 from __future__ import annotations
@@ -46,14 +46,13 @@ from bertfit.models.loading import LOAD_KWARGS, load_tokenizer, resolve_model_na
 from bertfit.models.manifest import Manifest
 from bertfit.params import TrainingParams
 from bertfit.phases import phase
-from bertfit.reporting import loss_rows, write_csv, write_json
+from bertfit.reporting import write_json
 from bertfit.training.hardware import device_arguments, use_bf16
+from bertfit.training.live import LiveLog
 from bertfit.training.optim import layerwise_param_groups
 from bertfit.training.selection import Selection
 
 log = logging.getLogger(__name__)
-
-LOSS_FIELDS = ["step", "epoch", "loss", "learning_rate"]
 
 
 def training_arguments(params: TrainingParams, output_dir: Path, **stage: Any) -> TrainingArguments:
@@ -433,22 +432,37 @@ def pass_through(model_name: str, output_dir: Path, manifest: Manifest) -> None:
     write_model_dir(output_dir, write)
 
 
-def write_reports(
-    report_dir: Path,
-    metrics: dict[str, Any],
-    log_history: list[dict[str, Any]],
-    selection: Selection | None = None,
-    loss_fields: list[str] | None = None,
-    validation_fields: list[str] | None = None,
-) -> None:
-    """metrics.json, loss.csv (a row per logging step) and validation.csv (a row per evaluation).
+# what run.json holds rather than metrics.json: strings (what ran), the machine's run times and
+# throughput, and how the run went (resumed, processes): facts of the run, no numbers for a
+# reviewer to compare, kept out of `dvc metrics diff` and `dvc exp show` (issue 13)
+RUN_KEYS = (
+    "corpus",
+    "method",
+    "resumed_from_step",
+    "sampling",
+    "selected_on",
+    "tokens_per_s",
+    "train_examples_per_s",
+    "train_runtime_s",
+    "world_size",
+)
 
-    Also what a disabled stage writes, with an empty history: the same files, headers only.
-    """
+
+def split_record(record: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A stage's record -> (metrics.json, run.json): RUN_KEYS to the run, the rest metrics."""
+    metrics = {k: v for k, v in record.items() if k not in RUN_KEYS}
+    run = {k: v for k, v in record.items() if k in RUN_KEYS}
+    strings = sorted(k for k, v in metrics.items() if isinstance(v, str))
+    if strings:
+        raise RuntimeError(f"metrics {strings} are strings: add them to trainer.RUN_KEYS")
+    return metrics, run
+
+
+def write_reports(report_dir: Path, record: dict[str, Any], live: LiveLog | None = None) -> None:
+    """metrics.json and run.json (split_record), and the end of the stage's DVCLive log
+    (`live`; a stage that did not train writes its empty log itself, live.empty_log)."""
+    metrics, run = split_record(record)
     write_json(report_dir / "metrics.json", metrics)
-    write_csv(report_dir / "loss.csv", loss_rows(log_history), loss_fields or LOSS_FIELDS)
-    if validation_fields is None and selection is None:
-        return
-    rows = selection.history if selection else []
-    fields = list(dict.fromkeys(k for row in rows for k in row)) or validation_fields
-    write_csv(report_dir / "validation.csv", rows, fields)
+    write_json(report_dir / "run.json", run)
+    if live is not None:
+        live.end()
