@@ -204,7 +204,8 @@ def main(argv: list[str] | None = None) -> None:
             [f"--log-net-log={out / 'netlog.json'}", "--dump-dom", page.as_uri()], tmp / "p1"
         )
         (out / "dom.html").write_text(dumped.stdout, encoding="utf-8")
-        screenshot, size = out / "screenshot.png", f"1000,{160 + 520 * len(ids)}"
+        # two plots a row at 1000 px
+        screenshot, size = out / "screenshot.png", f"1000,{200 + 300 * len(ids)}"
         shot = run_browser(
             [f"--screenshot={screenshot}", f"--window-size={size}", page.as_uri()], tmp / "p2"
         )
