@@ -9,7 +9,7 @@ export TOKENIZERS_PARALLELISM ?= false
 # dvc.yaml's commands say `python`: it must be the virtual environment's
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install repro test lint clean exp-show
+.PHONY: install repro test lint clean exp-show plots pr-report
 
 install: $(STAMP)
 
@@ -22,6 +22,19 @@ $(STAMP): pyproject.toml constraints.txt requirements-assets.txt
 
 repro: install
 	$(BIN)/dvc repro
+
+# dvc plots show on a page that works offline: the template inlines the vega scripts from a
+# pinned wheel (bertfit.plots_page), generated here because it is not ours to commit
+PLOTS_TEMPLATE := dvc_plots/template.html
+plots: install
+	$(BIN)/python -m bertfit.plots_page $(PLOTS_TEMPLATE)
+	$(BIN)/dvc plots show --html-template $(PLOTS_TEMPLATE)
+
+# the markdown a pull request's reviewer reads (bertfit.review): params and metrics diff against
+# BASELINE, evaluate's pictures, and dvc plots diff's offline page; run it after `make repro`
+BASELINE ?= main
+pr-report: install
+	$(BIN)/python -m bertfit.review --baseline $(BASELINE) --out pr_report.md --plots-dir dvc_plots/pr
 
 # every test, the slow ones too (a bare `pytest` skips those: pyproject's addopts)
 test: install

@@ -1,8 +1,9 @@
 """evaluate: the fine-tuned model on the target's test split.
 
-Reads params.yaml (target, evaluate), models/finetune/ and data/tasks/<target>/; writes
-reports/evaluate/{metrics.json,per_class.json,confusion.csv,report.md} and
-data/predictions/test.parquet.
+Reads params.yaml (target, evaluate), models/finetune/, data/tasks/<target>/ and finetune's
+validation history (reports/finetune/, for the report's curve); writes
+reports/evaluate/{metrics.json,per_class.json,confusion.csv,report.md}, the report's pictures in
+reports/evaluate/figures/ and data/predictions/test.parquet.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model-dir", type=Path, required=True)
     parser.add_argument("--report-dir", type=Path, required=True)
     parser.add_argument("--predictions-file", type=Path, required=True)
+    # finetune's reports, for the validation curve in report.md (without it, the report says so)
+    parser.add_argument("--finetune-report-dir", type=Path)
     args = parser.parse_args(argv)
     configure_logging()
 
@@ -36,7 +39,9 @@ def main(argv: list[str] | None = None) -> None:
     with stage_run("evaluate"):
         task = read_task(args.data_dir / "tasks" / target)
         check_writable(args.predictions_file.parent)
-        _, predictions = evaluate(args.model_dir, task, params, args.report_dir)
+        _, predictions = evaluate(
+            args.model_dir, task, params, args.report_dir, args.finetune_report_dir
+        )
         write_parquet(predictions, args.predictions_file)
 
 

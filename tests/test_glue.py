@@ -115,7 +115,9 @@ def test_glue_entry_runs_with_its_official_metric(
     assert info["metric"] == spec.get("metric", "accuracy")
     assert info["sentence_pair"] == ("text_pair_column" in local)  # what bertfit predict asks
     metrics = json.loads((c.ev_reports / "metrics.json").read_text())
-    assert metrics["metric"] == info["metric"] and keys <= set(metrics)
+    ev_run = json.loads((c.ev_reports / "run.json").read_text())  # names: not metrics
+    assert ev_run == {"task": entry, "metric": info["metric"]} and keys <= set(metrics)
+    assert not any(isinstance(v, str) for v in metrics.values())
     assert all(math.isfinite(metrics[k]) for k in keys)
     assert metrics["test_examples"] == len(trec_sample["validation"])
     ft_run = json.loads((c.ft_reports / "run.json").read_text())  # strings: not metrics

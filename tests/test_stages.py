@@ -304,7 +304,12 @@ def test_chain_on_tiny_model(
     assert list(confusion.columns) == ["actual", "predicted"]
     assert confusion["actual"].tolist() == [r["label"] for r in trec_sample["test"]]
     assert (predictions["predicted"] == confusion["predicted"]).all()
-    assert "| accuracy |" in (c.ev_reports / "report.md").read_text()
+    report = (c.ev_reports / "report.md").read_text()
+    assert "| accuracy |" in report
+    # its pictures: the confusion matrix, F1 per class, and the curve from finetune's history
+    for name in ("confusion.png", "per_class_f1.png", "validation.png"):
+        assert f"(figures/{name})" in report
+        assert (c.ev_reports / "figures" / name).read_bytes()[:4] == b"\x89PNG"
 
     # the result is a standard HF directory: the stock pipeline loads it and predicts a label
     classify = pipeline("text-classification", model=str(c.model), device="cpu")

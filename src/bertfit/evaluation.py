@@ -5,6 +5,10 @@ Reads the task from collect's labels.json (data.tasks) and the model with its ma
 model is scored through its family's score, whatever its head: an encoder's logits, or a
 seq2seq model's label-word ranking. With `prediction: generate` a seq2seq model also decodes
 freely, and the report gives how often that produced no label word (counted as wrong).
+
+report.md embeds PNGs from figures/ beside it (bertfit.figures): the confusion matrix and F1 per
+class (regression: actual against predicted), and finetune's validation curve, read from
+finetune's report folder by finetune_history, the one place that knows its files' format.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from datasets import Dataset
 
 from bertfit.data.encoding import Preprocessing
 from bertfit.data.tasks import Task
+from bertfit.figures import confusion_png, per_class_f1_png, regression_png, validation_curve_png
 from bertfit.inference import predict_scores
 from bertfit.metrics import per_class_metrics, task_metrics
 from bertfit.models.family import Trained, load_trained
@@ -29,8 +34,11 @@ from bertfit.phases import phase
 from bertfit.reporting import check_writable, markdown_table, write_csv, write_json, write_text
 from bertfit.training.budget import token_lengths
 from bertfit.training.hardware import use_bf16
+from bertfit.training.live import LIVE_DIR
 
 log = logging.getLogger(__name__)
+
+FIGURES = "figures"  # report.md's pictures, in this folder beside it
 
 
 def check_model_task(model_dir: Path, trained: Task, task: Task) -> None:
@@ -43,6 +51,66 @@ def check_model_task(model_dir: Path, trained: Task, task: Task) -> None:
         )
 
 
+def finetune_history(report_dir: Path) -> pd.DataFrame | None:
+    """finetune's validation history, a row per validation (`step`, the metrics), or None when
+    it is not there (evaluate run on a model trained elsewhere, or a run that never validated).
+
+    The one reader of finetune's history: DVCLive's curves (training.live), a TSV per metric
+    (`step`, the value) in `live/plots/metrics/finetune/validation/`, joined on the step.
+    """
+    folder = report_dir / LIVE_DIR / "plots" / "metrics" / "finetune" / "validation"
+    curves = [pd.read_csv(f, sep="\t").set_index("step") for f in sorted(folder.glob("*.tsv"))]
+    if not curves:
+        return None
+    history = pd.concat(curves, axis=1).reset_index()
+    return history if len(history) else None
+
+
+def curve_axes(history: pd.DataFrame, metric: str) -> tuple[str, str] | None:
+    """(x, y) of the validation curve: the task's metric (else the first one) against the step."""
+    x = next((c for c in ("step", "epoch") if c in history), None)
+    numbers = [c for c in history.select_dtypes("number") if c not in ("step", "epoch")]
+    y = metric if metric in numbers else next((c for c in numbers if not c.endswith("_se")), None)
+    return (x, y) if x and y else None
+
+
+def draw_figures(
+    figures_dir: Path,
+    task: Task,
+    per_class: dict[str, dict[str, float]],
+    confusion: pd.DataFrame | None,
+    actual: list,
+    predicted: list,
+    finetune_report_dir: Path | None,
+) -> dict[str, str]:
+    """The report's PNGs; returns what each picture is -> its file name in figures_dir, or, for
+    the validation curve when finetune's history is missing, why there is none."""
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    for old in figures_dir.glob("*.png"):  # a picture this run does not draw must not linger
+        old.unlink()
+    drawn: dict[str, str] = {}
+    if confusion is None:
+        drawn["scatter"] = regression_png(
+            figures_dir / "actual_vs_predicted.png", actual, predicted, task.name
+        ).name
+    else:
+        drawn["confusion"] = confusion_png(figures_dir / "confusion.png", confusion, task.name).name
+        drawn["per_class"] = per_class_f1_png(
+            figures_dir / "per_class_f1.png", per_class, task.name
+        ).name
+    history = finetune_history(finetune_report_dir) if finetune_report_dir else None
+    axes = curve_axes(history, task.metric) if history is not None else None
+    if axes is None:
+        where = finetune_report_dir or "(no --finetune-report-dir given)"
+        drawn["validation_missing"] = f"No finetune validation history in `{where}`."
+        log.warning("no finetune validation history in %s: the report has no curve", where)
+    else:
+        drawn["validation"] = validation_curve_png(
+            figures_dir / "validation.png", history, axes[1], axes[0], task.name
+        ).name
+    return drawn
+
+
 def write_report(
     path: Path,
     task: str,
@@ -52,7 +120,13 @@ def write_report(
     metrics: dict[str, Any],
     per_class: dict[str, dict[str, float]],
     confusion: pd.DataFrame | None,
+    figures: dict[str, str] | None = None,
 ) -> None:
+    figures = figures or {}
+
+    def picture(key: str, alt: str) -> list[str]:
+        return [f"![{alt}]({FIGURES}/{figures[key]})", ""] if key in figures else []
+
     cut = metrics.get("test_share_truncated")
     lines = [
         f"# Evaluation: {task}",
@@ -66,24 +140,35 @@ def write_report(
         "",
     ]
     if confusion is None:  # regression
-        write_text(path, "\n".join(lines))
-        return
-    lines += [
-        "## Per class",
-        "",
-        markdown_table(
-            ["class", "precision", "recall", "F1", "support"],
-            [[c, m["precision"], m["recall"], m["f1"], m["support"]] for c, m in per_class.items()],
-        ),
-        "",
-        "## Confusion matrix (rows: actual, columns: predicted)",
-        "",
-        markdown_table(
-            ["actual \\ predicted", *confusion.columns],
-            [[i, *row] for i, row in zip(confusion.index, confusion.to_numpy(), strict=True)],
-        ),
-        "",
-    ]
+        lines += ["## Actual against predicted", "", *picture("scatter", "actual vs predicted")]
+    else:
+        lines += [
+            "## Per class",
+            "",
+            markdown_table(
+                ["class", "precision", "recall", "F1", "support"],
+                [
+                    [c, m["precision"], m["recall"], m["f1"], m["support"]]
+                    for c, m in per_class.items()
+                ],
+            ),
+            "",
+            *picture("per_class", "F1 per class"),
+            "## Confusion matrix (rows: actual, columns: predicted)",
+            "",
+            markdown_table(
+                ["actual \\ predicted", *confusion.columns],
+                [[i, *row] for i, row in zip(confusion.index, confusion.to_numpy(), strict=True)],
+            ),
+            "",
+            *picture("confusion", "confusion matrix"),
+        ]
+    if figures:
+        lines += ["## Validation during finetune", ""]
+        lines += picture("validation", "finetune validation curve") or [
+            figures["validation_missing"],
+            "",
+        ]
     write_text(path, "\n".join(lines))
 
 
@@ -163,9 +248,15 @@ def class_probabilities(scores: np.ndarray) -> np.ndarray:
 
 
 def evaluate(
-    model_dir: Path, task: Task, params: EvaluateParams, report_dir: Path
+    model_dir: Path,
+    task: Task,
+    params: EvaluateParams,
+    report_dir: Path,
+    finetune_report_dir: Path | None = None,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Score the model in model_dir on the task's test split; write the reports.
+
+    finetune_report_dir: where finetune wrote its validation history, for the report's curve.
 
     Returns the metrics and every test row with its prediction (and confidence).
     """
@@ -209,14 +300,19 @@ def evaluate(
     if generated["texts"] is not None:
         predictions = predictions.assign(generated=generated["texts"])
 
-    write_json(
-        report_dir / "metrics.json", {"task": task.name, "test_examples": len(test)} | metrics
-    )
+    # numbers in metrics.json (what `dvc metrics diff` and `dvc exp show` compare), the names
+    # of the task and of its official metric in run.json, as the training stages split theirs
+    numbers = {k: v for k, v in metrics.items() if not isinstance(v, str)}
+    write_json(report_dir / "metrics.json", {"test_examples": len(test)} | numbers)
+    write_json(report_dir / "run.json", {"task": task.name, "metric": task.metric})
     write_json(report_dir / "per_class.json", per_class)
     write_csv(  # classification: the confusion plot's rows; regression: actual against predicted
         report_dir / "confusion.csv",
         ({"actual": a, "predicted": p} for a, p in zip(actual, predicted, strict=True)),
         ["actual", "predicted"],
+    )
+    figures = draw_figures(
+        report_dir / FIGURES, task, per_class, confusion, actual, predicted, finetune_report_dir
     )
     write_report(
         report_dir / "report.md",
@@ -227,6 +323,7 @@ def evaluate(
         metrics,
         per_class,
         confusion,
+        figures,
     )
     log.info("test %s: %s", task.name, metrics)
     return metrics, predictions
