@@ -39,6 +39,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import re
 import subprocess
 import sys
@@ -555,9 +556,18 @@ def write_report(
 
 
 def dvc(args: Sequence[str], repo_dir: Path) -> str:
-    """Run a dvc command; its stdout, or an AblateError with the command and its last lines."""
+    """Run a dvc command; its stdout, or an AblateError with the command and its last lines.
+
+    This interpreter's folder goes first on PATH: the queue's workers inherit the environment,
+    and the stages' `python stages/...` must be the one bertfit is installed in, also when
+    `.venv/bin/bertfit` was called without activating the virtual environment."""
     command = [sys.executable, "-m", "dvc", *args]
-    done = subprocess.run(command, cwd=repo_dir, capture_output=True, text=True, check=False)
+    env = os.environ | {
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    }
+    done = subprocess.run(
+        command, cwd=repo_dir, capture_output=True, text=True, check=False, env=env
+    )
     if done.returncode != 0:
         tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-5:])
         raise AblateError(f"`dvc {' '.join(args)}` exited with {done.returncode}: {tail}")
