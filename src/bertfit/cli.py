@@ -13,7 +13,7 @@ from pathlib import Path
 
 # `bertfit <command>`: each module has add_arguments(parser) and run(args), and its docstring is
 # the command's help; imported by main() only, so the stage scripts that import cli never load them
-COMMANDS = {"predict": "bertfit.predict"}
+COMMANDS = {"predict": "bertfit.predict", "ablate": "bertfit.ablate"}
 
 
 def progress_bars() -> bool:

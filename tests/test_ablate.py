@@ -1,0 +1,234 @@
+"""bertfit ablate: the table's arithmetic on fixed inputs, reading a real `dvc exp show --json`
+(tests/data/ablate_exp_show.json, from tests/ablate_project.py), the variant -> params mapping,
+bad inputs, and (slow) the queue mechanics on a throwaway DVC project."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import pytest
+
+from bertfit import ablate, cli
+from tests.ablate_project import build
+
+FIXTURE = Path(__file__).parent / "data" / "ablate_exp_show.json"
+# Student's t quantiles from a printed table (two-sided 95 %): df 1 and 2
+T_DF1, T_DF2 = 12.706, 4.303
+
+
+def show() -> list[dict]:
+    return json.loads(FIXTURE.read_text())
+
+
+# --- arithmetic ---------------------------------------------------------------------------------
+
+
+def test_mean_std_and_interval_of_three_values_by_hand() -> None:
+    s = ablate.summarize([0.20, 0.22, 0.21])
+    # mean 0.63 / 3; deviations -0.01, 0.01, 0: variance 0.0002 / 2; half-width t * s / sqrt(3)
+    assert s.n == 3
+    assert s.mean == pytest.approx(0.21, abs=1e-12)
+    assert s.std == pytest.approx(0.01, abs=1e-12)
+    half = T_DF2 * 0.01 / math.sqrt(3)  # 0.02484
+    assert s.low == pytest.approx(0.21 - half, abs=1e-5)
+    assert s.high == pytest.approx(0.21 + half, abs=1e-5)
+
+
+def test_two_values_use_one_degree_of_freedom() -> None:
+    s = ablate.summarize([0.19, 0.20])
+    assert s.mean == pytest.approx(0.195)
+    assert s.std == pytest.approx(math.sqrt(0.00005))  # (0.005² + 0.005²) / 1
+    assert s.high - s.mean == pytest.approx(T_DF1 * math.sqrt(0.00005) / math.sqrt(2), abs=1e-5)
+
+
+def test_one_value_has_no_spread_and_the_table_says_so() -> None:
+    s = ablate.summarize([0.3])
+    assert (s.n, s.mean, s.std, s.low, s.high) == (1, 0.3, None, None, None)
+    group = ablate.Group("mr", "FiT", None, s, (42,), None, ())
+    row = ablate.table_rows([group])[0]
+    assert row[3:6] == ["1", "30.00 ± –", "– (n = 1: no interval)"]
+    with pytest.raises(ablate.AblateError):
+        ablate.summarize([])
+
+
+# --- reading dvc exp show --json ---------------------------------------------------------------
+
+
+def test_the_fixture_is_read_by_params_not_names() -> None:
+    results = ablate.read_experiments(show(), "ablate")
+    assert len(results) == 15
+    failed = [r for r in results if r.state == "failed"]
+    assert [r.name for r in failed] == ["ablate-mfit-fit-nall-s44"]
+    # dvc lists the baseline's metrics (0.15) under a failed run: never read
+    assert failed[0].error_rate is None
+    assert failed[0].log_command.startswith("dvc queue logs ")
+    assert failed[0].task_id and failed[0].log_command.endswith(failed[0].task_id[:7])
+    itpt = {(r.samples, r.seed): r for r in results if r.variant == "ITPT-FiT"}
+    assert itpt[(100, 43)].error_rate == pytest.approx(0.33)
+    assert itpt[(None, 44)].train_examples == 1000
+    assert ablate.read_experiments(show(), "other") == []
+
+
+def test_the_fixture_table_matches_hand_computed_values() -> None:
+    groups = ablate.group(ablate.read_experiments(show(), "ablate"))
+    rows = {(row[1], row[2]): row for row in ablate.table_rows(groups)}
+    assert list(rows) == [
+        ("FiT", "100"),
+        ("FiT", "all (1,000)"),
+        ("ITPT-FiT", "100"),
+        ("ITPT-FiT", "all (1,000)"),
+        ("MFiT-FiT", "all (1,000)"),
+    ]
+    # 0.21 ± 0.01, t(2) = 4.303: 21 ± 2.484
+    assert rows["FiT", "all (1,000)"][3:] == ["3", "21.00 ± 1.00", "[18.52, 23.48]", "42, 43, 44"]
+    # 0.30, 0.33, 0.36: std 0.03, 33 ± 7.452
+    assert rows["ITPT-FiT", "100"][3:6] == ["3", "33.00 ± 3.00", "[25.55, 40.45]"]
+    # 0.19, 0.20 and a failed seed: t(1) = 12.706, 19.5 ± 6.353
+    assert rows["MFiT-FiT", "all (1,000)"][3:] == [
+        "2",
+        "19.50 ± 0.71",
+        "[13.15, 25.85]",
+        "42, 43 (1 failed)",
+    ]
+
+
+def test_a_rerun_success_outranks_the_earlier_failure() -> None:
+    data = show()
+    entries = data[1]["experiments"]
+    failed = next(e for e in entries if e["name"] == "ablate-mfit-fit-nall-s44")
+    success = next(e for e in entries if e["name"] == "ablate-mfit-fit-nall-s43")
+    retry = json.loads(json.dumps(success))
+    retry["name"] = retry["revs"][0]["name"] = failed["name"]
+    data[1]["experiments"] = [failed, retry, *entries]
+    result = {r.name: r for r in ablate.read_experiments(data, "ablate")}
+    assert result["ablate-mfit-fit-nall-s44"].state == "success"
+
+
+def test_report_files_and_the_curve(tmp_path: Path) -> None:
+    results, text = ablate.write_report(
+        show(), tmp_path, "ablate", None, ablate.DEFAULT_METRICS_FILE, "finetune.seed", 12.0
+    )
+    assert (tmp_path / "ablation.md").read_text() == text
+    assert "`ablate-mfit-fit-nall-s44`: failed; log: `dvc queue logs " in text
+    assert "Wall time of the run: 12 s" in text
+    assert (tmp_path / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = json.loads((tmp_path / "ablation.json").read_text())
+    assert len(saved["experiments"]) == len(results) == 15
+    assert len(saved["groups"]) == 5
+    # only variants run at one number of examples: no curve to draw
+    groups = [g for g in ablate.group(results) if g.variant == "MFiT-FiT"]
+    assert not ablate.plot_curve(groups, None, tmp_path / "none.png")
+
+
+# --- variants, plan, arguments -----------------------------------------------------------------
+
+
+def test_variants_map_to_the_papers_params() -> None:
+    assert ablate.VARIANTS["FiT"] == {"pretrain.corpus": "none", "multitask.enabled": False}
+    assert ablate.VARIANTS["ITPT-MFiT-FiT"] == {
+        "pretrain.corpus": "within_task",
+        "multitask.enabled": True,
+    }
+    for name in ("itpt", "ITPT-FiT", "mfit", "ITPT-MFiT", "cdpt-fit"):
+        variant = ablate.resolve_variant(name)
+        assert ablate.variant_of(*ablate.VARIANTS[variant].values()) == variant
+    assert ablate.variant_of("none", "yes") == "pretrain.corpus=none, multitask.enabled=yes"
+
+
+def test_unknown_variant_lists_the_valid_ones() -> None:
+    with pytest.raises(ablate.AblateError, match="valid variants: FiT, ITPT-FiT, IDPT-FiT"):
+        ablate.resolve_variant("DAPT")
+
+
+def test_plan_sets_variant_seed_and_examples_once_per_run() -> None:
+    planned = ablate.plan(
+        ["FiT", "ITPT-FiT"],
+        [42, 43],
+        ["finetune.seed", "pretrain.seed"],
+        ["FiT"],
+        [100, None],
+        None,
+        {"finetune.learning_rate": "3e-5"},
+        "abl",
+    )
+    names = [p.name for p in planned]
+    assert names == [
+        "abl-fit-nall-s42",
+        "abl-fit-nall-s43",
+        "abl-itpt-fit-nall-s42",
+        "abl-itpt-fit-nall-s43",
+        "abl-fit-n100-s42",
+        "abl-fit-n100-s43",
+    ]
+    assert planned[0].overrides == (
+        "pretrain.corpus=none",
+        "multitask.enabled=false",
+        "finetune.seed=42",
+        "pretrain.seed=42",
+        "finetune.learning_rate=3e-5",
+    )
+    assert planned[-1].overrides[-1] == "finetune.max_train_samples=100"
+
+
+def test_bad_overrides_and_sample_numbers_are_refused() -> None:
+    with pytest.raises(ablate.AblateError, match="ablate sets this itself"):
+        ablate.parse_set(["pretrain.corpus=none"], ablate.VARIANTS["FiT"])
+    with pytest.raises(ablate.AblateError, match="expected key=value"):
+        ablate.parse_set(["finetune.seed"], [])
+    assert ablate.parse_samples("ALL") is None
+    with pytest.raises(ablate.AblateError, match="neither a positive number nor 'all'"):
+        ablate.parse_samples("-5")
+
+
+def test_the_command_prints_one_line_errors(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match=r"^bertfit ablate: error: unknown variant 'nope'"):
+        cli.main(["ablate", "--variants", "nope", "--table-only", "--repo", str(tmp_path)])
+    with pytest.raises(SystemExit, match=r"^bertfit ablate: error: `dvc exp show --json` exited"):
+        cli.main(["ablate", "--table-only", "--repo", str(tmp_path)])  # no DVC project there
+
+
+def test_table_only_rebuilds_from_dvc_exp_show_and_reports_failures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(ablate, "exp_show", lambda repo_dir: show())
+    cli.main(["ablate", "--table-only", "--out-dir", str(tmp_path)])  # a rebuild: exit 0
+    assert "| mr | FiT | all (1,000) | 3 | 21.00 ± 1.00 |" in capsys.readouterr().out
+    assert (tmp_path / "learning_curve.png").is_file()
+
+
+# --- the queue, for real -----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_queue_runs_reports_a_failure_and_retries_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The tiny project lists no error for MFiT-FiT seed 44, so that run fails; after the
+    table lists it, an edited errors.json and the same command queue only it again."""
+    repo = build(tmp_path / "repo")
+    monkeypatch.setattr(ablate, "POLL_S", 1.0)
+    caplog.set_level(logging.INFO, logger="bertfit.ablate")
+    args = ["--repo", str(repo), "--out-dir", str(repo / "out"), "--name", "t"]
+    args += ["--variants", "FiT", "MFiT", "--seeds", "1", "--first-seed", "44"]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["ablate", *args])
+    assert exit_info.value.code == 1
+    text = (repo / "out" / "ablation.md").read_text()
+    assert "| mr | FiT | all (1,000) | 1 | 21.00 ± – | – (n = 1: no interval) | 44 |" in text
+    assert "| mr | MFiT-FiT | all | 0 | – | – | – (1 failed) |" in text
+    assert "`t-mfit-fit-nall-s44`: failed; log: `dvc queue logs " in text
+    assert "queued 2/2: t-mfit-fit-nall-s44" in caplog.text
+    assert "FAILED" in caplog.text and "t-mfit-fit-nall-s44; its log: dvc queue logs" in caplog.text
+
+    errors = json.loads((repo / "errors.json").read_text())
+    (repo / "errors.json").write_text(json.dumps(errors | {"none|True|None|44": 0.21}))
+    caplog.clear()
+    cli.main(["ablate", *args])  # exit 0: nothing raised
+    assert "1 succeeded before (kept), 1 to run" in caplog.text
+    assert "queued 1/1: t-mfit-fit-nall-s44 (failed before)" in caplog.text
+    text = (repo / "out" / "ablation.md").read_text()
+    assert "| mr | MFiT-FiT | all (1,000) | 1 | 21.00 ± – |" in text
+    assert "Not in the table" not in text
