@@ -106,6 +106,9 @@ def throwaway_repo(repo: Path, tmp: Path) -> tuple[Path, list[str], list[str]]:
         if (repo / path).is_file():
             shutil.copy(repo / path, target)
             real.append(path)
+        elif (repo / path).is_dir():  # a folder of curves (DVCLive's per-task validation)
+            shutil.copytree(repo / path, target, dirs_exist_ok=True)
+            real.append(path)
         else:
             target.write_text(fixture_csv(columns), encoding="utf-8")
             made_up.append(path)
@@ -231,7 +234,8 @@ def main(argv: list[str] | None = None) -> None:
     problems = [f"{k}: {v}" for k, v in result["plots"].items() if not v.startswith(("c", "s"))]
     problems += [f"script tag {t}" for t in result["cdn_script_tags"]]
     problems += [f"the page requested {u}" for u in result["http_requests"]["page"]]
-    problems += [f"console {line}" for line in console if "error" in line.lower()]
+    # the word error (a console error, an uncaught exception), not a field such as error_rate
+    problems += [f"console {line}" for line in console if re.search(r"\berror\b", line, re.I)]
     if not ids:
         problems.append("the page has no plots")
     if result["screenshot_ink_share"] < 0.01:
