@@ -193,10 +193,19 @@ def test_the_command_prints_one_line_errors(tmp_path: Path) -> None:
 def test_table_only_rebuilds_from_dvc_exp_show_and_reports_failures(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(ablate, "exp_show", lambda repo_dir: show())
+    asked = []
+    monkeypatch.setattr(ablate, "exp_show", lambda repo_dir, rev=None: asked.append(rev) or show())
     cli.main(["ablate", "--table-only", "--out-dir", str(tmp_path)])  # a rebuild: exit 0
-    assert "| mr | FiT | all (1,000) | 3 | 21.00 ± 1.00 |" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| mr | FiT | all (1,000) | 3 | 21.00 ± 1.00 |" in out
     assert (tmp_path / "learning_curve.png").is_file()
+    # the experiments' commit, for a rebuild after later commits
+    baseline = ablate.baseline_rev(show())
+    assert baseline and f"--table-only --name ablate --rev {baseline[:12]}`" in out
+    cli.main(["ablate", "--table-only", "--rev", baseline[:12], "--out-dir", str(tmp_path)])
+    assert asked == [None, baseline[:12]]
+    with pytest.raises(SystemExit, match=r"^bertfit ablate: error: --rev rebuilds a table"):
+        cli.main(["ablate", "--rev", "HEAD~1", "--out-dir", str(tmp_path)])
 
 
 # --- the queue, for real -----------------------------------------------------------------------

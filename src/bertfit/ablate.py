@@ -43,6 +43,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -418,6 +419,7 @@ def markdown(
     metrics_file: str,
     wall_s: float | None,
     plot_file: str | None,
+    baseline: str | None = None,
 ) -> str:
     """The report: the table, the experiments that did not finish, where the numbers come
     from, and the run's wall time."""
@@ -440,7 +442,9 @@ def markdown(
         f"Test error from `{metrics_file}` (error_rate) of each experiment named `{prefix}-*` "
         "in `dvc exp show --json`; std is the sample standard deviation (n - 1), the interval "
         "Student's t over the seeds. Rebuild: `bertfit ablate --table-only "
-        f"--name {prefix}`.",
+        f"--name {prefix}"
+        + (f" --rev {baseline[:12]}`" if baseline else "`")
+        + " (the experiments' commit).",
     ]
     unfinished = [r for r in results if r.state != "success" or r.error_rate is None]
     if unfinished:
@@ -528,7 +532,8 @@ def write_report(
     if not results:
         raise AblateError(
             f"no experiment named {prefix}-* at this commit in `dvc exp show --json`; run "
-            "`bertfit ablate` without --table-only first, or give the --name it ran with"
+            "`bertfit ablate` without --table-only first, or give the --name it ran with, or "
+            "the commit it ran from with --rev (ablation.md's last line names it)"
         )
     groups = group(results)
     plot_file = out_dir / "learning_curve.png"
@@ -536,7 +541,13 @@ def write_report(
     if not drawn:
         plot_file.unlink(missing_ok=True)
     text = markdown(
-        groups, results, prefix, metrics_file, wall_s, plot_file.name if drawn else None
+        groups,
+        results,
+        prefix,
+        metrics_file,
+        wall_s,
+        plot_file.name if drawn else None,
+        baseline_rev(show),
     )
     write_text(out_dir / "ablation.md", text)
     write_json(
@@ -565,17 +576,30 @@ def dvc(args: Sequence[str], repo_dir: Path) -> str:
     env = os.environ | {
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     }
-    done = subprocess.run(
-        command, cwd=repo_dir, capture_output=True, text=True, check=False, env=env
-    )
+    # output into files, not pipes: `dvc queue start` leaves a worker running that inherits them,
+    # and reading a pipe to its end would wait for that worker, i.e. for the whole queue
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        done = subprocess.run(
+            command, cwd=repo_dir, stdout=out, stderr=err, text=True, check=False, env=env
+        )
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
     if done.returncode != 0:
-        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-5:])
+        tail = "\n".join((stderr or stdout).strip().splitlines()[-5:])
         raise AblateError(f"`dvc {' '.join(args)}` exited with {done.returncode}: {tail}")
-    return done.stdout
+    return stdout
 
 
-def exp_show(repo_dir: Path) -> list[dict[str, Any]]:
-    return json.loads(dvc(["exp", "show", "--json"], repo_dir))
+def exp_show(repo_dir: Path, rev: str | None = None) -> list[dict[str, Any]]:
+    """`dvc exp show --json` of HEAD's experiments, or of commit `rev`'s: experiments belong to
+    the commit they ran from, so a table is rebuilt after later commits with --rev."""
+    return json.loads(dvc(["exp", "show", "--json", *(["--rev", rev] if rev else [])], repo_dir))
+
+
+def baseline_rev(show: list[dict[str, Any]]) -> str | None:
+    """The commit the experiments of a `dvc exp show --json` output ran from."""
+    return next((b.get("rev") for b in show if b.get("rev") != "workspace"), None)
 
 
 def default_samples(repo_dir: Path, sets: dict[str, str]) -> int | None:
@@ -743,6 +767,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="run nothing: rebuild the table and the PNG from dvc exp show --json",
     )
     parser.add_argument(
+        "--rev",
+        default=None,
+        help="with --table-only: the commit the experiments ran from (default: HEAD)",
+    )
+    parser.add_argument(
         "--jobs",
         type=positive_int,
         default=1,
@@ -760,6 +789,8 @@ def ablate(args: argparse.Namespace) -> int:
     seed_param = args.seed_params[0]
     wall_s = None
     failed: list[str] = []
+    if args.rev and not args.table_only:
+        raise AblateError("--rev rebuilds a table (--table-only); experiments run from HEAD")
     if not args.table_only:
         samples = [parse_samples(v) for v in args.train_samples]
         controlled = {*VARIANTS["FiT"], *args.seed_params}
@@ -791,7 +822,7 @@ def ablate(args: argparse.Namespace) -> int:
         failed = queue_and_run(planned, args.repo, args.name, args.jobs, seed_param)
         wall_s = time.monotonic() - start
     results, text = write_report(
-        exp_show(args.repo),
+        exp_show(args.repo, args.rev),
         args.out_dir,
         args.name,
         curve_variants or None,
