@@ -172,7 +172,7 @@ def test_a_killed_evaluate_restarts_cleanly(multitask_ready: Chain, tmp_path: Pa
     whole = copy_project(multitask_ready, tmp_path.parent / f"{tmp_path.name}-whole")
     completed(whole, "evaluate")
 
-    killed(multitask_ready, "evaluate", "call:bertfit.evaluation.write_json:2")
+    killed(multitask_ready, "evaluate", "call:bertfit.evaluation.write_json:1")  # per_class.json
     assert (multitask_ready.ev_reports / "metrics.json").is_file()
     assert not (multitask_ready.ev_reports / "per_class.json").exists()
     completed(multitask_ready, "evaluate")

@@ -52,6 +52,7 @@ from typing import Any
 
 import yaml
 
+from bertfit.cli import positive_int
 from bertfit.reporting import write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -613,9 +614,18 @@ def default_samples(repo_dir: Path, sets: dict[str, str]) -> int | None:
 def queue_and_run(
     planned: Sequence[Planned], repo_dir: Path, prefix: str, jobs: int, seed_param: str
 ) -> list[str]:
-    """Queue what has not succeeded yet (a failed attempt is removed and queued again), start
-    the queue's workers and wait until every planned experiment has finished, logging each;
-    returns the names of those that failed."""
+    """Queue what has not succeeded yet, run the queue and wait for it; the names that failed."""
+    todo = queue(planned, repo_dir, prefix, seed_param)
+    if not todo:
+        return []
+    return run_queue([p.name for p in todo], repo_dir, prefix, jobs, seed_param)
+
+
+def queue(
+    planned: Sequence[Planned], repo_dir: Path, prefix: str, seed_param: str
+) -> list[Planned]:
+    """Queue the planned experiments that have not succeeded yet (a failed attempt is removed
+    and queued again; one queued or running already is left as it is); returns them."""
     known = {r.name: r for r in read_experiments(exp_show(repo_dir), prefix, seed_param=seed_param)}
     states = {p.name: known[p.name].state if p.name in known else None for p in planned}
     todo = [p for p in planned if states[p.name] != "success"]
@@ -637,9 +647,14 @@ def queue_and_run(
             args += ["-S", override]
         dvc(args, repo_dir)
         log.info("queued %d/%d: %s%s", i, len(todo), p.name, " (failed before)" if state else "")
-    if not todo:
-        return []
-    names = [p.name for p in todo]
+    return todo
+
+
+def run_queue(
+    names: Sequence[str], repo_dir: Path, prefix: str, jobs: int, seed_param: str
+) -> list[str]:
+    """Start the queue's workers and wait until the named experiments have finished, logging
+    each as it starts and ends; returns the names of those that failed."""
     dvc(["queue", "start", "--jobs", str(jobs)], repo_dir)
     failed: list[str] = []
     finished: set[str] = set()
@@ -673,7 +688,7 @@ def queue_and_run(
                     log.info(
                         "finished %d/%d: %s, test error %s (%.0f s since start)",
                         len(finished),
-                        len(todo),
+                        len(names),
                         name,
                         "?" if r.error_rate is None else f"{100 * r.error_rate:.2f} %",
                         elapsed,
@@ -683,24 +698,17 @@ def queue_and_run(
                     log.error(
                         "FAILED %d/%d: %s; its log: %s",
                         len(finished),
-                        len(todo),
+                        len(names),
                         name,
                         r.log_command,
                     )
             elif r.state == "running" and name not in running:
                 running.add(name)
-                log.info("running: %s (%d of %d)", name, len(finished) + 1, len(todo))
+                log.info("running: %s (%d of %d)", name, len(finished) + 1, len(names))
     return failed
 
 
 # --- the command -------------------------------------------------------------------------------
-
-
-def positive_int(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
-    return number
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -16,6 +16,14 @@ from pathlib import Path
 COMMANDS = {"predict": "bertfit.predict", "ablate": "bertfit.ablate"}
 
 
+def positive_int(value: str) -> int:
+    """argparse type of the subcommands' counts (--seeds, --batch-size, ...)."""
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
 def progress_bars() -> bool:
     """The one decision whether progress bars are drawn: only when stderr is a terminal.
 

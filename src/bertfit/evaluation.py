@@ -31,7 +31,14 @@ from bertfit.models.family import Trained, load_trained
 from bertfit.models.text2text import generate_labels, target_words
 from bertfit.params import EvaluateParams
 from bertfit.phases import phase
-from bertfit.reporting import check_writable, markdown_table, write_csv, write_json, write_text
+from bertfit.reporting import (
+    check_writable,
+    markdown_table,
+    write_csv,
+    write_json,
+    write_record,
+    write_text,
+)
 from bertfit.training.budget import token_lengths
 from bertfit.training.hardware import use_bf16
 from bertfit.training.live import LIVE_DIR
@@ -300,11 +307,8 @@ def evaluate(
     if generated["texts"] is not None:
         predictions = predictions.assign(generated=generated["texts"])
 
-    # numbers in metrics.json (what `dvc metrics diff` and `dvc exp show` compare), the names
-    # of the task and of its official metric in run.json, as the training stages split theirs
-    numbers = {k: v for k, v in metrics.items() if not isinstance(v, str)}
-    write_json(report_dir / "metrics.json", {"test_examples": len(test)} | numbers)
-    write_json(report_dir / "run.json", {"task": task.name, "metric": task.metric})
+    # numbers in metrics.json, the task's and its metric's names in run.json
+    write_record(report_dir, {"task": task.name, "test_examples": len(test)} | metrics)
     write_json(report_dir / "per_class.json", per_class)
     write_csv(  # classification: the confusion plot's rows; regression: actual against predicted
         report_dir / "confusion.csv",

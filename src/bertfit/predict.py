@@ -348,13 +348,6 @@ def predict_file(
     return output_file
 
 
-def positive_int(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
-    return number
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "model_dir",
@@ -387,7 +380,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the input's format, when its name does not say it",
     )
     parser.add_argument(
-        "--batch-size", type=positive_int, default=64, help="texts per batch (default: 64)"
+        "--batch-size", type=cli.positive_int, default=64, help="texts per batch (default: 64)"
     )
     parser.add_argument(
         "--mixed-precision",

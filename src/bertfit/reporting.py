@@ -78,6 +78,42 @@ def write_csv(path: Path, rows: Iterable[Mapping[str, Any]], fieldnames: list[st
     write_text(path, buf.getvalue())
 
 
+# what run.json holds rather than metrics.json: strings (what ran: the task, its metric's name,
+# the corpus, ...), the machine's run times and throughput, and how the run went (resumed,
+# processes): facts of the run, no numbers for a reviewer to compare, kept out of `dvc metrics
+# diff` and `dvc exp show` (issue 13)
+RUN_KEYS = (
+    "corpus",
+    "method",
+    "metric",
+    "resumed_from_step",
+    "sampling",
+    "selected_on",
+    "task",
+    "tokens_per_s",
+    "train_examples_per_s",
+    "train_runtime_s",
+    "world_size",
+)
+
+
+def split_record(record: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A stage's record -> (metrics.json, run.json): RUN_KEYS to the run, the rest metrics."""
+    metrics = {k: v for k, v in record.items() if k not in RUN_KEYS}
+    run = {k: v for k, v in record.items() if k in RUN_KEYS}
+    strings = sorted(k for k, v in metrics.items() if isinstance(v, str))
+    if strings:
+        raise RuntimeError(f"metrics {strings} are strings: add them to reporting.RUN_KEYS")
+    return metrics, run
+
+
+def write_record(report_dir: Path, record: Mapping[str, Any]) -> None:
+    """A stage's metrics.json and run.json (split_record)."""
+    metrics, run = split_record(record)
+    write_json(report_dir / "metrics.json", metrics)
+    write_json(report_dir / "run.json", run)
+
+
 def markdown_table(header: list[str], rows: Iterable[Iterable[Any]]) -> str:
     def cell(v: Any) -> str:
         return f"{v:.4f}" if isinstance(v, float) else str(v)

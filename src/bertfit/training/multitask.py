@@ -311,7 +311,7 @@ def multitask_metrics(
 ) -> dict[str, Any]:
     """The stage's record: the selected step and each task's scores at it, the batches each task
     got, the trainable share and optimiser state, and the run's size and time (metrics.json;
-    the strings and the time go to run.json, trainer.split_record)."""
+    the strings and the time go to run.json, reporting.split_record)."""
     return {
         "enabled": True,
         "sampling": params.sampling,

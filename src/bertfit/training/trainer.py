@@ -46,7 +46,7 @@ from bertfit.models.loading import LOAD_KWARGS, load_tokenizer, resolve_model_na
 from bertfit.models.manifest import Manifest
 from bertfit.params import TrainingParams
 from bertfit.phases import phase
-from bertfit.reporting import write_json
+from bertfit.reporting import write_record
 from bertfit.training.hardware import device_arguments, use_bf16
 from bertfit.training.live import LiveLog
 from bertfit.training.optim import layerwise_param_groups
@@ -432,37 +432,9 @@ def pass_through(model_name: str, output_dir: Path, manifest: Manifest) -> None:
     write_model_dir(output_dir, write)
 
 
-# what run.json holds rather than metrics.json: strings (what ran), the machine's run times and
-# throughput, and how the run went (resumed, processes): facts of the run, no numbers for a
-# reviewer to compare, kept out of `dvc metrics diff` and `dvc exp show` (issue 13)
-RUN_KEYS = (
-    "corpus",
-    "method",
-    "resumed_from_step",
-    "sampling",
-    "selected_on",
-    "tokens_per_s",
-    "train_examples_per_s",
-    "train_runtime_s",
-    "world_size",
-)
-
-
-def split_record(record: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A stage's record -> (metrics.json, run.json): RUN_KEYS to the run, the rest metrics."""
-    metrics = {k: v for k, v in record.items() if k not in RUN_KEYS}
-    run = {k: v for k, v in record.items() if k in RUN_KEYS}
-    strings = sorted(k for k, v in metrics.items() if isinstance(v, str))
-    if strings:
-        raise RuntimeError(f"metrics {strings} are strings: add them to trainer.RUN_KEYS")
-    return metrics, run
-
-
 def write_reports(report_dir: Path, record: dict[str, Any], live: LiveLog | None = None) -> None:
-    """metrics.json and run.json (split_record), and the end of the stage's DVCLive log
+    """metrics.json and run.json (reporting.write_record), and the end of the stage's DVCLive log
     (`live`; a stage that did not train writes its empty log itself, live.empty_log)."""
-    metrics, run = split_record(record)
-    write_json(report_dir / "metrics.json", metrics)
-    write_json(report_dir / "run.json", run)
+    write_record(report_dir, record)
     if live is not None:
         live.end()
