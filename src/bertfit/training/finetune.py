@@ -378,7 +378,7 @@ def finetune_metrics(
 ) -> dict[str, Any]:
     """The stage's record: the selected epoch's validation scores, where training started from,
     the trainable share and optimiser state, the run's length, input length and speed
-    (metrics.json; the strings and the speed go to run.json, trainer.split_record)."""
+    (metrics.json; the strings and the speed go to run.json, reporting.split_record)."""
     best = selection.best
     return {
         "validation": {k: v for k, v in best.items() if k not in ("step", "epoch")},
@@ -415,6 +415,24 @@ def finetune_callbacks(params: FinetuneParams, selection: Selection) -> list[Tra
     return callbacks
 
 
+def validation_selection(
+    family: Any,
+    tokenizer: Any,
+    config: Any,
+    validation: ValidationSet,
+    collator: Any,
+    params: FinetuneParams,
+) -> Selection:
+    """What keeps the best validation (within finetune.selection_tolerance of the peak)."""
+    return Selection(
+        [validation],
+        lambda t: family.scorer(t, tokenizer, config),
+        collator,
+        params.per_device_eval_batch_size,
+        tolerance=params.selection_tolerance,
+    )
+
+
 def finetune(
     model_name: str,
     task: Task,
@@ -435,14 +453,15 @@ def finetune(
     head = head_spec(params)
     model = family.classifier(model_name, task, head)
     check_max_seq_length(model.config, max_seq_length, model_name)
-    head_from_multitask = start_from_multitask(params, model, model_name, task, head)
+    # where training starts from, for metrics.json: the multitask head, the multitask prompt
+    started = {"head_from_multitask": start_from_multitask(params, model, model_name, task, head)}
     # one work directory, the same path on every process when launched with accelerate/torchrun
     work_dir = output_dir.parent / f".{output_dir.name}-work"
     base_dir = work_dir / BASE_DIR
     fingerprint = None if params.method == "full" else base_fingerprint(model)
     with phase("tokenising"):  # counting tokens: is the text long for max_seq_length?
         inputs = input_length(params, tokenizer, train_df, max_seq_length, model.config, task.name)
-    model, prompt_from_multitask = with_method(
+    model, started["prompt_from_multitask"] = with_method(
         params, family, model, model_name, task, head, inputs.max_seq_length, base_dir
     )
     prep = preprocessing(params, inputs.max_seq_length, inputs.head_tokens)
@@ -452,13 +471,7 @@ def finetune(
             family, encoder, tokenizer, task, train_df, validation_df, params
         )
     collator = family.collator(tokenizer, prep)
-    selection = Selection(
-        [validation],
-        lambda t: family.scorer(t, tokenizer, config),
-        collator,
-        params.per_device_eval_batch_size,
-        tolerance=params.selection_tolerance,
-    )
+    selection = validation_selection(family, tokenizer, config, validation, collator, params)
     resumable = checkpoint_dir is not None
     args = finetune_arguments(params, checkpoint_dir or work_dir, resumable)
     length = training_length(params, args, len(train_ds))
@@ -484,10 +497,6 @@ def finetune(
     manifest = finetune_manifest(family, prep, task, head, config, params.method, fingerprint)
     manifest = replace(manifest, recipe=[*earlier, entry])
     trained = trainer.accelerator.unwrap_model(trainer.model)
-    started = {
-        "head_from_multitask": head_from_multitask,
-        "prompt_from_multitask": prompt_from_multitask,
-    }
     metrics = finetune_metrics(
         selection, started, params, trainer, trained, output, len(train_ds), length, inputs
     )

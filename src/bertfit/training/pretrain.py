@@ -72,7 +72,7 @@ def pretrain(
     base_model: str | None = None,
 ) -> dict[str, Any]:
     """Further-pretrain model_name on the corpus and save a standard HF directory; return the
-    stage's record (metrics.json's and run.json's values, trainer.split_record).
+    stage's record (metrics.json's and run.json's values, reporting.split_record).
 
     `base_model`: the `model.name` the run starts from, for the recipe (model_name is the
     directory collect built for a scratch model; by default model_name itself)."""
@@ -90,12 +90,7 @@ def pretrain(
     tokenizer = load_tokenizer(model_name)
     objective = OBJECTIVES[family.name](params, model_name)
     model = objective.load_model()
-    train_texts, heldout_texts = read_corpus(corpus_dir)
-    with phase("tokenising"):
-        train_ds = objective.tokenize(train_texts, tokenizer, "corpus train")
-        heldout_ds = objective.tokenize(heldout_texts, tokenizer, "corpus held-out")
-        collator = objective.collator(tokenizer)
-        heldout = objective.heldout(heldout_ds, collator)
+    train_ds, heldout_ds, collator, heldout = tokenised_corpus(objective, tokenizer, corpus_dir)
     if torch.cuda.is_available():
         model.to("cuda")
     with phase("held-out scoring"):
@@ -108,11 +103,8 @@ def pretrain(
     resume, resumed_step = stage_resume(args, checkpoint_dir, model_name, params, corpus)
     tokens_per_block = float(np.mean([len(x) for x in train_ds["input_ids"]]))
     scored = sum(len(b["input_ids"]) for b in heldout)
-    blocks = f"{len(train_ds)} {'blocks' if params.packing else 'texts'}"
-    data = f"{blocks} of {tokens_per_block:.0f} tokens ({scored} held-out)"
-    details = objective_details(params, family.name)
-    name = f"pretrain {model_name} ({objective.name})"
-    log.info(core.plan_line(name, args, len(train_ds), data, **details))
+    blocks = (len(train_ds), tokens_per_block, scored)
+    log.info(plan(model_name, family.name, objective.name, params, args, blocks))
     first_batch = resumed_step * args.gradient_accumulation_steps
     seeded = BatchSeeded(collator, params.seed, args.process_index, first_batch)
     live = LiveLog(report_dir / LIVE_DIR, "pretrain")
@@ -126,21 +118,7 @@ def pretrain(
     trainer.accelerator.wait_for_everyone()
     if not trainer.is_world_process_zero():
         return {}
-    entry |= {
-        "ran": True,
-        "objective": objective.name,
-        "corpus": params.corpus,
-        "train_blocks": len(train_ds),
-        "max_seq_length": params.max_seq_length,
-        "steps": output.global_step,
-        "batch_size": args.per_device_train_batch_size
-        * args.gradient_accumulation_steps
-        * args.world_size,
-        "learning_rate": params.learning_rate,
-        "seed": params.seed,
-        "heldout_loss_before": before["loss"],
-        "heldout_loss_after": after["loss"],
-    }
+    entry |= ran_entry(params, args, objective.name, len(train_ds), output, before, after)
     manifest = replace(manifest, recipe=[*recipe, entry])
 
     def save(staged: Path) -> None:
@@ -163,6 +141,63 @@ def pretrain(
     } | speed(args, output, resumed_step, tokens_per_block)
     core.write_reports(report_dir, metrics, live)
     return metrics
+
+
+def tokenised_corpus(objective: Any, tokenizer: Any, corpus_dir: Path) -> tuple[Any, ...]:
+    """The corpus's train and held-out blocks, the objective's collator, and the held-out
+    batches scored before and after training (a seeded sample, pretrain.heldout_max_blocks)."""
+    train_texts, heldout_texts = read_corpus(corpus_dir)
+    with phase("tokenising"):
+        train_ds = objective.tokenize(train_texts, tokenizer, "corpus train")
+        heldout_ds = objective.tokenize(heldout_texts, tokenizer, "corpus held-out")
+        collator = objective.collator(tokenizer)
+        heldout = objective.heldout(heldout_ds, collator)
+    return train_ds, heldout_ds, collator, heldout
+
+
+def plan(
+    model_name: str,
+    family: str,
+    objective: str,
+    params: PretrainParams,
+    args: Any,
+    blocks: tuple[int, float, int],
+) -> str:
+    """The training summary logged before training: `blocks` (train blocks, their mean tokens,
+    held-out tokens scored), the objective's settings."""
+    count, tokens_per_block, scored = blocks
+    unit = "blocks" if params.packing else "texts"
+    data = f"{count} {unit} of {tokens_per_block:.0f} tokens ({scored} held-out)"
+    details = objective_details(params, family)
+    name = f"pretrain {model_name} ({objective})"
+    return core.plan_line(name, args, count, data, **details)
+
+
+def ran_entry(
+    params: PretrainParams,
+    args: Any,
+    objective: str,
+    train_blocks: int,
+    output: Any,
+    before: dict[str, float],
+    after: dict[str, float],
+) -> dict[str, Any]:
+    """The recipe's record of a pretraining run (bertfit_model.json, the model card)."""
+    return {
+        "ran": True,
+        "objective": objective,
+        "corpus": params.corpus,
+        "train_blocks": train_blocks,
+        "max_seq_length": params.max_seq_length,
+        "steps": output.global_step,
+        "batch_size": args.per_device_train_batch_size
+        * args.gradient_accumulation_steps
+        * args.world_size,
+        "learning_rate": params.learning_rate,
+        "seed": params.seed,
+        "heldout_loss_before": before["loss"],
+        "heldout_loss_after": after["loss"],
+    }
 
 
 def speed(args: Any, output: Any, resumed_step: int, tokens_per_block: float) -> dict[str, Any]:
