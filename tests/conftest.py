@@ -44,6 +44,9 @@ TINY_PRETRAIN = {
     "heldout_max_blocks": None,
     "gradient_accumulation_steps": 1,
     "save_steps": 10,
+    "head_warmup_steps": 0,
+    "head_warmup_learning_rate": 1e-3,
+    "eval_steps": None,
     "logging_steps": 5,
     "mixed_precision": "no",
 }
@@ -82,6 +85,7 @@ TINY_FINETUNE = {
     "feature_layers": 2,
     "metric_for_best_model": "task",
     "max_train_samples": None,
+    "max_validation_samples": None,
     "logging_steps": 5,
     "init_head_from_multitask": True,
     "label_scoring": "sum",

@@ -188,6 +188,8 @@ def test_the_command_prints_one_line_errors(tmp_path: Path) -> None:
         cli.main(["ablate", "--variants", "nope", "--table-only", "--repo", str(tmp_path)])
     with pytest.raises(SystemExit, match=r"^bertfit ablate: error: `dvc exp show --json` exited"):
         cli.main(["ablate", "--table-only", "--repo", str(tmp_path)])  # no DVC project there
+    with pytest.raises(SystemExit, match=r"^bertfit ablate: error: nothing to run"):
+        cli.main(["ablate", "--variants", "--repo", str(tmp_path)])
 
 
 def test_table_only_rebuilds_from_dvc_exp_show_and_reports_failures(

@@ -39,7 +39,7 @@ from bertfit.training.objectives.mlm import (
     load_masked_lm,
     tokenize_corpus,
 )
-from bertfit.training.pretrain import pretrain
+from bertfit.training.pretrain import pretrain, tokenised_corpus, warm_up_head
 from tests.conftest import TINY_PRETRAIN, live_curve, live_files, read_json, read_jsonl_gz
 
 PARAMS = TINY_PRETRAIN
@@ -223,13 +223,72 @@ def run_killed(monkeypatch: pytest.MonkeyPatch, *args: object, **overrides: obje
             run(*args, **overrides)
 
 
-def test_killed_run_resumes_from_last_checkpoint(
-    tmp_path: Path, tiny_model_dir: Path, corpus_dir: Path, monkeypatch: pytest.MonkeyPatch
+def test_the_head_warms_up_alone_with_the_encoder_frozen(
+    tmp_path: Path, tiny_model_dir: Path, corpus_dir: Path
 ) -> None:
-    whole = run(tmp_path / "whole", tiny_model_dir, corpus_dir)
-    run_killed(monkeypatch, tmp_path, tiny_model_dir, corpus_dir)
+    params = PretrainParams(**(PARAMS | {"head_warmup_steps": 6, "learning_rate": 1e-3}))
+    objective = MaskedLM(params, str(tiny_model_dir))
+    model = objective.load_model()
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    train_ds, _, collator, heldout = tokenised_corpus(objective, tokenizer, corpus_dir)
+    objective.for_training(model)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    before = objective.score(model, heldout)
+    warm = warm_up_head(objective, model, (train_ds, collator, tokenizer), heldout, tmp_path)
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, start[k])}
+    # the fresh head's transform and bias only: not the encoder, not the decoder tied to the
+    # input embeddings
+    assert changed == {
+        "cls.predictions.bias",
+        "cls.predictions.decoder.bias",  # the same tensor as the one above
+        "cls.predictions.transform.dense.weight",
+        "cls.predictions.transform.dense.bias",
+        "cls.predictions.transform.LayerNorm.weight",
+        "cls.predictions.transform.LayerNorm.bias",
+    }
+    assert warm["heldout"]["loss"] < before["loss"] and warm["runtime_s"] > 0
+    assert all(p.requires_grad for p in model.parameters())  # the whole model trains next
+
+
+def test_head_warmup_and_the_heldout_curve_in_the_stage(
+    tmp_path: Path, tiny_model_dir: Path, corpus_dir: Path
+) -> None:
+    metrics = run(tmp_path, tiny_model_dir, corpus_dir, head_warmup_steps=4, eval_steps=5)
+    warm = metrics["heldout_after_head_warmup"]
+    assert metrics["heldout_before"]["loss"] > warm["loss"] > metrics["heldout_after"]["loss"]
+    assert read_json(tmp_path / "reports" / "run.json")["head_warmup_runtime_s"] > 0
+    assert metrics["steps"] == 20  # max_steps after the warm-up, not including it
+    # the held-out curve: before (step 0), every eval_steps, the last step's being `after`
+    curve = live_curve(tmp_path / "reports", "pretrain", "validation/accuracy")
+    assert curve["step"].tolist() == [0, 5, 10, 15, 20]
+    assert curve["accuracy"].iloc[-1] == metrics["heldout_after"]["accuracy"]
+    loss = live_curve(tmp_path / "reports", "pretrain", "validation/loss")
+    assert loss["loss"].iloc[0] == metrics["heldout_before"]["loss"]
+    recipe = json.loads((tmp_path / "out" / "bertfit_model.json").read_text())["recipe"]
+    assert recipe[-1]["head_warmup_steps"] == 4
+
+
+def test_head_warmup_is_refused_for_a_seq2seq_model(
+    tmp_path: Path, tiny_t5_dir: Path, corpus_dir: Path
+) -> None:
+    with pytest.raises(ValueError, match=r"Set pretrain.head_warmup_steps: 0"):
+        run(tmp_path, tiny_t5_dir, corpus_dir, head_warmup_steps=2)
+
+
+@pytest.mark.parametrize(
+    "overrides", [{}, {"head_warmup_steps": 3, "eval_steps": 5}], ids=["plain", "head_warmup"]
+)
+def test_killed_run_resumes_from_last_checkpoint(
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    corpus_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    overrides: dict,
+) -> None:
+    whole = run(tmp_path / "whole", tiny_model_dir, corpus_dir, **overrides)
+    run_killed(monkeypatch, tmp_path, tiny_model_dir, corpus_dir, **overrides)
     assert (tmp_path / "checkpoints" / "checkpoint-10").is_dir()
-    metrics = run(tmp_path, tiny_model_dir, corpus_dir)
+    metrics = run(tmp_path, tiny_model_dir, corpus_dir, **overrides)
     assert metrics["resumed_from_step"] == 10 and metrics["steps"] == 20
     assert metrics["heldout_after"] == whole["heldout_after"]  # as if never interrupted
     # the DVCLive log too: the resumed run replays the checkpoint's history, then goes on

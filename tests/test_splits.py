@@ -4,7 +4,13 @@ import pandas as pd
 import pytest
 
 from bertfit.data.sources import RawTask
-from bertfit.data.splits import clean_split, drop_missing_labels, prepare_task, text_key
+from bertfit.data.splits import (
+    clean_split,
+    drop_missing_labels,
+    prepare_task,
+    subsample,
+    text_key,
+)
 from bertfit.params import SplitSpec
 
 SPLIT = SplitSpec(validation_ratio=0.1, test_ratio=0.1)
@@ -132,3 +138,23 @@ def test_missing_labels_are_an_error_above_the_threshold() -> None:
 def test_pairs_are_keyed_on_both_texts() -> None:
     df = pd.DataFrame({"text": ["a", "a"], "text_pair": ["b", "c"], "label": ["x", "y"]})
     assert text_key(df).nunique() == 2
+
+
+def test_subsample_is_stratified_seeded_and_readable_when_too_small(
+    trec_train: pd.DataFrame,
+) -> None:
+    counts = trec_train["label"].value_counts()
+    n = 60
+    a = subsample(trec_train, n, seed=1, stratify=True, where="trec train")
+    assert len(a) == n and set(a["text"]) <= set(trec_train["text"])
+    # each label keeps its share to the row (largest remainder: within one of n × share)
+    expected = counts / counts.sum() * n
+    drawn = a["label"].value_counts().reindex(counts.index, fill_value=0)
+    assert ((drawn - expected).abs() < 1).all()
+    pd.testing.assert_frame_equal(a, subsample(trec_train, n, 1, True, "trec train"))
+    assert set(a["text"]) != set(subsample(trec_train, n, 2, True, "trec train")["text"])
+    assert subsample(trec_train, len(trec_train) + 5, 1, True, "x") is trec_train  # all rows
+    with pytest.raises(ValueError, match=r"trec train: cannot draw a stratified sample of 3 rows"):
+        subsample(trec_train, 3, 1, True, "trec train")  # fewer rows than its 6 labels
+    scores = trec_train.assign(label=range(len(trec_train)))  # regression: a plain draw
+    assert len(subsample(scores, 3, 1, False, "sts-b train")) == 3

@@ -254,7 +254,9 @@ def test_chain_on_tiny_model(
     assert (manifest["head"], sorted(heads)) == ("multitask", ["qlen", "trec"])
     assert heads["qlen"]["task"]["problem"] == "regression" and heads["trec"]["task"]["labels"]
     assert (c.multitasked / heads["trec"]["file"]).is_file()
-    assert json.loads((c.ft_reports / "metrics.json").read_text())["head_from_multitask"]
+    ft = json.loads((c.ft_reports / "metrics.json").read_text())
+    assert ft["head_from_multitask"]
+    assert (ft["train_examples"], ft["validation_examples"]) == (96, 200)  # both drawn
 
     task_dir = c.data / "tasks" / "trec"
     labels = json.loads((task_dir / "labels.json").read_text())["labels"]
@@ -488,9 +490,10 @@ def test_a_target_outside_multitask_tasks_passes_multitask_through(
 def test_embedded_default_chain_on_mr(tmp_path: Path) -> None:
     """The real chain on the embedded MiniLM and mr, with few steps and a small train sample."""
     params = copy.deepcopy(read_params_file(PROJECT_ROOT / "params.yaml"))
-    params["pretrain"] |= {"max_steps": 4, "save_steps": 2}
+    params["pretrain"] |= {"max_steps": 4, "save_steps": 2, "head_warmup_steps": 2, "eval_steps": 2}
     params["multitask"] |= {"max_steps": 4, "eval_steps": 2}
     params["finetune"] |= {"max_train_samples": 96, "num_train_epochs": 1, "min_train_steps": None}
+    params["finetune"] |= {"max_validation_samples": 200}
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(params))
     c = Chain(tmp_path, params_file, PROJECT_ROOT)
@@ -505,10 +508,14 @@ def test_embedded_default_chain_on_mr(tmp_path: Path) -> None:
     assert stats["corpus"]["train_texts"] + stats["corpus"]["heldout_texts"] > 10251
     pt = json.loads((c.pt_reports / "metrics.json").read_text())
     assert pt["steps"] == 4 and pt["heldout_before"]["masked_tokens"] > 0
+    # MiniLM's fresh MLM head learns alone first: the held-out loss falls before the encoder moves
+    assert pt["heldout_before"]["loss"] > pt["heldout_after_head_warmup"]["loss"]
     mt = json.loads((c.mt_reports / "metrics.json").read_text())
     assert sorted(mt["validation"]) == ["airline", "bbc", "mr", "trec"]
     assert sum(mt["task_batches"].values()) == 4
-    assert json.loads((c.ft_reports / "metrics.json").read_text())["head_from_multitask"]
+    ft = json.loads((c.ft_reports / "metrics.json").read_text())
+    assert ft["head_from_multitask"]
+    assert (ft["train_examples"], ft["validation_examples"]) == (96, 200)  # both drawn
     metrics = json.loads((c.ev_reports / "metrics.json").read_text())
     assert metrics["test_examples"] == 1279
     classify = pipeline("text-classification", model=str(c.model), device="cpu")

@@ -714,9 +714,10 @@ def run_queue(
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--variants",
-        nargs="+",
+        nargs="*",
         default=["FiT", "ITPT-FiT", "MFiT-FiT"],
-        help=f"variants to compare ({', '.join(VARIANTS)}; default: FiT ITPT-FiT MFiT-FiT)",
+        help=f"variants to compare at finetune.max_train_samples ({', '.join(VARIANTS)}; "
+        "default: FiT ITPT-FiT MFiT-FiT; none, with --curve-variants: the curve alone)",
     )
     parser.add_argument(
         "--seeds", type=positive_int, default=3, help="seeds per variant (default: 3)"
@@ -799,6 +800,8 @@ def ablate(args: argparse.Namespace) -> int:
     failed: list[str] = []
     if args.rev and not args.table_only:
         raise AblateError("--rev rebuilds a table (--table-only); experiments run from HEAD")
+    if not (variants or curve_variants or args.table_only):
+        raise AblateError("nothing to run: name --variants, --curve-variants or both")
     if not args.table_only:
         samples = [parse_samples(v) for v in args.train_samples]
         controlled = {*VARIANTS["FiT"], *args.seed_params}

@@ -169,10 +169,12 @@ def pretrain_step(entry: dict[str, Any]) -> str:
     if not entry.get("ran"):
         return f"**Further pretraining**: skipped ({entry.get('reason', 'not run')})."
     objective = "masked LM" if entry.get("objective") == "mlm" else "T5 span corruption"
+    warmup = entry.get("head_warmup_steps") or 0
+    head = f"{warmup:,} steps of the masked-LM head alone, then " if warmup else ""
     return (
         f"**Further pretraining** ({objective}) on the `{entry['corpus']}` corpus "
         f"({entry['train_blocks']:,} blocks of up to {entry['max_seq_length']} tokens): "
-        f"{entry['steps']:,} steps of batch {entry['batch_size']}, learning rate "
+        f"{head}{entry['steps']:,} steps of batch {entry['batch_size']}, learning rate "
         f"{entry['learning_rate']:g}, seed {entry['seed']}; held-out loss "
         f"{entry['heldout_loss_before']:.4f} before, {entry['heldout_loss_after']:.4f} after."
     )

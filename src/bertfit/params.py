@@ -283,6 +283,15 @@ class PretrainParams(TrainingParams):
         gt=0, description="held-out examples scored before/after; null = the whole slice"
     )
     save_steps: int = Field(gt=0, description="checkpoint interval, for resuming")
+    head_warmup_steps: int = Field(
+        ge=0,
+        description="encoders: steps before max_steps in which only the masked-LM head trains, "
+        "the encoder (and the input embeddings its decoder is tied to) frozen; 0 = none",
+    )
+    head_warmup_learning_rate: float = Field(gt=0, description="the head's rate in its warm-up")
+    eval_steps: int | None = Field(
+        gt=0, description="score the held-out blocks every eval_steps steps; null = before/after"
+    )
 
 
 class AdaptableParams(TrainingParams):
@@ -413,7 +422,12 @@ class FinetuneParams(AdaptableParams):
     metric_for_best_model: Literal["task", "accuracy", "macro_f1", "loss"] = Field(
         description="task: the target's official metric (tasks.<target>.metric)"
     )
-    max_train_samples: int | None = Field(gt=0, description="cap on train rows; null = all")
+    max_train_samples: int | None = Field(
+        gt=0, description="train rows drawn (stratified by label, seeded by seed); null = all"
+    )
+    max_validation_samples: int | None = Field(
+        gt=0, description="validation rows drawn (stratified, seeded by seed); null = all"
+    )
     init_head_from_multitask: bool = Field(
         description="start from the target's multitask head when its label set matches, and, "
         "when both stages tune prompts, from the target's multitask prompt"

@@ -84,6 +84,7 @@ def write_csv(path: Path, rows: Iterable[Mapping[str, Any]], fieldnames: list[st
 # diff` and `dvc exp show` (issue 13)
 RUN_KEYS = (
     "corpus",
+    "head_warmup_runtime_s",
     "method",
     "metric",
     "resumed_from_step",

@@ -33,7 +33,7 @@ from bertfit.params import (
     read_params_file,
 )
 from bertfit.reporting import write_csv, write_text
-from bertfit.training.finetune import finetune
+from bertfit.training.finetune import drawn, finetune
 from bertfit.training.selection import selection_metric
 
 log = logging.getLogger(__name__)
@@ -70,8 +70,7 @@ def search(
 ) -> optuna.Study:
     task = read_task(task_dir)
     train, validation = task.split("train"), task.split("validation")
-    if space.max_train_samples is not None and space.max_train_samples < len(train):
-        train = train.sample(n=space.max_train_samples, random_state=space.seed)
+    train = drawn(train, task, "train", space.max_train_samples, space.seed)
     metric = selection_metric(finetune_params.metric_for_best_model, task)
     direction = "minimize" if metric == "loss" else "maximize"
     log.info(

@@ -132,6 +132,26 @@ def carve(
     return df.loc[~is_held].reset_index(drop=True), df.loc[is_held].reset_index(drop=True)
 
 
+def subsample(df: pd.DataFrame, n: int, seed: int, stratify: bool, where: str) -> pd.DataFrame:
+    """`n` rows of df, drawn with `seed`; stratified by label (each label keeps its share, to
+    the row: scikit-learn's allocation) unless the labels are regression targets. The few-shot
+    settings (finetune.max_train_samples) draw this way, so 100 of IMDb's reviews are 50 / 50,
+    as the paper's are, and not whatever a plain draw gives."""
+    if n >= len(df):
+        return df
+    try:
+        picked, _ = train_test_split(
+            df, train_size=n, random_state=seed, stratify=df["label"] if stratify else None
+        )
+    except ValueError as err:
+        counts = df["label"].value_counts().to_dict()
+        raise ValueError(
+            f"{where}: cannot draw a stratified sample of {n} rows ({err}); label counts: "
+            f"{counts}. Use at least one row per label, or drop the rare labels."
+        ) from None
+    return picked.reset_index(drop=True)
+
+
 def prepare_task(
     raw: RawTask,
     split: SplitSpec | None,

@@ -27,6 +27,7 @@ from torch import nn
 from transformers import TrainerCallback, TrainingArguments, set_seed
 
 from bertfit.data.encoding import Preprocessing
+from bertfit.data.splits import subsample
 from bertfit.data.tasks import Task
 from bertfit.model_card import README_FILE, model_card
 from bertfit.models.adapters import (
@@ -240,6 +241,14 @@ def with_method(
     return adapt(model, config), False
 
 
+def drawn(df: pd.DataFrame, task: Task, split: str, n: int | None, seed: int) -> pd.DataFrame:
+    """n rows of a split (all for None), stratified by label for a classification task."""
+    if n is None:
+        return df
+    where = f"{task.name} {split}, max_{split}_samples={n}"
+    return subsample(df, n, seed, task.problem == "classification", where)
+
+
 def labelled_sets(
     family: Family,
     encoder: Any,
@@ -249,9 +258,12 @@ def labelled_sets(
     validation_df: pd.DataFrame,
     params: FinetuneParams,
 ) -> tuple[dict[str, Any], Any, ValidationSet]:
-    """The scoring config, the train set (capped at max_train_samples) and the validation set."""
-    if params.max_train_samples is not None and params.max_train_samples < len(train_df):
-        train_df = train_df.sample(n=params.max_train_samples, random_state=params.seed)
+    """The scoring config, the train set and the validation set (each drawn down to
+    max_train_samples / max_validation_samples rows, stratified, when those are set)."""
+    train_df = drawn(train_df, task, "train", params.max_train_samples, params.seed)
+    validation_df = drawn(
+        validation_df, task, "validation", params.max_validation_samples, params.seed
+    )
     config = family.head_config(task, train_df, params.label_scoring)
     train_ds = family.training_set(
         encoder.labelled(train_df, task, "train"), task, tokenizer, config
@@ -500,6 +512,7 @@ def finetune(
     metrics = finetune_metrics(
         selection, started, params, trainer, trained, output, len(train_ds), length, inputs
     )
+    metrics["validation_examples"] = len(validation.dataset)
     # the card's values are metrics.json's and run.json's, read as they will be read
     card = model_card(manifest, task, json_values(metrics))
 

@@ -10,6 +10,7 @@ a killed stage resumes from the last one when run again with the same settings
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 from accelerate import PartialState
-from transformers import TrainingArguments, set_seed
+from transformers import TrainerCallback, TrainingArguments, set_seed
 
 from bertfit.models.family import family_for
 from bertfit.models.loading import base_model_info, load_tokenizer, resolve_model_name
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 
 CORPUS_FILES = ("train.parquet", "heldout.parquet")
 OBJECTIVES = {"encoder": MaskedLM, "seq2seq": SpanCorruption}  # by model family
+CURVE_SCORES = ("loss", "accuracy")  # of the held-out scores, those drawn as curves
 
 
 def read_corpus(corpus_dir: Path) -> tuple[list[str], list[str]]:
@@ -105,14 +107,24 @@ def pretrain(
     scored = sum(len(b["input_ids"]) for b in heldout)
     blocks = (len(train_ds), tokens_per_block, scored)
     log.info(plan(model_name, family.name, objective.name, params, args, blocks))
+    warmup: dict[str, Any] = {}
+    if params.head_warmup_steps and resume is None:
+        data = (train_ds, collator, tokenizer)
+        warmup = warm_up_head(objective, model, data, heldout, checkpoint_dir)
+        log.info("held-out %s after the head's warm-up: %s", objective.name, warmup["heldout"])
+    elif params.head_warmup_steps:
+        log.info("resumed at step %d: the head's warm-up is in the checkpoint", resumed_step)
     first_batch = resumed_step * args.gradient_accumulation_steps
     seeded = BatchSeeded(collator, params.seed, args.process_index, first_batch)
     live = LiveLog(report_dir / LIVE_DIR, "pretrain")
-    trainer = core.stage_trainer(params, args, model, train_ds, seeded, tokenizer, callbacks=[live])
+    curve = HeldoutCurve(lambda m: objective.score(m, heldout), params.eval_steps, live, before)
+    trainer = core.stage_trainer(
+        params, args, model, train_ds, seeded, tokenizer, callbacks=[live, curve]
+    )
     output = core.fit(trainer, resume)
     objective.after_training(model)
     with phase("held-out scoring"):
-        after = objective.score(model, heldout)
+        after = curve.final(model, output.global_step)
     log.info("held-out %s after: %s", objective.name, after)
 
     trainer.accelerator.wait_for_everyone()
@@ -132,6 +144,7 @@ def pretrain(
     metrics = {
         "corpus": params.corpus,
         "heldout_before": before,
+        **({"heldout_after_head_warmup": warmup["heldout"]} if warmup else {}),
         "heldout_after": after,
         "train_blocks": len(train_ds),
         "heldout_blocks": {"scored": scored, "available": len(heldout_ds)},
@@ -139,8 +152,110 @@ def pretrain(
         "steps": output.global_step,
         "resumed_from_step": resumed_step,
     } | speed(args, output, resumed_step, tokens_per_block)
+    if warmup:
+        metrics["head_warmup_runtime_s"] = warmup["runtime_s"]
     core.write_reports(report_dir, metrics, live)
     return metrics
+
+
+def warm_up_head(
+    objective: MaskedLM,
+    model: Any,
+    data: tuple[Any, Any, Any],
+    heldout: list[dict[str, torch.Tensor]],
+    checkpoint_dir: Path,
+) -> dict[str, Any]:
+    """Train the fresh masked-LM head alone for pretrain.head_warmup_steps, the encoder frozen.
+
+    A checkpoint without MLM-head weights (the embedded MiniLM) starts with a random transform
+    under the decoder tied to the input embeddings; trained together from there, the first
+    steps send that random head's gradients into the encoder and, through the tied decoder,
+    into every input embedding. Here only the head learns (at head_warmup_learning_rate, the
+    stage's schedule); gradients stop at the head, so a step costs about a third of a full
+    one. Its batches draw masks of their own (seed + 1), not those of the main run's first
+    batches. `data`: the train blocks, the collator and the tokenizer. Returns the held-out
+    scores after it and its run time.
+    """
+    params = objective.params
+    train_ds, collator, tokenizer = data
+    trainable = {id(p) for p in objective.head_parameters(model)}
+    flags = {name: p.requires_grad for name, p in model.named_parameters()}
+    for param in model.parameters():
+        param.requires_grad = id(param) in trainable
+    args = core.training_arguments(
+        params,
+        checkpoint_dir / "head-warmup",
+        max_steps=params.head_warmup_steps,
+        learning_rate=params.head_warmup_learning_rate,
+        save_strategy="no",
+        **objective.trainer_arguments,
+    )
+    seeded = BatchSeeded(collator, params.seed + 1, args.process_index, 0)
+    log.info(
+        "head warm-up: %d steps of the masked-LM head alone (%d weights), the encoder frozen, "
+        "learning rate %g",
+        params.head_warmup_steps,
+        sum(p.numel() for p in model.parameters() if p.requires_grad),
+        params.head_warmup_learning_rate,
+    )
+    trainer = core.stage_trainer(params, args, model, train_ds, seeded, tokenizer)
+    try:
+        with phase("head warm-up"):
+            output = trainer.train()
+    finally:
+        for name, param in model.named_parameters():
+            param.requires_grad = flags[name]
+    with phase("held-out scoring"):
+        scores = objective.score(model, heldout)
+    return {"heldout": scores, "runtime_s": output.metrics["train_runtime"]}
+
+
+class HeldoutCurve(TrainerCallback):
+    """The held-out scores as a curve (DVCLive `pretrain/validation/<score>`): the score before
+    training at step 0, every pretrain.eval_steps steps, and after the last step.
+
+    Each point also goes into the Trainer's log history, which a checkpoint keeps, so a resumed
+    run replays the points before its checkpoint (LiveLog). `final` scores the trained model
+    unless the last step was just scored."""
+
+    def __init__(
+        self,
+        score: Callable[[Any], dict[str, float]],
+        every: int | None,
+        live: LiveLog,
+        before: dict[str, float],
+    ) -> None:
+        self.score = score
+        self.every = every
+        self.live = live
+        self.before = before
+        self.last: tuple[int, dict[str, float]] | None = None
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **_: Any) -> None:
+        if state.global_step == 0:
+            self.add(state, 0, self.before)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **_: Any) -> None:
+        if self.every and state.global_step % self.every == 0:
+            with phase("held-out scoring"):
+                scores = self.score(model)
+            model.train()
+            self.add(state, state.global_step, scores)
+
+    def final(self, model: Any, step: int) -> dict[str, float]:
+        if self.last is not None and self.last[0] == step:
+            return self.last[1]
+        scores = self.score(model)
+        self.add(None, step, scores)
+        return scores
+
+    def add(self, state: Any, step: int, scores: dict[str, float]) -> None:
+        logs = {f"eval_{k}": v for k, v in scores.items() if k in CURVE_SCORES}
+        if state is not None:
+            state.log_history.append(logs | {"step": step})
+        if self.live.live is not None:
+            self.live.record(step, logs)
+        self.last = (step, scores)
 
 
 def tokenised_corpus(objective: Any, tokenizer: Any, corpus_dir: Path) -> tuple[Any, ...]:
@@ -189,6 +304,7 @@ def ran_entry(
         "corpus": params.corpus,
         "train_blocks": train_blocks,
         "max_seq_length": params.max_seq_length,
+        "head_warmup_steps": params.head_warmup_steps,
         "steps": output.global_step,
         "batch_size": args.per_device_train_batch_size
         * args.gradient_accumulation_steps

@@ -403,6 +403,12 @@ class MaskedLM:
     def score(self, model: PreTrainedModel, heldout: list[dict[str, torch.Tensor]]) -> dict:
         return mlm_scores(model, heldout)
 
+    def head_parameters(self, model: PreTrainedModel) -> list[nn.Parameter]:
+        """The MLM head's own weights: its transform and output bias, not the decoder tied to
+        the input embeddings (which belong to the encoder)."""
+        encoder = {id(p) for p in model.base_model.parameters()}
+        return [p for p in mlm_head(model).parameters() if id(p) not in encoder]
+
     def for_training(self, model: PreTrainedModel) -> None:
         use_masked_positions(model)
 

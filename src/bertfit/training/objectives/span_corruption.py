@@ -407,6 +407,13 @@ class SpanCorruption:
     def score(self, model: PreTrainedModel, heldout: list[dict[str, torch.Tensor]]) -> dict:
         return span_scores(model, heldout)
 
+    def head_parameters(self, model: PreTrainedModel) -> list[torch.nn.Parameter]:
+        raise ValueError(
+            f"model.name {self.model_name!r}: pretrain.head_warmup_steps warms up an encoder's "
+            f"fresh masked-LM head; a seq2seq model's LM head is its decoder's output layer, "
+            f"loaded with the model. Set pretrain.head_warmup_steps: 0"
+        )
+
     def for_training(self, model: PreTrainedModel) -> None:
         """Nothing to change: T5's own forward computes the loss over the targets."""
 
