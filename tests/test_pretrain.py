@@ -198,6 +198,8 @@ def test_corpus_none_passes_the_base_model_through(
     assert read_json(reports / "live" / "metrics.json") == {}
     assert live_curve(reports, "pretrain", "loss").columns.tolist() == ["step", "loss"]
     assert live_curve(reports, "pretrain", "loss").empty
+    heldout = live_curve(reports, "pretrain", "validation/accuracy")  # dvc.yaml plots it
+    assert heldout.columns.tolist() == ["step", "accuracy"] and heldout.empty
     cmp = filecmp.dircmp(tiny_model_dir, tmp_path / "out")
     assert not cmp.diff_files and not cmp.left_only
 
@@ -263,7 +265,7 @@ def test_head_warmup_and_the_heldout_curve_in_the_stage(
     assert curve["step"].tolist() == [0, 5, 10, 15, 20]
     assert curve["accuracy"].iloc[-1] == metrics["heldout_after"]["accuracy"]
     loss = live_curve(tmp_path / "reports", "pretrain", "validation/loss")
-    assert loss["loss"].iloc[0] == metrics["heldout_before"]["loss"]
+    assert loss["loss"].iloc[0] == warm["loss"]  # step 0: where the whole model starts
     recipe = json.loads((tmp_path / "out" / "bertfit_model.json").read_text())["recipe"]
     assert recipe[-1]["head_warmup_steps"] == 4
 

@@ -117,7 +117,8 @@ def pretrain(
     first_batch = resumed_step * args.gradient_accumulation_steps
     seeded = BatchSeeded(collator, params.seed, args.process_index, first_batch)
     live = LiveLog(report_dir / LIVE_DIR, "pretrain")
-    curve = HeldoutCurve(lambda m: objective.score(m, heldout), params.eval_steps, live, before)
+    start = warmup["heldout"] if warmup else before  # where the whole model starts from
+    curve = HeldoutCurve(lambda m: objective.score(m, heldout), params.eval_steps, live, start)
     trainer = core.stage_trainer(
         params, args, model, train_ds, seeded, tokenizer, callbacks=[live, curve]
     )
@@ -211,8 +212,9 @@ def warm_up_head(
 
 
 class HeldoutCurve(TrainerCallback):
-    """The held-out scores as a curve (DVCLive `pretrain/validation/<score>`): the score before
-    training at step 0, every pretrain.eval_steps steps, and after the last step.
+    """The held-out scores as a curve (DVCLive `pretrain/validation/<score>`): the score the
+    whole model starts from at step 0 (after the head's warm-up, if any), every
+    pretrain.eval_steps steps, and after the last step.
 
     Each point also goes into the Trainer's log history, which a checkpoint keeps, so a resumed
     run replays the points before its checkpoint (LiveLog). `final` scores the trained model
@@ -223,17 +225,17 @@ class HeldoutCurve(TrainerCallback):
         score: Callable[[Any], dict[str, float]],
         every: int | None,
         live: LiveLog,
-        before: dict[str, float],
+        start: dict[str, float],
     ) -> None:
         self.score = score
         self.every = every
         self.live = live
-        self.before = before
+        self.start = start
         self.last: tuple[int, dict[str, float]] | None = None
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **_: Any) -> None:
         if state.global_step == 0:
-            self.add(state, 0, self.before)
+            self.add(state, 0, self.start)
 
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **_: Any) -> None:
         if self.every and state.global_step % self.every == 0:
@@ -340,7 +342,8 @@ def skip(model_name: str, output_dir: Path, manifest: Manifest, report_dir: Path
     if state.is_main_process:
         core.pass_through(model_name, output_dir, manifest)
         core.write_reports(report_dir, metrics)
-        empty_log(report_dir / LIVE_DIR, "pretrain", TRAINING_KEYS)
+        curves = [f"validation/{k}" for k in CURVE_SCORES]
+        empty_log(report_dir / LIVE_DIR, "pretrain", [*TRAINING_KEYS, *curves])
         log.info("pretrain.corpus is none: %s passed through unchanged", model_name)
     state.wait_for_everyone()
     return metrics
