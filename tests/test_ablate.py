@@ -196,16 +196,17 @@ def test_table_only_rebuilds_from_dvc_exp_show_and_reports_failures(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     asked = []
-    monkeypatch.setattr(ablate, "exp_show", lambda repo_dir, rev=None: asked.append(rev) or show())
+    monkeypatch.setattr(ablate, "exp_show", lambda repo_dir, revs=(): asked.append(revs) or show())
     cli.main(["ablate", "--table-only", "--out-dir", str(tmp_path)])  # a rebuild: exit 0
     out = capsys.readouterr().out
     assert "| mr | FiT | all (1,000) | 3 | 21.00 ± 1.00 |" in out
     assert (tmp_path / "learning_curve.png").is_file()
     # the experiments' commit, for a rebuild after later commits
-    baseline = ablate.baseline_rev(show())
-    assert baseline and f"--table-only --name ablate --rev {baseline[:12]}`" in out
+    (baseline,) = ablate.baseline_revs(show())
+    assert f"--table-only --name ablate --rev {baseline[:12]}`" in out
     cli.main(["ablate", "--table-only", "--rev", baseline[:12], "--out-dir", str(tmp_path)])
-    assert asked == [None, baseline[:12]]
+    cli.main(["ablate", "--table-only", "--rev", "a1", "b2", "--out-dir", str(tmp_path)])
+    assert asked == [(), [baseline[:12]], ["a1", "b2"]]
     with pytest.raises(SystemExit, match=r"^bertfit ablate: error: --rev rebuilds a table"):
         cli.main(["ablate", "--rev", "HEAD~1", "--out-dir", str(tmp_path)])
 

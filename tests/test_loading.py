@@ -157,9 +157,9 @@ def test_a_fresh_head_is_said_once_by_bertfit_not_by_a_load_report(
     (and "This checkpoint seem corrupted" for the MLM bias) is expected, so held back."""
     with caplog.at_level(logging.INFO):
         classifier = load_classifier(str(tiny_model_dir), ["neg", "pos"])
-        masked_lm = load_masked_lm(str(tiny_model_dir))
+        masked_lm, fresh_head = load_masked_lm(str(tiny_model_dir))
     assert load_messages(caplog) == []
-    assert classifier.num_labels == 2 and masked_lm.config.vocab_size > 0
+    assert classifier.num_labels == 2 and masked_lm.config.vocab_size > 0 and fresh_head
     fresh = [r.getMessage() for r in caplog.records if "masked-LM head weights" in r.getMessage()]
     assert len(fresh) == 1 and fresh[0].endswith("the head starts fresh")
 

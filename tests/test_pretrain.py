@@ -270,11 +270,27 @@ def test_head_warmup_and_the_heldout_curve_in_the_stage(
     assert recipe[-1]["head_warmup_steps"] == 4
 
 
-def test_head_warmup_is_refused_for_a_seq2seq_model(
-    tmp_path: Path, tiny_t5_dir: Path, corpus_dir: Path
+def test_a_head_loaded_with_the_model_skips_the_warmup(
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    tiny_t5_dir: Path,
+    corpus_dir: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with pytest.raises(ValueError, match=r"Set pretrain.head_warmup_steps: 0"):
-        run(tmp_path, tiny_t5_dir, corpus_dir, head_warmup_steps=2)
+    with_head = tmp_path / "bert-with-mlm-head"  # a BERT saved with its masked-LM head
+    masked_lm, fresh = load_masked_lm(str(tiny_model_dir))
+    masked_lm.save_pretrained(with_head)
+    load_tokenizer(str(tiny_model_dir)).save_pretrained(with_head)
+    assert fresh and not load_masked_lm(str(with_head))[1]
+    with caplog.at_level(logging.INFO, logger="bertfit.training.pretrain"):
+        bert = run(tmp_path / "bert", with_head, corpus_dir, head_warmup_steps=4)
+        t5 = run(tmp_path / "t5", tiny_t5_dir, corpus_dir, head_warmup_steps=4, learning_rate=1e-2)
+    assert "heldout_after_head_warmup" not in bert and "heldout_after_head_warmup" not in t5
+    skipped = [r.getMessage() for r in caplog.records if r.getMessage().startswith("no head")]
+    assert skipped == [
+        "no head warm-up: the model's mlm head was loaded with it",
+        "no head warm-up: the model's span_corruption head was loaded with it",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -284,12 +284,12 @@ def read_experiments(
     metrics_file: str = DEFAULT_METRICS_FILE,
     seed_param: str = "finetune.seed",
 ) -> list[Result]:
-    """The experiments named `<prefix>-...` under the baseline (the first non-workspace entry)
-    of `dvc exp show --json`; one per name, a success before a running, queued or failed
-    attempt of the same name."""
+    """The experiments named `<prefix>-...` under the baselines (the non-workspace entries) of
+    `dvc exp show --json`; one per name, a success before a running, queued or failed attempt
+    of the same name (and, between two successes, the one of the commit listed first)."""
     baselines = [b for b in show if b.get("rev") != "workspace"]
     found: dict[str, Result] = {}
-    for baseline in baselines[:1]:
+    for baseline in baselines:
         for entry in baseline.get("experiments") or []:
             result = experiment_result(entry, params_file, metrics_file, seed_param)
             if not result.name.startswith(f"{prefix}-"):
@@ -420,7 +420,7 @@ def markdown(
     metrics_file: str,
     wall_s: float | None,
     plot_file: str | None,
-    baseline: str | None = None,
+    baselines: Sequence[str] = (),
 ) -> str:
     """The report: the table, the experiments that did not finish, where the numbers come
     from, and the run's wall time."""
@@ -444,8 +444,8 @@ def markdown(
         "in `dvc exp show --json`; std is the sample standard deviation (n - 1), the interval "
         "Student's t over the seeds. Rebuild: `bertfit ablate --table-only "
         f"--name {prefix}"
-        + (f" --rev {baseline[:12]}`" if baseline else "`")
-        + " (the experiments' commit).",
+        + (f" --rev {' '.join(rev[:12] for rev in baselines)}`" if baselines else "`")
+        + " (the experiments' commits).",
     ]
     unfinished = [r for r in results if r.state != "success" or r.error_rate is None]
     if unfinished:
@@ -548,7 +548,7 @@ def write_report(
         metrics_file,
         wall_s,
         plot_file.name if drawn else None,
-        baseline_rev(show),
+        baseline_revs(show),
     )
     write_text(out_dir / "ablation.md", text)
     write_json(
@@ -592,15 +592,17 @@ def dvc(args: Sequence[str], repo_dir: Path) -> str:
     return stdout
 
 
-def exp_show(repo_dir: Path, rev: str | None = None) -> list[dict[str, Any]]:
-    """`dvc exp show --json` of HEAD's experiments, or of commit `rev`'s: experiments belong to
-    the commit they ran from, so a table is rebuilt after later commits with --rev."""
-    return json.loads(dvc(["exp", "show", "--json", *(["--rev", rev] if rev else [])], repo_dir))
+def exp_show(repo_dir: Path, revs: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """`dvc exp show --json` of HEAD's experiments, or of the commits `revs`: experiments
+    belong to the commit they ran from, so a table is rebuilt after later commits with --rev
+    (several, when a study's experiments ran from more than one commit)."""
+    rev_args = [arg for rev in revs for arg in ("--rev", rev)]
+    return json.loads(dvc(["exp", "show", "--json", *rev_args], repo_dir))
 
 
-def baseline_rev(show: list[dict[str, Any]]) -> str | None:
-    """The commit the experiments of a `dvc exp show --json` output ran from."""
-    return next((b.get("rev") for b in show if b.get("rev") != "workspace"), None)
+def baseline_revs(show: list[dict[str, Any]]) -> list[str]:
+    """The commits the experiments of a `dvc exp show --json` output ran from."""
+    return [b["rev"] for b in show if b.get("rev") not in (None, "workspace")]
 
 
 def default_samples(repo_dir: Path, sets: dict[str, str]) -> int | None:
@@ -777,8 +779,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--rev",
+        nargs="+",
         default=None,
-        help="with --table-only: the commit the experiments ran from (default: HEAD)",
+        help="with --table-only: the commit(s) the experiments ran from (default: HEAD)",
     )
     parser.add_argument(
         "--jobs",
@@ -823,7 +826,7 @@ def ablate(args: argparse.Namespace) -> int:
             "ablation %s: %d experiments (%s × seeds %s%s)",
             args.name,
             len(planned),
-            ", ".join(variants),
+            ", ".join(variants) or "no variant beside the curve",
             ", ".join(map(str, seeds)),
             f"; curve {', '.join(curve_variants)} at {' '.join(args.train_samples)}"
             if curve_variants
@@ -833,7 +836,7 @@ def ablate(args: argparse.Namespace) -> int:
         failed = queue_and_run(planned, args.repo, args.name, args.jobs, seed_param)
         wall_s = time.monotonic() - start
     results, text = write_report(
-        exp_show(args.repo, args.rev),
+        exp_show(args.repo, args.rev or ()),
         args.out_dir,
         args.name,
         curve_variants or None,

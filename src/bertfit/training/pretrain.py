@@ -107,13 +107,8 @@ def pretrain(
     scored = sum(len(b["input_ids"]) for b in heldout)
     blocks = (len(train_ds), tokens_per_block, scored)
     log.info(plan(model_name, family.name, objective.name, params, args, blocks))
-    warmup: dict[str, Any] = {}
-    if params.head_warmup_steps and resume is None:
-        data = (train_ds, collator, tokenizer)
-        warmup = warm_up_head(objective, model, data, heldout, checkpoint_dir)
-        log.info("held-out %s after the head's warm-up: %s", objective.name, warmup["heldout"])
-    elif params.head_warmup_steps:
-        log.info("resumed at step %d: the head's warm-up is in the checkpoint", resumed_step)
+    data = (train_ds, collator, tokenizer)
+    warmup = head_warmup(objective, model, data, heldout, checkpoint_dir, resumed_step)
     first_batch = resumed_step * args.gradient_accumulation_steps
     seeded = BatchSeeded(collator, params.seed, args.process_index, first_batch)
     live = LiveLog(report_dir / LIVE_DIR, "pretrain")
@@ -157,6 +152,29 @@ def pretrain(
         metrics["head_warmup_runtime_s"] = warmup["runtime_s"]
     core.write_reports(report_dir, metrics, live)
     return metrics
+
+
+def head_warmup(
+    objective: MaskedLM,
+    model: Any,
+    data: tuple[Any, Any, Any],
+    heldout: list[dict[str, torch.Tensor]],
+    checkpoint_dir: Path,
+    resumed_step: int,
+) -> dict[str, Any]:
+    """warm_up_head's record when pretrain.head_warmup_steps asks for it, the head is fresh
+    and the run starts anew; else {} (and the log says why not)."""
+    if not objective.params.head_warmup_steps:
+        return {}
+    if not objective.fresh_head:
+        log.info("no head warm-up: the model's %s head was loaded with it", objective.name)
+        return {}
+    if resumed_step:
+        log.info("resumed at step %d: the head's warm-up is in the checkpoint", resumed_step)
+        return {}
+    warmup = warm_up_head(objective, model, data, heldout, checkpoint_dir)
+    log.info("held-out %s after the head's warm-up: %s", objective.name, warmup["heldout"])
+    return warmup
 
 
 def warm_up_head(

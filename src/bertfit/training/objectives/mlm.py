@@ -323,10 +323,10 @@ def mlm_scores(model: PreTrainedModel, batches: list[dict[str, torch.Tensor]]) -
     }
 
 
-def load_masked_lm(model_name: str) -> PreTrainedModel:
-    """The model's masked-LM class; a checkpoint without MLM-head weights (the embedded MiniLM)
-    gets a fresh head, said here once (transformers' report of it is held back), and its pooler
-    goes unused until encoder_with_pooler puts it back."""
+def load_masked_lm(model_name: str) -> tuple[PreTrainedModel, bool]:
+    """The model's masked-LM class, and whether its head is fresh: a checkpoint without MLM-head
+    weights (the embedded MiniLM) gets a fresh head, said here once (transformers' report of it
+    is held back), and its pooler goes unused until encoder_with_pooler puts it back."""
     config = load_config(model_name)
     try:
         model, fresh = load_with_fresh_head(AutoModelForMaskedLM, model_name, unused=("pooler.",))
@@ -342,7 +342,7 @@ def load_masked_lm(model_name: str) -> PreTrainedModel:
             len(fresh),
             fresh[0],
         )
-    return model
+    return model, bool(fresh)
 
 
 def encoder_with_pooler(model_name: str, mlm_model: PreTrainedModel) -> PreTrainedModel:
@@ -371,9 +371,10 @@ class MaskedLM:
     def __init__(self, params: PretrainParams, model_name: str) -> None:
         self.params = params
         self.model_name = model_name
+        self.fresh_head = False  # whether load_model gave the MLM head fresh weights
 
     def load_model(self) -> PreTrainedModel:
-        model = load_masked_lm(self.model_name)
+        model, self.fresh_head = load_masked_lm(self.model_name)
         check_max_seq_length(model.config, self.params.max_seq_length, self.model_name)
         return model
 

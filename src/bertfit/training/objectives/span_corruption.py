@@ -353,6 +353,8 @@ class SpanCorruption:
     """Further pretraining with T5's span-corruption objective, as the pretrain stage runs it."""
 
     name = "span_corruption"
+    # the LM head is the decoder's output layer, loaded with the model: no head warm-up
+    fresh_head = False
     # as MaskedLM; the blocks hold input_ids only, so there is nothing to drop anyway
     trainer_arguments: ClassVar[dict[str, Any]] = {"remove_unused_columns": False}
 
@@ -406,13 +408,6 @@ class SpanCorruption:
 
     def score(self, model: PreTrainedModel, heldout: list[dict[str, torch.Tensor]]) -> dict:
         return span_scores(model, heldout)
-
-    def head_parameters(self, model: PreTrainedModel) -> list[torch.nn.Parameter]:
-        raise ValueError(
-            f"model.name {self.model_name!r}: pretrain.head_warmup_steps warms up an encoder's "
-            f"fresh masked-LM head; a seq2seq model's LM head is its decoder's output layer, "
-            f"loaded with the model. Set pretrain.head_warmup_steps: 0"
-        )
 
     def for_training(self, model: PreTrainedModel) -> None:
         """Nothing to change: T5's own forward computes the loss over the targets."""
