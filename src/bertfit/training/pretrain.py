@@ -190,8 +190,9 @@ def warm_up_head(
     under the decoder tied to the input embeddings; trained together from there, the first
     steps send that random head's gradients into the encoder and, through the tied decoder,
     into every input embedding. Here only the head learns (at head_warmup_learning_rate, the
-    stage's schedule); gradients stop at the head, so a step costs about a third of a full
-    one. Its batches draw masks of their own (seed + 1), not those of the main run's first
+    stage's schedule); gradients stop at the head, so a step skips the encoder's backward pass
+    (measured on 2 CPU cores in bf16: 1.0 s a step against 1.6 s for a whole-model step). Its
+    batches draw masks of their own (seed + 1), not those of the main run's first
     batches. `data`: the train blocks, the collator and the tokenizer. Returns the held-out
     scores after it and its run time.
     """
