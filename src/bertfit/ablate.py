@@ -613,22 +613,37 @@ def default_samples(repo_dir: Path, sets: dict[str, str]) -> int | None:
     return dotted(params, SAMPLES_PARAM)
 
 
+def head_commit(repo_dir: Path) -> str:
+    """The commit the experiments are queued from. Polling and the table ask for its
+    experiments by this id, not by HEAD, so a commit made while the queue runs does not hide
+    them (`dvc exp show` lists the experiments of the current HEAD only)."""
+    done = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo_dir, capture_output=True, text=True, check=False
+    )
+    if done.returncode:
+        raise AblateError(f"git rev-parse HEAD failed in {repo_dir}: {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
 def queue_and_run(
     planned: Sequence[Planned], repo_dir: Path, prefix: str, jobs: int, seed_param: str
-) -> list[str]:
-    """Queue what has not succeeded yet, run the queue and wait for it; the names that failed."""
-    todo = queue(planned, repo_dir, prefix, seed_param)
+) -> tuple[list[str], str]:
+    """Queue what has not succeeded yet, run the queue and wait for it; the names that failed
+    and the commit the experiments belong to."""
+    rev = head_commit(repo_dir)
+    todo = queue(planned, repo_dir, prefix, seed_param, rev)
     if not todo:
-        return []
-    return run_queue([p.name for p in todo], repo_dir, prefix, jobs, seed_param)
+        return [], rev
+    return run_queue([p.name for p in todo], repo_dir, prefix, jobs, seed_param, rev), rev
 
 
 def queue(
-    planned: Sequence[Planned], repo_dir: Path, prefix: str, seed_param: str
+    planned: Sequence[Planned], repo_dir: Path, prefix: str, seed_param: str, rev: str
 ) -> list[Planned]:
     """Queue the planned experiments that have not succeeded yet (a failed attempt is removed
     and queued again; one queued or running already is left as it is); returns them."""
-    known = {r.name: r for r in read_experiments(exp_show(repo_dir), prefix, seed_param=seed_param)}
+    shown = exp_show(repo_dir, [rev])
+    known = {r.name: r for r in read_experiments(shown, prefix, seed_param=seed_param)}
     states = {p.name: known[p.name].state if p.name in known else None for p in planned}
     todo = [p for p in planned if states[p.name] != "success"]
     log.info(
@@ -653,7 +668,7 @@ def queue(
 
 
 def run_queue(
-    names: Sequence[str], repo_dir: Path, prefix: str, jobs: int, seed_param: str
+    names: Sequence[str], repo_dir: Path, prefix: str, jobs: int, seed_param: str, rev: str
 ) -> list[str]:
     """Start the queue's workers and wait until the named experiments have finished, logging
     each as it starts and ends; returns the names of those that failed."""
@@ -666,7 +681,7 @@ def run_queue(
     while len(finished) < len(names):
         time.sleep(POLL_S)
         try:
-            shown = exp_show(repo_dir)
+            shown = exp_show(repo_dir, [rev])
         except AblateError as err:  # e.g. a lock held for a moment by the worker: ask again
             log.warning("dvc exp show failed, trying again: %s", err)
             continue
@@ -833,8 +848,9 @@ def ablate(args: argparse.Namespace) -> int:
             else "",
         )
         start = time.monotonic()
-        failed = queue_and_run(planned, args.repo, args.name, args.jobs, seed_param)
+        failed, queued_from = queue_and_run(planned, args.repo, args.name, args.jobs, seed_param)
         wall_s = time.monotonic() - start
+        args.rev = [queued_from]
     results, text = write_report(
         exp_show(args.repo, args.rev or ()),
         args.out_dir,
