@@ -256,7 +256,6 @@ def test_chain_on_tiny_model(
     assert (c.multitasked / heads["trec"]["file"]).is_file()
     ft = json.loads((c.ft_reports / "metrics.json").read_text())
     assert ft["head_from_multitask"]
-    assert (ft["train_examples"], ft["validation_examples"]) == (96, 200)  # both drawn
 
     task_dir = c.data / "tasks" / "trec"
     labels = json.loads((task_dir / "labels.json").read_text())["labels"]
