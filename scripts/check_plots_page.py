@@ -100,17 +100,22 @@ def throwaway_repo(repo: Path, tmp: Path) -> tuple[Path, list[str], list[str]]:
     subprocess.run([dvc(), "init", "-q"], cwd=copy, check=True)
     real, made_up = [], []
     plots = declared_plots(yaml.safe_load((repo / "dvc.yaml").read_text(encoding="utf-8")))
-    for path, columns in plots.items():
+    # deepest first: a folder plot whose curves are missing (a clone without DVC's cache: the
+    # curves are cached outputs) is then already a folder of made-up files named by other plots
+    for path, columns in sorted(plots.items(), key=lambda item: -item[0].count("/")):
         target = copy / path
         target.parent.mkdir(parents=True, exist_ok=True)
-        if (repo / path).is_file():
+        if target.is_dir():
+            made_up.append(path)
+        elif (repo / path).is_file():
             shutil.copy(repo / path, target)
             real.append(path)
         elif (repo / path).is_dir():  # a folder of curves (DVCLive's per-task validation)
             shutil.copytree(repo / path, target, dirs_exist_ok=True)
             real.append(path)
         else:
-            target.write_text(fixture_csv(columns), encoding="utf-8")
+            text = fixture_csv(columns)  # DVCLive's curves are tab-separated
+            target.write_text(text.replace(",", "\t") if path.endswith(".tsv") else text)
             made_up.append(path)
     return copy, real, made_up
 
