@@ -113,6 +113,10 @@ def throwaway_repo(repo: Path, tmp: Path) -> tuple[Path, list[str], list[str]]:
         elif (repo / path).is_dir():  # a folder of curves (DVCLive's per-task validation)
             shutil.copytree(repo / path, target, dirs_exist_ok=True)
             real.append(path)
+        elif not target.suffix:  # a missing folder plot: one made-up curve in it
+            target.mkdir(parents=True, exist_ok=True)
+            (target / "made_up.tsv").write_text(fixture_csv(columns).replace(",", "\t"))
+            made_up.append(path)
         else:
             text = fixture_csv(columns)  # DVCLive's curves are tab-separated
             target.write_text(text.replace(",", "\t") if path.endswith(".tsv") else text)
