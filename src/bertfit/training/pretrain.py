@@ -107,8 +107,13 @@ def pretrain(
     scored = sum(len(b["input_ids"]) for b in heldout)
     blocks = (len(train_ds), tokens_per_block, scored)
     log.info(plan(model_name, family.name, objective.name, params, args, blocks))
-    data = (train_ds, collator, tokenizer)
-    warmup = head_warmup(objective, model, data, heldout, checkpoint_dir, resumed_step)
+    warmup: dict[str, Any] = {}
+    if skipped := skip_head_warmup(objective, resumed_step):
+        if params.head_warmup_steps:
+            log.info("no head warm-up: %s", skipped)
+    else:
+        data = (train_ds, collator, tokenizer)
+        warmup = warm_up_head(objective, model, data, heldout, checkpoint_dir)
     first_batch = resumed_step * args.gradient_accumulation_steps
     seeded = BatchSeeded(collator, params.seed, args.process_index, first_batch)
     live = LiveLog(report_dir / LIVE_DIR, "pretrain")
@@ -154,27 +159,16 @@ def pretrain(
     return metrics
 
 
-def head_warmup(
-    objective: MaskedLM,
-    model: Any,
-    data: tuple[Any, Any, Any],
-    heldout: list[dict[str, torch.Tensor]],
-    checkpoint_dir: Path,
-    resumed_step: int,
-) -> dict[str, Any]:
-    """warm_up_head's record when pretrain.head_warmup_steps asks for it, the head is fresh
-    and the run starts anew; else {} (and the log says why not)."""
+def skip_head_warmup(objective: MaskedLM, resumed_step: int) -> str | None:
+    """Why this run has no head warm-up (None: it has one): not asked for, no fresh head, or
+    a resumed run, whose checkpoint holds the warmed-up head."""
     if not objective.params.head_warmup_steps:
-        return {}
+        return "pretrain.head_warmup_steps is 0"
     if not objective.fresh_head:
-        log.info("no head warm-up: the model's %s head was loaded with it", objective.name)
-        return {}
+        return f"the model's {objective.name} head was loaded with it"
     if resumed_step:
-        log.info("resumed at step %d: the head's warm-up is in the checkpoint", resumed_step)
-        return {}
-    warmup = warm_up_head(objective, model, data, heldout, checkpoint_dir)
-    log.info("held-out %s after the head's warm-up: %s", objective.name, warmup["heldout"])
-    return warmup
+        return f"resumed at step {resumed_step}, the warm-up is in the checkpoint"
+    return None
 
 
 def warm_up_head(
@@ -227,6 +221,7 @@ def warm_up_head(
             param.requires_grad = flags[name]
     with phase("held-out scoring"):
         scores = objective.score(model, heldout)
+    log.info("held-out %s after the head's warm-up: %s", objective.name, scores)
     return {"heldout": scores, "runtime_s": output.metrics["train_runtime"]}
 
 
