@@ -7,7 +7,8 @@ Training, same model, data (the target's train split), batch and machine, exampl
   (DataCollatorWithPadding), length-grouped batches (`train_sampling_strategy:
   group_by_length`), and bertfit's precision (fp32, or bf16 autocast where the machine has it).
 - bertfit_<precision>: the finetune stage's own path (training.finetune): the model family's
-  classifier, encoder (head+tail truncation) and collator (dynamic padding), the stage's
+  classifier (its encoder's last layer at [CLS] only: models.last_layer), encoder (head+tail
+  truncation) and collator (dynamic padding), the stage's
   `finetune_arguments` (training.trainer's `training_arguments`: length-grouped batches) and
   `stage_trainer` (BertfitTrainer: layer-wise decay). Only what a benchmark must differs: a
   fixed number of steps, no per-epoch validation, no logging, and the precision: fp32
@@ -46,6 +47,7 @@ import pandas as pd
 import timing
 import torch
 from transformers import (
+    AutoModelForSequenceClassification,
     DataCollatorWithPadding,
     Trainer,
     default_data_collator,
@@ -56,7 +58,13 @@ from transformers import (
 from bertfit.data.tasks import Task
 from bertfit.inference import predict_scores
 from bertfit.models.family import family_for, load_trained
-from bertfit.models.loading import load_classifier, load_config, load_tokenizer
+from bertfit.models.loading import (
+    LOAD_KWARGS,
+    classifier_config,
+    load_config,
+    load_tokenizer,
+    resolve_model_name,
+)
 from bertfit.models.manifest import Manifest
 from bertfit.params import FinetuneParams, load
 from bertfit.reporting import write_json
@@ -81,7 +89,12 @@ class Training:
         """The plain HF classifier and the train split tokenised as run_classification does,
         padded to max_seq_length ("max_length") or not at all (the collator pads)."""
         tokenizer = load_tokenizer(self.model_name)
-        model = load_classifier(self.model_name, self.task.labels, self.task.problem)
+        # transformers' own class as is (load_classifier would cut its last layer to [CLS])
+        model = AutoModelForSequenceClassification.from_pretrained(
+            resolve_model_name(self.model_name),
+            config=classifier_config(self.model_name, self.task.labels, self.task.problem),
+            **LOAD_KWARGS,
+        )
         label2id = model.config.label2id
         encoded = tokenizer(
             self.train["text"].tolist(),

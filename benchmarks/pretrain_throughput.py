@@ -4,13 +4,13 @@ Baseline (as run_mlm does by default): AutoModelForMaskedLM + DataCollatorForLan
 Trainer with its default arguments: full-vocabulary logits, fp32, packed blocks (run_mlm packs by
 default, so there is no padding a tuned run could drop: in fp32 the tuned Hugging Face run is this
 one). hf_tuned_bf16, where the CPU or GPU has bf16 arithmetic: the same with bf16 autocast, the
-precision bertfit runs there. bertfit: the pretrain stage's
-own path (training.pretrain): the MaskedLM objective's model, collator and logits and loss at the
-masked positions only, the stage's `pretrain_arguments` (training.trainer's
-`training_arguments`) and `stage_trainer` (BertfitTrainer); in fp32 (pretrain.mixed_precision:
-no) and, where the CPU or GPU has bf16 arithmetic, under bf16 autocast (auto: bertfit's default
-there). Only what a benchmark must differs from the stage: a fixed number of steps, no
-checkpoints, no logging.
+precision bertfit runs there. bertfit: the pretrain stage's own path (training.pretrain): the
+MaskedLM objective's model, collator and logits and loss at the masked positions only (the encoder's
+last layer too: models.last_layer), the stage's `pretrain_arguments` (training.trainer's
+`training_arguments`) and `stage_trainer` (BertfitTrainer); in fp32 (pretrain.mixed_precision: no)
+and, where the CPU or GPU has bf16 arithmetic, under bf16 autocast (auto: bertfit's default there).
+Only what a benchmark must differs from the stage: a fixed number of steps, no checkpoints, no
+logging.
 
 Both train on the same blocks (the target's within-task corpus, tokenised and packed as the stage
 does it) with the same batch. The variants alternate in rounds so machine noise hits them alike;

@@ -40,6 +40,7 @@ from bertfit.data.tasks import Task
 from bertfit.inference import predict_scores
 from bertfit.models.adapters import BASE_DIR, TaskAdapters, base_fingerprint, load_adapted
 from bertfit.models.heads import MultiTaskModel, head_on
+from bertfit.models.last_layer import first_token_only
 from bertfit.models.loading import (
     LOAD_KWARGS,
     load_classifier,
@@ -120,7 +121,9 @@ class EncoderFamily:
 
     def load(self, model_dir: Path, manifest: Manifest) -> nn.Module:
         if manifest.head == "stock":
-            return AutoModelForSequenceClassification.from_pretrained(model_dir, **LOAD_KWARGS)
+            model = AutoModelForSequenceClassification.from_pretrained(model_dir, **LOAD_KWARGS)
+            first_token_only(model.base_model)
+            return model
         if manifest.head == "pooled":
             return PooledClassifier.from_pretrained(model_dir, HeadSpec(**manifest.head_config))
         if manifest.head == "multitask":

@@ -22,6 +22,7 @@ from torch import nn
 from transformers import AutoModel, AutoModelForSequenceClassification, PreTrainedModel
 
 from bertfit.data.tasks import Task
+from bertfit.models.last_layer import first_token_only
 from bertfit.models.loading import LOAD_KWARGS, classifier_config
 from bertfit.models.manifest import MANIFEST_FILE, read_manifest
 
@@ -38,6 +39,7 @@ class MultiTaskModel(nn.Module):
 
     def __init__(self, encoder: PreTrainedModel, heads: dict[str, PreTrainedModel]) -> None:
         super().__init__()
+        first_token_only(encoder)  # every head reads the [CLS] position (models.last_layer)
         self.encoder = encoder
         self.config = encoder.config  # encoder depth, for layer-wise decay
         for head in heads.values():

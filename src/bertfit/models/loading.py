@@ -41,6 +41,7 @@ from transformers.utils import (
 )
 
 from bertfit.data.sources import package_path
+from bertfit.models.last_layer import first_token_only
 from bertfit.params import PACKAGE_PREFIX, SCRATCH_PREFIX
 
 log = logging.getLogger(__name__)
@@ -304,7 +305,8 @@ def classifier_config(
 def load_classifier(
     name: str, labels: list[str], problem: str = "classification"
 ) -> PreTrainedModel:
-    """The encoder with a fresh head for `labels` (id order = list order), or for regression.
+    """The encoder with a fresh head for `labels` (id order = list order), or for regression;
+    its last layer computes the [CLS] position only (models.last_layer).
 
     transformers' report that the head is newly initialised is held back (load_with_fresh_head):
     finetune says where the head starts from (fresh, or the target's multitask head)."""
@@ -312,4 +314,5 @@ def load_classifier(
         AutoModelForSequenceClassification, name, config=classifier_config(name, labels, problem)
     )
     log.debug("%s: a new %s head (%s)", name, problem, ", ".join(fresh))
+    first_token_only(model.base_model)
     return model

@@ -30,6 +30,7 @@ from transformers import (
 )
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from bertfit.models.last_layer import first_token_only
 from bertfit.models.loading import LOAD_KWARGS, classifier_config, resolve_model_name
 
 HEAD_WEIGHTS = "bertfit_head.safetensors"
@@ -67,6 +68,7 @@ class PooledClassifier(nn.Module):
                 f"finetune.feature_layers must be in [1, {layers}] (the encoder's layers), "
                 f"got {spec.feature_layers}"
             )
+        first_token_only(encoder)  # every feature is a [CLS] state (models.last_layer)
         self.encoder = encoder
         self.config = config  # num_labels / id2label, and the depth for layer-wise decay
         self.spec = spec

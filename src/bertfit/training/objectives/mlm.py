@@ -15,7 +15,8 @@ Logits and loss are computed only at the masked positions: BertForMaskedLM proje
 position onto the whole vocabulary (batch × length × 30k logits) and then ignores the 85 % whose
 label is -100; gathering the encoder's hidden states at the masked positions first, and running
 the MLM head on those alone, gives the same loss with about a seventh of the head's work and
-memory. Transformers has no such option, hence `use_masked_positions`.
+memory. Transformers has no such option, hence `use_masked_positions`. The encoder's last layer
+likewise runs at the masked positions only (models.last_layer).
 
 `MaskedLM` is what the pretrain stage calls; a span-corruption objective for the seq2seq family
 sits beside it with the same methods.
@@ -26,6 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from contextlib import nullcontext
 from itertools import chain
 from typing import Any, ClassVar
 
@@ -43,6 +45,7 @@ from transformers import (
 from transformers.modeling_outputs import MaskedLMOutput
 
 from bertfit.models.family import pad_multiple
+from bertfit.models.last_layer import read_at
 from bertfit.models.loading import (
     LOAD_KWARGS,
     check_max_seq_length,
@@ -75,10 +78,18 @@ def masked_lm_outputs(
     labels: torch.Tensor,
     **encoder_inputs: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean cross-entropy over the masked tokens, logits at the masked positions only)."""
-    hidden = model.base_model(input_ids=input_ids, **encoder_inputs, return_dict=True)
+    """(mean cross-entropy over the masked tokens, logits at the masked positions only).
+
+    The encoder's last layer runs at the masked positions alone where it can (models.last_layer);
+    the logits come in the order of `labels[labels != -100]` either way."""
     masked = labels != -100
-    logits = mlm_head(model)(hidden.last_hidden_state[masked])
+    counts = masked.sum(1)
+    # each row's masked positions first, in order (a stable sort), cut to the most in one row
+    index = torch.argsort((~masked).to(torch.int8), dim=1, stable=True)[:, : int(counts.max())]
+    read = torch.arange(index.shape[1], device=labels.device)[None, :] < counts[:, None]
+    with read_at(model.base_model, index) if masked.any() else nullcontext(False) as selective:
+        hidden = model.base_model(input_ids=input_ids, **encoder_inputs, return_dict=True)
+    logits = mlm_head(model)(hidden.last_hidden_state[read if selective else masked])
     if not masked.any():
         # a batch in which no token drew a mask teaches nothing: loss 0 (still in the graph, so
         # DDP sees every parameter), not the NaN mean over no tokens that would make every
