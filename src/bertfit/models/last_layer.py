@@ -80,11 +80,11 @@ def read_at(encoder: PreTrainedModel, index: torch.Tensor) -> Iterator[bool]:
     if layer is None:
         yield False
         return
-    layer.query_positions = index
+    layer.query_positions, before = index, layer.query_positions
     try:
         yield True
     finally:
-        layer.query_positions = None
+        layer.query_positions = before
 
 
 def selective_forward(
@@ -107,7 +107,7 @@ def selective_forward(
         return layer.every_position_forward(
             hidden_states, attention_mask, encoder_hidden_states, *args, **kwargs
         )
-    if isinstance(positions, str):  # FIRST
+    if positions is FIRST:
         read = hidden_states[:, :1]
     else:
         index = positions[..., None].expand(-1, -1, hidden_states.shape[-1])

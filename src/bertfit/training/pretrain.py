@@ -267,6 +267,8 @@ class HeldoutCurve(TrainerCallback):
 
     def add(self, state: Any, step: int, scores: dict[str, float]) -> None:
         logs = {f"eval_{k}": v for k, v in scores.items() if k in CURVE_SCORES}
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in scores.items() if k in CURVE_SCORES)
+        log.info("held-out at step %d: %s", step, shown)
         if state is not None:
             state.log_history.append(logs | {"step": step})
         if self.live.live is not None:
