@@ -142,21 +142,38 @@ def pretrain(
     with phase("saving"):
         core.write_model_dir(output_dir, save)
         clear_checkpoints(checkpoint_dir)
-    metrics = {
+    sizes = {"train": len(train_ds), "scored": scored, "available": len(heldout_ds)}
+    metrics = run_record(params, args, output, (before, warmup, after), sizes, resumed_step)
+    metrics |= speed(args, output, resumed_step, tokens_per_block)
+    core.write_reports(report_dir, metrics, live)
+    return metrics
+
+
+def run_record(
+    params: PretrainParams,
+    args: Any,
+    output: Any,
+    scores: tuple[dict[str, float], dict[str, Any], dict[str, float]],
+    sizes: dict[str, int],
+    resumed_step: int,
+) -> dict[str, Any]:
+    """The stage's record: held-out scores before, after the head's warm-up (if any) and after,
+    the corpus's sizes and the run's steps (reporting.split_record splits it)."""
+    before, warmup, after = scores
+    record = {
         "corpus": params.corpus,
         "heldout_before": before,
         **({"heldout_after_head_warmup": warmup["heldout"]} if warmup else {}),
         "heldout_after": after,
-        "train_blocks": len(train_ds),
-        "heldout_blocks": {"scored": scored, "available": len(heldout_ds)},
+        "train_blocks": sizes["train"],
+        "heldout_blocks": {"scored": sizes["scored"], "available": sizes["available"]},
         "world_size": args.world_size,
         "steps": output.global_step,
         "resumed_from_step": resumed_step,
-    } | speed(args, output, resumed_step, tokens_per_block)
+    }
     if warmup:
-        metrics["head_warmup_runtime_s"] = warmup["runtime_s"]
-    core.write_reports(report_dir, metrics, live)
-    return metrics
+        record["head_warmup_runtime_s"] = warmup["runtime_s"]
+    return record
 
 
 def skip_head_warmup(objective: MaskedLM, resumed_step: int) -> str | None:
