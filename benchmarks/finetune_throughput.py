@@ -24,10 +24,15 @@ Evaluation, the target's test split, examples/s including tokenisation:
   collator and score (length-sorted batches under inference_mode), in fp32 and, where the
   machine has it, bf16 autocast.
 
-`speedup` is over the Hugging Face defaults, `speedup_vs_tuned` over the tuned Hugging Face run
-in the same precision.
+`<hf variant>_malloc`: the same Hugging Face run in a process with bertfit's malloc settings
+(training.hardware.keep_freed_memory, which bertfit's stages apply): the share of bertfit's lead a
+Hugging Face user gets by setting glibc's MALLOC_MMAP_MAX_=0 and MALLOC_TRIM_THRESHOLD_ too.
 
-Variants alternate in rounds so machine noise hits them alike.
+`speedup` is over the Hugging Face defaults, `speedup_vs_tuned` over the tuned Hugging Face run
+in the same precision, `speedup_vs_tuned_malloc` over that run with bertfit's malloc settings.
+
+Variants alternate in rounds so machine noise hits them alike, each run in a Python process of
+its own (timing.alternate).
 
     python benchmarks/finetune_throughput.py --steps 40 --rounds 2
 
@@ -39,7 +44,6 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 import time
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -221,33 +225,33 @@ def main(argv: list[str] | None = None) -> None:
     prepared = timing.prepared_target(args.params)
     task = Task(name=prepared.name, labels=prepared.labels, problem=prepared.problem)
     train, test = prepared.splits["train"], prepared.splits["test"]
+    training = Training(model.name, task, train, params, model.max_seq_length)
+
+    def measure(key: str) -> float:
+        """One variant's seconds: `train:<variant>` per step, `evaluate:<variant>` the split."""
+        workload, variant = key.split(":")
+        variant = timing.process_settings(variant)
+        if workload == "train":
+            return training.seconds_per_step(variant, args.steps, args.warmup, args.scratch)
+        batch_size = eval_params.per_device_eval_batch_size
+        return eval_seconds(variant, args.scratch / "classifier", test, batch_size)
+
+    if timing.measured(args, measure):
+        return
     batch = params.per_device_train_batch_size * params.gradient_accumulation_steps
     precisions = PRECISIONS if bf16_available() else PRECISIONS[:1]
     train_variants = ["hf_baseline"]
-    train_variants += [v for p in precisions for v in (f"hf_tuned_{p}", f"bertfit_{p}")]
     eval_variants = ["hf_pipeline"]
-    eval_variants += [v for p in precisions for v in (f"hf_pipeline_tuned_{p}", f"bertfit_{p}")]
-
+    for p in precisions:
+        train_variants += [f"hf_tuned_{p}", f"hf_tuned_{p}{timing.MALLOC}", f"bertfit_{p}"]
+        tuned = f"hf_pipeline_tuned_{p}"
+        eval_variants += [tuned, f"{tuned}{timing.MALLOC}", f"bertfit_{p}"]
+    keys = [f"train:{v}" for v in train_variants] + [f"evaluate:{v}" for v in eval_variants]
     with tempfile.TemporaryDirectory() as work:
         scratch = Path(work)
-        model_dir = scratch / "classifier"
-        write_classifier(model.name, task, params, model.max_seq_length, model_dir)
-        training = Training(model.name, task, train, params, model.max_seq_length)
-        train_step = partial(
-            training.seconds_per_step, steps=args.steps, warmup=args.warmup, scratch=scratch
-        )
-        evaluation = partial(
-            eval_seconds,
-            model_dir=model_dir,
-            test=test,
-            batch_size=eval_params.per_device_eval_batch_size,
-        )
+        write_classifier(model.name, task, params, model.max_seq_length, scratch / "classifier")
         # one round: each training variant, then each evaluation variant
-        seconds = timing.alternate(
-            args.rounds,
-            {("train", v): partial(train_step, v) for v in train_variants}
-            | {("evaluate", v): partial(evaluation, v) for v in eval_variants},
-        )
+        seconds = timing.alternate(args.rounds, keys, __file__, args, scratch)
 
     print(
         f"{timing.device_name()}; {model.name}; {task.name}; batch {batch}; "
@@ -255,7 +259,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     train_rows = timing.speed_table(
         "training",
-        {v: seconds["train", v] for v in train_variants},
+        {v: seconds[f"train:{v}"] for v in train_variants},
         "hf_baseline",
         batch,
         "seconds_per_step",
@@ -263,7 +267,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     eval_rows = timing.speed_table(
         "evaluation",
-        {v: seconds["evaluate", v] for v in eval_variants},
+        {v: seconds[f"evaluate:{v}"] for v in eval_variants},
         "hf_pipeline",
         len(test),
         "seconds",

@@ -19,8 +19,14 @@ left out), and tokens/s counts every token of the packed blocks.
 
     python benchmarks/pretrain_throughput.py --steps 30 --rounds 2
 
+`<hf variant>_malloc`: the same Hugging Face run in a process with bertfit's malloc settings
+(training.hardware.keep_freed_memory, which bertfit's stages apply): the share of bertfit's lead a
+Hugging Face user gets by setting glibc's MALLOC_MMAP_MAX_=0 and MALLOC_TRIM_THRESHOLD_ too.
+Each run is a Python process of its own (timing.alternate).
+
 `speedup` is over the baseline, `speedup_vs_tuned` over the Hugging Face run in the same
-precision (the baseline for fp32, hf_tuned_bf16 for bf16).
+precision (the baseline for fp32, hf_tuned_bf16 for bf16), `speedup_vs_tuned_malloc` over that
+run with bertfit's malloc settings.
 
 Prints a table and writes it as JSON to --out (default reports/benchmarks/pretrain.json).
 """
@@ -29,7 +35,6 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
-from functools import partial
 from pathlib import Path
 
 import timing
@@ -117,24 +122,28 @@ class Training:
 def main(argv: list[str] | None = None) -> None:
     args = timing.parse_args(__doc__, argv, steps=30, report="pretrain.json")
     model, params, collect = load(args.params, "model", "pretrain", "collect")
-    target = timing.prepared_target(args.params)
-    corpus, _, _ = build_corpus(
-        [target.name], {target.name: target}, collect.corpus_heldout_ratio, collect.seed
-    )
-    tokenizer = load_tokenizer(model.name)
-    texts = corpus["text"].tolist()
-    dataset = MaskedLM(params, model.name).tokenize(texts, tokenizer, "benchmark corpus")
     batch = params.per_device_train_batch_size * params.gradient_accumulation_steps
     block = params.max_seq_length
 
-    bf16 = ["hf_tuned_bf16", "bertfit_bf16"] if bf16_available() else []
-    variants = ["hf_baseline", "bertfit_fp32", *bf16]
-    with tempfile.TemporaryDirectory() as work:  # the Trainers' output_dir; nothing is saved
-        training = Training(model.name, params, dataset, tokenizer)
-        step = partial(
-            training.seconds_per_step, steps=args.steps, warmup=args.warmup, scratch=Path(work)
+    def measure(variant: str) -> float:
+        variant = timing.process_settings(variant)
+        target = timing.prepared_target(args.params)
+        corpus, _, _ = build_corpus(
+            [target.name], {target.name: target}, collect.corpus_heldout_ratio, collect.seed
         )
-        seconds = timing.alternate(args.rounds, {v: partial(step, v) for v in variants})
+        tokenizer = load_tokenizer(model.name)
+        texts = corpus["text"].tolist()
+        dataset = MaskedLM(params, model.name).tokenize(texts, tokenizer, "benchmark corpus")
+        training = Training(model.name, params, dataset, tokenizer)
+        return training.seconds_per_step(variant, args.steps, args.warmup, args.scratch)
+
+    if timing.measured(args, measure):
+        return
+    bf16 = ["hf_tuned_bf16", f"hf_tuned_bf16{timing.MALLOC}", "bertfit_bf16"]
+    variants = ["hf_baseline", f"hf_baseline{timing.MALLOC}", "bertfit_fp32"]
+    variants += bf16 if bf16_available() else []
+    with tempfile.TemporaryDirectory() as work:  # the Trainers' output_dir; nothing is saved
+        seconds = timing.alternate(args.rounds, variants, __file__, args, Path(work))
 
     print(
         f"{timing.device_name()}; {model.name}; batch {batch} x {block} tokens; "
@@ -147,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     flops_per_token = timing.encoder_flops_per_token(config, block)
     timing.add_utilisation(rows, "tokens_per_s", 1, flops_per_token)
     timing.versus_tuned(rows, "bertfit_fp32", "hf_baseline", "seconds_per_step")
-    if bf16:
+    if bf16_available():
         timing.versus_tuned(rows, "bertfit_bf16", "hf_tuned_bf16", "seconds_per_step")
     result = {
         "machine": timing.machine(),

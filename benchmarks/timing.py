@@ -7,7 +7,8 @@
 - `StepClock`, `time_training`: a TrainerCallback timing the optimisation steps after the first
   `warmup`, and a training run under it.
 - `alternate`: median seconds of each variant, the variants taking turns in every round so
-  machine noise hits them alike.
+  machine noise hits them alike, each run in a Python process of its own (`measured` is the
+  child's side; `process_settings` gives a `_malloc` variant bertfit's malloc settings).
 - `device_name`, `machine`, `speed_table`: the machine (with the CPU's model and the flags that
   decide its speed), and one printed table of the variants' speeds, returned as the rows the
   JSON report holds.
@@ -16,12 +17,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import statistics
+import subprocess
+import sys
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
@@ -35,9 +38,12 @@ from bertfit.params import (
     parse_tasks,
     read_params_file,
 )
+from bertfit.reporting import write_json
+from bertfit.training.hardware import keep_freed_memory
 
 ROOT = Path(__file__).resolve().parents[1]
-Key = TypeVar("Key", bound=Hashable)
+# a Hugging Face variant run in a process with bertfit's malloc settings
+MALLOC = "_malloc"
 
 
 def parse_args(doc: str, argv: list[str] | None, steps: int, report: str) -> argparse.Namespace:
@@ -50,6 +56,10 @@ def parse_args(doc: str, argv: list[str] | None, steps: int, report: str) -> arg
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps before them")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "reports/benchmarks" / report)
+    # how `alternate` runs one variant in a process of its own
+    parser.add_argument("--measure", metavar="VARIANT", help=argparse.SUPPRESS)
+    parser.add_argument("--scratch", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.steps < 1 or args.warmup < 0 or args.rounds < 1:
         parser.error("--steps and --rounds must be at least 1, --warmup at least 0")
@@ -148,13 +158,45 @@ def time_training(trainer: Trainer, warmup: int) -> StepClock:
     return clock
 
 
-def alternate(rounds: int, measures: dict[Key, Callable[[], float]]) -> dict[Key, float]:
-    """Median seconds of each measure over `rounds`, every round running them all in turn."""
-    seconds: dict[Key, list[float]] = {k: [] for k in measures}
+def alternate(
+    rounds: int, variants: list[str], script: str, args: argparse.Namespace, scratch: Path
+) -> dict[str, float]:
+    """Median seconds of each variant over `rounds`, every round running them all in turn.
+
+    Each run is a new Python process (`script` with --measure VARIANT, writing its seconds to
+    a JSON file): bertfit changes process-wide settings (training.hardware.keep_freed_memory),
+    and the heap one run leaves behind changes the next one's speed, so no variant may run in
+    the process of another. `scratch`: a folder the runs share (the parent's files for them).
+    """
+    seconds: dict[str, list[float]] = {v: [] for v in variants}
+    result = scratch / "result.json"
     for _ in range(rounds):
-        for key, measure in measures.items():
-            seconds[key].append(measure())
-    return {k: statistics.median(s) for k, s in seconds.items()}
+        for variant in variants:
+            command = [sys.executable, script, "--params", str(args.params)]
+            command += ["--steps", str(args.steps), "--warmup", str(args.warmup)]
+            command += ["--scratch", str(scratch), "--measure", variant, "--result", str(result)]
+            subprocess.run(command, check=True)
+            seconds[variant].append(json.loads(result.read_text())["seconds"])
+            result.unlink()
+    return {v: statistics.median(s) for v, s in seconds.items()}
+
+
+def measured(args: argparse.Namespace, measure: Callable[[str], float]) -> bool:
+    """In a process `alternate` started (--measure given): time the one variant, write its
+    seconds where it asked, and say so (True); else False."""
+    if args.measure is None:
+        return False
+    write_json(args.result, {"seconds": measure(args.measure)})
+    return True
+
+
+def process_settings(variant: str) -> str:
+    """A `_malloc` variant: bertfit's malloc settings in this process, and the variant it times
+    (the name without the suffix); any other variant unchanged."""
+    if variant.endswith(MALLOC):
+        keep_freed_memory()
+        return variant.removesuffix(MALLOC)
+    return variant
 
 
 # dense bf16 matrix rate of the GPU's datasheet (no sparsity), the denominator of model FLOPs
@@ -243,11 +285,11 @@ def speed_table(
     """
     unit = "s/step" if seconds_key == "seconds_per_step" else "seconds"
     rate = rate_key.removesuffix("_per_s") + "/s"
-    print(f"{title:<14} {unit:>8} {rate:>11} {'vs ' + baseline:>15}")
+    print(f"{title:<28} {unit:>8} {rate:>11} {'vs ' + baseline:>15}")
     rows = {}
     for variant, s in seconds.items():
         row = {seconds_key: s, rate_key: amount / s, "speedup": seconds[baseline] / s}
-        print(f"{variant:<14} {s:8.3f} {row[rate_key]:11.1f} {row['speedup']:14.2f}x")
+        print(f"{variant:<28} {s:8.3f} {row[rate_key]:11.1f} {row['speedup']:14.2f}x")
         rows[variant] = row
     return rows
 
@@ -255,7 +297,11 @@ def speed_table(
 def versus_tuned(
     rows: dict[str, dict[str, float]], variant: str, tuned: str, seconds_key: str
 ) -> None:
-    """Add `speedup_vs_tuned` to `variant`'s row: the tuned baseline's seconds over its own."""
-    ratio = rows[tuned][seconds_key] / rows[variant][seconds_key]
-    rows[variant]["speedup_vs_tuned"] = ratio
-    print(f"{variant} vs {tuned}: {ratio:.2f}x")
+    """Add `speedup_vs_tuned` to `variant`'s row: the tuned baseline's seconds over its own;
+    and `speedup_vs_tuned_malloc` over the tuned baseline under bertfit's malloc settings,
+    where that was run."""
+    for suffix in ("", MALLOC):
+        if tuned + suffix in rows:
+            ratio = rows[tuned + suffix][seconds_key] / rows[variant][seconds_key]
+            rows[variant][f"speedup_vs_tuned{suffix}"] = ratio
+            print(f"{variant} vs {tuned + suffix}: {ratio:.2f}x")

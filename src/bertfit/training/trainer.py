@@ -47,7 +47,7 @@ from bertfit.models.manifest import Manifest
 from bertfit.params import TrainingParams
 from bertfit.phases import phase
 from bertfit.reporting import write_record
-from bertfit.training.hardware import device_arguments, use_bf16
+from bertfit.training.hardware import device_arguments, keep_freed_memory, use_bf16
 from bertfit.training.live import LiveLog
 from bertfit.training.optim import layerwise_param_groups
 from bertfit.training.selection import Selection
@@ -326,7 +326,9 @@ def stage_trainer(
     tokenizer: Any,
     **extra: Any,
 ) -> BertfitTrainer:
-    """The stage's BertfitTrainer, its optimiser settings read from the stage's params."""
+    """The stage's BertfitTrainer, its optimiser settings read from the stage's params (and the
+    process's allocator set to reuse freed memory: training.hardware.keep_freed_memory)."""
+    keep_freed_memory()
     return BertfitTrainer(
         model=model,
         args=args,
