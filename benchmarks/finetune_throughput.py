@@ -73,7 +73,6 @@ from bertfit.models.manifest import Manifest
 from bertfit.params import FinetuneParams, load
 from bertfit.reporting import write_json
 from bertfit.training.finetune import finetune_arguments, head_spec, preprocessing
-from bertfit.training.hardware import bf16_available
 from bertfit.training.trainer import BertfitTrainer, stage_trainer
 
 PRECISIONS = ("fp32", "bf16")
@@ -239,7 +238,7 @@ def main(argv: list[str] | None = None) -> None:
     if timing.measured(args, measure):
         return
     batch = params.per_device_train_batch_size * params.gradient_accumulation_steps
-    precisions = PRECISIONS if bf16_available() else PRECISIONS[:1]
+    precisions = PRECISIONS if timing.with_bf16(args) else PRECISIONS[:1]
     train_variants = ["hf_baseline"]
     eval_variants = ["hf_pipeline"]
     for p in precisions:

@@ -53,7 +53,6 @@ from bertfit.data.corpus import build_corpus
 from bertfit.models.loading import LOAD_KWARGS, load_tokenizer, resolve_model_name
 from bertfit.params import PretrainParams, load
 from bertfit.reporting import write_json
-from bertfit.training.hardware import bf16_available
 from bertfit.training.objectives.mlm import MaskedLM
 from bertfit.training.pretrain import pretrain_arguments
 from bertfit.training.trainer import BertfitTrainer, stage_trainer
@@ -141,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     bf16 = ["hf_tuned_bf16", f"hf_tuned_bf16{timing.MALLOC}", "bertfit_bf16"]
     variants = ["hf_baseline", f"hf_baseline{timing.MALLOC}", "bertfit_fp32"]
-    variants += bf16 if bf16_available() else []
+    variants += bf16 if timing.with_bf16(args) else []
     with tempfile.TemporaryDirectory() as work:  # the Trainers' output_dir; nothing is saved
         seconds = timing.alternate(args.rounds, variants, __file__, args, Path(work))
 
@@ -156,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     flops_per_token = timing.encoder_flops_per_token(config, block)
     timing.add_utilisation(rows, "tokens_per_s", 1, flops_per_token)
     timing.versus_tuned(rows, "bertfit_fp32", "hf_baseline", "seconds_per_step")
-    if bf16_available():
+    if timing.with_bf16(args):
         timing.versus_tuned(rows, "bertfit_bf16", "hf_tuned_bf16", "seconds_per_step")
     result = {
         "machine": timing.machine(),

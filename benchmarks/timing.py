@@ -39,7 +39,7 @@ from bertfit.params import (
     read_params_file,
 )
 from bertfit.reporting import write_json
-from bertfit.training.hardware import keep_freed_memory
+from bertfit.training.hardware import bf16_available, keep_freed_memory
 
 ROOT = Path(__file__).resolve().parents[1]
 # a Hugging Face variant run in a process with bertfit's malloc settings
@@ -56,6 +56,11 @@ def parse_args(doc: str, argv: list[str] | None, steps: int, report: str) -> arg
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps before them")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "reports/benchmarks" / report)
+    parser.add_argument(
+        "--fp32-only",
+        action="store_true",
+        help="skip the bf16 variants (e.g. with ATEN_CPU_CAPABILITY=avx2, a CPU without bf16)",
+    )
     # how `alternate` runs one variant in a process of its own
     parser.add_argument("--measure", metavar="VARIANT", help=argparse.SUPPRESS)
     parser.add_argument("--scratch", type=Path, help=argparse.SUPPRESS)
@@ -239,6 +244,11 @@ def add_utilisation(
             print(f"{variant}: {row['model_tflops_per_s']:.1f} TFLOP/s, MFU {row['mfu']:.1%}")
 
 
+def with_bf16(args: argparse.Namespace) -> bool:
+    """Whether the bf16 variants run: the machine has bf16 arithmetic and --fp32-only is off."""
+    return bf16_available() and not args.fp32_only
+
+
 def device_name() -> str:
     if torch.cuda.is_available():
         return torch.cuda.get_device_name()
@@ -250,9 +260,8 @@ SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 
 
 def machine() -> dict[str, object]:
-    """The device, the CPU's model name and its speed-deciding flags, and whether bf16 pays."""
-    from bertfit.training.hardware import bf16_available
-
+    """The device, the CPU's model name, its speed-deciding flags and the kernels torch uses,
+    and whether bf16 pays."""
     model, flags = "unknown", set()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
@@ -266,6 +275,10 @@ def machine() -> dict[str, object]:
         "device": device_name(),
         "cpu": model,
         "cpu_flags": [f for f in SPEED_FLAGS if f in flags],
+        # the instruction set torch's own kernels use: lower than the flags allow where
+        # ATEN_CPU_CAPABILITY says so (with ONEDNN_MAX_CPU_ISA and MKL_ENABLE_INSTRUCTIONS for
+        # the matrix products: an AVX2-only CPU's kernels on this one)
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "bf16": bf16_available(),
     }
 
