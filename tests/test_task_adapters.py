@@ -18,6 +18,7 @@ from bertfit.data.tasks import Task, read_task, write_task
 from bertfit.inference import predict_scores
 from bertfit.metrics import task_metrics
 from bertfit.models.family import load_task_adapters, load_trained
+from bertfit.models.last_layer import FIRST, last_layer
 from bertfit.models.loading import resolve_model_name
 from bertfit.params import MultitaskParams
 from bertfit.training.finetune import finetune
@@ -187,6 +188,9 @@ def test_adapters_trained_apart_are_served_from_one_loaded_base(
     served = load_task_adapters(dirs)
     bases = {id(shared_base(served.model.adapter(t))) for t in served.tasks}
     assert len(bases) == 1
+    base = shared_base(served.model.adapter(tasks[0].name))
+    if not base.config.is_encoder_decoder:  # the shared encoder's last layer runs at [CLS] only
+        assert last_layer(base).query_positions == FIRST
     # alternating between the tasks, each gives exactly what its own model gives alone
     for task, model_dir in [*zip(tasks, dirs, strict=True), *zip(tasks, dirs, strict=True)]:
         alone = load_trained(model_dir)

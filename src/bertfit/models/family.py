@@ -384,6 +384,7 @@ def load_task_adapters(model_dirs: list[Path]) -> TaskServer:
         base = load_seq2seq(str(base_dir))
     else:  # each task's classifier is built around the one encoder (models.heads)
         base = AutoModel.from_pretrained(base_dir, **LOAD_KWARGS)
+        first_token_only(base)  # every task's head reads [CLS], as in load_trained's model
     if base_fingerprint(base) != entries[0].manifest.base_fingerprint:
         raise ValueError(f"{base_dir}: the base's weights are not the ones its adapters name")
     adapted = {}
