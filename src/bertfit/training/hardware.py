@@ -76,10 +76,10 @@ def keep_freed_memory() -> bool:
     mmap and unmaps it on free, and trims freed memory off the heap's top: so every training
     step's large tensors (a [32, 12, 128, 128] fp32 attention map is 25 MiB, MiniLM's
     word-embedding gradient 45 MiB) arrive as new pages the kernel zeroes and faults in one by
-    one. With mmap off and the trim threshold at 2 GiB they are reused instead: the MLM step
-    in fp32 about 1.3x faster on 2 CPU cores (benchmarks/pretrain_throughput.py, which also
-    times the Hugging Face baselines with and without this), at a few percent more peak
-    memory. PyTorch has no caching allocator for CPU tensors and glibc reads its MALLOC_*
+    one. With mmap off and the trim threshold at 2 GiB they are reused instead: on 2 CPU cores
+    bertfit's fp32 MLM step went from 1.98 to about 1.5 s, the Hugging Face defaults' from 4.35
+    to 2.48 s (benchmarks/pretrain_throughput.py's `_malloc` rows), peak memory about the same
+    (README, Speed). PyTorch has no caching allocator for CPU tensors and glibc reads its MALLOC_*
     variables only at start-up, hence mallopt here. Once per process, process-wide; False
     (nothing changed) where the C library is not glibc.
     """
