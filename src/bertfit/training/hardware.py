@@ -72,14 +72,16 @@ def device_arguments(bf16: bool) -> dict[str, Any]:
 def keep_freed_memory() -> bool:
     """Have glibc's malloc keep memory the process frees for its next allocations.
 
-    By default glibc serves every block over its mmap threshold (at most 32 MiB) with a fresh
-    mmap and unmaps it on free, and trims freed memory off the heap's top: so every training
-    step's large tensors (a [32, 12, 128, 128] fp32 attention map is 25 MiB, MiniLM's
-    word-embedding gradient 45 MiB) arrive as new pages the kernel zeroes and faults in one by
-    one. With mmap off and the trim threshold at 2 GiB they are reused instead: on 2 CPU cores
-    bertfit's fp32 MLM step went from 1.98 to about 1.5 s, the Hugging Face defaults' from 4.35
-    to 2.48 s (benchmarks/pretrain_throughput.py's `_malloc` rows), peak memory about the same
-    (README, Speed). PyTorch has no caching allocator for CPU tensors and glibc reads its MALLOC_*
+    By default glibc serves blocks over its mmap threshold (which rises with the blocks freed,
+    up to 32 MiB) with a fresh mmap and unmaps them on free, and trims freed memory off the
+    heap's top: so a training step's largest tensors (MiniLM's word-embedding gradient is 45
+    MiB, the masked positions' vocabulary logits about 70 MiB) and whatever the trimming gave
+    back arrive as new pages the kernel zeroes and faults in one by one. With mmap off and the
+    trim threshold at 2 GiB they are reused instead: on 2 CPU cores bertfit's fp32 MLM step went
+    from 1.98 to about 1.5 s (one process each, outside the benchmark), the Hugging Face
+    defaults' from 4.35 to 2.48 s (benchmarks/pretrain_throughput.py's `_malloc` rows); peak
+    memory over 30 MLM steps about the same, a finetune run's about 5 % higher (README, Speed).
+    PyTorch has no caching allocator for CPU tensors and glibc reads its MALLOC_*
     variables only at start-up, hence mallopt here. Once per process, process-wide; False
     (nothing changed) where the C library is not glibc.
     """
@@ -89,6 +91,8 @@ def keep_freed_memory() -> bool:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return False
+    libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    libc.mallopt.restype = ctypes.c_int
     kept = (
         libc.mallopt(M_MMAP_MAX, 0) == 1
         and libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) == 1
