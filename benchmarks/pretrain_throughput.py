@@ -13,9 +13,10 @@ Only what a benchmark must differs from the stage: a fixed number of steps, no c
 logging.
 
 Both train on the same blocks (the target's within-task corpus, tokenised and packed as the stage
-does it) with the same batch. The variants alternate in rounds so machine noise hits them alike;
-a step's time is its own (forward, backward, optimiser; the masking and loading of its batch are
-left out), and tokens/s counts every token of the packed blocks.
+does it, once, by the parent process) with the same batch. The variants alternate in rounds so
+machine noise hits them alike; a step's time is its own (forward, backward, optimiser; the
+masking and loading of its batch are left out), and tokens/s counts every token of the packed
+blocks.
 
     python benchmarks/pretrain_throughput.py --steps 30 --rounds 2
 
@@ -56,6 +57,8 @@ from bertfit.reporting import write_json
 from bertfit.training.objectives.mlm import MaskedLM
 from bertfit.training.pretrain import pretrain_arguments
 from bertfit.training.trainer import BertfitTrainer, stage_trainer
+
+BLOCKS_DIR = "blocks"  # in the scratch folder: the tokenised blocks every variant's process reads
 
 
 @dataclasses.dataclass
@@ -118,22 +121,33 @@ class Training:
         return timing.time_training(trainer, warmup).median_step()
 
 
+def benchmark_training(params_file: Path, dataset_dir: Path | None = None) -> Training:
+    """The variants' shared model, params and blocks: the target's within-task corpus
+    tokenised and packed as the stage does it, or, from `dataset_dir`, those blocks as a
+    parent process saved them (Dataset.save_to_disk) so each variant's process need not
+    tokenise again."""
+    model, params, collect = load(params_file, "model", "pretrain", "collect")
+    tokenizer = load_tokenizer(model.name)
+    if dataset_dir is not None:
+        return Training(model.name, params, Dataset.load_from_disk(str(dataset_dir)), tokenizer)
+    target = timing.prepared_target(params_file)
+    corpus, _, _ = build_corpus(
+        [target.name], {target.name: target}, collect.corpus_heldout_ratio, collect.seed
+    )
+    texts = corpus["text"].tolist()
+    dataset = MaskedLM(params, model.name).tokenize(texts, tokenizer, "benchmark corpus")
+    return Training(model.name, params, dataset, tokenizer)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = timing.parse_args(__doc__, argv, steps=30, report="pretrain.json")
-    model, params, collect = load(args.params, "model", "pretrain", "collect")
+    model, params = load(args.params, "model", "pretrain")
     batch = params.per_device_train_batch_size * params.gradient_accumulation_steps
     block = params.max_seq_length
 
     def measure(variant: str) -> float:
         variant = timing.process_settings(variant)
-        target = timing.prepared_target(args.params)
-        corpus, _, _ = build_corpus(
-            [target.name], {target.name: target}, collect.corpus_heldout_ratio, collect.seed
-        )
-        tokenizer = load_tokenizer(model.name)
-        texts = corpus["text"].tolist()
-        dataset = MaskedLM(params, model.name).tokenize(texts, tokenizer, "benchmark corpus")
-        training = Training(model.name, params, dataset, tokenizer)
+        training = benchmark_training(args.params, args.scratch / BLOCKS_DIR)
         return training.seconds_per_step(variant, args.steps, args.warmup, args.scratch)
 
     if timing.measured(args, measure):
@@ -141,7 +155,8 @@ def main(argv: list[str] | None = None) -> None:
     bf16 = ["hf_tuned_bf16", f"hf_tuned_bf16{timing.MALLOC}", "bertfit_bf16"]
     variants = ["hf_baseline", f"hf_baseline{timing.MALLOC}", "bertfit_fp32"]
     variants += bf16 if timing.with_bf16(args) else []
-    with tempfile.TemporaryDirectory() as work:  # the Trainers' output_dir; nothing is saved
+    with tempfile.TemporaryDirectory() as work:  # the blocks and the Trainers' output_dir
+        benchmark_training(args.params).dataset.save_to_disk(str(Path(work) / BLOCKS_DIR))
         seconds = timing.alternate(args.rounds, variants, __file__, args, Path(work))
 
     print(

@@ -34,12 +34,9 @@ from finetune_throughput import Training
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import Trainer
 
-from bertfit.data.corpus import build_corpus
 from bertfit.data.tasks import Task
-from bertfit.models.loading import load_tokenizer
 from bertfit.params import load
 from bertfit.reporting import write_json
-from bertfit.training.objectives.mlm import MaskedLM
 
 
 def step_flops(trainer: Trainer, steps: int) -> dict[str, float]:
@@ -85,15 +82,7 @@ def finetune_flops(params_file: Path, steps: int, scratch: Path) -> dict[str, An
 
 
 def pretrain_flops(params_file: Path, steps: int, scratch: Path) -> dict[str, Any]:
-    model, params, collect = load(params_file, "model", "pretrain", "collect")
-    target = timing.prepared_target(params_file)
-    corpus, _, _ = build_corpus(
-        [target.name], {target.name: target}, collect.corpus_heldout_ratio, collect.seed
-    )
-    tokenizer = load_tokenizer(model.name)
-    texts = corpus["text"].tolist()
-    dataset = MaskedLM(params, model.name).tokenize(texts, tokenizer, "benchmark corpus")
-    training = pretrain_throughput.Training(model.name, params, dataset, tokenizer)
+    training = pretrain_throughput.benchmark_training(params_file)
     rows = {
         "hf_baseline": step_flops(training.baseline_trainer(1, scratch / "hf"), steps),
         "bertfit_fp32": step_flops(training.bertfit_trainer(1, scratch / "bertfit", False), steps),
