@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from bertfit.training.hardware import on_glibc
 
 # In a fresh interpreter (this one may have the setting already): "steps" that each allocate
 # and touch tensors of 16, 24 and 48 MiB (one computed from another) and free them all, as a
@@ -48,7 +49,7 @@ def last_step(mode: str) -> dict:
 
 
 @pytest.mark.skipif(
-    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
+    not on_glibc(),
     reason="the setting is glibc's; elsewhere keep_freed_memory changes nothing",
 )
 @pytest.mark.skipif(

@@ -68,6 +68,11 @@ def device_arguments(bf16: bool) -> dict[str, Any]:
     }
 
 
+def on_glibc() -> bool:
+    """Linux with GNU libc: where keep_freed_memory's settings exist."""
+    return platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+
+
 @functools.cache
 def keep_freed_memory() -> bool:
     """Have glibc's malloc keep memory the process frees for its next allocations.
@@ -85,7 +90,7 @@ def keep_freed_memory() -> bool:
     variables only at start-up, hence mallopt here. Once per process, process-wide; False
     (nothing changed) where the C library is not glibc.
     """
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    if not on_glibc():
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
