@@ -20,9 +20,9 @@ Evaluation, the target's test split, examples/s including tokenisation:
 - hf_pipeline_tuned_<precision>: the same pipeline batched (batch_size = the evaluate stage's,
   so each batch is padded to its longest text), truncation=True, under the same precision.
 - bertfit_<precision>: the evaluate stage's path (bertfit.evaluation): the model directory read
-  back with its manifest, the recorded preprocessing, `predict_scores` with the family's
-  collator and score (length-sorted batches under inference_mode), in fp32 and, where the
-  machine has it, bf16 autocast.
+  back with its manifest, the recorded preprocessing, `evaluation.model_scores` (the
+  family's collator and score, length-sorted batches under inference_mode, freed memory kept),
+  in fp32 and, where the machine has it, bf16 autocast.
 
 `<hf variant>_malloc`: the same Hugging Face run in a process with bertfit's malloc settings
 (training.hardware.keep_freed_memory, which bertfit's stages apply): the share of bertfit's lead a
@@ -60,7 +60,7 @@ from transformers import (
 )
 
 from bertfit.data.tasks import Task
-from bertfit.inference import predict_scores
+from bertfit.evaluation import model_scores
 from bertfit.models.family import family_for, load_trained
 from bertfit.models.loading import (
     LOAD_KWARGS,
@@ -208,8 +208,7 @@ def eval_seconds(variant: str, model_dir: Path, test: pd.DataFrame, batch_size: 
     trained.model.to(device)
     start = time.perf_counter()
     dataset = trained.encoder().labelled(test, trained.task, "test")
-    collator, score = trained.collator(), trained.family.score
-    predict_scores(trained.model, dataset, batch_size, collator, score, bf16)
+    model_scores(trained, dataset, trained.task, batch_size, bf16)
     return time.perf_counter() - start
 
 

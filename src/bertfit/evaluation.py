@@ -40,7 +40,7 @@ from bertfit.reporting import (
     write_text,
 )
 from bertfit.training.budget import token_lengths
-from bertfit.training.hardware import use_bf16
+from bertfit.training.hardware import keep_freed_memory, use_bf16
 from bertfit.training.live import LIVE_DIR
 
 log = logging.getLogger(__name__)
@@ -233,8 +233,11 @@ def model_scores(
 
     The one scoring path of evaluate and bertfit predict: on the GPU when there is one, in
     length-sorted batches with the family's collator and score (logits, or label-word
-    log-likelihoods; regression: the one value).
+    log-likelihoods; regression: the one value). Freed memory is kept for reuse, as in
+    training (training.hardware.keep_freed_memory; process-wide, which a one-shot stage or
+    command can own and a library call such as TaskServer's scoring does not).
     """
+    keep_freed_memory()
     if torch.cuda.is_available():
         trained.model.to("cuda")
     return predict_scores(

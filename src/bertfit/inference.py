@@ -16,7 +16,6 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from bertfit import cli
-from bertfit.training.hardware import keep_freed_memory
 
 Batch = dict[str, torch.Tensor]
 NOT_INPUTS = ("labels", "length")
@@ -36,10 +35,10 @@ def predict_scores(
     `collator` batches the rows (the family's: dynamic padding, ChunkCollator for hierarchical
     rows); `score` is the family's. `bf16`: autocast to bf16 (the caller checks the device has
     it: training.hardware.use_bf16). `disable_progress`: None shows the bar where
-    cli.progress_bars says (stderr is a terminal), True / False never / always. Freed memory
-    is kept for reuse as in training (training.hardware.keep_freed_memory).
+    cli.progress_bars says (stderr is a terminal), True / False never / always. The process's
+    allocator is left as it is (a server scoring here keeps glibc's defaults); evaluate and
+    bertfit predict set it for their own process (evaluation.model_scores).
     """
-    keep_freed_memory()
     model.eval()
     device = next(model.parameters()).device
     features = [c for c in dataset.column_names if c not in NOT_INPUTS]
