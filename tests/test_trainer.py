@@ -14,6 +14,7 @@ from transformers.trainer import TRAINING_ARGS_NAME
 from bertfit import cli
 from bertfit.data.encoding import Encoder, Preprocessing
 from bertfit.data.tasks import Task
+from bertfit.models.dropout import ATTENTION, Dropout
 from bertfit.models.loading import load_classifier, load_tokenizer
 from bertfit.models.manifest import Manifest
 from bertfit.params import FinetuneParams
@@ -45,6 +46,9 @@ def test_checkpoints_hold_no_pickle_and_each_logging_step_is_one_log_line(
         params, args, model, train, DataCollatorWithPadding(tokenizer), tokenizer
     )
     assert any(isinstance(c, LogLines) for c in trainer.callback_handler.callbacks)
+    # on a CPU the cheaper dropout draws (models.dropout), saved as the stock model
+    assert model.config._attn_implementation == ATTENTION
+    assert any(isinstance(m, Dropout) for m in model.modules())
     capfd.readouterr()  # what tokenising wrote before
     with caplog.at_level(logging.INFO, logger="bertfit.training.trainer"):
         trainer.train()
@@ -56,6 +60,7 @@ def test_checkpoints_hold_no_pickle_and_each_logging_step_is_one_log_line(
     assert not list(work.rglob(TRAINING_ARGS_NAME)) and not list(work.rglob("*.bin"))
     assert (tmp_path / "saved" / "model.safetensors").is_file()
     assert not list((tmp_path / "saved").glob("*.bin"))
+    assert ATTENTION not in (tmp_path / "saved" / "config.json").read_text()
 
     trainer_notes = [r.getMessage() for r in caplog.records if r.name == "transformers.trainer"]
     assert any("Running training" in m for m in trainer_notes)  # the Trainer's summary stays

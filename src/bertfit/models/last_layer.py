@@ -16,7 +16,8 @@ the instance: weights, names and checkpoints stay as they were. It applies to en
 layers have BERT's structure (`attention.self.query/key/value`, `attention.output`,
 `intermediate`, `output`) and, for classifiers, whose heads read position 0 (FIRST_TOKEN_HEADS);
 any other model, a decoder, cross-attention, a cache (prefix tuning), or an attention
-implementation other than sdpa (these encoders' default) runs the layer's own forward.
+implementation other than sdpa (these encoders' default) or bertfit's sdpa with a cheaper
+dropout (models.dropout) runs the layer's own forward.
 """
 
 from __future__ import annotations
@@ -32,11 +33,15 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+from bertfit.models.dropout import ATTENTION
+
 log = logging.getLogger(__name__)
 
 # model types whose sequence-classification head reads the last layer at position 0 only
 FIRST_TOKEN_HEADS = ("bert", "roberta", "xlm-roberta", "camembert", "electra")
 FIRST = "first"  # query_positions of a classifier's last layer: position 0
+# attention implementations taking sdpa's masks: transformers' own and bertfit's (models.dropout)
+SDPA = ("sdpa", ATTENTION)
 
 
 def last_layer(encoder: PreTrainedModel) -> nn.Module | None:
@@ -102,7 +107,7 @@ def selective_forward(
         positions is None
         or encoder_hidden_states is not None
         or kwargs.get("past_key_values") is not None
-        or attend.config._attn_implementation != "sdpa"
+        or attend.config._attn_implementation not in SDPA
     ):
         return layer.every_position_forward(
             hidden_states, attention_mask, encoder_hidden_states, *args, **kwargs
@@ -120,7 +125,7 @@ def selective_forward(
     if attention_mask is not None and attention_mask.dim() == 4:
         # [batch, 1, q, k]: an encoder's rows are alike (padding only), one serves every query
         attention_mask = attention_mask[:, :, :1]
-    attended, _ = ALL_ATTENTION_FUNCTIONS["sdpa"](
+    attended, _ = ALL_ATTENTION_FUNCTIONS[attend.config._attn_implementation](
         attend,
         query,
         key,

@@ -42,6 +42,7 @@ from transformers.trainer_utils import TrainOutput
 from transformers.utils import SAFE_WEIGHTS_NAME
 
 from bertfit import cli
+from bertfit.models.dropout import use_fast_dropout
 from bertfit.models.loading import LOAD_KWARGS, load_tokenizer, resolve_model_name
 from bertfit.models.manifest import Manifest
 from bertfit.params import TrainingParams
@@ -327,8 +328,11 @@ def stage_trainer(
     **extra: Any,
 ) -> BertfitTrainer:
     """The stage's BertfitTrainer, its optimiser settings read from the stage's params (and the
-    process's allocator set to reuse freed memory: training.hardware.keep_freed_memory)."""
+    process's allocator set to reuse freed memory: training.hardware.keep_freed_memory). On a
+    CPU the model's dropout draws its masks the cheaper way (models.dropout), in place."""
     keep_freed_memory()
+    if args.device.type == "cpu":
+        use_fast_dropout(model)
     return BertfitTrainer(
         model=model,
         args=args,
