@@ -41,7 +41,7 @@ test: install
 	$(BIN)/python -m pytest -m "slow or not slow"
 
 # `dvc exp show` that fits a terminal: headline metrics always, other params and metrics only
-# where the experiments differ, no dependency hashes (README: Reading dvc exp show)
+# where the experiments differ, no dependency hashes (docs/experiments.md: Reading dvc exp show)
 EXP_KEEP := ^(Experiment|Created|accuracy|macro_f1|mcc|validation_mean_main|heldout_after\.perplexity|reports/finetune/metrics\.json:best_step)$$
 EXP_DROP := .*\.py$$|^data/|^models/|^tasks\.yaml$$
 

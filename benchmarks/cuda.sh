@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The CUDA figures of README's benchmark table (issue 14), in one go on a machine with a GPU and
-# bertfit installed (`make install`): throughput at the stages' batch and at one that fills the
+# The CUDA figures of docs/performance.md's GPU table (issue 14), in one go on a machine with a GPU
+# and bertfit installed (`make install`): throughput at the stages' batch and at one that fills the
 # GPU more, then the embedded default's stages (pipeline_phases.py runs dvc.yaml's commands).
 #   bash benchmarks/cuda.sh [OUT_DIR]      # default reports/benchmarks
 set -euo pipefail

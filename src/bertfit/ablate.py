@@ -8,7 +8,7 @@
 Queues one DVC experiment per variant and seed (`dvc exp run --queue -n NAME -S ...`), and, for
 the learning curve, one per curve variant, seed and number of labelled examples
 (finetune.max_train_samples); runs the queue (`dvc queue start`) and waits for it, logging each
-experiment as it finishes. The variants are params (README, Experiments): FiT = no further
+experiment as it finishes. The variants are params (docs/experiments.md): FiT = no further
 pretraining and no multi-task step; ITPT / IDPT / CDPT = pretrain.corpus within_task / in_domain /
 cross_domain; MFiT = multitask.enabled.
 
@@ -57,7 +57,7 @@ from bertfit.reporting import write_json, write_text
 
 log = logging.getLogger(__name__)
 
-# The paper's variant names (Sun et al., Table 4-6; README, Experiments) -> the params that make
+# The paper's variant names (Sun et al., Table 4-6; docs/experiments.md) -> the params that make
 # them. Dict order is the table's row order.
 VARIANTS: dict[str, dict[str, Any]] = {
     "FiT": {"pretrain.corpus": "none", "multitask.enabled": False},

@@ -356,7 +356,8 @@ class MultitaskParams(AdaptableParams):
         (section 5.2) trains the target together with other tasks and then fine-tunes it alone;
         without the target, multitask would spend the run training heads that finetune never
         uses (for a user's own target: the four demo tasks), so it passes the model through,
-        and the target joins only when listed (issue 13; README, "Your own files").
+        and the target joins only when listed (issue 13; docs/guide.md, "Multitask with your own
+        target").
         """
         if not self.enabled:
             return "multitask.enabled is false"

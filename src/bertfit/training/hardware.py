@@ -85,7 +85,8 @@ def keep_freed_memory() -> bool:
     trim threshold at 2 GiB they are reused instead: on 2 CPU cores bertfit's fp32 MLM step went
     from 1.98 to about 1.5 s (one process each, outside the benchmark), the Hugging Face
     defaults' from 4.35 to 2.48 s (benchmarks/pretrain_throughput.py's `_malloc` rows); peak
-    memory over 30 MLM steps about the same, a finetune run's about 5 % higher (README, Speed).
+    memory over 30 MLM steps about the same, a finetune run's about 5 % higher
+    (docs/performance.md).
     PyTorch has no caching allocator for CPU tensors and glibc reads its MALLOC_*
     variables only at start-up, hence mallopt here. Once per process, process-wide; False
     (nothing changed) where the C library is not glibc.
