@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from bertfit.cli import configure_logging, stage_parser
+from bertfit.cli import configure_logging, stage_main, stage_parser
 from bertfit.data.collect import collect
 from bertfit.data.sources import project_root
 from bertfit.params import parse_section, parse_target, parse_tasks, read_params_file
@@ -73,4 +73,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    stage_main(main, "collect")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from bertfit.cli import stage_parser
+from bertfit.cli import stage_main, stage_parser
 from bertfit.data.inputs import write_inputs
 from bertfit.data.sources import project_root
 
@@ -30,4 +30,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    stage_main(main, "inputs")

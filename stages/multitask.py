@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from bertfit.cli import configure_logging, stage_parser
+from bertfit.cli import configure_logging, stage_main, stage_parser
 from bertfit.data.tasks import read_task
 from bertfit.params import parse_section, parse_target, parse_tasks, read_params_file
 from bertfit.phases import stage_run
@@ -57,4 +57,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    stage_main(main, "multitask")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from bertfit.cli import configure_logging, stage_parser
+from bertfit.cli import configure_logging, stage_main, stage_parser
 from bertfit.models.scratch import scratch_model_dir
 from bertfit.params import parse_section, read_params_file
 from bertfit.phases import stage_run
@@ -54,4 +54,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    stage_main(main, "pretrain")

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import yaml
 from datasets.utils import are_progress_bars_disabled, enable_progress_bars
 from huggingface_hub.utils import are_progress_bars_disabled as hub_bars_disabled
 from huggingface_hub.utils import enable_progress_bars as enable_hub_bars
 from transformers.utils import logging as hf_logging
 
+import bertfit
 from bertfit import cli
+from tests.conftest import PROJECT_ROOT
 
 
 class Terminal:
@@ -61,3 +67,74 @@ def test_the_trainers_expected_notes_are_dropped_and_others_kept() -> None:
     shared = "\n\nTraining completed. Do not forget to share your model on huggingface.co/models =)"
     assert not cli.expected_trainer_note(trainer_record(shared))
     assert cli.expected_trainer_note(trainer_record("***** Running training *****"))
+
+
+# --- `bertfit` itself: quick answers, user errors as one message ---------------------------------
+
+PROBE = """
+import sys
+from bertfit import cli
+try:
+    cli.main({argv!r})
+except SystemExit:
+    pass
+print("heavy:", sorted(m for m in ("torch", "transformers", "pandas") if m in sys.modules))
+"""
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["--help"], []])
+def test_help_and_version_import_nothing_heavy(argv: list[str]) -> None:
+    """`bertfit --help` / `--version` answer at once: no subcommand module (which import torch)
+    is loaded for them."""
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE.format(argv=argv)], capture_output=True, text=True
+    )
+    assert done.stdout.strip().splitlines()[-1] == "heavy: []", done.stderr
+    if argv == ["--version"]:
+        assert done.stdout.startswith(f"bertfit {bertfit.__version__}")
+    if argv == ["--help"]:
+        for name in cli.COMMANDS:
+            assert name in done.stdout
+
+
+def stage_run(params_file: Path, tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+    """collect through dvc.yaml's launcher (stages/python), as DVC runs it."""
+    command = [str(PROJECT_ROOT / "stages" / "python"), str(PROJECT_ROOT / "stages" / "collect.py")]
+    command += ["--params", str(params_file), "--data-dir", str(tmp_path / "data")]
+    command += ["--stats-file", str(tmp_path / "s.json"), "--scratch-dir", str(tmp_path / "sc")]
+    environment = {k: v for k, v in os.environ.items() if k != cli.DEBUG_ENV} | env
+    environment["BERTFIT_PYTHON"] = sys.executable
+    return subprocess.run(command, capture_output=True, text=True, env=environment, cwd=tmp_path)
+
+
+def test_a_stage_reports_bad_input_in_one_message(tmp_path: Path) -> None:
+    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    params["tasks"] = str(PROJECT_ROOT / "tasks.yaml")
+    params["finetun"] = params.pop("finetune")  # a typo in a section name
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(params))
+    done = stage_run(params_file, tmp_path)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(
+        f"bertfit collect: error: {params_file}: unknown top-level key 'finetun'"
+    )
+    assert "did you mean 'finetune'?" in last
+
+    debug = stage_run(params_file, tmp_path, BERTFIT_DEBUG="1")
+    assert debug.returncode == 1 and "Traceback (most recent call last)" in debug.stderr
+    assert "bertfit collect: error" not in debug.stderr
+
+
+def test_only_bertfits_own_checks_count_as_user_errors() -> None:
+    """A ValueError raised by bertfit's code is the input's fault; one raised elsewhere (here: a
+    test's own code, as it would be in a library) and any other exception keep the traceback."""
+    from bertfit.params import parse_section
+
+    with pytest.raises(SystemExit), cli.user_errors("bertfit x"):
+        parse_section({"finetune": {"nope": 1}}, "finetune")
+    with pytest.raises(ValueError, match="not bertfit's"), cli.user_errors("bertfit x"):
+        raise ValueError("not bertfit's")
+    with pytest.raises(RuntimeError), cli.user_errors("bertfit x"):
+        raise RuntimeError("a bug")

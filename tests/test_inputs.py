@@ -128,7 +128,7 @@ def test_dvc_reruns_only_what_reads_the_edited_file(tmp_path: Path) -> None:
     params = user_params(tmp_path)
     stage = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]["inputs"]
     stage["cmd"] = stage["cmd"].replace(
-        "python stages/", f"{sys.executable} {PROJECT_ROOT}/stages/"
+        "stages/python stages/", f"{sys.executable} {PROJECT_ROOT}/stages/"
     )
     stage["deps"] = [str(PROJECT_ROOT / d) for d in stage["deps"]]
     pipeline = {

@@ -29,10 +29,11 @@ def dvc_stages() -> dict[str, dict]:
 
 
 def stage_script(name: str, stage: dict) -> PurePosixPath:
-    """The script a stage's cmd runs (`python stages/<name>.py ...`), relative to the project."""
+    """The script a stage's cmd runs (`stages/python stages/<name>.py ...`), relative to the
+    project."""
     words = shlex.split(stage["cmd"])
-    assert len(words) > 1 and words[0] == "python" and words[1].endswith(".py"), (
-        f"stage {name}: cmd is not `python <script>.py ...`: {stage['cmd']}"
+    assert len(words) > 1 and words[0] == "stages/python" and words[1].endswith(".py"), (
+        f"stage {name}: cmd is not `stages/python <script>.py ...`: {stage['cmd']}"
     )
     return PurePosixPath(words[1])
 

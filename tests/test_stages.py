@@ -64,7 +64,8 @@ def write_params(path: Path, model_name: str, tasks: dict, target: str, **overri
 
 
 def dvc_arguments() -> dict[str, dict[str, str]]:
-    """Each stage's options in dvc.yaml's cmd after `python stages/<name>.py`: option -> value.
+    """Each stage's options in dvc.yaml's cmd after `stages/python stages/<name>.py`: option ->
+    value.
 
     The chain runs the stages with these, so a path dvc.yaml changes is the path tested.
     """
@@ -72,7 +73,7 @@ def dvc_arguments() -> dict[str, dict[str, str]]:
     arguments = {}
     for name, stage in stages.items():
         words = shlex.split(stage["cmd"])
-        assert words[:2] == ["python", f"stages/{name}.py"], stage["cmd"]
+        assert words[:2] == ["stages/python", f"stages/{name}.py"], stage["cmd"]
         options, values = words[2::2], words[3::2]
         assert len(options) == len(values), f"an option without a value: {stage['cmd']}"
         assert all(option.startswith("--") for option in options), stage["cmd"]

@@ -1,5 +1,5 @@
-"""What every stage script shares (logging set-up, the params-file argument), and the `bertfit`
-console command (pyproject's [project.scripts])."""
+"""What every stage script shares (logging set-up, the params-file argument, user errors as one
+message), and the `bertfit` console command (pyproject's [project.scripts])."""
 
 from __future__ import annotations
 
@@ -9,11 +9,44 @@ import logging
 import os
 import re
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 # `bertfit <command>`: each module has add_arguments(parser) and run(args), and its docstring is
-# the command's help; imported by main() only, so the stage scripts that import cli never load them
-COMMANDS = {"predict": "bertfit.predict", "ablate": "bertfit.ablate"}
+# the command's description. Only the chosen command's module is imported (they import torch):
+# `bertfit --help` and `--version` answer at once from the one-line helps here.
+COMMANDS = {
+    "add-task": (
+        "bertfit.add_task",
+        "register a CSV/TSV/JSONL/Parquet file as the target task, then print the plan",
+    ),
+    "plan": (
+        "bertfit.plan",
+        "what `dvc repro` will do with the current params, and how long it takes here",
+    ),
+    "predict": ("bertfit.predict", "label the texts of a file with a trained model"),
+    "ablate": (
+        "bertfit.ablate",
+        "the paper's variants x seeds as DVC experiments, and their table",
+    ),
+}
+EPILOG = """\
+The pipeline runs with DVC: `.venv/bin/dvc repro` (its stages find the project's .venv
+themselves), `.venv/bin/dvc exp run -S finetune.learning_rate=3e-5`, `.venv/bin/dvc exp show`.
+An error in your input prints one message and exits 1; --debug (or BERTFIT_DEBUG=1, which the
+pipeline's stages read too) shows the traceback."""
+DEBUG_ENV = "BERTFIT_DEBUG"
+# the exceptions bertfit raises for bad input (STYLE.md: ValueError / FileNotFoundError with the
+# file or key, the value and the fix); raised from bertfit's own code they are the user's to fix
+USER_ERRORS = (
+    ValueError,
+    FileNotFoundError,
+    NotADirectoryError,
+    IsADirectoryError,
+    FileExistsError,
+)
+PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 def positive_int(value: str) -> int:
@@ -92,22 +125,85 @@ def stage_parser(description: str | None) -> argparse.ArgumentParser:
     return parser
 
 
+def debugging() -> bool:
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def raised_by_bertfit(err: BaseException) -> bool:
+    """Whether the innermost frame of err's traceback is bertfit's own code (the package or a
+    stage script): a check of the input, not a failure inside a library."""
+    tb = err.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    where = Path(tb.tb_frame.f_code.co_filename).resolve()
+    return where.is_relative_to(PACKAGE_DIR) or where.parent.name == "stages"
+
+
+def is_user_error(err: BaseException) -> bool:
+    return isinstance(err, USER_ERRORS) and raised_by_bertfit(err)
+
+
+@contextmanager
+def user_errors(what: str, debug: bool = False) -> Iterator[None]:
+    """Bad input ends `what` with one message on stderr and exit status 1, no traceback (issue
+    33: a wrong column name printed 7 frames before the message). Anything else is a bug and
+    keeps its traceback, as does every error with --debug or BERTFIT_DEBUG=1."""
+    try:
+        yield
+    except Exception as err:
+        if debug or debugging() or not is_user_error(err):
+            raise
+        message = str(err) or err.__class__.__name__
+        if isinstance(err, FileNotFoundError) and err.filename and not err.args[1:]:
+            message = f"{err.filename}: not found"
+        sys.stderr.write(f"{what}: error: {message}\n")
+        sys.stderr.flush()
+        raise SystemExit(1) from None
+
+
+def stage_main(main: Callable[[], None], stage: str) -> None:
+    """A stage script's entry (`if __name__ == "__main__"`): main(), user errors as one message."""
+    with user_errors(f"bertfit {stage}"):
+        main()
+
+
+def command_named(argv: list[str]) -> str | None:
+    """The subcommand in argv (the first word that is one), without parsing the rest."""
+    return next((a for a in argv if a in COMMANDS), None)
+
+
 def main(argv: list[str] | None = None) -> None:
     """`bertfit COMMAND ...`: one subcommand per module in COMMANDS."""
+    from bertfit import __version__
+
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(
-        prog="bertfit", description="bertfit's commands beside the DVC pipeline"
+        prog="bertfit",
+        description="bertfit's commands beside the DVC pipeline",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"bertfit {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help=f"show the traceback of any error ({DEBUG_ENV}=1)"
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, module_name in COMMANDS.items():
+    chosen = command_named(argv)
+    for name, (module_name, summary) in COMMANDS.items():
+        if name != chosen:  # listed in --help, never parsed
+            commands.add_parser(name, help=summary)
+            continue
         module = importlib.import_module(module_name)
-        doc = module.__doc__ or ""
         sub = commands.add_parser(
             name,
-            help=doc.split("\n", 1)[0].split(": ", 1)[-1],
-            description=doc,
+            help=summary,
+            description=module.__doc__ or summary,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.add_arguments(sub)
         sub.set_defaults(run=module.run)
     args = parser.parse_args(argv)
-    args.run(args)
+    with user_errors(f"bertfit {args.command}", args.debug):
+        args.run(args)

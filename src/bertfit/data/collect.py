@@ -35,9 +35,9 @@ log = logging.getLogger(__name__)
 PERCENTILES = (50, 90, 95, 99)
 
 
-def write_prepared(task: PreparedTask, spec: TaskSpec, task_dir: Path) -> Task:
-    """A prepared task in the one on-disk task format (data.tasks)."""
-    meta = Task(
+def task_meta(task: PreparedTask, spec: TaskSpec) -> Task:
+    """What a prepared task is (labels, metric, label words), as labels.json records it."""
+    return Task(
         name=task.name,
         labels=task.labels,
         problem=task.problem,
@@ -48,6 +48,11 @@ def write_prepared(task: PreparedTask, spec: TaskSpec, task_dir: Path) -> Task:
         prefix=spec.prefix,
         sentence_pair=any("text_pair" in df.columns for df in task.splits.values()),
     )
+
+
+def write_prepared(task: PreparedTask, spec: TaskSpec, task_dir: Path) -> Task:
+    """A prepared task in the one on-disk task format (data.tasks)."""
+    meta = task_meta(task, spec)
     write_task(meta, task.splits, task.unlabeled, task_dir)
     return meta
 

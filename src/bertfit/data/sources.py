@@ -446,13 +446,18 @@ def _normalise_columns(
     return out
 
 
-def load_files(name: str, source: FilesSource, root: Path) -> RawTask:
+def load_files(
+    name: str, source: FilesSource, root: Path, tables: dict[Path, pd.DataFrame] | None = None
+) -> RawTask:
+    """The task's files; `tables`: files already read (by path), so `bertfit add-task` reads a
+    user's file once."""
     splits, files = {}, {}
     for split in SPLITS:
         rel = getattr(source, split)
         if rel is not None:
             path = files[split] = root / rel
-            table = read_table(path, source.encoding, name)
+            known = (tables or {}).get(path)
+            table = read_table(path, source.encoding, name) if known is None else known
             splits[split] = _normalise_columns(table, source, path)
     task = RawTask(name, splits, files={s: str(p) for s, p in files.items()})
     if source.unlabeled:

@@ -1,0 +1,625 @@
+"""bertfit plan: what `dvc repro` will do with the current params, and how long it will take here.
+
+    bertfit plan                     # the project's params.yaml
+    bertfit plan --params other.yaml
+    bertfit plan --no-measure        # the plan without the time estimate (no model is loaded)
+
+Reads the target (and every task collect would load) through collect's own readers and checks,
+so a file collect would refuse is refused here with the same message; counts tokens with the
+base model's tokenizer; applies finetune's data-sized rules (training.budget: epochs, batch,
+input length) and each stage's params. Then it measures, on this machine, a few training steps of
+the base model at the shapes the run will use (a finetune step, a masked-LM step) and a scoring
+pass, and adds up every stage's steps, validation and scoring passes and start-up into an
+estimated wall time. Early stopping can end finetune sooner: the estimate is for the full run.
+
+Warnings say when a split is too small for its purpose: a test set whose 95 % interval on
+accuracy is wider than ±5 points (two runs closer than that cannot be told apart), a validation
+set wider than ±10 points (selection picks noise), a class with fewer than 10 train examples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# a split whose 95 % interval on accuracy (at 50 %, the widest) is wider than this is too small
+TEST_HALF_WIDTH = 0.05
+VALIDATION_HALF_WIDTH = 0.10
+MIN_CLASS_EXAMPLES = 10
+# rows read to time the steps and the scoring pass (each a few batches at most)
+TIMED_STEPS = 2
+# what a stage costs beyond its own work: DVC's checks and hashing of its outputs before and
+# after, measured on the embedded default (2-core EPYC, about 3 s a stage)
+DVC_SECONDS_PER_STAGE = 3.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--params",
+        type=Path,
+        default=Path("params.yaml"),
+        help="params file (default: params.yaml)",
+    )
+    parser.add_argument(
+        "--no-measure",
+        action="store_true",
+        help="skip the time estimate (it loads the model and times a few training steps: "
+        "about half a minute on 2 CPU cores)",
+    )
+
+
+def run(args: argparse.Namespace) -> None:
+    from bertfit.cli import configure_logging
+
+    configure_logging()
+    plan = make_plan(args.params, measure=not args.no_measure)
+    print(plan.text())
+
+
+def half_width(n: int, p: float = 0.5) -> float:
+    """The 95 % normal-approximation half-width of a proportion measured on n examples."""
+    return 1.96 * math.sqrt(p * (1 - p) / max(n, 1))
+
+
+def duration(seconds: float) -> str:
+    """`45 s`, `3.2 min`, `1 h 05 min`."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    hours, minutes = divmod(round(seconds / 60), 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+@dataclass
+class StagePlan:
+    name: str
+    summary: str
+    seconds: float | None = None  # the estimate, when measured
+
+
+@dataclass
+class Costs:
+    """What one process measured on this machine (seconds)."""
+
+    startup: float  # a stage's imports: this process's, up to the measurement
+    load: float  # loading the base model
+    train_token: float  # one token of a finetune step (forward, backward, optimiser)
+    mlm_step: float | None  # one masked-LM (or span-corruption) step at pretrain's batch
+    score_token: float  # one token of a scoring pass (forward only)
+    shapes: dict[str, str] = field(default_factory=dict)
+    bf16: bool = False
+
+    def stage(self) -> float:
+        return self.startup + self.load + DVC_SECONDS_PER_STAGE
+
+
+@dataclass
+class Plan:
+    params_file: Path
+    target: str
+    data: list[str]
+    stages: list[StagePlan]
+    warnings: list[str]
+    costs: Costs | None = None
+
+    @property
+    def seconds(self) -> float | None:
+        known = [s.seconds for s in self.stages]
+        return None if any(s is None for s in known) else sum(known)  # type: ignore[misc]
+
+    def estimate_line(self) -> str:
+        if self.seconds is None or self.costs is None:
+            return "estimated wall time: not measured (--no-measure)"
+        parts = ", ".join(f"{s.name} {duration(s.seconds or 0)}" for s in self.stages)
+        return f"estimated wall time on this machine: about {duration(self.seconds)} ({parts})"
+
+    def text(self) -> str:
+        lines = [f"bertfit plan ({self.params_file}): target {self.target}", ""]
+        lines += [f"  {line}" for line in self.data]
+        lines += [""]
+        width = max(len(s.name) for s in self.stages)
+        for stage in self.stages:
+            lines.append(f"  {stage.name:<{width}}  {stage.summary}")
+        lines += ["", self.estimate_line()]
+        if self.costs is not None:
+            c = self.costs
+            shapes = "; ".join(f"{k} {v}" for k, v in c.shapes.items())
+            lines.append(
+                f"  measured here ({'bf16' if c.bf16 else 'fp32'}, {os.cpu_count()} CPU cores): "
+                f"{shapes}; start-up {c.startup + c.load:.0f} s a stage"
+            )
+            lines.append(
+                "  (early stopping may end finetune sooner; other work on the machine "
+                "slows it down)"
+            )
+        if self.warnings:
+            lines += ["", "warnings:"]
+            lines += [f"  - {w}" for w in self.warnings]
+        lines += ["", "next: .venv/bin/dvc repro"]
+        return "\n".join(lines)
+
+
+# --- reading what collect would read -------------------------------------------------------------
+
+
+@dataclass
+class Inputs:
+    """The params and the prepared tasks, as collect would make them."""
+
+    params: dict[str, Any]
+    tasks: dict[str, Any]  # name -> TaskSpec
+    target: str
+    prepared: dict[str, Any]  # name -> PreparedTask
+    corpus_names: list[str]
+    multitask_tasks: list[str]
+    read_seconds: float
+
+
+def read_inputs(params_file: Path, known: dict[str, Any] | None = None) -> Inputs:
+    """`known`: tasks already prepared (bertfit add-task's), by name."""
+    from bertfit.data.corpus import collected_tasks, corpus_tasks
+    from bertfit.data.sources import load_task, project_root
+    from bertfit.data.splits import prepare_task
+    from bertfit.params import parse_section, parse_target, parse_tasks, read_params_file
+
+    source = str(params_file)
+    data = read_params_file(params_file)
+    tasks = parse_tasks(data, source)
+    target = parse_target(data, tasks, source)
+    sections = {s: parse_section(data, s, source) for s in SECTIONS}
+    multitask_tasks = sections["multitask"].trained_tasks(target)
+    corpus = sections["pretrain"].corpus
+    names = collected_tasks(corpus, target, tasks, multitask_tasks)
+    root = project_root(params_file.resolve().parent)
+    collect = sections["collect"]
+    started = time.perf_counter()
+    prepared = {}
+    for name in names:
+        spec = tasks[name]
+        if known and name in known:
+            prepared[name] = known[name]
+            continue
+        prepared[name] = prepare_task(
+            load_task(name, spec, root),
+            spec.split,
+            collect.seed,
+            collect.max_empty_ratio,
+            spec.problem,
+            collect.max_missing_label_ratio,
+        )
+    return Inputs(
+        sections,
+        tasks,
+        target,
+        prepared,
+        corpus_tasks(corpus, target, tasks),
+        multitask_tasks,
+        time.perf_counter() - started,
+    )
+
+
+SECTIONS = ("model", "collect", "pretrain", "multitask", "finetune", "evaluate")
+
+
+def data_lines(name: str, task: Any, lengths: Any, max_seq_length: int) -> list[str]:
+    rows = " / ".join(f"{s} {len(task.splits[s]):,}" for s in ("train", "validation", "test"))
+    lines = [f"{name}: {rows} rows"]
+    if task.problem == "classification":
+        counts = task.splits["train"]["label"].value_counts()
+        shown = ", ".join(f"{label} {counts.get(label, 0):,}" for label in task.labels[:12])
+        more = f" and {len(task.labels) - 12} more" if len(task.labels) > 12 else ""
+        lines.append(f"{len(task.labels)} labels (train rows): {shown}{more}")
+    else:
+        lines.append("regression (numeric labels)")
+    over = float((lengths > max_seq_length).mean())
+    lines.append(
+        f"tokens per text: median {int(_percentile(lengths, 50))}, 90th percentile "
+        f"{int(_percentile(lengths, 90))}, max {int(lengths.max())}; {100 * over:.0f} % are "
+        f"longer than model.max_seq_length {max_seq_length}"
+    )
+    return lines
+
+
+def _percentile(values: Any, q: float) -> float:
+    import numpy as np
+
+    return float(np.percentile(values, q))
+
+
+def split_warnings(name: str, task: Any) -> list[str]:
+    """Splits too small for their purpose (this module's docstring)."""
+    warnings = []
+    test, validation = len(task.splits["test"]), len(task.splits["validation"])
+    if half_width(test) > TEST_HALF_WIDTH:
+        warnings.append(
+            f"{name}'s test split has {test} rows: a 95 % interval on its accuracy is up to "
+            f"±{100 * half_width(test):.1f} points, so two runs closer than that cannot be told "
+            f"apart; at least {math.ceil((1.96 * 0.5 / TEST_HALF_WIDTH) ** 2)} rows give ±5 "
+            "(a larger test file, or the task's split.test_ratio)"
+        )
+    if half_width(validation) > VALIDATION_HALF_WIDTH:
+        warnings.append(
+            f"{name}'s validation split has {validation} rows (±{100 * half_width(validation):.0f}"
+            " points): choosing the best epoch on it picks noise; give it at least "
+            f"{math.ceil((1.96 * 0.5 / VALIDATION_HALF_WIDTH) ** 2)} rows"
+        )
+    if task.problem == "classification":
+        counts = task.splits["train"]["label"].value_counts()
+        rare = {str(k): int(v) for k, v in counts.items() if v < MIN_CLASS_EXAMPLES}
+        if rare:
+            warnings.append(
+                f"{name}: classes with fewer than {MIN_CLASS_EXAMPLES} train examples: {rare}; "
+                "the model will hardly learn them (label more, or merge them)"
+            )
+    return warnings
+
+
+# --- the stages ----------------------------------------------------------------------------------
+
+
+def finetune_length(params: Any, examples: int) -> Any:
+    """finetune's data-sized training length (training.budget), as the stage computes it."""
+    import tempfile
+
+    from bertfit.training.budget import training_length
+    from bertfit.training.finetune import finetune_arguments
+
+    with tempfile.TemporaryDirectory() as work:
+        args = finetune_arguments(params, Path(work))
+        return training_length(params, args, examples)
+
+
+def validations(length: Any) -> int:
+    """How many validation passes finetune runs (each epoch or every eval_steps, and the end)."""
+    if length.eval_steps is None:
+        return math.ceil(length.epochs)
+    return math.ceil(length.steps / length.eval_steps)
+
+
+def make_plan(
+    params_file: Path, measure: bool = True, prepared: dict[str, Any] | None = None
+) -> Plan:
+    """The plan of `dvc repro` with params_file; `prepared`: tasks already read and checked."""
+    import numpy as np
+
+    from bertfit.models.loading import check_model, load_tokenizer
+    from bertfit.models.scratch import is_scratch
+    from bertfit.training.budget import input_length, token_lengths
+
+    # finetune's long-text warning is the plan's finetune line here
+    logging.getLogger("bertfit.training.budget").setLevel(logging.ERROR)
+    inputs = read_inputs(params_file, prepared)
+    p = inputs.params
+    model, pretrain, multitask, finetune = (p[s] for s in SECTIONS[:1] + SECTIONS[2:5])
+    if is_scratch(model.name):
+        raise ValueError(
+            f"{params_file}: model.name {model.name!r} is built from scratch by collect: run "
+            "`.venv/bin/dvc repro collect` first; bertfit plan reads an existing model"
+        )
+    config = check_model(model.name, model.max_seq_length)
+    tokenizer = load_tokenizer(model.name)
+    target = inputs.prepared[inputs.target]
+    train_df = target.splits["train"]
+    if finetune.max_train_samples is not None:
+        train_df = train_df.iloc[: finetune.max_train_samples]
+    lengths = token_lengths(tokenizer, train_df)
+    inp = input_length(finetune, tokenizer, train_df, model.max_seq_length, config, inputs.target)
+    length = finetune_length(finetune, len(train_df))
+    data = data_lines(inputs.target, target, lengths, model.max_seq_length)
+    warnings = split_warnings(inputs.target, target)
+
+    def mean_tokens(df: Any, limit: int) -> float:
+        return float(np.minimum(token_lengths(tokenizer, df), limit).mean()) if len(df) else 0.0
+
+    ft_tokens = float(np.minimum(lengths, inp.max_seq_length).mean())
+    stages = [
+        StagePlan("collect", ", ".join(inputs.prepared)),
+    ]
+    heldout_blocks = 0
+    if pretrain.corpus == "none":
+        stages.append(StagePlan("pretrain", "passes the base model through (corpus: none)"))
+    else:
+        texts = sum(
+            len(inputs.prepared[n].splits["train"]) + len(inputs.prepared[n].unlabeled)
+            for n in inputs.corpus_names
+        )
+        heldout = math.ceil(texts * p["collect"].corpus_heldout_ratio)
+        heldout_blocks = min(pretrain.heldout_max_blocks or heldout, heldout)
+        stages.append(
+            StagePlan(
+                "pretrain",
+                f"{pretrain.corpus} corpus of about {texts:,} texts: up to "
+                f"{pretrain.head_warmup_steps} head warm-up + {pretrain.max_steps} masked-LM steps "
+                f"of {pretrain.per_device_train_batch_size} x {pretrain.max_seq_length} tokens; "
+                f"up to {heldout_blocks} held-out blocks scored",
+            )
+        )
+    mt_steps, mt_scored = 0, 0.0
+    if inputs.multitask_tasks:
+        mt_steps = multitask.max_steps
+        passes = math.ceil(mt_steps / multitask.eval_steps) if multitask.eval_steps else 1
+        for name in inputs.multitask_tasks:
+            val = inputs.prepared[name].splits["validation"]
+            mt_scored += passes * len(val) * mean_tokens(val, model.max_seq_length)
+        mt_train = np.mean(
+            [
+                mean_tokens(inputs.prepared[n].splits["train"].iloc[:200], model.max_seq_length)
+                for n in inputs.multitask_tasks
+            ]
+        )
+        stages.append(
+            StagePlan(
+                "multitask",
+                f"{', '.join(inputs.multitask_tasks)}: {mt_steps} steps of "
+                f"{multitask.per_device_train_batch_size}, validation {passes}x",
+            )
+        )
+    else:
+        why = multitask.skipped_because(inputs.target) or "disabled"
+        stages.append(StagePlan("multitask", f"passes the model through: {why}"))
+        mt_train = 0.0
+    validation_df = target.splits["validation"]
+    if finetune.max_validation_samples is not None:
+        validation_df = validation_df.iloc[: finetune.max_validation_samples]
+    passes = validations(length)
+    val_tokens = mean_tokens(validation_df, inp.max_seq_length)
+    truncation = finetune.truncation + (
+        f" (head {inp.head_tokens})" if finetune.truncation == "head_tail" else ""
+    )
+    stages.append(
+        StagePlan(
+            "finetune",
+            f"{len(train_df):,} examples, batch {length.batch_size}, {length.epochs:g} epochs of "
+            f"{length.steps_per_epoch} steps = {length.steps} steps ({length.reason}); "
+            f"{inp.max_seq_length} tokens, {truncation}, {100 * inp.share_truncated:.0f} % of "
+            f"texts cut; validation {passes}x on {len(validation_df):,} rows",
+        )
+    )
+    test_df = target.splits["test"]
+    test_tokens = mean_tokens(test_df, inp.max_seq_length)
+    stages.append(StagePlan("evaluate", f"{len(test_df):,} test texts"))
+    plan = Plan(params_file, inputs.target, data, stages, warnings)
+    if not measure:
+        return plan
+
+    costs = measure_costs(
+        model.name,
+        inputs,
+        finetune,
+        pretrain,
+        length.batch_size,
+        round(ft_tokens),
+        inp,
+        train_df,
+    )
+    plan.costs = costs
+    per_stage = costs.stage()
+    collect_s = costs.startup + inputs.read_seconds + DVC_SECONDS_PER_STAGE
+    stages[0].seconds = collect_s + tokenise_seconds(tokenizer, inputs)
+    if pretrain.corpus == "none":
+        stages[1].seconds = costs.startup + DVC_SECONDS_PER_STAGE
+    else:
+        scored = (3 if pretrain.head_warmup_steps else 2) * heldout_blocks * pretrain.max_seq_length
+        head_step = (
+            costs.score_token * pretrain.per_device_train_batch_size * pretrain.max_seq_length
+        )
+        stages[1].seconds = (
+            per_stage
+            + pretrain.head_warmup_steps * head_step * 1.2
+            + pretrain.max_steps * (costs.mlm_step or 0.0)
+            + scored * costs.score_token
+        )
+    if inputs.multitask_tasks:
+        stages[2].seconds = (
+            per_stage
+            + mt_steps * multitask.per_device_train_batch_size * mt_train * costs.train_token
+            + mt_scored * costs.score_token
+        )
+    else:
+        stages[2].seconds = costs.startup + DVC_SECONDS_PER_STAGE
+    stages[3].seconds = (
+        per_stage
+        + length.steps * length.batch_size * ft_tokens * costs.train_token
+        + passes * len(validation_df) * val_tokens * costs.score_token
+    )
+    stages[4].seconds = per_stage + len(test_df) * test_tokens * costs.score_token
+    return plan
+
+
+def tokenise_seconds(tokenizer: Any, inputs: Inputs) -> float:
+    """collect's token statistics: every split of every collected task, at the rate measured on
+    a sample of the target."""
+    sample = [str(t) for t in inputs.prepared[inputs.target].splits["train"]["text"].iloc[:500]]
+    started = time.perf_counter()
+    tokenizer(sample, truncation=False, verbose=False)
+    rate = (time.perf_counter() - started) / max(len(sample), 1)
+    rows = sum(
+        sum(len(df) for df in task.splits.values()) + len(task.unlabeled)
+        for task in inputs.prepared.values()
+    )
+    return rows * rate
+
+
+def process_age() -> float:
+    """Seconds since this process started (Linux /proc; else the time since bertfit's import)."""
+    try:
+        ticks = os.sysconf("SC_CLK_TCK")
+        with open("/proc/self/stat") as f:
+            started = int(f.read().rsplit(")", 1)[1].split()[19]) / ticks
+        with open("/proc/uptime") as f:
+            return float(f.read().split()[0]) - started
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def measure_costs(
+    model_name: str,
+    inputs: Inputs,
+    finetune: Any,
+    pretrain: Any,
+    batch_size: int,
+    tokens: int,
+    inp: Any,
+    train_df: Any,
+) -> Costs:
+    """Time a few steps of the run's own model classes at the run's shapes, on this machine."""
+    import torch
+    from transformers import set_seed
+
+    # a stage imports what this process has imported by now (torch, transformers, datasets)
+    import bertfit.training.trainer  # noqa: F401
+    from bertfit.models.dropout import use_fast_dropout
+    from bertfit.models.family import family_for
+    from bertfit.models.loading import load_tokenizer
+    from bertfit.training.finetune import head_spec, preprocessing
+    from bertfit.training.hardware import use_bf16
+
+    startup = process_age()
+    set_seed(0)
+    bf16 = use_bf16(finetune.mixed_precision)
+    cuda = torch.cuda.is_available()
+    task = _task_of(inputs)
+    family = family_for(model_name)
+    started = time.perf_counter()
+    tokenizer = load_tokenizer(model_name)
+    model = family.classifier(model_name, task, head_spec(finetune))
+    load = time.perf_counter() - started
+    if not cuda:
+        use_fast_dropout(model)
+    device = "cuda" if cuda else "cpu"
+    model.to(device)
+    prep = preprocessing(finetune, inp.max_seq_length, inp.head_tokens)
+    encoder = family.encoder(tokenizer, prep)
+    collator = family.collator(tokenizer, prep)
+    rows = _rows_near(train_df, tokenizer, tokens, batch_size, inp.max_seq_length)
+    config = family.head_config(task, rows, finetune.label_scoring)
+    examples = family.training_set(encoder.labelled(rows, task, "train"), task, tokenizer, config)
+    batch = collator([examples[i] for i in range(len(examples))])
+    batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
+    batch.pop("length", None)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    step_tokens = int(batch["attention_mask"].sum()) if "attention_mask" in batch else 1
+
+    def train_step() -> None:
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+            loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    model.train()
+    train_s = _timed(train_step)
+    model.eval()
+    inputs_only = {k: v for k, v in batch.items() if k not in ("labels", "decoder_input_ids")}
+
+    def score() -> None:
+        with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+            model(**(inputs_only if "decoder_input_ids" not in batch else batch))
+
+    score_s = _timed(score)
+    padded = batch["input_ids"].shape
+    shapes = {
+        "finetune step": f"{padded[0]} x {padded[1]} tokens {train_s:.2f} s",
+        "scoring": f"{step_tokens / score_s:,.0f} tokens/s",
+    }
+    mlm_s = None
+    if pretrain.corpus != "none":
+        bf16_mlm = use_bf16(pretrain.mixed_precision)
+        mlm_s = _mlm_step(model_name, pretrain, inputs, device, bf16_mlm)
+        shapes["masked-LM step"] = (
+            f"{pretrain.per_device_train_batch_size} x {pretrain.max_seq_length} {mlm_s:.2f} s"
+        )
+    return Costs(
+        startup=startup,
+        load=load,
+        train_token=train_s / step_tokens,
+        mlm_step=mlm_s,
+        score_token=score_s / step_tokens,
+        shapes=shapes,
+        bf16=bf16,
+    )
+
+
+def _timed(step: Any) -> float:
+    """Median seconds of TIMED_STEPS calls after one warm-up call."""
+    import statistics
+
+    step()
+    times = []
+    for _ in range(TIMED_STEPS):
+        started = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def _task_of(inputs: Inputs) -> Any:
+    """The target as finetune will see it (labels, label words), without writing it."""
+    from bertfit.data.collect import task_meta
+
+    return task_meta(inputs.prepared[inputs.target], inputs.tasks[inputs.target])
+
+
+def _rows_near(df: Any, tokenizer: Any, tokens: int, batch_size: int, limit: int) -> Any:
+    """`batch_size` train rows whose (truncated) lengths are closest to the run's mean: a batch
+    of the length finetune's length-grouped batches have on average."""
+    import numpy as np
+
+    from bertfit.training.budget import token_lengths
+
+    sample = df.iloc[: max(batch_size * 20, 400)]
+    lengths = np.minimum(token_lengths(tokenizer, sample), limit)
+    order = np.argsort(np.abs(lengths - tokens), kind="stable")[:batch_size]
+    rows = sample.iloc[order].reset_index(drop=True)
+    if len(rows) < batch_size:  # a tiny set: repeat its rows to fill the batch
+        rows = rows.sample(batch_size, replace=True, random_state=0).reset_index(drop=True)
+    return rows
+
+
+def _mlm_step(model_name: str, pretrain: Any, inputs: Inputs, device: str, bf16: bool) -> float:
+    """Seconds of one whole-model pretraining step at pretrain's batch and block length."""
+    import torch
+
+    from bertfit.models.dropout import use_fast_dropout
+    from bertfit.models.family import family_for
+    from bertfit.models.loading import load_tokenizer
+    from bertfit.training.pretrain import OBJECTIVES
+
+    family = family_for(model_name)
+    tokenizer = load_tokenizer(model_name)
+    objective = OBJECTIVES[family.name](pretrain, model_name)
+    model = objective.load_model()
+    if device == "cpu":
+        use_fast_dropout(model)
+    model.to(device)
+    texts: list[str] = []
+    for name in inputs.corpus_names:
+        texts += [str(t) for t in inputs.prepared[name].splits["train"]["text"].iloc[:400]]
+    blocks = objective.tokenize(texts, tokenizer, "timing")
+    size = min(pretrain.per_device_train_batch_size, len(blocks))
+    collator = objective.collator(tokenizer)
+    batch = collator([blocks[i] for i in range(size)])
+    batch = {k: v.to(device) for k, v in batch.items() if hasattr(v, "to")}
+    objective.for_training(model)
+    model.train()
+    optimizer = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-5)
+
+    def step() -> None:
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+            loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    seconds = _timed(step)
+    # a corpus shorter than a batch: scale to the full batch the run will take
+    return seconds * pretrain.per_device_train_batch_size / max(size, 1)
