@@ -224,7 +224,7 @@ def test_queue_runs_reports_a_failure_and_retries_it(
     monkeypatch.setattr(ablate, "POLL_S", 1.0)
     caplog.set_level(logging.INFO, logger="bertfit.ablate")
     args = ["--repo", str(repo), "--out-dir", str(repo / "out"), "--name", "t"]
-    args += ["--variants", "FiT", "MFiT", "--seeds", "1", "--first-seed", "44"]
+    args += ["--variants", "FiT", "MFiT", "--seeds", "1", "--first-seed", "44", "--no-estimate"]
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["ablate", *args])
     assert exit_info.value.code == 1

@@ -73,6 +73,8 @@ TRAIN_EXAMPLES_FILE = "reports/finetune/metrics.json"
 SAMPLES_PARAM = "finetune.max_train_samples"
 CONFIDENCE = 0.95
 POLL_S = 10.0
+RESTORE_S = 5.0  # a stage restored from DVC's run-cache: its check and checkout
+DOWNSTREAM = ("finetune.", "evaluate.")  # params of the stages an ablation's seeds rerun
 FINISHED = ("success", "failed")
 
 
@@ -805,6 +807,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="queue workers (default: 1; on 2 CPU cores more only slows each run down)",
     )
     parser.add_argument("--repo", type=Path, default=Path("."), help="the DVC project (default: .)")
+    parser.add_argument(
+        "--no-estimate",
+        action="store_true",
+        help="queue without first estimating the wall time (bertfit plan: it times a few "
+        "training steps, about half a minute on 2 CPU cores)",
+    )
+
+
+def estimate_line(planned: Sequence[Planned], params_file: Path) -> str:
+    """The ablation's estimated wall time on this machine (bertfit.plan: steps measured once,
+    each experiment's stages added up). Experiments that differ only in finetune's params share
+    collect, pretrain and multitask through DVC's run-cache: those run once per group."""
+    from bertfit.plan import duration, make_plan
+
+    def overrides(p: Planned) -> dict[str, Any]:
+        pairs = (o.split("=", 1) for o in p.overrides)
+        return {k: yaml.safe_load(v) for k, v in pairs}
+
+    pretraining = any(overrides(p).get("pretrain.corpus", "none") != "none" for p in planned)
+    measuring = {"pretrain.corpus": "within_task"} if pretraining else None  # a masked-LM step
+    measured = make_plan(params_file, overrides=measuring)
+    costs, prepared = measured.costs, {}
+    total, upstream_done = 0.0, set()
+    for p in planned:
+        each = overrides(p)
+        upstream = tuple(
+            sorted((k, str(v)) for k, v in each.items() if not k.startswith(DOWNSTREAM))
+        )
+        stages = make_plan(params_file, prepared=prepared, overrides=each, costs=costs).stages
+        for stage in stages:
+            cached = upstream in upstream_done and stage.name not in ("finetune", "evaluate")
+            total += RESTORE_S if cached else stage.seconds or 0.0
+        upstream_done.add(upstream)
+    groups = len(upstream_done)
+    return (
+        f"estimated wall time on this machine: about {duration(total)} for {len(planned)} "
+        f"experiments, one at a time ({groups} run collect, pretrain and multitask; the others "
+        "restore them from DVC's run-cache); measured: "
+        + "; ".join(f"{k} {v}" for k, v in costs.shapes.items())
+    )
 
 
 def ablate(args: argparse.Namespace) -> int:
@@ -847,6 +889,11 @@ def ablate(args: argparse.Namespace) -> int:
             if curve_variants
             else "",
         )
+        if not args.no_estimate:
+            try:
+                log.info(estimate_line(planned, args.repo / "params.yaml"))
+            except (ValueError, FileNotFoundError) as err:  # advice only: the runs say the rest
+                log.warning("no wall-time estimate: %s", err)
         start = time.monotonic()
         failed, queued_from = queue_and_run(planned, args.repo, args.name, args.jobs, seed_param)
         wall_s = time.monotonic() - start

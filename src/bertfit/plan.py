@@ -164,15 +164,34 @@ class Inputs:
     read_seconds: float
 
 
-def read_inputs(params_file: Path, known: dict[str, Any] | None = None) -> Inputs:
-    """`known`: tasks already prepared (bertfit add-task's), by name."""
+def with_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """The params mapping with `section.key` values replaced, as `dvc exp run -S` sets them."""
+    import copy
+
+    data = copy.deepcopy(data)
+    for key, value in overrides.items():
+        *sections, last = key.split(".")
+        node = data
+        for part in sections:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return data
+
+
+def read_inputs(
+    params_file: Path,
+    known: dict[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Inputs:
+    """`known`: tasks already prepared (bertfit add-task's), by name; `overrides`: dotted params
+    set over the file's (an experiment's -S)."""
     from bertfit.data.corpus import collected_tasks, corpus_tasks
     from bertfit.data.sources import load_task, project_root
     from bertfit.data.splits import prepare_task
     from bertfit.params import parse_section, parse_target, parse_tasks, read_params_file
 
     source = str(params_file)
-    data = read_params_file(params_file)
+    data = with_overrides(read_params_file(params_file), overrides or {})
     tasks = parse_tasks(data, source)
     target = parse_target(data, tasks, source)
     sections = {s: parse_section(data, s, source) for s in SECTIONS}
@@ -286,9 +305,15 @@ def validations(length: Any) -> int:
 
 
 def make_plan(
-    params_file: Path, measure: bool = True, prepared: dict[str, Any] | None = None
+    params_file: Path,
+    measure: bool = True,
+    prepared: dict[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
+    costs: Costs | None = None,
 ) -> Plan:
-    """The plan of `dvc repro` with params_file; `prepared`: tasks already read and checked."""
+    """The plan of `dvc repro` with params_file (and dotted `overrides`); `prepared`: tasks
+    already read and checked, by name (it gains the ones read here); `costs`: what an earlier
+    plan measured (bertfit ablate plans every experiment from one measurement)."""
     import numpy as np
 
     from bertfit.models.loading import check_model, load_tokenizer
@@ -297,7 +322,9 @@ def make_plan(
 
     # finetune's long-text warning is the plan's finetune line here
     logging.getLogger("bertfit.training.budget").setLevel(logging.ERROR)
-    inputs = read_inputs(params_file, prepared)
+    inputs = read_inputs(params_file, prepared, overrides)
+    if prepared is not None:
+        prepared.update(inputs.prepared)
     p = inputs.params
     model, pretrain, multitask, finetune = (p[s] for s in SECTIONS[:1] + SECTIONS[2:5])
     if is_scratch(model.name):
@@ -388,19 +415,19 @@ def make_plan(
     test_tokens = mean_tokens(test_df, inp.max_seq_length)
     stages.append(StagePlan("evaluate", f"{len(test_df):,} test texts"))
     plan = Plan(params_file, inputs.target, data, stages, warnings)
-    if not measure:
-        return plan
-
-    costs = measure_costs(
-        model.name,
-        inputs,
-        finetune,
-        pretrain,
-        length.batch_size,
-        round(ft_tokens),
-        inp,
-        train_df,
-    )
+    if costs is None:
+        if not measure:
+            return plan
+        costs = measure_costs(
+            model.name,
+            inputs,
+            finetune,
+            pretrain,
+            length.batch_size,
+            round(ft_tokens),
+            inp,
+            train_df,
+        )
     plan.costs = costs
     per_stage = costs.stage()
     collect_s = costs.startup + inputs.read_seconds + DVC_SECONDS_PER_STAGE
