@@ -122,9 +122,17 @@ def test_a_stage_reports_bad_input_in_one_message(tmp_path: Path) -> None:
     )
     assert "did you mean 'finetune'?" in last
 
-    debug = stage_run(params_file, tmp_path, BERTFIT_DEBUG="1")
-    assert debug.returncode == 1 and "Traceback (most recent call last)" in debug.stderr
-    assert "bertfit collect: error" not in debug.stderr
+
+def test_debug_keeps_the_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bertfit.params import parse_section
+
+    monkeypatch.setenv(cli.DEBUG_ENV, "1")
+    with pytest.raises(ValueError, match=r"finetune\.nope: unknown key"), cli.user_errors("x"):
+        parse_section({"finetune": {"nope": 1}}, "finetune")
+    monkeypatch.delenv(cli.DEBUG_ENV)
+    unknown = r"finetune\.nope: unknown key"
+    with pytest.raises(ValueError, match=unknown), cli.user_errors("x", debug=True):
+        parse_section({"finetune": {"nope": 1}}, "finetune")
 
 
 def test_only_bertfits_own_checks_count_as_user_errors() -> None:
