@@ -20,8 +20,10 @@ $(STAMP): pyproject.toml constraints.txt requirements-assets.txt
 	$(BIN)/python -m pip install --quiet --no-deps -r requirements-assets.txt
 	touch $(STAMP)
 
+# then the headline again (bertfit.summary): dvc's own last line is a note about `dvc push`
 repro: install
 	$(BIN)/dvc repro
+	@$(BIN)/python -m bertfit.summary
 
 # dvc plots show on a page that works offline: the template inlines the vega scripts from a
 # pinned wheel (bertfit.plots_page), generated here because it is not ours to commit
@@ -30,8 +32,9 @@ plots: install
 	$(BIN)/python -m bertfit.plots_page $(PLOTS_TEMPLATE)
 	$(BIN)/dvc plots show --html-template $(PLOTS_TEMPLATE)
 
-# the markdown a pull request's reviewer reads (bertfit.review): params and metrics diff against
-# BASELINE, evaluate's pictures, and dvc plots diff's offline page; run it after `make repro`
+# the markdown a pull request's reviewer reads (bertfit.review): the headline against BASELINE
+# with its noise, the changed params, the other metrics by relative change, both sides'
+# pictures, and dvc plots diff's offline page; run it after `make repro`
 BASELINE ?= main
 pr-report: install
 	$(BIN)/python -m bertfit.review --baseline $(BASELINE) --out pr_report.md --plots-dir dvc_plots/pr
@@ -40,10 +43,11 @@ pr-report: install
 test: install
 	$(BIN)/python -m pytest -m "slow or not slow"
 
-# `dvc exp show` that fits a terminal: headline metrics always, other params and metrics only
-# where the experiments differ, no dependency hashes (docs/experiments.md: Reading dvc exp show)
-EXP_KEEP := ^(Experiment|Created|accuracy|macro_f1|mcc|validation_mean_main|heldout_after\.perplexity|reports/finetune/metrics\.json:best_step)$$
-EXP_DROP := .*\.py$$|^data/|^models/|^tasks\.yaml$$
+# `dvc exp show` that fits a 200-column terminal: the headline (summary's headline.json: the
+# test metric, its 95 % interval, the wall time) always, other params and metrics only where the
+# experiments differ, no dependency hashes (plain `dvc exp show` leads with the headline too)
+EXP_KEEP := ^(Experiment|Created|test_.*|wall_min)$$
+EXP_DROP := .*\.py$$|^data/|^models/|^reports/|^tasks\.yaml$$
 
 exp-show: install
 	$(BIN)/dvc exp show --only-changed --keep '$(EXP_KEEP)' --drop '$(EXP_DROP)'

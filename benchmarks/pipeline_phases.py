@@ -50,9 +50,34 @@ PRECISION_SECTIONS = ("pretrain", "multitask", "finetune", "evaluate")
 
 
 def stage_commands(dvc_yaml: Path) -> dict[str, list[str]]:
-    """Each stage's command from dvc.yaml, split into arguments, in the file's order."""
+    """Each stage's command from dvc.yaml, split into arguments, in an order DVC may run them:
+    a stage after every stage whose outputs it depends on, else in the file's order (the
+    summary stage is listed first but runs last)."""
     stages = yaml.safe_load(dvc_yaml.read_text())["stages"]
-    return {name: shlex.split(stage["cmd"]) for name, stage in stages.items()}
+
+    def outputs(stage: dict) -> list[str]:
+        entries = [*stage.get("outs", []), *stage.get("metrics", []), *stage.get("plots", [])]
+        return [next(iter(e)) if isinstance(e, dict) else e for e in entries]
+
+    def needs(stage: dict, other: dict) -> bool:
+        return any(
+            dep == out or dep.startswith(f"{out}/") or out.startswith(f"{dep}/")
+            for dep in stage.get("deps", [])
+            for out in outputs(other)
+        )
+
+    ordered: list[str] = []
+    while len(ordered) < len(stages):
+        ready = [
+            name
+            for name, stage in stages.items()
+            if name not in ordered
+            and all(o in ordered for o in stages if o != name and needs(stage, stages[o]))
+        ]
+        if not ready:
+            raise SystemExit(f"{dvc_yaml}: the stages' deps and outs form a cycle")
+        ordered.append(ready[0])
+    return {name: shlex.split(stages[name]["cmd"]) for name in ordered}
 
 
 def redirected(command: list[str], scratch: Path, params: Path) -> list[str]:

@@ -224,7 +224,7 @@ def run_bertfit(name: str, folder: Path, seed: int, overrides: list[str]) -> dic
         subprocess.run(redirected(command, scratch, params), cwd=ROOT, env=env, check=True)
     wall = time.perf_counter() - start
     test = json.loads((scratch / "reports/evaluate/metrics.json").read_text())
-    fit = json.loads((scratch / "reports/finetune/metrics.json").read_text())
+    fit = json.loads((scratch / "reports/finetune/run.json").read_text())  # the whole record
     run = json.loads((scratch / "reports/finetune/run.json").read_text())
     live = scratch / "reports/finetune/live/plots/metrics/finetune"  # DVCLive's curves
     curve = pd.read_csv(live / "validation/accuracy.tsv", sep="\t")

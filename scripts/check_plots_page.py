@@ -3,14 +3,16 @@
     apt-get install -y chromium             # Debian's; CI has none, so this is a script
     .venv/bin/python scripts/check_plots_page.py [--out-dir .bench/plots_page]
 
-Copies this repository's dvc.yaml (and params) into a throwaway git+DVC repository with every
-plot file that is in the workspace; a declared plot file that is not (the training stages' plots
-are cached outputs, absent from a fresh clone) gets a small made-up curve with the columns
-dvc.yaml names, and the output says which. There it writes the template (bertfit.plots_page),
+Copies this repository's dvc.yaml (and params, and the plot templates in .dvc/plots/) into a
+throwaway git+DVC repository with every plot file that is in the workspace; a declared plot file
+that is not gets a small made-up curve with the columns dvc.yaml names (a JSON table: two series
+of five steps), and the output says which. There it writes the template (bertfit.plots_page),
 runs `dvc plots show --html-template`, and opens the page in Chromium inside a network namespace
 of its own (`unshare -n`; where that is refused, every host name resolves to nothing) with a net
 log. It fails unless every plot's <div> holds a drawn <canvas> or <svg> after the scripts ran,
-no http(s) request was made, the console shows no error and the screenshot is not blank.
+no http(s) request was made, the console shows no error and the screenshot is not blank; and
+(issue 34) unless every plot has a title of its own and draws more than one point (at least two
+values of its x among the rows that have its y).
 Writes to --out-dir: dvc_plots/index.html, dom.html, screenshot.png, netlog.json, check.json.
 """
 
@@ -77,6 +79,20 @@ def declared_plots(dvc_yaml: dict) -> dict[str, list[str]]:
     return files
 
 
+def fixture_json(columns: list[str]) -> str:
+    """A made-up long table as the training curves are (training.live): two series of five
+    steps, the first column the step, losses falling, scores rising, the third step kept."""
+    columns = columns or ["step", "value"]
+    rows = []
+    for series in ("a", "b"):
+        for i in range(1, 6):
+            row: dict = {columns[0]: i, "series": series, "kept": int(i == 3)}
+            for c in columns[1:]:
+                row[c] = round(1.0 / i if "loss" in c else 0.5 + 0.08 * i, 4)
+            rows.append(row)
+    return json.dumps({"rows": rows}, indent=2)
+
+
 def fixture_csv(columns: list[str]) -> str:
     """Five rows of a made-up curve: the first column counts 1..5, losses fall, scores rise."""
     columns = columns or ["step", "value"]
@@ -98,6 +114,8 @@ def throwaway_repo(repo: Path, tmp: Path) -> tuple[Path, list[str], list[str]]:
             shutil.copy(repo / name, copy / name)
     subprocess.run(["git", "init", "-q"], cwd=copy, check=True)
     subprocess.run([dvc(), "init", "-q"], cwd=copy, check=True)
+    if (repo / ".dvc" / "plots").is_dir():  # the plots' own templates (bertfit_lines, ...)
+        shutil.copytree(repo / ".dvc" / "plots", copy / ".dvc" / "plots")
     real, made_up = [], []
     plots = declared_plots(yaml.safe_load((repo / "dvc.yaml").read_text(encoding="utf-8")))
     # deepest first: a folder plot whose curves are missing (a clone without DVC's cache: the
@@ -116,6 +134,9 @@ def throwaway_repo(repo: Path, tmp: Path) -> tuple[Path, list[str], list[str]]:
         elif not target.suffix:  # a missing folder plot: one made-up curve in it
             target.mkdir(parents=True, exist_ok=True)
             (target / "made_up.tsv").write_text(fixture_csv(columns).replace(",", "\t"))
+            made_up.append(path)
+        elif path.endswith(".json"):
+            target.write_text(fixture_json(columns))
             made_up.append(path)
         else:
             text = fixture_csv(columns)  # DVCLive's curves are tab-separated
@@ -183,6 +204,49 @@ def drawn_plots(dom: str, ids: list[str]) -> dict[str, str]:
     return found
 
 
+def plot_specs(html: str, ids: list[str]) -> dict[str, dict]:
+    """Plot id -> the Vega-Lite spec dvc-render wrote into its <div> (`var spec = {...};`)."""
+    specs = {}
+    for i, plot_id in enumerate(ids):
+        start = html.find(f'<div id = "{plot_id}">')
+        end = html.find(f'<div id = "{ids[i + 1]}">') if i + 1 < len(ids) else len(html)
+        found = re.search(r"var spec = (\{.*?\});\s*vegaEmbed", html[start:end], re.S)
+        specs[plot_id] = json.loads(found[1]) if found else {}
+    return specs
+
+
+def title_of(spec: dict) -> str:
+    title = spec.get("title", "")
+    return (title.get("text", "") if isinstance(title, dict) else title) or ""
+
+
+def encoded_field(spec: object, channel: str) -> str | None:
+    """The first field the spec (or a layer of it) encodes on `channel`."""
+    if isinstance(spec, dict):
+        encoding = spec.get("encoding", {})
+        if isinstance(encoding.get(channel), dict) and isinstance(
+            encoding[channel].get("field"), str
+        ):
+            return encoding[channel]["field"]
+        for value in spec.values():
+            if isinstance(value, dict | list) and (found := encoded_field(value, channel)):
+                return found
+    elif isinstance(spec, list):
+        for value in spec:
+            if found := encoded_field(value, channel):
+                return found
+    return None
+
+
+def points_drawn(spec: dict) -> int:
+    """How many values of x the plot's rows have where they have its y: one is a single dot."""
+    rows = (spec.get("data") or {}).get("values") or []
+    x, y = encoded_field(spec, "x"), encoded_field(spec, "y")
+    if not rows or x is None:
+        return 0
+    return len({str(r.get(x)) for r in rows if y is None or r.get(y) not in (None, "")})
+
+
 def ink_share(png: Path) -> float:
     """The share of the screenshot's pixels that are not white."""
     image = Image.open(png).convert("L")
@@ -227,8 +291,12 @@ def main(argv: list[str] | None = None) -> None:
         for line in (dumped.stderr + shot.stderr).splitlines()
         if "CONSOLE" in line or (":ERROR:" in line and "dbus" not in line.lower())
     ]
+    specs = plot_specs(html, ids)
+    titles = {plot_id: title_of(spec) for plot_id, spec in specs.items()}
     result = {
         "page": str(page),
+        "titles": titles,
+        "points": {plot_id: points_drawn(spec) for plot_id, spec in specs.items()},
         "screenshot": str(out / "screenshot.png"),
         "plots": drawn_plots(dumped.stdout, ids),
         "real_plot_files": real,
@@ -247,6 +315,12 @@ def main(argv: list[str] | None = None) -> None:
     problems += [f"console {line}" for line in console if re.search(r"\berror\b", line, re.I)]
     if not ids:
         problems.append("the page has no plots")
+    for plot_id, title in titles.items():
+        if not title or list(titles.values()).count(title) > 1:
+            problems.append(f"{plot_id}: its title {title!r} is not its own")
+    for plot_id, count in result["points"].items():
+        if count < 2:
+            problems.append(f"{plot_id}: draws {count} point(s), not a curve")
     if result["screenshot_ink_share"] < 0.01:
         problems.append("the screenshot is blank")
     if problems:

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     data = read_params_file(args.params)
     target = parse_target(data, parse_tasks(data, str(args.params)), str(args.params))
     params = parse_section(data, "evaluate", str(args.params))
-    log.info("target %s; %s", target, params)
+    log.info("target %s; params in %s", target, args.report_dir / "run.json")
     with stage_run("evaluate"):
         task = read_task(args.data_dir / "tasks" / target)
         check_writable(args.predictions_file.parent)

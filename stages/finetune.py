@@ -44,7 +44,13 @@ def main(argv: list[str] | None = None) -> None:
     target = parse_target(data, parse_tasks(data, str(args.params)), str(args.params))
     model = parse_section(data, "model", str(args.params))
     params = parse_section(data, "finetune", str(args.params))
-    log.info("target %s; base model %s; %s; %s", target, args.base_model_dir, model, params)
+    log.info(
+        "target %s; base model %s; max_seq_length %d; params in %s",
+        target,
+        args.base_model_dir,
+        model.max_seq_length,
+        args.report_dir / "run.json",
+    )
 
     task = read_task(args.data_dir / "tasks" / target)
     with stage_run("finetune"):

@@ -40,7 +40,12 @@ def main(argv: list[str] | None = None) -> None:
     target = parse_target(data, parse_tasks(data, str(args.params)), str(args.params))
     model = parse_section(data, "model", str(args.params))
     params = parse_section(data, "multitask", str(args.params))
-    log.info("target %s; base model %s; %s", target, args.base_model_dir, params)
+    log.info(
+        "target %s; base model %s; params in %s",
+        target,
+        args.base_model_dir,
+        args.report_dir / "run.json",
+    )
     # collect refuses tasks missing from the catalogue, so each has its directory
     tasks = [read_task(args.data_dir / "tasks" / t) for t in params.trained_tasks(target)]
     with stage_run("multitask"):

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     data = read_params_file(args.params)
     model = parse_section(data, "model", str(args.params))
     params = parse_section(data, "pretrain", str(args.params))
-    log.info("model %s; %s", model.name, params)
+    log.info("model %s; params in %s", model.name, args.report_dir / "run.json")
     start = scratch_model_dir(model.name, args.scratch_dir)
     with stage_run("pretrain"):
         pretrain(

@@ -176,6 +176,28 @@ def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
+# run.json's values that measure the machine or the run's history, not its result
+MACHINE_KEYS = (
+    "head_warmup_runtime_s",
+    "resumed_from_step",
+    "tokens_per_s",
+    "train_examples_per_s",
+    "train_runtime_s",
+    "wall_s",
+)
+
+
+def stage_record(report_dir: Path) -> dict:
+    """A stage's whole record (run.json) less the machine's times and speeds."""
+    record = read_json(report_dir / "run.json")
+    return {k: v for k, v in record.items() if k not in MACHINE_KEYS}
+
+
+def curve_files(report_dir: Path) -> dict[str, str]:
+    """The stage's curve tables (training.live's curves/), by name, with their text."""
+    return {f.name: f.read_text() for f in sorted((report_dir / "curves").glob("*.json"))}
+
+
 def read_jsonl_gz(path: Path, n: int | None = None) -> list[dict]:
     rows = []
     with gzip.open(path, "rt", encoding="utf-8") as f:

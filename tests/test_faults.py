@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import PROJECT_ROOT, live_files
+from tests.conftest import PROJECT_ROOT, curve_files, live_files, stage_record
 from tests.test_stages import Chain, trec_and_qlen_params, write_params
 
 DRIVER = PROJECT_ROOT / "tests" / "faults.py"
@@ -60,8 +60,10 @@ def pretrain_result(chain: Chain) -> dict:
     return {
         "metrics": metrics,
         "run": run,
+        "record": stage_record(chain.pt_reports),
         "weights": weights,
         "live": live_files(chain.pt_reports),
+        "curves": curve_files(chain.pt_reports),
     }
 
 
@@ -84,9 +86,11 @@ def test_killed_pretrain_resumes_to_the_uninterrupted_result(
     if fault.startswith("while_saving"):
         assert "checkpoint-20 is incomplete" in log
     got = pretrain_result(collected)
-    assert got["run"]["resumed_from_step"] == 10 and got["metrics"]["steps"] == 20
+    assert got["run"]["resumed_from_step"] == 10 and got["run"]["steps"] == 20
     assert got["metrics"] == expected["metrics"]
+    assert got["record"] == expected["record"]
     assert got["live"] == expected["live"]  # DVCLive's curves and summary too
+    assert got["curves"] == expected["curves"]  # and the tables the plots draw
     assert got["weights"] == expected["weights"]
     assert not list(collected.checkpoints.glob("checkpoint-*"))  # finished: nothing to resume
 
@@ -111,9 +115,15 @@ def test_a_model_directory_replaced_in_place_is_not_resumed(
 def stage_result(chain: Chain, stage: str) -> dict:
     reports = {"multitask": chain.mt_reports, "finetune": chain.ft_reports}[stage]
     model = {"multitask": chain.multitasked, "finetune": chain.model}[stage]
-    metrics = json.loads((reports / "metrics.json").read_text())  # the machine's speed: run.json
+    metrics = json.loads((reports / "metrics.json").read_text())
     weights = {p.name: p.read_bytes() for p in sorted(model.rglob("*.safetensors"))}
-    return {"metrics": metrics, "weights": weights, "live": live_files(reports)}
+    return {
+        "metrics": metrics,
+        "record": stage_record(reports),  # less the machine's times and speeds
+        "weights": weights,
+        "live": live_files(reports),
+        "curves": curve_files(reports),
+    }
 
 
 @pytest.fixture()
@@ -206,14 +216,15 @@ def test_an_unwritable_output_folder_fails_before_any_work(
 
 
 def chain_reports(chain: Chain) -> dict:
-    """Every stage's metrics and DVCLive log (the machine's speed is in run.json), and the
-    predictions."""
+    """Every stage's record (less the machine's times and speeds), DVCLive log and curves, and
+    the predictions."""
     reports = {}
     for stage in ("pretrain", "multitask", "finetune", "evaluate"):
         report_dir = chain.paths[stage]["--report-dir"]
-        reports[stage] = json.loads((report_dir / "metrics.json").read_text())
+        reports[stage] = stage_record(report_dir)
         if stage != "evaluate":
             reports[f"{stage} live"] = live_files(report_dir)
+            reports[f"{stage} curves"] = curve_files(report_dir)
     reports["predictions"] = pd.read_parquet(chain.predictions).to_dict("list")
     return reports
 

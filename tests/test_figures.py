@@ -7,13 +7,12 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
-from dvclive import Live
 from PIL import Image
 
 from bertfit.data.encoding import Preprocessing
 from bertfit.evaluation import curve_axes, draw_figures, finetune_history, write_report
 from bertfit.figures import confusion_png
-from bertfit.training.live import LIVE_DIR, empty_log
+from bertfit.training.live import LIVE_DIR, LiveLog, empty_log
 
 LABELS = ["business", "entertainment", "politics", "sport", "tech"]
 CONFUSION = pd.DataFrame(
@@ -36,16 +35,13 @@ HISTORY = pd.DataFrame(
 )
 
 
-def write_history(report_dir: Path, history: pd.DataFrame) -> None:
-    """The history as finetune's DVCLive log writes it (training.live: a curve per metric)."""
-    live = Live(
-        str(report_dir / LIVE_DIR), resume=False, report=None, save_dvc_exp=False, dvcyaml=False
-    )
+def write_history(report_dir: Path, history: pd.DataFrame, kept_step: int = 20) -> None:
+    """The history as finetune's LiveLog writes it (training.live: curves/validation.json)."""
+    live = LiveLog(report_dir / LIVE_DIR, "finetune", selected_on="accuracy")
+    live.on_train_begin(None, SimpleNamespace(is_world_process_zero=True, log_history=[]), None)
     for row in history.to_dict("records"):
-        live.step = int(row["step"])
-        for name in ("loss", "accuracy", "accuracy_se"):
-            live.log_metric(f"finetune/validation/{name}", row[name])
-    live.end()
+        live.record(int(row["step"]), {f"eval_{k}": v for k, v in row.items() if k != "step"})
+    live.end(kept_step)
 
 
 def task(metric: str = "accuracy") -> SimpleNamespace:
@@ -65,11 +61,17 @@ def test_pictures_are_small_reproducible_pngs(tmp_path: Path) -> None:
 def test_finetune_history_is_read_from_the_report_folder_or_is_none(tmp_path: Path) -> None:
     assert finetune_history(tmp_path) is None
     write_history(tmp_path, HISTORY)
-    expected = HISTORY[["step", "accuracy", "accuracy_se", "loss"]]
-    pd.testing.assert_frame_equal(finetune_history(tmp_path), expected, check_dtype=False)
+    history = finetune_history(tmp_path)
+    expected = HISTORY[["step", "accuracy", "loss"]]
+    pd.testing.assert_frame_equal(history[expected.columns], expected, check_dtype=False)
+    # the selection value's band (± its standard error), and the kept step
+    assert history["low"].tolist() == pytest.approx([0.58, 0.73, 0.78])
+    assert history["high"].tolist() == pytest.approx([0.62, 0.77, 0.82])
+    assert history["kept"].tolist() == [0, 1, 0]
+    assert "accuracy_se" not in history and "epoch" not in history
     other = tmp_path / "empty"
     empty_log(other / LIVE_DIR, "finetune", ["validation/accuracy"])
-    assert finetune_history(other) is None  # a run that did not train: headers only
+    assert finetune_history(other) is None  # a run that did not train: no rows
 
 
 def test_the_curve_shows_the_task_metric_against_the_step() -> None:

@@ -116,10 +116,12 @@ def test_glue_entry_runs_with_its_official_metric(
     assert info["sentence_pair"] == ("text_pair_column" in local)  # what bertfit predict asks
     metrics = json.loads((c.ev_reports / "metrics.json").read_text())
     ev_run = json.loads((c.ev_reports / "run.json").read_text())  # names: not metrics
-    assert ev_run == {"task": entry, "metric": info["metric"]} and keys <= set(metrics)
+    assert (ev_run["task"], ev_run["metric"]) == (entry, info["metric"]) and keys <= set(metrics)
     assert not any(isinstance(v, str) for v in metrics.values())
     assert all(math.isfinite(metrics[k]) for k in keys)
-    assert metrics["test_examples"] == len(trec_sample["validation"])
+    assert ev_run["test_examples"] == len(trec_sample["validation"])
+    # the headline: the task's own metric inside its 95 % interval
+    assert ev_run["interval"]["lower"] <= metrics[info["metric"]] <= ev_run["interval"]["upper"]
     ft_run = json.loads((c.ft_reports / "run.json").read_text())  # strings: not metrics
     assert ft_run["selected_on"] == info["metric"]
     if entry == "stsb":  # regression: one output, numeric predictions

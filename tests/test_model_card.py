@@ -39,7 +39,7 @@ def test_model_card_front_matter_equals_metrics_and_recipe_names_the_steps(
 
     card = (c.model / "README.md").read_text(encoding="utf-8")
     meta = front_matter(card)
-    ft = json.loads((c.ft_reports / "metrics.json").read_text())
+    ft = json.loads((c.ft_reports / "run.json").read_text())
     assert meta["library_name"] == "transformers"
     assert meta["pipeline_tag"] == "text-classification"
     assert "base_model" not in meta  # a local directory: no Hub id to name
@@ -60,8 +60,8 @@ def test_model_card_front_matter_equals_metrics_and_recipe_names_the_steps(
         f"validation {k}": v for k, v in expected.items()
     }
 
-    pt = json.loads((c.pt_reports / "metrics.json").read_text())
-    mt = json.loads((c.mt_reports / "metrics.json").read_text())
+    pt = json.loads((c.pt_reports / "run.json").read_text())
+    mt = json.loads((c.mt_reports / "run.json").read_text())
     stats = json.loads(c.stats.read_text())["trec"]
     recipe = recipe_section(card)
     assert "1. **Further pretraining** (masked LM) on the `within_task` corpus" in recipe

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 
 import pytest
 import yaml
 
-from bertfit.phases import TIMINGS_DIR_ENV, phase, stage_run
+from bertfit.phases import TIMINGS_DIR_ENV, duration, elapsed_s, headline, phase, stage_run
+from bertfit.training.trainer import log_line
 from tests.conftest import PROJECT_ROOT
 
 
@@ -56,10 +58,13 @@ def test_the_pipeline_benchmark_writes_nothing_into_the_project(tmp_path, monkey
     outputs = ("data", "models", "reports", "checkpoints")
     scratch, params = tmp_path / "scratch", tmp_path / "scratch/params.yaml"
     commands = pipeline_phases.stage_commands(PROJECT_ROOT / "dvc.yaml")
+    # in the order DVC runs them: summary is listed first in dvc.yaml but needs every record
     assert list(commands)[:2] == ["inputs", "collect"] and "evaluate" in commands
+    assert list(commands)[-1] == "summary"
     for name, command in commands.items():
         moved = pipeline_phases.redirected(command, scratch, params)
-        assert str(params) in moved and "params.yaml" not in moved, name
+        assert "params.yaml" not in moved, name
+        assert str(params) in moved or "--params" not in command, name
         for arg in moved:
             assert not (arg in outputs or arg.startswith(tuple(f"{o}/" for o in outputs))), arg
         assert any(arg.startswith(str(scratch)) for arg in moved), name
@@ -111,3 +116,45 @@ def test_the_small_data_benchmark_summary_and_its_proxy_params(tmp_path, monkeyp
     assert data["finetune"]["seed"] == 2 and data["finetune"]["min_train_steps"] is None
     with pytest.raises(SystemExit, match=r"finetune\.min_steps"):
         small_data.proxy_params("trec_500", tmp_path, 2, params, ["finetune.min_steps=1"])
+
+
+def test_a_stage_ends_with_its_headline_line(caplog):
+    with caplog.at_level(logging.INFO, logger="bertfit.phases"), stage_run("demo"):
+        assert elapsed_s() is not None and elapsed_s() >= 0
+        headline("mr validation accuracy 0.813 at step 428 of 428")
+    assert elapsed_s() is None  # outside a stage run
+    last = caplog.records[-1].getMessage()
+    assert re.fullmatch(
+        r"demo done in \d\.\ds: mr validation accuracy 0\.813 at step 428 of 428", last
+    )
+    with pytest.raises(RuntimeError), stage_run("broken"):
+        headline("never said")
+        raise RuntimeError("boom")
+    assert "never said" not in caplog.text  # a failed stage has no headline
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [(0.84, "0.8s"), (9.94, "9.9s"), (45.2, "45s"), (190.4, "3m10s"), (3725, "1h02m")],
+)
+def test_durations_read_as_a_person_says_them(seconds: float, shown: str) -> None:
+    assert duration(seconds) == shown
+
+
+def test_a_logging_step_is_one_line_of_numbers() -> None:
+    logs = {"loss": 0.42617, "grad_norm": 2.1, "learning_rate": 2.1e-05, "epoch": 0.58}
+    assert (
+        log_line(250, 428, 0, 190.0, logs)
+        == "step 250/428 (58 %), 3m10s elapsed, ~2m15s left: loss 0.4262, lr 2.1e-05"
+    )
+    tasks = {"loss": 0.8, "loss_mr": 0.6, "loss_bbc": 1.57, "learning_rate": 1e-4}
+    assert log_line(24, 120, 0, 30.0, tasks).endswith("loss 0.8 (bbc 1.57, mr 0.6), lr 0.0001")
+    scores = {"eval_accuracy": 0.81299, "eval_accuracy_se": 0.011, "eval_error_rate": 0.187}
+    assert log_line(428, 428, 0, 301.0, scores | {"eval_loss": 0.407, "eval_epoch": 1.0}) == (
+        "validation at step 428/428 (100 %), 5m01s elapsed: accuracy 0.813 ± 0.011, loss 0.407"
+    )
+    summary = {"train_runtime": 301.2, "train_loss": 0.45, "train_samples_per_second": 9.1}
+    assert log_line(428, 428, 0, 302.0, summary) == (
+        "training finished at step 428/428 (100 %) in 5m01s, mean loss 0.45"
+    )
+    assert log_line(5, 428, 0, 1.0, {"total_flos": 1.0}) == ""

@@ -17,6 +17,7 @@ from dvc_render.html import render_html
 from dvc_render.vega import VegaRenderer
 
 from bertfit.plots_page import SCRIPTS, html_template, script_dir, write_html_template
+from scripts import check_plots_page
 from tests.conftest import PROJECT_ROOT
 
 
@@ -42,6 +43,32 @@ def test_dvc_render_fills_the_template_without_a_cdn(tmp_path: Path) -> None:
     assert "cdn.jsdelivr" not in page and "{plot_divs}" not in page
     assert "vegaEmbed('#reports_x_loss_csv'" in page
     assert not re.search(r"<script[^>]*\bsrc=", page)
+
+
+def test_every_plot_has_a_title_of_its_own_and_more_than_one_point(tmp_path: Path) -> None:
+    """dvc.yaml's plots as `dvc plots show` builds them (issue 34): no two share a title, none is
+    a single dot, and each training chart draws a line per series of its long table."""
+    copy, _, _ = check_plots_page.throwaway_repo(PROJECT_ROOT, tmp_path)
+    template = write_html_template(tmp_path / "template.html")
+    out = tmp_path / "page"
+    subprocess.run(
+        ["dvc", "plots", "show", "--html-template", str(template), "-o", str(out)],
+        cwd=copy,
+        check=True,
+        capture_output=True,
+    )
+    html = (out / "index.html").read_text(encoding="utf-8")
+    ids = re.findall(r'<div id = "([^"]+)">', html)
+    specs = check_plots_page.plot_specs(html, ids)
+    titles = [check_plots_page.title_of(spec) for spec in specs.values()]
+    assert len(ids) >= 10 and all(titles) and len(set(titles)) == len(titles), titles
+    points = {i: check_plots_page.points_drawn(spec) for i, spec in specs.items()}
+    assert min(points.values()) >= 2, points
+    stages = ("pretrain:", "multitask:", "finetune:")
+    curves = [s for s in specs.values() if check_plots_page.title_of(s).startswith(stages)]
+    assert len(curves) == len(specs) - 1 and all(  # all but evaluate's confusion matrix
+        check_plots_page.encoded_field(spec, "color") == "series" for spec in curves
+    )
 
 
 @pytest.mark.slow

@@ -201,8 +201,8 @@ def test_evaluate_stage_scores_a_hierarchical_model(
                          "--model-dir", str(tmp_path / "model"),
                          "--report-dir", str(tmp_path / "ev"),
                          "--predictions-file", str(tmp_path / "pred.parquet")])  # fmt: skip
-    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
-    assert metrics["test_examples"] == len(long_texts)
+    record = json.loads((tmp_path / "ev" / "run.json").read_text())
+    assert record["test_examples"] == len(long_texts)
     assert len(pd.read_parquet(tmp_path / "pred.parquet")) == len(long_texts)
 
 

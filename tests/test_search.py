@@ -30,7 +30,7 @@ def test_search_runs_trials_on_validation_and_writes_the_best_override(
     c = ready_for_finetune(tmp_path, tiny_model_dir, trec_files, search=SPACE)
     (c.data / "tasks" / "trec" / "test.parquet").unlink()  # the search must never read test
     out = tmp_path / "search"
-    search.main(["--params", c.params[1], "--data-dir", str(c.data),
+    search.main(["--params", c.params[1], "--space", c.params[1], "--data-dir", str(c.data),
                  "--base-model-dir", str(c.multitasked), "--out", str(out)])  # fmt: skip
 
     trials = pd.read_csv(out / "trials.csv")

@@ -21,7 +21,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from transformers import pipeline
 
 from bertfit.params import read_params_file
-from stages import collect, evaluate, finetune, multitask, pretrain
+from stages import collect, evaluate, finetune, multitask, pretrain, summary
 from tests.conftest import (
     PROJECT_ROOT,
     TINY_FINETUNE,
@@ -87,6 +87,7 @@ class Chain:
     def __init__(self, tmp_path: Path, params_file: Path, root: Path) -> None:
         self.params = ["--params", str(params_file)]
         self.root = root
+        self.with_params = {s for s, options in dvc_arguments().items() if "--params" in options}
         # per stage, option -> path: every option but --params (self.params instead) is a path
         self.paths = {
             stage: {opt: tmp_path / value for opt, value in options.items() if opt != "--params"}
@@ -103,10 +104,11 @@ class Chain:
         self.ft_reports = self.paths["finetune"]["--report-dir"]
         self.ev_reports = self.paths["evaluate"]["--report-dir"]
         self.predictions = self.paths["evaluate"]["--predictions-file"]
+        self.summary_dir = self.paths["summary"]["--out-dir"]
 
     def argv(self, stage: str) -> list[str]:
         """A stage's command line after its script: dvc.yaml's, re-rooted; collect gets --root."""
-        argv = [*self.params]
+        argv = [*self.params] if stage in self.with_params else []
         for option, path in self.paths[stage].items():
             argv += [option, str(path)]
         if stage == "collect":
@@ -134,9 +136,13 @@ class Chain:
         self.multitask()
         self.finetune()
 
+    def summary(self) -> None:
+        summary.main(self.argv("summary"))
+
     def all(self) -> None:
         self.through_finetune()
         self.evaluate()
+        self.summary()
 
 
 def question_length_task(tmp_path: Path, trec_sample: dict) -> dict:
@@ -203,7 +209,7 @@ def test_text_to_text_chain_from_scratch(
     trec = json.loads((c.data / "tasks" / "trec" / "labels.json").read_text())
     assert trec["label_words"] == {"HUM": "person", "LOC": "place"}
 
-    pt = json.loads((c.pt_reports / "metrics.json").read_text())
+    pt = json.loads((c.pt_reports / "run.json").read_text())
     assert pt["steps"] == 20
     assert pt["heldout_after"]["loss"] < pt["heldout_before"]["loss"]
     manifest = json.loads((c.multitasked / "bertfit_model.json").read_text())
@@ -212,7 +218,7 @@ def test_text_to_text_chain_from_scratch(
     words = pd.read_parquet(c.data / "tasks" / "qlen" / "train.parquet")["label"]
     assert grid[0] <= words.min() and grid[-1] >= words.max()
     assert grid[1] - grid[0] == pytest.approx(0.2)
-    mt = json.loads((c.mt_reports / "metrics.json").read_text())
+    mt = json.loads((c.mt_reports / "run.json").read_text())
     assert set(mt["validation"]) == {"trec", "qlen"}
 
     ft_manifest = json.loads((c.model / "bertfit_model.json").read_text())
@@ -240,7 +246,7 @@ def test_chain_on_tiny_model(
     qlen = json.loads((c.data / "tasks" / "qlen" / "labels.json").read_text())
     assert (qlen["problem"], qlen["labels"]) == ("regression", [])
     assert pd.read_parquet(c.data / "tasks" / "qlen" / "train.parquet")["label"].dtype == float
-    mt = json.loads((c.mt_reports / "metrics.json").read_text())
+    mt = json.loads((c.mt_reports / "run.json").read_text())
     assert set(mt["validation"]["qlen"]) == {"pearson", "spearman", "mse", "loss"}
     mt_mean = live_curve(c.mt_reports, "multitask", "validation_mean_main")
     mt_best = mt_mean["validation_mean_main"].idxmax()  # the first maximum
@@ -255,7 +261,7 @@ def test_chain_on_tiny_model(
     assert (manifest["head"], sorted(heads)) == ("multitask", ["qlen", "trec"])
     assert heads["qlen"]["task"]["problem"] == "regression" and heads["trec"]["task"]["labels"]
     assert (c.multitasked / heads["trec"]["file"]).is_file()
-    ft = json.loads((c.ft_reports / "metrics.json").read_text())
+    ft = json.loads((c.ft_reports / "run.json").read_text())
     assert ft["head_from_multitask"]
 
     task_dir = c.data / "tasks" / "trec"
@@ -271,7 +277,7 @@ def test_chain_on_tiny_model(
     held_out = {r["text"] for s in ("validation", "test") for r in trec_sample[s]}
     assert len(corpus) > 0 and not set(corpus["text"]) & held_out
 
-    pt = json.loads((c.pt_reports / "metrics.json").read_text())
+    pt = json.loads((c.pt_reports / "run.json").read_text())
     assert pt["steps"] == TINY_PRETRAIN["max_steps"]
     assert pt["heldout_after"]["loss"] < pt["heldout_before"]["loss"]
 
@@ -280,7 +286,7 @@ def test_chain_on_tiny_model(
     assert (c.model / "model.safetensors").is_file()
     assert not list(c.model.parent.glob(".finetune-*"))  # checkpoints cleaned up
 
-    ft = json.loads((c.ft_reports / "metrics.json").read_text())
+    ft = json.loads((c.ft_reports / "run.json").read_text())
     selected_on = json.loads((c.ft_reports / "run.json").read_text())["selected_on"]
     history = live_validation(c.ft_reports, sorted({"accuracy", selected_on}))
     assert history["step"].tolist() == [ft["train_steps"] // 2, ft["train_steps"]]  # per epoch
@@ -299,7 +305,60 @@ def test_chain_on_tiny_model(
     macro_f1 = f1_score(actual, predicted, average="macro", zero_division=0)
     assert metrics["macro_f1"] == pytest.approx(macro_f1)
     assert metrics["accuracy"] + metrics["error_rate"] == pytest.approx(1)
-    assert metrics["test_examples"] == len(trec_sample["test"])
+    record = json.loads((c.ev_reports / "run.json").read_text())
+    assert record["test_examples"] == len(trec_sample["test"])
+    interval = record["interval"]  # the headline's 95 % interval holds the test accuracy
+    assert interval["lower"] <= metrics["accuracy"] <= interval["upper"]
+    # metrics.json: what a reviewer compares (issue 34), a column each in `dvc exp show`
+    assert set(metrics) == {"accuracy", "error_rate", "macro_f1", "mcc"}
+    reviewed = {
+        r: json.loads((r / "metrics.json").read_text())
+        for r in (c.pt_reports, c.mt_reports, c.ft_reports)
+    }
+    assert reviewed[c.pt_reports] == {
+        "heldout_after": {"loss": pt["heldout_after"]["loss"]},
+        "heldout_before": {"loss": pt["heldout_before"]["loss"]},
+    }
+    assert reviewed[c.mt_reports] == {"validation_mean_main": mt["validation_mean_main"]}
+    assert reviewed[c.ft_reports] == {
+        "validation": {selected_on: ft["validation"][selected_on]},
+        "trainable_parameters": ft["trainable_parameters"],
+        "train_examples": ft["train_examples"],
+    }
+    assert set(json.loads((c.ft_reports / "run.json").read_text())["params"]) >= {"seed"}
+    report_lines = (c.ev_reports / "report.md").read_text().splitlines()
+    assert report_lines[2].startswith(f"**trec test accuracy {metrics['accuracy']:.3f} [")
+
+    # the summary: the headline first in `dvc exp show`, every stage's record in git
+    headline = json.loads((c.summary_dir / "headline.json").read_text())
+    assert list(headline) == [
+        "test_accuracy",
+        "test_accuracy_lower",
+        "test_accuracy_upper",
+        "wall_min",
+    ]
+    assert headline["test_accuracy"] == metrics["accuracy"]
+    assert headline["test_accuracy_lower"] == interval["lower"]
+    walls = [json.loads((r / "run.json").read_text())["wall_s"] for r in reviewed]
+    assert headline["wall_min"] > sum(walls) / 60 > 0  # evaluate's time too
+    stages = json.loads((c.summary_dir / "stages.json").read_text())
+    assert list(stages) == ["evaluate", "finetune", "multitask", "pretrain"]
+    assert stages["finetune"]["best_step"] == ft["best_step"] and "params" not in stages["finetune"]
+
+    # the curves the plots draw: a row per step and series, the kept step marked
+    mt_curves = json.loads((c.mt_reports / "curves" / "validation.json").read_text())["rows"]
+    mean = [r for r in mt_curves if r["series"] == "mean"]
+    assert [r["step"] for r in mean] == mt_mean["step"].tolist()
+    assert [r["kept"] for r in mean] == [int(r["step"] == mt["best_step"]) for r in mean]
+    trec_rows = [r for r in mt_curves if r["series"] == "trec"]
+    assert [r["selection"] for r in trec_rows] == trec_accuracy["accuracy"].tolist()
+    assert {r["series"] for r in mt_curves} == {"trec", "qlen", "mean"}
+    assert all(r["accuracy"] is None for r in mt_curves if r["series"] == "qlen")
+    ft_curves = json.loads((c.ft_reports / "curves" / "validation.json").read_text())["rows"]
+    assert [r["step"] for r in ft_curves] == history["step"].tolist()
+    assert [r["kept"] for r in ft_curves] == [int(r["step"] == ft["best_step"]) for r in ft_curves]
+    training = json.loads((c.mt_reports / "curves" / "training.json").read_text())["rows"]
+    assert {r["series"] for r in training} == {"all tasks", "trec", "qlen"}
     per_class = json.loads((c.ev_reports / "per_class.json").read_text())
     assert sorted(per_class) == labels
     confusion = pd.read_csv(c.ev_reports / "confusion.csv")
@@ -480,7 +539,8 @@ def test_a_target_outside_multitask_tasks_passes_multitask_through(
         and m.endswith("passed through unchanged")
         for m in said
     ), said
-    assert json.loads((c.mt_reports / "metrics.json").read_text()) == {"enabled": False}
+    assert json.loads((c.mt_reports / "metrics.json").read_text()) == {}
+    assert json.loads((c.mt_reports / "run.json").read_text())["enabled"] is False
     manifest = json.loads((c.multitasked / "bertfit_model.json").read_text())
     assert manifest["head"] == "none" and not (c.multitasked / "multitask_heads").exists()
     assert manifest["recipe"][-1]["reason"].startswith("the target 'trec' is not in")
@@ -506,14 +566,14 @@ def test_embedded_default_chain_on_mr(tmp_path: Path) -> None:
     ) == (10251, 1278, 1279)
     # within_task: mr's train text and its plot synopses
     assert stats["corpus"]["train_texts"] + stats["corpus"]["heldout_texts"] > 10251
-    pt = json.loads((c.pt_reports / "metrics.json").read_text())
+    pt = json.loads((c.pt_reports / "run.json").read_text())
     assert pt["steps"] == 4 and pt["heldout_before"]["masked_tokens"] > 0
     # MiniLM's fresh MLM head learns alone first: the held-out loss falls before the encoder moves
     assert pt["heldout_before"]["loss"] > pt["heldout_after_head_warmup"]["loss"]
-    mt = json.loads((c.mt_reports / "metrics.json").read_text())
+    mt = json.loads((c.mt_reports / "run.json").read_text())
     assert sorted(mt["validation"]) == ["airline", "bbc", "mr", "trec"]
     assert sum(mt["task_batches"].values()) == 4
-    ft = json.loads((c.ft_reports / "metrics.json").read_text())
+    ft = json.loads((c.ft_reports / "run.json").read_text())
     assert ft["head_from_multitask"]
     assert (ft["train_examples"], ft["validation_examples"]) == (96, 200)  # both drawn
     metrics = json.loads((c.ev_reports / "metrics.json").read_text())
@@ -552,13 +612,13 @@ def test_stages_run_under_torchrun(tmp_path: Path, tiny_model_dir: Path, trec_fi
             cwd=tmp_path,
         )
         assert done.returncode == 0, done.stderr[-3000:]
-    pt = json.loads((c.pt_reports / "metrics.json").read_text())
+    pt = json.loads((c.pt_reports / "run.json").read_text())
     runs = {s: json.loads((c.paths[s]["--report-dir"] / "run.json").read_text()) for s in TRAINED}
     assert {s: r["world_size"] for s, r in runs.items()} == dict.fromkeys(TRAINED, 2)
     assert pt["steps"] == TINY_PRETRAIN["max_steps"]
-    mt = json.loads((c.mt_reports / "metrics.json").read_text())
+    mt = json.loads((c.mt_reports / "run.json").read_text())
     assert mt["task_batches"] == {"trec": 2 * TINY_MULTITASK["max_steps"]}
-    ft = json.loads((c.ft_reports / "metrics.json").read_text())
+    ft = json.loads((c.ft_reports / "run.json").read_text())
     assert ft["head_from_multitask"]
     # the main process alone writes the DVCLive logs: each logging step once
     pt_loss = live_curve(c.pt_reports, "pretrain", "loss")["step"]
@@ -568,4 +628,4 @@ def test_stages_run_under_torchrun(tmp_path: Path, tiny_model_dir: Path, trec_fi
     assert (c.model / "config.json").is_file()
     assert not list(c.model.parent.glob(".finetune-*"))
     c.evaluate()
-    assert json.loads((c.ev_reports / "metrics.json").read_text())["test_examples"] == 60
+    assert json.loads((c.ev_reports / "run.json").read_text())["test_examples"] == 60

@@ -90,18 +90,34 @@ def per_class_f1_png(path: Path, per_class: Mapping[str, Mapping[str, float]], t
 
 
 def validation_curve_png(path: Path, history: pd.DataFrame, metric: str, x: str, task: str) -> Path:
-    """finetune's validation metric at each evaluation, with ± its standard error where known."""
+    """finetune's validation metric at each evaluation; where it is the selection value, ± its
+    standard error as a band (`low`/`high`), and the step whose weights were kept (`kept`)."""
     with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=(5.5, 3.2), layout="constrained")
         ax = fig.subplots()
-        ax.plot(history[x], history[metric], marker="o", color="#4c72b0")
-        if f"{metric}_se" in history:
-            low = history[metric] - history[f"{metric}_se"]
-            high = history[metric] + history[f"{metric}_se"]
-            ax.fill_between(history[x], low, high, color="#4c72b0", alpha=0.2, label="± 1 s.e.")
-            ax.legend(loc="best", frameon=False)
+        ax.plot(history[x], history[metric], marker="o", color="#4c72b0", label=metric)
+        selected = "selection" in history and history["selection"].equals(history[metric])
+        if selected and {"low", "high"} <= set(history):
+            band = history.dropna(subset=["low", "high"])
+            ax.fill_between(
+                band[x], band["low"], band["high"], color="#4c72b0", alpha=0.2, label="± 1 s.e."
+            )
+        if "kept" in history and (history["kept"] == 1).any():
+            kept = history[history["kept"] == 1].iloc[0]
+            ax.axvline(kept[x], color="#999999", linestyle="--", linewidth=1)
+            ax.plot(
+                [kept[x]],
+                [kept[metric]],
+                marker="o",
+                markersize=10,
+                markerfacecolor="none",
+                markeredgecolor="#c44e52",
+                linestyle="none",
+                label=f"kept ({x} {kept[x]:g})",
+            )
+        ax.legend(loc="best", frameon=False)
         ax.set_xlabel(x)
-        ax.set_ylabel(metric)
+        ax.set_ylabel(f"validation {metric}")
         ax.grid(alpha=0.3)
         ax.set_title(f"{task}: finetune validation {metric}")
         return save_png(fig, path)

@@ -78,39 +78,54 @@ def write_csv(path: Path, rows: Iterable[Mapping[str, Any]], fieldnames: list[st
     write_text(path, buf.getvalue())
 
 
-# what run.json holds rather than metrics.json: strings (what ran: the task, its metric's name,
-# the corpus, ...), the machine's run times and throughput, and how the run went (resumed,
-# processes): facts of the run, no numbers for a reviewer to compare, kept out of `dvc metrics
-# diff` and `dvc exp show` (issue 13)
-RUN_KEYS = (
-    "corpus",
-    "head_warmup_runtime_s",
-    "method",
-    "metric",
-    "resumed_from_step",
-    "sampling",
-    "selected_on",
-    "task",
-    "tokens_per_s",
-    "train_examples_per_s",
-    "train_runtime_s",
-    "world_size",
-)
+def pick(record: Mapping[str, Any], keys: Iterable[str]) -> dict[str, Any]:
+    """The values at `keys` (dotted paths into nested dicts, `validation.accuracy`), nested as in
+    the record; a path the record does not have is left out."""
+    picked: dict[str, Any] = {}
+    for key in keys:
+        *parents, leaf = key.split(".")
+        source: Any = record
+        for part in parents:
+            source = source.get(part) if isinstance(source, Mapping) else None
+        if not isinstance(source, Mapping) or leaf not in source:
+            continue
+        target = picked
+        for part in parents:
+            target = target.setdefault(part, {})
+        target[leaf] = source[leaf]
+    return picked
 
 
-def split_record(record: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A stage's record -> (metrics.json, run.json): RUN_KEYS to the run, the rest metrics."""
-    metrics = {k: v for k, v in record.items() if k not in RUN_KEYS}
-    run = {k: v for k, v in record.items() if k in RUN_KEYS}
-    strings = sorted(k for k, v in metrics.items() if isinstance(v, str))
+def split_record(
+    record: Mapping[str, Any], metric_keys: Iterable[str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A stage's record -> (metrics.json, run.json).
+
+    metrics.json holds the few numbers a reviewer compares (`metric_keys`): DVC declares it a
+    metric, so each of its values is a `dvc exp show` column and a `dvc metrics diff` row, and
+    a 200-column terminal fits a handful (issue 34). run.json is the whole record: every
+    number, the strings (what ran: task, metric, corpus), the machine's times and throughput,
+    and the stage's params; `git diff` shows it (evaluate's is in git, the training stages'
+    are gathered into reports/summary/stages.json).
+    """
+    metrics = pick(record, metric_keys)
+    strings = sorted(k for k, v in _leaves(metrics) if isinstance(v, str))
     if strings:
-        raise RuntimeError(f"metrics {strings} are strings: add them to reporting.RUN_KEYS")
-    return metrics, run
+        raise RuntimeError(f"metrics {strings} are strings: metrics.json holds numbers only")
+    return metrics, dict(record)
 
 
-def write_record(report_dir: Path, record: Mapping[str, Any]) -> None:
+def _leaves(data: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def write_record(report_dir: Path, record: Mapping[str, Any], metric_keys: Iterable[str]) -> None:
     """A stage's metrics.json and run.json (split_record)."""
-    metrics, run = split_record(record)
+    metrics, run = split_record(record, metric_keys)
     write_json(report_dir / "metrics.json", metrics)
     write_json(report_dir / "run.json", run)
 

@@ -7,7 +7,11 @@ finetune selects on. Test data is never read. Writes every trial to `trials.csv`
 values as a params override, `best_params.yaml`, ready for `dvc exp run -S ...` (the command is
 printed too). Not a pipeline stage, since it runs many trainings:
 
-    .venv/bin/python -m bertfit.search --params params.yaml --out reports/search
+    .venv/bin/python -m bertfit.search --params params.yaml --space search.yaml --out reports/search
+
+The search space (`search:` ranges, trials, seed) is its own file, search.yaml, not a section of
+params.yaml: no stage reads it, and `dvc exp show` lists every key of params.yaml as a column
+(issue 34).
 
 Sampling (TPE, seeded) is optuna's; this module is only the objective and the bookkeeping.
 """
@@ -134,6 +138,12 @@ def main(argv: list[str] | None = None) -> None:
         help="the model finetune starts from (run `dvc repro multitask` first)",
     )
     parser.add_argument("--out", type=Path, default=Path("reports/search"))
+    parser.add_argument(
+        "--space",
+        type=Path,
+        default=Path("search.yaml"),
+        help="the file whose `search` section gives the ranges (default: search.yaml)",
+    )
     args = parser.parse_args(argv)
     configure_logging()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -142,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     target = parse_target(data, parse_tasks(data, str(args.params)), str(args.params))
     model = parse_section(data, "model", str(args.params))
     finetune_params = parse_section(data, "finetune", str(args.params))
-    space = parse_section(data, "search", str(args.params))
+    space = parse_section(read_params_file(args.space), "search", str(args.space))
     if not (args.base_model_dir / "config.json").is_file():
         raise FileNotFoundError(
             f"{args.base_model_dir}: no model; run `dvc repro multitask` first, or point "

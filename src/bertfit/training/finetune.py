@@ -50,7 +50,7 @@ from bertfit.models.loading import (
 from bertfit.models.manifest import MANIFEST_FILE, Manifest, read_manifest, recipe_of
 from bertfit.models.pooling import HeadSpec
 from bertfit.params import FinetuneParams
-from bertfit.phases import phase
+from bertfit.phases import headline, phase
 from bertfit.reporting import check_writable, json_values, write_text
 from bertfit.training import trainer as core
 from bertfit.training.budget import (
@@ -62,9 +62,14 @@ from bertfit.training.budget import (
 )
 from bertfit.training.checkpoints import clear_checkpoints, frame_bytes, saving, stage_resume
 from bertfit.training.live import LIVE_DIR, LiveLog
-from bertfit.training.selection import Selection, ValidationSet, selection_metric
+from bertfit.training.selection import SE_SUFFIX, Selection, ValidationSet, selection_metric
 
 log = logging.getLogger(__name__)
+
+# metrics.json, what a reviewer compares (`dvc exp show` columns), beside the kept validation
+# score: the trainable parameters (full, lora or a prompt) and the train rows used (bertfit
+# ablate's learning curve reads them); everything else is in run.json (issue 34)
+METRIC_KEYS = ("trainable_parameters", "train_examples")
 
 
 def head_spec(params: FinetuneParams) -> HeadSpec | None:
@@ -490,7 +495,7 @@ def finetune(
     args = finetune_arguments(params, checkpoint_dir or work_dir, resumable, length)
     data = [str(inputs.max_seq_length).encode(), *frame_bytes(train_df, validation_df)]
     resume, _ = stage_resume(args, checkpoint_dir, model_name, params, data)
-    live = LiveLog(report_dir / LIVE_DIR, "finetune")
+    live = LiveLog(report_dir / LIVE_DIR, "finetune", selected_on=selection.key)
     callbacks = [*finetune_callbacks(params, selection), live]
     extra = {"selection": selection, "callbacks": callbacks}
     trainer = core.stage_trainer(params, args, model, train_ds, collator, tokenizer, **extra)
@@ -523,5 +528,20 @@ def finetune(
         )
     shutil.rmtree(work_dir, ignore_errors=True)
     clear_checkpoints(checkpoint_dir)
-    core.write_reports(report_dir, metrics, live)
+    keys = (f"validation.{selection.key}", *METRIC_KEYS)
+    core.write_reports(report_dir, metrics, keys, params, live)
+    headline(finetune_headline(task, selection, metrics))
     return metrics
+
+
+def finetune_headline(task: Task, selection: Selection, metrics: dict[str, Any]) -> str:
+    """`mr validation accuracy 0.813 ± 0.011 at step 428 of 428`: the kept validation score
+    (± its bootstrap standard error, when selection estimated one)."""
+    key = selection.key
+    value = metrics["validation"][key]
+    se = metrics["validation"].get(f"{key}{SE_SUFFIX}")
+    spread = f" ± {se:.3f}" if se is not None else ""
+    return (
+        f"{task.name} validation {key} {value:.3f}{spread} at step {metrics['best_step']} of "
+        f"{metrics['train_steps']}"
+    )

@@ -56,7 +56,7 @@ from bertfit.models.loading import (
 )
 from bertfit.models.manifest import Manifest, recipe_of
 from bertfit.params import MultitaskParams
-from bertfit.phases import phase
+from bertfit.phases import headline, phase
 from bertfit.reporting import check_writable
 from bertfit.training import trainer as core
 from bertfit.training.checkpoints import clear_checkpoints, frame_bytes, saving, stage_resume
@@ -65,6 +65,10 @@ from bertfit.training.sampling import TaskBatchSampler
 from bertfit.training.selection import Selection, ValidationSet
 
 log = logging.getLogger(__name__)
+
+# metrics.json, what a reviewer compares (`dvc exp show` columns): the selection value, the
+# mean of each task's own validation metric; everything else is in run.json (issue 34)
+METRIC_KEYS = ("validation_mean_main",)
 
 
 class TaskBatchCollator:
@@ -216,7 +220,7 @@ def multitask(
     if reason is not None:
         entry = {"stage": "multitask", "ran": False, "reason": reason}
         manifest = Manifest(family.name, "none", "multitask", recipe=[*recipe, entry])
-        return skip(model_dir, output_dir, manifest, report_dir, reason)
+        return skip(model_dir, output_dir, manifest, report_dir, reason, params)
     frames = {t.name: {s: t.split(s) for s in ("train", "validation")} for t in tasks}
     check_tasks(tasks, frames)
 
@@ -260,7 +264,7 @@ def multitask(
     )
     batches = ConcatTasks([t.name for t in tasks], train)
     collator = TaskBatchCollator(family.collator(tokenizer, prep))
-    live = LiveLog(report_dir / LIVE_DIR, "multitask", [t.name for t in tasks])
+    live = LiveLog(report_dir / LIVE_DIR, "multitask", {t.name: t.metric for t in tasks})
     extra = {"selection": selection, "batch_sampler": sampler, "callbacks": [live]}
     trainer = core.stage_trainer(params, args, model, batches, collator, tokenizer, **extra)
     output = core.fit(trainer, resume)
@@ -295,8 +299,21 @@ def multitask(
         )
     shutil.rmtree(work_dir, ignore_errors=True)
     clear_checkpoints(checkpoint_dir)
-    core.write_reports(report_dir, metrics, live)
+    core.write_reports(report_dir, metrics, METRIC_KEYS, params, live)
+    headline(multitask_headline(metrics, tasks))
     return metrics
+
+
+def multitask_headline(metrics: dict[str, Any], tasks: list[Task]) -> str:
+    """`mean validation 0.595 (mr accuracy 0.728, ...) at step 120`: the selection value and
+    each task's own metric at the kept step."""
+    scores = ", ".join(
+        f"{t.name} {t.metric} {metrics['validation'][t.name][t.metric]:.3f}" for t in tasks
+    )
+    return (
+        f"mean validation {metrics['validation_mean_main']:.3f} ({scores}) at step "
+        f"{metrics['best_step']}"
+    )
 
 
 def multitask_metrics(
@@ -423,7 +440,12 @@ def save_prompts(
 
 
 def skip(
-    model_dir: Path, output_dir: Path, manifest: Manifest, report_dir: Path, reason: str
+    model_dir: Path,
+    output_dir: Path,
+    manifest: Manifest,
+    report_dir: Path,
+    reason: str,
+    params: MultitaskParams | None = None,
 ) -> dict:
     """Disabled, or no target in the set: the pretrained encoder, unchanged, where finetune
     expects it."""
@@ -431,9 +453,9 @@ def skip(
     state = PartialState()
     if state.is_main_process:
         core.pass_through(str(model_dir), output_dir, manifest)
-        core.write_reports(report_dir, metrics)
+        core.write_reports(report_dir, metrics, METRIC_KEYS, params)
         curves = [*TRAINING_KEYS, "validation_mean_main"]
         empty_log(report_dir / LIVE_DIR, "multitask", curves)
-        log.info("%s: %s passed through unchanged", reason, model_dir)
+        headline(f"{reason}: {model_dir} passed through unchanged")
     state.wait_for_everyone()
     return metrics

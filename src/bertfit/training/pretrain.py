@@ -25,7 +25,7 @@ from bertfit.models.family import family_for
 from bertfit.models.loading import base_model_info, load_tokenizer, resolve_model_name
 from bertfit.models.manifest import Manifest, recipe_of
 from bertfit.params import PretrainParams
-from bertfit.phases import phase
+from bertfit.phases import headline, phase
 from bertfit.reporting import check_writable
 from bertfit.training import trainer as core
 from bertfit.training.checkpoints import (
@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 CORPUS_FILES = ("train.parquet", "heldout.parquet")
 OBJECTIVES = {"encoder": MaskedLM, "seq2seq": SpanCorruption}  # by model family
 CURVE_SCORES = ("loss", "accuracy")  # of the held-out scores, those drawn as curves
+# metrics.json, what a reviewer compares (`dvc exp show` columns): did further pretraining lower
+# the held-out loss; everything else is in run.json (issue 34)
+METRIC_KEYS = ("heldout_before.loss", "heldout_after.loss")
 
 
 def read_corpus(corpus_dir: Path) -> tuple[list[str], list[str]]:
@@ -86,7 +89,7 @@ def pretrain(
     if params.corpus == "none":
         entry |= {"ran": False, "reason": "pretrain.corpus is none"}
         manifest = replace(manifest, recipe=[*recipe, entry])
-        return skip(model_name, output_dir, manifest, report_dir)
+        return skip(model_name, output_dir, manifest, report_dir, params)
 
     set_seed(params.seed)
     tokenizer = load_tokenizer(model_name)
@@ -97,7 +100,7 @@ def pretrain(
         model.to("cuda")
     with phase("held-out scoring"):
         before = objective.score(model, heldout)
-    log.info("held-out %s before: %s", objective.name, before)
+    log.info("held-out %s before: %s", objective.name, scores_text(before))
 
     objective.for_training(model)
     args = pretrain_arguments(params, checkpoint_dir, objective)
@@ -126,7 +129,7 @@ def pretrain(
     objective.after_training(model)
     with phase("held-out scoring"):
         after = curve.final(model, output.global_step)
-    log.info("held-out %s after: %s", objective.name, after)
+    log.info("held-out %s after: %s", objective.name, scores_text(after))
 
     trainer.accelerator.wait_for_everyone()
     if not trainer.is_world_process_zero():
@@ -145,7 +148,12 @@ def pretrain(
     sizes = {"train": len(train_ds), "scored": scored, "available": len(heldout_ds)}
     metrics = run_record(params, args, output, (before, warmup, after), sizes, resumed_step)
     metrics |= speed(args, output, resumed_step, tokens_per_block)
-    core.write_reports(report_dir, metrics, live)
+    core.write_reports(report_dir, metrics, METRIC_KEYS, params, live)
+    headline(
+        f"held-out {objective.name} loss {before['loss']:.4g} -> {after['loss']:.4g}, "
+        f"accuracy {before['accuracy']:.3f} -> {after['accuracy']:.3f} "
+        f"after {output.global_step} steps"
+    )
     return metrics
 
 
@@ -174,6 +182,13 @@ def run_record(
     if warmup:
         record["head_warmup_runtime_s"] = warmup["runtime_s"]
     return record
+
+
+def scores_text(scores: dict[str, float]) -> str:
+    """`loss 7.182, perplexity 1315, accuracy 0.05666 (2259 masked tokens)` for a log line."""
+    shown = ", ".join(f"{k} {v:.4g}" for k, v in scores.items() if k != "masked_tokens")
+    count = scores.get("masked_tokens")
+    return shown + (f" ({count} masked tokens)" if count is not None else "")
 
 
 def skip_head_warmup(objective: MaskedLM, resumed_step: int) -> str | None:
@@ -238,7 +253,7 @@ def warm_up_head(
             param.requires_grad = flags[name]
     with phase("held-out scoring"):
         scores = objective.score(model, heldout)
-    log.info("held-out %s after the head's warm-up: %s", objective.name, scores)
+    log.info("held-out %s after the head's warm-up: %s", objective.name, scores_text(scores))
     return {"heldout": scores, "runtime_s": output.metrics["train_runtime"]}
 
 
@@ -368,15 +383,17 @@ def objective_details(params: PretrainParams, family: str) -> dict[str, Any]:
     return {"mlm_probability": params.mlm_probability, "whole_word_masking": params.whole_word_mask}
 
 
-def skip(model_name: str, output_dir: Path, manifest: Manifest, report_dir: Path) -> dict[str, Any]:
+def skip(
+    model_name: str, output_dir: Path, manifest: Manifest, report_dir: Path, params: PretrainParams
+) -> dict[str, Any]:
     """`corpus: none`: the base model, unchanged, where multitask expects the pretrained one."""
     metrics: dict[str, Any] = {"corpus": "none"}
     state = PartialState()
     if state.is_main_process:
         core.pass_through(model_name, output_dir, manifest)
-        core.write_reports(report_dir, metrics)
+        core.write_reports(report_dir, metrics, METRIC_KEYS, params)
         curves = [f"validation/{k}" for k in CURVE_SCORES]
         empty_log(report_dir / LIVE_DIR, "pretrain", [*TRAINING_KEYS, *curves])
-        log.info("pretrain.corpus is none: %s passed through unchanged", model_name)
+        headline(f"pretrain.corpus is none: {model_name} passed through unchanged")
     state.wait_for_everyone()
     return metrics

@@ -18,12 +18,14 @@ import logging
 import math
 import shutil
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
 from peft import PeftModel
+from pydantic import BaseModel
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Sampler
 from transformers import (
@@ -46,7 +48,7 @@ from bertfit.models.dropout import use_fast_dropout
 from bertfit.models.loading import LOAD_KWARGS, load_tokenizer, resolve_model_name
 from bertfit.models.manifest import Manifest
 from bertfit.params import TrainingParams
-from bertfit.phases import phase
+from bertfit.phases import duration, elapsed_s, phase
 from bertfit.reporting import write_record
 from bertfit.training.hardware import device_arguments, keep_freed_memory, use_bf16
 from bertfit.training.live import LiveLog
@@ -280,20 +282,84 @@ class BertfitTrainer(Trainer):
 
 
 class LogLines(TrainerCallback):
-    """Each logging step's dict (loss, learning rate, grad norm; a validation's scores) as one
-    log record, where the Trainer without its bar would print() it: the line then carries a
-    time and the logger's name like every other line of the stage's log."""
+    """Each logging step as one log line a person reads (issue 34), where the Trainer without
+    its bar would print() the dict:
+
+        step 250/428 (58 %), 3m10s elapsed, ~2m15s left: loss 0.426, lr 2.1e-05
+        validation at step 428/428 (100 %), 5m01s elapsed: accuracy 0.813 ± 0.011, loss 0.407
+
+    Times count from this run's first step (a resumed run: from its resume); what is left is
+    the time per step so far times the steps to go, validations included."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.first_step = 0
+
+    def on_train_begin(self, args: TrainingArguments, state: Any, control: Any, **_: Any) -> None:
+        self.started = time.perf_counter()
+        self.first_step = state.global_step
 
     def on_log(
         self, args: TrainingArguments, state: Any, control: Any, logs: Any = None, **_: Any
     ) -> None:
         if state.is_local_process_zero and logs:
-            shown = {
-                k: f"{v:.4g}" if isinstance(v, float) else v
-                for k, v in logs.items()
-                if k != "total_flos"
-            }
-            log.info("step %d: %s", state.global_step, shown)
+            elapsed = time.perf_counter() - self.started
+            line = log_line(state.global_step, state.max_steps, self.first_step, elapsed, logs)
+            if line:
+                log.info(line)
+
+
+def log_line(step: int, max_steps: int, first_step: int, elapsed: float, logs: dict) -> str:
+    """One logging step's line: progress and times, then the values as numbers (empty for a
+    log with none of them)."""
+    progress = f"{step}/{max_steps} ({100 * step / max_steps:.0f} %)" if max_steps else f"{step}"
+    clock = f"{duration(elapsed)} elapsed"
+    if "loss" in logs:
+        done = step - first_step
+        if done > 0 and max_steps > step:
+            clock += f", ~{duration(elapsed / done * (max_steps - step))} left"
+        tasks = ", ".join(
+            f"{k.removeprefix('loss_')} {number(v)}"
+            for k, v in sorted(logs.items())
+            if k.startswith("loss_")
+        )
+        loss = f"loss {number(logs['loss'])}" + (f" ({tasks})" if tasks else "")
+        rate = logs.get("learning_rate")
+        return f"step {progress}, {clock}: {loss}" + (f", lr {rate:.2g}" if rate else "")
+    scores = {  # the error rate is 1 - accuracy: said once
+        k.removeprefix("eval_"): v
+        for k, v in logs.items()
+        if k.startswith("eval_") and not k.endswith(("epoch", "error_rate"))
+    }
+    if scores:
+        shown = ", ".join(
+            f"{k} {number(v)}" + (f" ± {number(scores[k + '_se'])}" if k + "_se" in scores else "")
+            for k, v in scores.items()
+            if not k.endswith("_se")
+        )
+        return f"validation at step {progress}, {clock}: {shown}"
+    if "train_runtime" in logs:  # the Trainer's closing summary (the speed is in run.json)
+        return (
+            f"training finished at step {progress} in {duration(logs['train_runtime'])}, mean "
+            f"loss {number(logs.get('train_loss', float('nan')))}"
+        )
+    return ""
+
+
+def number(value: float) -> str:
+    """A logged value with 4 significant digits: 0.4262, 7.182, 1315, 2.1e-05."""
+    return f"{value:.4g}"
+
+
+def quiet_trainer_plan(record: logging.LogRecord) -> bool:
+    """False for the Trainer's own training plan (its `***** Running training *****` block and
+    the max_steps note): each stage logs its plan once, in one line (plan_line)."""
+    message = record.getMessage()
+    return not (
+        message.startswith("***** Running training")
+        or (message.startswith("  ") and " = " in message)
+        or message.startswith("max_steps is given")
+    )
 
 
 # what the Trainer saves and loads itself (save_pretrained / its adapter load); anything else
@@ -333,6 +399,9 @@ def stage_trainer(
     keep_freed_memory()
     if args.device.type == "cpu":
         use_fast_dropout(model)
+    trainer_log = logging.getLogger("transformers.trainer")
+    if quiet_trainer_plan not in trainer_log.filters:
+        trainer_log.addFilter(quiet_trainer_plan)
     return BertfitTrainer(
         model=model,
         args=args,
@@ -369,7 +438,12 @@ def fit(trainer: BertfitTrainer, resume: str | None = None) -> TrainOutput:
                 peak[selection.key],
                 peak["step"],
             )
-        log.info("best on validation %s at step %d: %s", selection.key, best["step"], best)
+        log.info(
+            "kept the weights of step %d: validation %s %s",
+            best["step"],
+            selection.key,
+            number(best[selection.key]),
+        )
     return output
 
 
@@ -438,9 +512,23 @@ def pass_through(model_name: str, output_dir: Path, manifest: Manifest) -> None:
     write_model_dir(output_dir, write)
 
 
-def write_reports(report_dir: Path, record: dict[str, Any], live: LiveLog | None = None) -> None:
-    """metrics.json and run.json (reporting.write_record), and the end of the stage's DVCLive log
-    (`live`; a stage that did not train writes its empty log itself, live.empty_log)."""
-    write_record(report_dir, record)
+def write_reports(
+    report_dir: Path,
+    record: dict[str, Any],
+    metric_keys: Iterable[str],
+    params: BaseModel | None = None,
+    live: LiveLog | None = None,
+) -> None:
+    """metrics.json (`metric_keys`: the numbers a reviewer compares) and run.json (the whole
+    record, with the stage's params and its wall time so far; reporting.write_record), and the
+    end of the stage's DVCLive log (`live`; a stage that did not train writes its empty log
+    itself, live.empty_log)."""
+    run = dict(record)
+    seconds = elapsed_s()
+    if seconds is not None:
+        run["wall_s"] = seconds
+    if params is not None:  # logged nowhere else: a stage's log names the file instead
+        run["params"] = params.model_dump(mode="json")
+    write_record(report_dir, run, metric_keys)
     if live is not None:
-        live.end()
+        live.end(record.get("best_step"))
