@@ -34,8 +34,9 @@ log = logging.getLogger(__name__)
 TEST_HALF_WIDTH = 0.05
 VALIDATION_HALF_WIDTH = 0.10
 MIN_CLASS_EXAMPLES = 10
-# rows read to time the steps and the scoring pass (each a few batches at most)
-TIMED_STEPS = 2
+# steps timed after WARMUP_STEPS untimed ones (the first steps allocate and pick kernels)
+WARMUP_STEPS = 2
+TIMED_STEPS = 3
 # what a stage costs beyond its own work: DVC's checks and hashing of its outputs before and
 # after, measured on the embedded default (2-core EPYC, about 3 s a stage)
 DVC_SECONDS_PER_STAGE = 3.0
@@ -59,6 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     from bertfit.cli import configure_logging
 
+    os.environ.setdefault("BERTFIT_LOG_LEVEL", "WARNING")  # the plan is the output
     configure_logging()
     plan = make_plan(args.params, measure=not args.no_measure)
     print(plan.text())
@@ -508,9 +510,10 @@ def measure_costs(
     from bertfit.models.family import family_for
     from bertfit.models.loading import load_tokenizer
     from bertfit.training.finetune import head_spec, preprocessing
-    from bertfit.training.hardware import use_bf16
+    from bertfit.training.hardware import keep_freed_memory, use_bf16
 
     startup = process_age()
+    keep_freed_memory()  # as the stages do (training.trainer, evaluation): fewer page faults
     set_seed(0)
     bf16 = use_bf16(finetune.mixed_precision)
     cuda = torch.cuda.is_available()
@@ -527,14 +530,22 @@ def measure_costs(
     prep = preprocessing(finetune, inp.max_seq_length, inp.head_tokens)
     encoder = family.encoder(tokenizer, prep)
     collator = family.collator(tokenizer, prep)
-    rows = _rows_near(train_df, tokenizer, tokens, batch_size, inp.max_seq_length)
-    config = family.head_config(task, rows, finetune.label_scoring)
-    examples = family.training_set(encoder.labelled(rows, task, "train"), task, tokenizer, config)
-    batch = collator([examples[i] for i in range(len(examples))])
-    batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
-    batch.pop("length", None)
+    config = family.head_config(task, train_df.iloc[:64], finetune.label_scoring)
+
+    def batch_of(size: int) -> dict[str, Any]:
+        rows = _rows_near(train_df, tokenizer, tokens, size, inp.max_seq_length)
+        examples = family.training_set(
+            encoder.labelled(rows, task, "train"), task, tokenizer, config
+        )
+        batch = collator([examples[i] for i in range(len(examples))])
+        batch.pop("length", None)
+        return {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
+
+    def tokens_in(batch: dict[str, Any]) -> int:
+        return int(batch["attention_mask"].sum()) if "attention_mask" in batch else 1
+
+    batch = batch_of(batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
-    step_tokens = int(batch["attention_mask"].sum()) if "attention_mask" in batch else 1
 
     def train_step() -> None:
         with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
@@ -545,18 +556,19 @@ def measure_costs(
 
     model.train()
     train_s = _timed(train_step)
+    # scoring runs at the evaluation batch size, where a batch's fixed costs weigh less
+    scored = batch_of(finetune.per_device_eval_batch_size)
     model.eval()
-    inputs_only = {k: v for k, v in batch.items() if k not in ("labels", "decoder_input_ids")}
 
     def score() -> None:
         with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
-            model(**(inputs_only if "decoder_input_ids" not in batch else batch))
+            model(**scored)
 
     score_s = _timed(score)
     padded = batch["input_ids"].shape
     shapes = {
         "finetune step": f"{padded[0]} x {padded[1]} tokens {train_s:.2f} s",
-        "scoring": f"{step_tokens / score_s:,.0f} tokens/s",
+        "scoring": f"{tokens_in(scored) / score_s:,.0f} tokens/s",
     }
     mlm_s = None
     if pretrain.corpus != "none":
@@ -568,19 +580,20 @@ def measure_costs(
     return Costs(
         startup=startup,
         load=load,
-        train_token=train_s / step_tokens,
+        train_token=train_s / tokens_in(batch),
         mlm_step=mlm_s,
-        score_token=score_s / step_tokens,
+        score_token=score_s / tokens_in(scored),
         shapes=shapes,
         bf16=bf16,
     )
 
 
 def _timed(step: Any) -> float:
-    """Median seconds of TIMED_STEPS calls after one warm-up call."""
+    """Median seconds of TIMED_STEPS calls after WARMUP_STEPS untimed ones."""
     import statistics
 
-    step()
+    for _ in range(WARMUP_STEPS):
+        step()
     times = []
     for _ in range(TIMED_STEPS):
         started = time.perf_counter()
