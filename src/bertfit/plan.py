@@ -40,6 +40,7 @@ TIMED_STEPS = 3
 # what a stage costs beyond its own work: DVC's checks and hashing of its outputs before and
 # after, measured on the embedded default (2-core EPYC, about 3 s a stage)
 DVC_SECONDS_PER_STAGE = 3.0
+HEAD_WARMUP_SHARE = 0.6
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -438,12 +439,12 @@ def make_plan(
         stages[1].seconds = costs.startup + DVC_SECONDS_PER_STAGE
     else:
         scored = (3 if pretrain.head_warmup_steps else 2) * heldout_blocks * pretrain.max_seq_length
-        head_step = (
-            costs.score_token * pretrain.per_device_train_batch_size * pretrain.max_seq_length
-        )
+        # a head warm-up step (encoder frozen, no backward below the head) costs about 0.6 of
+        # a whole-model step (params.yaml's pretrain.head_warmup_steps, measured on mr)
+        head_step = HEAD_WARMUP_SHARE * (costs.mlm_step or 0.0)
         stages[1].seconds = (
             per_stage
-            + pretrain.head_warmup_steps * head_step * 1.2
+            + pretrain.head_warmup_steps * head_step
             + pretrain.max_steps * (costs.mlm_step or 0.0)
             + scored * costs.score_token
         )
