@@ -52,7 +52,17 @@ def test_every_plot_has_a_title_of_its_own_and_more_than_one_point(tmp_path: Pat
     template = write_html_template(tmp_path / "template.html")
     out = tmp_path / "page"
     subprocess.run(
-        ["dvc", "plots", "show", "--html-template", str(template), "-o", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "dvc",
+            "plots",
+            "show",
+            "--html-template",
+            str(template),
+            "-o",
+            str(out),
+        ],
         cwd=copy,
         check=True,
         capture_output=True,

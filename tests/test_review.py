@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -88,7 +89,7 @@ def branch_repo(tmp_path: Path) -> Path:
     git(repo, "init", "-q", "-b", "main")
     git(repo, "config", "user.email", "t@example.com")
     git(repo, "config", "user.name", "t")
-    subprocess.run(["dvc", "init", "-q"], cwd=repo, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=repo, check=True)
     (repo / "dvc.yaml").write_text(DVC_YAML)
     train = {"drift": 1.0, "jump": 10.0, "moved": 100.0, "same": 5.0}
     write_run(repo, 5e-5, 0.80, None, train, b"\x89PNG main")
