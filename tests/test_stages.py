@@ -528,9 +528,10 @@ def test_a_target_outside_multitask_tasks_passes_multitask_through(
     assert sorted(p.name for p in (c.data / "tasks").iterdir()) == ["trec"]  # qlen not read
     assert sorted(json.loads(c.stats.read_text())) == ["corpus", "trec"]
     c.pretrain()
-    with caplog.at_level(logging.INFO, logger="bertfit.training.multitask"):
+    with caplog.at_level(logging.INFO, logger="bertfit.phases"):
         c.multitask()
-    said = [r.getMessage() for r in caplog.records if r.name == "bertfit.training.multitask"]
+    # the stage's last line, its headline (issue 34)
+    said = [r.getMessage() for r in caplog.records if r.name == "bertfit.phases"]
     assert any(
         "the target 'trec' is not in multitask.tasks ['qlen'] (add it there to train it "
         "together with them): "
