@@ -171,8 +171,8 @@ def test_an_int_is_a_valid_float(project_params: dict) -> None:
     assert parse_section(data, "finetune").num_train_epochs == 3.0
 
 
-def test_search_ranges_keep_strict_items(project_params: dict) -> None:
-    data = copy.deepcopy(project_params)
+def test_search_ranges_keep_strict_items() -> None:
+    data = read_params_file(PROJECT_ROOT / "search.yaml")
     data["search"]["num_train_epochs"] = [1, "4"]
     with pytest.raises(ValueError, match=r"search.num_train_epochs.1: Input should be a valid int"):
         parse_section(data, "search")
