@@ -576,8 +576,8 @@ def test_embedded_default_chain_on_mr(tmp_path: Path) -> None:
     ft = json.loads((c.ft_reports / "run.json").read_text())
     assert ft["head_from_multitask"]
     assert (ft["train_examples"], ft["validation_examples"]) == (96, 200)  # both drawn
-    metrics = json.loads((c.ev_reports / "metrics.json").read_text())
-    assert metrics["test_examples"] == 1279
+    evaluated = json.loads((c.ev_reports / "run.json").read_text())  # the whole record
+    assert evaluated["test_examples"] == 1279
     classify = pipeline("text-classification", model=str(c.model), device="cpu")
     assert classify("a gorgeous, witty, moving film")[0]["label"] in ("fresh", "rotten")
 

@@ -63,10 +63,12 @@ def test_checkpoints_hold_no_pickle_and_each_logging_step_is_one_log_line(
     assert ATTENTION not in (tmp_path / "saved" / "config.json").read_text()
 
     trainer_notes = [r.getMessage() for r in caplog.records if r.name == "transformers.trainer"]
-    assert any("Running training" in m for m in trainer_notes)  # the Trainer's summary stays
     assert not any("share your model" in m or "been ignored: length" in m for m in trainer_notes)
+    # one line per logging step, n/N and numbers as numbers (issue 34)
     steps = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step ")]
-    assert [m.partition(":")[0] for m in steps if "'loss'" in m] == ["step 2", "step 4"]
+    logged = [m for m in steps if ": loss " in m]
+    assert [m.split(" ")[1] for m in logged] == ["2/4", "4/4"], steps
+    assert not any("'loss'" in m for m in steps)
     out = capfd.readouterr()
     assert "{'loss'" not in out.out  # not print()ed by the Trainer's PrinterCallback
     assert "\r" not in out.err and "it/s" not in out.err  # no bar redraws
