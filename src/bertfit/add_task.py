@@ -249,8 +249,8 @@ def add_task(args: argparse.Namespace) -> str:
     """Check the files as collect would, register the task, track the files, plan the run."""
     from datetime import date
 
-    from bertfit.data.sources import load_files, project_root, read_table
-    from bertfit.data.splits import prepare_task
+    from bertfit.data.collect import read_and_prepare
+    from bertfit.data.sources import project_root, read_table
     from bertfit.params import TaskSpec, parse_section, read_params_file
     from bertfit.plan import make_plan
 
@@ -276,16 +276,7 @@ def add_task(args: argparse.Namespace) -> str:
     except Exception as err:  # pydantic's message names the field: --validation-ratio etc.
         raise ValueError(f"bertfit add-task {name}: {err}") from None
     collect = parse_section(data, "collect", str(params_file))
-    raw = load_files(name, spec.source, root, tables)  # collect's reader, from the tables read
-    raw.name = name
-    prepared = prepare_task(
-        raw,
-        spec.split,
-        collect.seed,
-        collect.max_empty_ratio,
-        spec.problem,
-        collect.max_missing_label_ratio,
-    )
+    prepared = read_and_prepare(name, spec, collect, root, tables)
     comment = f"added by `bertfit add-task` on {date.today().isoformat()}"
     where = register(params_file, name, entry, comment, args.replace)
     out += ["", f"{where}: task {name} added; {params_file}: target: {name}"]

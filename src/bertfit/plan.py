@@ -188,9 +188,9 @@ def read_inputs(
 ) -> Inputs:
     """`known`: tasks already prepared (bertfit add-task's), by name; `overrides`: dotted params
     set over the file's (an experiment's -S)."""
+    from bertfit.data.collect import read_and_prepare
     from bertfit.data.corpus import collected_tasks, corpus_tasks
-    from bertfit.data.sources import load_task, project_root
-    from bertfit.data.splits import prepare_task
+    from bertfit.data.sources import project_root
     from bertfit.params import parse_section, parse_target, parse_tasks, read_params_file
 
     source = str(params_file)
@@ -206,18 +206,10 @@ def read_inputs(
     started = time.perf_counter()
     prepared = {}
     for name in names:
-        spec = tasks[name]
         if known and name in known:
             prepared[name] = known[name]
-            continue
-        prepared[name] = prepare_task(
-            load_task(name, spec, root),
-            spec.split,
-            collect.seed,
-            collect.max_empty_ratio,
-            spec.problem,
-            collect.max_missing_label_ratio,
-        )
+        else:
+            prepared[name] = read_and_prepare(name, tasks[name], collect, root)
     return Inputs(
         sections,
         tasks,

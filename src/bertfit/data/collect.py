@@ -162,6 +162,31 @@ def tokenizer_texts(
     return list(texts)
 
 
+def read_and_prepare(
+    name: str,
+    spec: TaskSpec,
+    params: CollectParams,
+    root: Path,
+    tables: dict[Path, pd.DataFrame] | None = None,
+) -> PreparedTask:
+    """One task as collect prepares it: read from its source (`tables`: files already read),
+    cleaned, split and deduplicated with collect's checks; also what `bertfit plan` and
+    `bertfit add-task` read, so they refuse what collect refuses."""
+    with phase("reading sources"):
+        source = load_task(name, spec, root, tables)
+    with phase("splitting"):
+        task = prepare_task(
+            source,
+            spec.split,
+            params.seed,
+            params.max_empty_ratio,
+            spec.problem,
+            params.max_missing_label_ratio,
+        )
+        task.counts["labels_differing_only_in_case"] = report_case_variants(name, task)
+    return task
+
+
 def collect(
     tasks: dict[str, TaskSpec],
     target: str,
@@ -193,18 +218,7 @@ def collect(
     for name in names:
         spec = tasks[name]
         log.info("collecting %s (%s source, domain %s)", name, spec.source.kind, spec.domain)
-        with phase("reading sources"):
-            source = load_task(name, spec, root)
-        with phase("splitting"):
-            task = prepare_task(
-                source,
-                spec.split,
-                params.seed,
-                params.max_empty_ratio,
-                spec.problem,
-                params.max_missing_label_ratio,
-            )
-            task.counts["labels_differing_only_in_case"] = report_case_variants(name, task)
+        task = read_and_prepare(name, spec, params, root)
         with phase("writing"):
             metas[name] = write_prepared(task, spec, data_dir / "tasks" / name)
         prepared[name] = task

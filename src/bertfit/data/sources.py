@@ -518,13 +518,16 @@ def project_root(directory: Path) -> Path:
     return directory
 
 
-def load_task(name: str, spec: TaskSpec, root: Path) -> RawTask:
-    """Load task `name` from its source; relative file paths resolve against `root`."""
+def load_task(
+    name: str, spec: TaskSpec, root: Path, tables: dict[Path, pd.DataFrame] | None = None
+) -> RawTask:
+    """Load task `name` from its source; relative file paths resolve against `root`; `tables`:
+    a files source's files already read (load_files)."""
     src = spec.source
     if isinstance(src, PackageSource):
         task = load_package(name, src)
     elif isinstance(src, FilesSource):
-        task = load_files(name, src, root)
+        task = load_files(name, src, root, tables)
     else:
         task = load_hub(name, src)
     task.name = name
