@@ -29,6 +29,8 @@ from typing import Any
 
 import yaml
 
+from bertfit import plan
+
 log = logging.getLogger(__name__)
 
 
@@ -60,18 +62,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--domain", default=None, help="the task's domain (default: its name)")
     parser.add_argument("--encoding", default="utf-8", help="text encoding (default: utf-8)")
     parser.add_argument(
-        "--params",
-        type=Path,
-        default=Path("params.yaml"),
-        help="params file (default: params.yaml)",
-    )
-    parser.add_argument(
         "--replace", action="store_true", help="replace a catalogue task of the same name"
     )
     parser.add_argument("--no-dvc", action="store_true", help="do not `dvc add` the files")
-    parser.add_argument(
-        "--no-measure", action="store_true", help="print the plan without the time estimate"
-    )
+    plan.add_arguments(parser)  # --params, --no-measure: the plan it prints
 
 
 def run(args: argparse.Namespace) -> None:
@@ -252,7 +246,6 @@ def add_task(args: argparse.Namespace) -> str:
     from bertfit.data.collect import read_and_prepare
     from bertfit.data.sources import project_root, read_table
     from bertfit.params import TaskSpec, parse_section, read_params_file
-    from bertfit.plan import make_plan
 
     name = args.name
     if not (name.isidentifier() and name == name.lower()):
@@ -282,8 +275,8 @@ def add_task(args: argparse.Namespace) -> str:
     out += ["", f"{where}: task {name} added; {params_file}: target: {name}"]
     if not args.no_dvc:
         out += track_with_dvc(files, root)
-    plan = make_plan(params_file, measure=not args.no_measure, prepared={name: prepared})
-    out += ["", plan.text()]
+    made = plan.make_plan(params_file, measure=not args.no_measure, prepared={name: prepared})
+    out += ["", made.text()]
     out += [
         f"(to keep it: git add {relative_to_root(where, root)} "
         f"{relative_to_root(params_file, root)} && git commit)"

@@ -44,6 +44,7 @@ HEAD_WARMUP_SHARE = 0.6
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """bertfit plan's options, which bertfit add-task takes too."""
     parser.add_argument(
         "--params",
         type=Path,
@@ -299,6 +300,72 @@ def validations(length: Any) -> int:
     return math.ceil(length.steps / length.eval_steps)
 
 
+@dataclass
+class Work:
+    """What the stages will do, in the units the measured costs are in."""
+
+    tokenise_s: float = 0.0  # collect's token statistics
+    heldout_blocks: int = 0  # pretrain's held-out blocks, scored before and after
+    mt_steps: int = 0
+    mt_train_tokens: float = 0.0  # mean tokens of a multitask training example
+    mt_scored_tokens: float = 0.0  # every multitask validation pass's tokens
+    ft_tokens: float = 0.0  # mean tokens of a finetune training example
+    ft_validation_tokens: float = 0.0  # every finetune validation pass's tokens
+    test_tokens: float = 0.0
+
+
+def pretrain_plan(pretrain: Any, inputs: Inputs, work: Work) -> StagePlan:
+    if pretrain.corpus == "none":
+        return StagePlan("pretrain", "passes the base model through (corpus: none)")
+    texts = sum(
+        len(inputs.prepared[n].splits["train"]) + len(inputs.prepared[n].unlabeled)
+        for n in inputs.corpus_names
+    )
+    heldout = math.ceil(texts * inputs.params["collect"].corpus_heldout_ratio)
+    work.heldout_blocks = min(pretrain.heldout_max_blocks or heldout, heldout)
+    return StagePlan(
+        "pretrain",
+        f"{pretrain.corpus} corpus of about {texts:,} texts: up to "
+        f"{pretrain.head_warmup_steps} head warm-up + {pretrain.max_steps} masked-LM steps "
+        f"of {pretrain.per_device_train_batch_size} x {pretrain.max_seq_length} tokens; "
+        f"up to {work.heldout_blocks} held-out blocks scored",
+    )
+
+
+def multitask_plan(multitask: Any, inputs: Inputs, mean_tokens: Any, work: Work) -> StagePlan:
+    if not inputs.multitask_tasks:
+        why = multitask.skipped_because(inputs.target) or "disabled"
+        return StagePlan("multitask", f"passes the model through: {why}")
+    limit = inputs.params["model"].max_seq_length
+    work.mt_steps = multitask.max_steps
+    passes = math.ceil(work.mt_steps / multitask.eval_steps) if multitask.eval_steps else 1
+    for name in inputs.multitask_tasks:
+        val = inputs.prepared[name].splits["validation"]
+        work.mt_scored_tokens += passes * len(val) * mean_tokens(val, limit)
+    trains = [inputs.prepared[n].splits["train"].iloc[:200] for n in inputs.multitask_tasks]
+    work.mt_train_tokens = sum(mean_tokens(t, limit) for t in trains) / len(trains)
+    return StagePlan(
+        "multitask",
+        f"{', '.join(inputs.multitask_tasks)}: {work.mt_steps} steps of "
+        f"{multitask.per_device_train_batch_size}, validation {passes}x",
+    )
+
+
+def finetune_plan(
+    finetune: Any, train_rows: int, validation_rows: int, inp: Any, length: Any
+) -> StagePlan:
+    truncation = finetune.truncation + (
+        f" (head {inp.head_tokens})" if finetune.truncation == "head_tail" else ""
+    )
+    return StagePlan(
+        "finetune",
+        f"{train_rows:,} examples, batch {length.batch_size}, {length.epochs:g} epochs of "
+        f"{length.steps_per_epoch} steps = {length.steps} steps ({length.reason}); "
+        f"{inp.max_seq_length} tokens, {truncation}, {100 * inp.share_truncated:.0f} % of "
+        f"texts cut; validation {validations(length)}x on {validation_rows:,} rows",
+    )
+
+
 def make_plan(
     params_file: Path,
     measure: bool = True,
@@ -320,8 +387,9 @@ def make_plan(
     inputs = read_inputs(params_file, prepared, overrides)
     if prepared is not None:
         prepared.update(inputs.prepared)
-    p = inputs.params
-    model, pretrain, multitask, finetune = (p[s] for s in SECTIONS[:1] + SECTIONS[2:5])
+    model, pretrain, multitask, finetune = (
+        inputs.params[s] for s in ("model", "pretrain", "multitask", "finetune")
+    )
     if is_scratch(model.name):
         raise ValueError(
             f"{params_file}: model.name {model.name!r} is built from scratch by collect: run "
@@ -333,83 +401,41 @@ def make_plan(
     train_df = target.splits["train"]
     if finetune.max_train_samples is not None:
         train_df = train_df.iloc[: finetune.max_train_samples]
+    started = time.perf_counter()
     lengths = token_lengths(tokenizer, train_df)
-    inp = input_length(finetune, tokenizer, train_df, model.max_seq_length, config, inputs.target)
+    per_row = (time.perf_counter() - started) / max(len(train_df), 1)
+    inp = input_length(
+        finetune, tokenizer, train_df, model.max_seq_length, config, inputs.target, lengths
+    )
     length = finetune_length(finetune, len(train_df))
-    data = data_lines(inputs.target, target, lengths, model.max_seq_length)
-    warnings = split_warnings(inputs.target, target)
 
     def mean_tokens(df: Any, limit: int) -> float:
         return float(np.minimum(token_lengths(tokenizer, df), limit).mean()) if len(df) else 0.0
 
-    ft_tokens = float(np.minimum(lengths, inp.max_seq_length).mean())
-    stages = [
-        StagePlan("collect", ", ".join(inputs.prepared)),
-    ]
-    heldout_blocks = 0
-    if pretrain.corpus == "none":
-        stages.append(StagePlan("pretrain", "passes the base model through (corpus: none)"))
-    else:
-        texts = sum(
-            len(inputs.prepared[n].splits["train"]) + len(inputs.prepared[n].unlabeled)
-            for n in inputs.corpus_names
-        )
-        heldout = math.ceil(texts * p["collect"].corpus_heldout_ratio)
-        heldout_blocks = min(pretrain.heldout_max_blocks or heldout, heldout)
-        stages.append(
-            StagePlan(
-                "pretrain",
-                f"{pretrain.corpus} corpus of about {texts:,} texts: up to "
-                f"{pretrain.head_warmup_steps} head warm-up + {pretrain.max_steps} masked-LM steps "
-                f"of {pretrain.per_device_train_batch_size} x {pretrain.max_seq_length} tokens; "
-                f"up to {heldout_blocks} held-out blocks scored",
-            )
-        )
-    mt_steps, mt_scored = 0, 0.0
-    if inputs.multitask_tasks:
-        mt_steps = multitask.max_steps
-        passes = math.ceil(mt_steps / multitask.eval_steps) if multitask.eval_steps else 1
-        for name in inputs.multitask_tasks:
-            val = inputs.prepared[name].splits["validation"]
-            mt_scored += passes * len(val) * mean_tokens(val, model.max_seq_length)
-        mt_train = np.mean(
-            [
-                mean_tokens(inputs.prepared[n].splits["train"].iloc[:200], model.max_seq_length)
-                for n in inputs.multitask_tasks
-            ]
-        )
-        stages.append(
-            StagePlan(
-                "multitask",
-                f"{', '.join(inputs.multitask_tasks)}: {mt_steps} steps of "
-                f"{multitask.per_device_train_batch_size}, validation {passes}x",
-            )
-        )
-    else:
-        why = multitask.skipped_because(inputs.target) or "disabled"
-        stages.append(StagePlan("multitask", f"passes the model through: {why}"))
-        mt_train = 0.0
+    # collect counts every row's tokens, at the rate the target's train rows took here
+    rows = sum(
+        sum(len(df) for df in task.splits.values()) + len(task.unlabeled)
+        for task in inputs.prepared.values()
+    )
+    work = Work(tokenise_s=rows * per_row)
+    work.ft_tokens = float(np.minimum(lengths, inp.max_seq_length).mean())
     validation_df = target.splits["validation"]
     if finetune.max_validation_samples is not None:
         validation_df = validation_df.iloc[: finetune.max_validation_samples]
-    passes = validations(length)
-    val_tokens = mean_tokens(validation_df, inp.max_seq_length)
-    truncation = finetune.truncation + (
-        f" (head {inp.head_tokens})" if finetune.truncation == "head_tail" else ""
-    )
-    stages.append(
-        StagePlan(
-            "finetune",
-            f"{len(train_df):,} examples, batch {length.batch_size}, {length.epochs:g} epochs of "
-            f"{length.steps_per_epoch} steps = {length.steps} steps ({length.reason}); "
-            f"{inp.max_seq_length} tokens, {truncation}, {100 * inp.share_truncated:.0f} % of "
-            f"texts cut; validation {passes}x on {len(validation_df):,} rows",
-        )
+    work.ft_validation_tokens = (
+        validations(length) * len(validation_df) * mean_tokens(validation_df, inp.max_seq_length)
     )
     test_df = target.splits["test"]
-    test_tokens = mean_tokens(test_df, inp.max_seq_length)
-    stages.append(StagePlan("evaluate", f"{len(test_df):,} test texts"))
-    plan = Plan(params_file, inputs.target, data, stages, warnings)
+    work.test_tokens = len(test_df) * mean_tokens(test_df, inp.max_seq_length)
+    stages = [
+        StagePlan("collect", ", ".join(inputs.prepared)),
+        pretrain_plan(pretrain, inputs, work),
+        multitask_plan(multitask, inputs, mean_tokens, work),
+        finetune_plan(finetune, len(train_df), len(validation_df), inp, length),
+        StagePlan("evaluate", f"{len(test_df):,} test texts"),
+    ]
+    data = data_lines(inputs.target, target, lengths, model.max_seq_length)
+    plan = Plan(params_file, inputs.target, data, stages, split_warnings(inputs.target, target))
     if costs is None:
         if not measure:
             return plan
@@ -419,56 +445,49 @@ def make_plan(
             finetune,
             pretrain,
             length.batch_size,
-            round(ft_tokens),
+            round(work.ft_tokens),
             inp,
             train_df,
         )
     plan.costs = costs
-    per_stage = costs.stage()
-    collect_s = costs.startup + inputs.read_seconds + DVC_SECONDS_PER_STAGE
-    stages[0].seconds = collect_s + tokenise_seconds(tokenizer, inputs)
-    if pretrain.corpus == "none":
-        stages[1].seconds = costs.startup + DVC_SECONDS_PER_STAGE
-    else:
-        scored = (3 if pretrain.head_warmup_steps else 2) * heldout_blocks * pretrain.max_seq_length
-        # a head warm-up step (encoder frozen, no backward below the head) costs about 0.6 of
-        # a whole-model step (params.yaml's pretrain.head_warmup_steps, measured on mr)
-        head_step = HEAD_WARMUP_SHARE * (costs.mlm_step or 0.0)
-        stages[1].seconds = (
-            per_stage
-            + pretrain.head_warmup_steps * head_step
-            + pretrain.max_steps * (costs.mlm_step or 0.0)
-            + scored * costs.score_token
-        )
-    if inputs.multitask_tasks:
-        stages[2].seconds = (
-            per_stage
-            + mt_steps * multitask.per_device_train_batch_size * mt_train * costs.train_token
-            + mt_scored * costs.score_token
-        )
-    else:
-        stages[2].seconds = costs.startup + DVC_SECONDS_PER_STAGE
-    stages[3].seconds = (
-        per_stage
-        + length.steps * length.batch_size * ft_tokens * costs.train_token
-        + passes * len(validation_df) * val_tokens * costs.score_token
-    )
-    stages[4].seconds = per_stage + len(test_df) * test_tokens * costs.score_token
+    estimate(plan, costs, work, inputs, length)
     return plan
 
 
-def tokenise_seconds(tokenizer: Any, inputs: Inputs) -> float:
-    """collect's token statistics: every split of every collected task, at the rate measured on
-    a sample of the target."""
-    sample = [str(t) for t in inputs.prepared[inputs.target].splits["train"]["text"].iloc[:500]]
-    started = time.perf_counter()
-    tokenizer(sample, truncation=False, verbose=False)
-    rate = (time.perf_counter() - started) / max(len(sample), 1)
-    rows = sum(
-        sum(len(df) for df in task.splits.values()) + len(task.unlabeled)
-        for task in inputs.prepared.values()
+def estimate(plan: Plan, costs: Costs, work: Work, inputs: Inputs, length: Any) -> None:
+    """Each stage's seconds: its start-up, its steps at the measured step cost, its scoring
+    passes at the measured scoring cost."""
+    pretrain, multitask = inputs.params["pretrain"], inputs.params["multitask"]
+    collect, pretrained, multitasked, finetuned, evaluated = plan.stages
+    per_stage = costs.stage()
+    passing = costs.startup + DVC_SECONDS_PER_STAGE  # a stage that passes its model through
+    collect.seconds = passing + inputs.read_seconds + work.tokenise_s
+    pretrained.seconds = passing
+    if pretrain.corpus != "none":
+        mlm_step = costs.mlm_step or 0.0
+        scorings = 3 if pretrain.head_warmup_steps else 2  # before, after warm-up, after
+        # a head warm-up step (encoder frozen, no backward below the head) costs about 0.6 of
+        # a whole-model step (params.yaml's pretrain.head_warmup_steps, measured on mr)
+        pretrained.seconds = (
+            per_stage
+            + pretrain.head_warmup_steps * HEAD_WARMUP_SHARE * mlm_step
+            + pretrain.max_steps * mlm_step
+            + scorings * work.heldout_blocks * pretrain.max_seq_length * costs.score_token
+        )
+    multitasked.seconds = passing
+    if inputs.multitask_tasks:
+        batch_tokens = multitask.per_device_train_batch_size * work.mt_train_tokens
+        multitasked.seconds = (
+            per_stage
+            + work.mt_steps * batch_tokens * costs.train_token
+            + work.mt_scored_tokens * costs.score_token
+        )
+    finetuned.seconds = (
+        per_stage
+        + length.steps * length.batch_size * work.ft_tokens * costs.train_token
+        + work.ft_validation_tokens * costs.score_token
     )
-    return rows * rate
+    evaluated.seconds = per_stage + work.test_tokens * costs.score_token
 
 
 def process_age() -> float:
@@ -538,17 +557,8 @@ def measure_costs(
         return int(batch["attention_mask"].sum()) if "attention_mask" in batch else 1
 
     batch = batch_of(batch_size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
-
-    def train_step() -> None:
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
-            loss = model(**batch).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-
     model.train()
-    train_s = _timed(train_step)
+    train_s = _timed_training(model, batch, device, bf16)
     # scoring runs at the evaluation batch size, where a batch's fixed costs weigh less
     scored = batch_of(finetune.per_device_eval_batch_size)
     model.eval()
@@ -579,6 +589,23 @@ def measure_costs(
         shapes=shapes,
         bf16=bf16,
     )
+
+
+def _timed_training(model: Any, batch: dict[str, Any], device: str, bf16: bool) -> float:
+    """Median seconds of a training step on `batch`: forward (bf16 autocast where the run
+    uses it), backward, an AdamW step over the trainable weights."""
+    import torch
+
+    optimizer = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-5)
+
+    def step() -> None:
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+            loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    return _timed(step)
 
 
 def _timed(step: Any) -> float:
@@ -620,7 +647,6 @@ def _rows_near(df: Any, tokenizer: Any, tokens: int, batch_size: int, limit: int
 
 def _mlm_step(model_name: str, pretrain: Any, inputs: Inputs, device: str, bf16: bool) -> float:
     """Seconds of one whole-model pretraining step at pretrain's batch and block length."""
-    import torch
 
     from bertfit.models.dropout import use_fast_dropout
     from bertfit.models.family import family_for
@@ -644,15 +670,6 @@ def _mlm_step(model_name: str, pretrain: Any, inputs: Inputs, device: str, bf16:
     batch = {k: v.to(device) for k, v in batch.items() if hasattr(v, "to")}
     objective.for_training(model)
     model.train()
-    optimizer = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-5)
-
-    def step() -> None:
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
-            loss = model(**batch).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-
-    seconds = _timed(step)
+    seconds = _timed_training(model, batch, device, bf16)
     # a corpus shorter than a batch: scale to the full batch the run will take
     return seconds * pretrain.per_device_train_batch_size / max(size, 1)

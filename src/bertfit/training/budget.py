@@ -68,9 +68,12 @@ def input_length(
     max_seq_length: int,
     config: Any,
     task_name: str,
+    lengths: np.ndarray | None = None,
 ) -> InputLength:
-    """The input length finetune uses: model.max_seq_length, or the long-text length."""
-    lengths = token_lengths(tokenizer, train_df)
+    """The input length finetune uses: model.max_seq_length, or the long-text length;
+    `lengths`: the train rows' token_lengths, when the caller has counted them already."""
+    if lengths is None:
+        lengths = token_lengths(tokenizer, train_df)
     over = float((lengths > max_seq_length).mean())
     chosen, head = max_seq_length, params.head_tokens
     long_length = params.long_text_max_seq_length
