@@ -40,8 +40,9 @@ pr-report: install
 	$(BIN)/python -m bertfit.review --baseline $(BASELINE) --out pr_report.md --plots-dir dvc_plots/pr
 
 # every test, the slow ones too (a bare `pytest` skips those: pyproject's addopts)
+# one pytest-xdist worker per core (tests/conftest.py gives each worker one thread)
 test: install
-	$(BIN)/python -m pytest -m "slow or not slow"
+	$(BIN)/python -m pytest -n auto -m "slow or not slow"
 
 # `dvc exp show` that fits a 200-column terminal: the headline (summary's headline.json: the
 # test metric, its 95 % interval, the wall time) always, other params and metrics only where the

@@ -4,7 +4,9 @@ evaluate's scoring path sets it, the library's predict_scores leaves a host proc
 from __future__ import annotations
 
 import json
+import mmap
 import os
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -62,6 +64,21 @@ print(json.dumps({"kept": kept, "faults": sorted(faults)[steps // 2], "sum": tot
 
 LARGEST = 48 * 2**20 // 4096  # the step's 48 MiB tensor in 4 KiB pages, over glibc's mmap cap
 THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+
+
+def counts_page_faults() -> bool:
+    """Whether touching fresh anonymous memory shows up in ru_minflt here: some sandboxes (a
+    CI runner among them) report no minor faults at all, and then neither side can be seen."""
+    block = mmap.mmap(-1, LARGEST * 4096)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for offset in range(0, len(block), 4096):
+        block[offset] = 1
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    block.close()
+    return faults > LARGEST // 2
+
+
+COUNTS_FAULTS = counts_page_faults()
 # what would change the allocator under test: glibc's own settings, another malloc, torch's THP
 ALLOCATOR_ENV = ("MALLOC_", "GLIBC_TUNABLES", "LD_PRELOAD", "THP_MEM_ALLOC_ENABLE")
 
@@ -78,6 +95,17 @@ def last_step(mode: str) -> dict:
     return json.loads(out.stdout.splitlines()[-1])
 
 
+def faulting_default() -> dict:
+    """glibc's default in a fresh process: the 48 MiB block (over the 32 MiB cap of its mmap
+    threshold) goes back to the kernel on free, and every step faults all its pages in again.
+    Where even that step does not fault (seen now and then on a shared CI runner: the kernel
+    keeps the pages mapped), neither side of the comparison can be seen, and the test skips."""
+    default = last_step("default")
+    if default["faults"] <= LARGEST // 2:
+        pytest.skip(f"glibc's default faulted {default['faults']} pages a step here, not the block")
+    return default
+
+
 @pytest.mark.skipif(
     not on_glibc(),
     reason="the setting is glibc's; elsewhere keep_freed_memory changes nothing",
@@ -86,14 +114,14 @@ def last_step(mode: str) -> dict:
     THP.is_file() and "[always]" in THP.read_text(),
     reason="with transparent huge pages always on, a fresh 48 MiB block faults in 2 MiB pages",
 )
+@pytest.mark.skipif(
+    not COUNTS_FAULTS, reason="this kernel reports no minor page faults for fresh memory"
+)
 def test_freed_memory_is_reused_instead_of_faulted_in_again():
-    default = last_step("default")
+    default = faulting_default()
     kept = last_step("keep")
     assert kept["kept"] is True
     assert default["sum"] == kept["sum"] == STEPS * (8 + 6 + 12) * 2**20
-    # glibc's default: the 48 MiB block (over the 32 MiB cap of its mmap threshold) goes back
-    # to the kernel on free, and every step faults all its pages in again
-    assert default["faults"] > LARGEST // 2
     assert kept["faults"] < LARGEST // 50
 
 
@@ -102,8 +130,12 @@ def test_freed_memory_is_reused_instead_of_faulted_in_again():
     THP.is_file() and "[always]" in THP.read_text(),
     reason="with transparent huge pages always on, a fresh 48 MiB block faults in 2 MiB pages",
 )
+@pytest.mark.skipif(
+    not COUNTS_FAULTS, reason="this kernel reports no minor page faults for fresh memory"
+)
 def test_evaluate_scoring_keeps_freed_memory_and_library_scoring_leaves_the_process_alone():
     # evaluate / bertfit predict own their process; a server scoring through predict_scores
     # (TaskServer) keeps the allocator it was started with
+    faulting_default()
     assert last_step("model_scores")["faults"] < LARGEST // 50
     assert last_step("predict_scores")["faults"] > LARGEST // 2

@@ -551,7 +551,7 @@ def test_embedded_default_chain_on_mr(tmp_path: Path) -> None:
     """The real chain on the embedded MiniLM and mr, with few steps and a small train sample."""
     params = copy.deepcopy(read_params_file(PROJECT_ROOT / "params.yaml"))
     params["pretrain"] |= {"max_steps": 4, "save_steps": 2, "head_warmup_steps": 2, "eval_steps": 2}
-    params["multitask"] |= {"max_steps": 4, "eval_steps": 2}
+    params["multitask"] |= {"max_steps": 4, "eval_steps": 4}  # one validation of the four tasks
     params["finetune"] |= {"max_train_samples": 96, "num_train_epochs": 1, "min_train_steps": None}
     params["finetune"] |= {"max_validation_samples": 200}
     params_file = tmp_path / "params.yaml"
