@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable
 from importlib.metadata import entry_points
@@ -299,3 +300,65 @@ def test_predict_frame_serves_python_callers(
     assert out.index.equals(df.index) and set(out["prediction"]) <= set(TOY.labels)
     with pytest.raises(PredictError, match=r"df: no column 'body'; columns present"):
         predict_frame(trained, df, text_column="body")
+
+
+# --- the audit's cases (issue 38): output, damaged weights, temporary files, file modes -------
+
+
+def test_a_truncated_weights_file_is_named_before_any_row_is_read(
+    model_dir: Callable[[str], Path], tmp_path: Path
+) -> None:
+    damaged = tmp_path / "model"
+    shutil.copytree(model_dir("stock"), damaged)
+    weights = damaged / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    (tmp_path / "in.csv").write_text("text\nwhat is a cat ?\n")
+    with pytest.raises(PredictError, match=r"model.safetensors: cannot be read .*truncated or "
+                       r"corrupt; copy the model directory again, or restore it with `dvc "
+                       r"checkout"):  # fmt: skip
+        predict_file(tmp_path / "in.csv", damaged)
+
+
+def test_an_unwritable_output_fails_before_scoring(
+    model_dir: Callable[[str], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "in.csv").write_text("text\nwhat is a cat ?\n")
+    scored = []
+    monkeypatch.setattr("bertfit.predict.load_trained", lambda d: scored.append(d))
+    (tmp_path / "outdir").mkdir()
+    with pytest.raises(PredictError, match=r"outdir: a directory; give --output a file name"):
+        predict_file(tmp_path / "in.csv", model_dir("stock"), tmp_path / "outdir")
+    # a folder that cannot be written (a file where it should be: root writes through modes)
+    (tmp_path / "taken").write_text("a file")
+    with pytest.raises(PredictError, match=r"taken: cannot write there \(FileExistsError"):
+        predict_file(tmp_path / "in.csv", model_dir("stock"), tmp_path / "taken" / "out.csv")
+    assert scored == []  # neither failure loaded the model, let alone scored a row
+    assert not list(tmp_path.rglob(".*.tmp"))
+
+
+@pytest.mark.parametrize("name", ["out.csv", "out.csv.gz", "out.jsonl", "out.parquet"])
+def test_the_output_is_never_written_through_a_planted_symlink(tmp_path: Path, name: str) -> None:
+    from bertfit.predict import write_output
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    for planted in (f".tmp-{name}", f".{name}.tmp"):  # the fixed names of before
+        (tmp_path / planted).symlink_to(victim)
+    df = pd.DataFrame({"text": ["a", "b"], "prediction": ["x", "y"]})
+    fmt = name.split(".")[1]
+    write_output(df, tmp_path / name, fmt)
+    assert victim.read_text() == "precious"
+    readers = {"parquet": pd.read_parquet, "csv": pd.read_csv,
+               "jsonl": lambda p: pd.read_json(p, lines=True)}  # fmt: skip
+    back = readers[fmt](tmp_path / name)
+    pd.testing.assert_frame_equal(back, df)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_model_files_are_readable_like_every_other_output(model_dir: Callable[[str], Path]) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in model_dir("stock").iterdir() if p.is_file()}
+    assert modes["model.safetensors"] == modes["config.json"] == 0o666 & ~umask

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from bertfit.data.collect import read_and_prepare
 from bertfit.data.sources import (
     RawTask,
     load_files,
@@ -19,14 +20,16 @@ from bertfit.data.sources import (
 )
 from bertfit.data.splits import prepare_task
 from bertfit.params import (
+    CollectParams,
     FilesSource,
     HubSource,
     PackageSource,
     SplitSpec,
+    TaskSpec,
     parse_tasks,
     read_params_file,
 )
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, read_jsonl_gz
 
 
 @pytest.fixture(scope="module")
@@ -357,21 +360,110 @@ def test_missing_texts_are_counted(tmp_path: Path) -> None:
     assert task.counts["empty_removed_train"] == 1
 
 
-def test_csv_labels_blank_or_spelled_missing_fail_with_rows(tmp_path: Path) -> None:
-    rows = [("a", ""), ("b", "NaN"), ("c", "null"), ("d", "None")]
-    rows += [(f"t{i}", "xy"[i % 2]) for i in range(16)]
+def test_blank_labels_are_missing_and_fail_with_rows(tmp_path: Path) -> None:
+    rows = [("a", ""), ("b", "  ")]
+    rows += [(f"t{i}", "xy"[i % 2]) for i in range(18)]
     pd.DataFrame(rows, columns=["text", "label"]).to_csv(tmp_path / "t.csv", index=False)
     raw = files_task(tmp_path, "t.csv")
     split = SplitSpec(validation_ratio=0.2, test_ratio=0.2)
     with pytest.raises(
         ValueError,
-        match=rf"tasks.toy \[train\] {tmp_path / 't.csv'}: 4 of 20 rows have no label \(20.0%; "
-        r"rows 1, 2, 3, 4, 1 = the first data row\), above collect.max_missing_label_ratio=0.0",
+        match=rf"tasks.toy \[train\] {tmp_path / 't.csv'}: 2 of 20 rows have no label \(10.0%; "
+        r"rows 1, 2, 1 = the first data row\), above collect.max_missing_label_ratio=0.0",
     ):
         prepare_task(raw, split, 0, 0.0)
     task = prepare_task(raw, split, 0, 0.0, max_missing_label_ratio=0.2)
     assert task.labels == ["x", "y"]
-    assert task.counts["missing_label_removed_train"] == 4
+    assert task.counts["missing_label_removed_train"] == 2
+
+
+def test_a_class_named_none_stays_a_class_with_a_warning(
+    tmp_path: Path, trec_sample: dict, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A class may be called None, null or NaN: CSV cells are text, so these are labels."""
+    texts = [r["text"] for r in trec_sample["train"][:60]]
+    labels = ["None", "NaN", "ok"] * 20
+    pd.DataFrame({"text": texts, "label": labels}).to_csv(tmp_path / "t.csv", index=False)
+    spec = TaskSpec(domain="test", source=FilesSource(kind="files", train="t.csv"),
+                    split=SplitSpec(validation_ratio=0.2, test_ratio=0.2))  # fmt: skip
+    params = CollectParams(seed=0, max_empty_ratio=0.1, max_missing_label_ratio=0.0,
+                           corpus_heldout_ratio=0.1, warn_unknown_token_share=0.1)  # fmt: skip
+    with caplog.at_level("WARNING"):
+        task = read_and_prepare("toy", spec, params, tmp_path)
+    assert task.labels == ["NaN", "None", "ok"]
+    assert task.counts["missing_label_removed_train"] == 0
+    assert "labels ['NaN', 'None'] (rows: {'None': 20, 'NaN': 20}) read like a missing value; " \
+        "they are kept as classes" in caplog.text  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "write", "spellings"),
+    [
+        ("t.jsonl", lambda df, p: df.to_json(p, orient="records", lines=True), ["1", "1.0"]),
+        ("t.csv", lambda df, p: df.to_csv(p, index=False), ["01", "1", "1.0"]),
+    ],
+)
+def test_one_number_spelled_several_ways_is_warned(
+    tmp_path: Path, trec_sample: dict, caplog: pytest.LogCaptureFixture, name, write, spellings
+) -> None:
+    texts = [r["text"] for r in trec_sample["train"][:60]]
+    # JSON: the numbers 1 and 1.0 and the string "1"; a spreadsheet's CSV: 1, 1.0 and 01
+    ones = [1, 1.0, "1"] if name.endswith("jsonl") else ["1", "1.0", "01"]
+    labels = [ones[i % 3] if i % 2 else 0 for i in range(60)]
+    write(pd.DataFrame({"text": texts, "label": pd.Series(labels, dtype=object)}), tmp_path / name)
+    spec = TaskSpec(domain="test", source=FilesSource(kind="files", train=name),
+                    split=SplitSpec(validation_ratio=0.2, test_ratio=0.2))  # fmt: skip
+    params = CollectParams(seed=0, max_empty_ratio=0.1, max_missing_label_ratio=0.0,
+                           corpus_heldout_ratio=0.1, warn_unknown_token_share=0.1)  # fmt: skip
+    with caplog.at_level("WARNING"):
+        task = read_and_prepare("toy", spec, params, tmp_path)
+    assert f"labels {spellings} all spell the number 1 " in caplog.text
+    assert task.counts["labels_spelling_one_number"] == len(spellings)
+
+
+def test_texts_under_two_labels_are_counted_and_warned(
+    tmp_path: Path, trec_sample: dict, caplog: pytest.LogCaptureFixture
+) -> None:
+    rows = trec_sample["train"][:200]
+    texts = [r["text"] for r in rows]
+    labels = [r["label"] for r in rows]
+    flipped = [("DESC" if label != "DESC" else "HUM") for label in labels[:40]]
+    df = pd.DataFrame({"text": texts + texts[:40], "label": labels + flipped})
+    df.to_csv(tmp_path / "t.csv", index=False)
+    spec = TaskSpec(domain="test", source=FilesSource(kind="files", train="t.csv"),
+                    split=SplitSpec(validation_ratio=0.1, test_ratio=0.1))  # fmt: skip
+    params = CollectParams(seed=0, max_empty_ratio=0.1, max_missing_label_ratio=0.0,
+                           corpus_heldout_ratio=0.1, warn_unknown_token_share=0.1)  # fmt: skip
+    with caplog.at_level("WARNING"):
+        task = read_and_prepare("toy", spec, params, tmp_path)
+    assert task.counts["texts_with_conflicting_labels"] == 40
+    assert "toy: 40 texts occur with different labels (80 rows)" in caplog.text
+
+
+@pytest.mark.parametrize("sep", [",", "\t"])
+def test_an_unclosed_quote_names_its_line_instead_of_eating_rows(
+    tmp_path: Path, shared_datasets: Path, sep: str
+) -> None:
+    rows = read_jsonl_gz(shared_datasets / "sst2" / "train.jsonl.gz", 120)
+    lines = ["text" + sep + "label"]
+    for i, r in enumerate(rows):
+        text = r["text"].replace(sep, " ").replace('"', "")
+        # rows 5 and 20 open a quote they never close, as reviews and tweets do
+        lines.append(('"' if i in (4, 19) else "") + text + sep + r["label"])
+    name = "t.tsv" if sep == "\t" else "t.csv"
+    (tmp_path / name).write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=rf"{name} line 6: a field opens with a quote that is "
+                       r"never closed, so the next \d+ row\(s\)"):  # fmt: skip
+        files_task(tmp_path, name)
+
+
+def test_a_utf16_file_suggests_its_encoding(tmp_path: Path) -> None:
+    (tmp_path / "t.csv").write_bytes("text,label\nbonjour,fr\nhello,en\n".encode("utf-16"))
+    with pytest.raises(ValueError, match=r"this looks like UTF-16 text .*set "
+                       r"tasks.toy.source.encoding: utf-16"):  # fmt: skip
+        files_task(tmp_path, "t.csv")
+    raw = files_task(tmp_path, "t.csv", encoding="utf-16")
+    assert raw.splits["train"]["label"].tolist() == ["fr", "en"]
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])

@@ -125,14 +125,14 @@ def test_too_rare_label_to_stratify_is_explained() -> None:
 
 
 def test_missing_labels_are_an_error_above_the_threshold() -> None:
-    df = pd.DataFrame({"text": list("abcd"), "label": ["x", None, " nan ", "y"]})
+    df = pd.DataFrame({"text": list("abcde"), "label": ["x", None, "  ", "y", "nan"]})
     with pytest.raises(
         ValueError,
-        match=r"tasks.t \[train\]: 2 of 4 rows have no label \(50.0%; rows 2, 3,",
+        match=r"tasks.t \[train\]: 2 of 5 rows have no label \(40.0%; rows 2, 3,",
     ):
         drop_missing_labels(df, "tasks.t [train]", 0.0)
     kept, n = drop_missing_labels(df, "tasks.t [train]", 0.5)
-    assert n == 2 and kept["label"].tolist() == ["x", "y"]
+    assert n == 2 and kept["label"].tolist() == ["x", "y", "nan"]  # a class called nan stays
 
 
 def test_pairs_are_keyed_on_both_texts() -> None:
@@ -158,3 +158,23 @@ def test_subsample_is_stratified_seeded_and_readable_when_too_small(
         subsample(trec_train, 3, 1, True, "trec train")  # fewer rows than its 6 labels
     scores = trec_train.assign(label=range(len(trec_train)))  # regression: a plain draw
     assert len(subsample(scores, 3, 1, False, "sts-b train")) == 3
+
+
+def test_texts_of_invisible_characters_only_are_empty(trec_train: pd.DataFrame) -> None:
+    invisible = ["\u200b\u200b", "\x00\x07", "\ufeff \u2060", "\u200e\t"]
+    df = pd.concat([trec_train.head(36), pd.DataFrame({"text": invisible, "label": "DESC"})])
+    kept, n_empty = clean_split(df.reset_index(drop=True), "tasks.t [train]", 0.5)
+    assert n_empty == 4 and len(kept) == 36
+    assert not set(invisible) & set(kept["text"])
+
+
+def test_a_one_class_validation_split_is_warned(
+    trec_train: pd.DataFrame, caplog: pytest.LogCaptureFixture
+) -> None:
+    validation = trec_train[trec_train["label"] == "HUM"].head(20)
+    raw = RawTask("t", {"train": trec_train.head(300), "validation": validation})
+    with caplog.at_level("WARNING"):
+        prepare_task(raw, SplitSpec(validation_ratio=0.1, test_ratio=0.1), 0, 0.1)
+    assert "tasks.t [validation]: every row is 'HUM': a model that always says 'HUM' scores " \
+        "1.0 here, so model selection (finetune.metric_for_best_model) cannot tell models apart" \
+        in caplog.text  # fmt: skip

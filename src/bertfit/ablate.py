@@ -53,7 +53,7 @@ from typing import Any
 import yaml
 
 from bertfit.cli import positive_int
-from bertfit.reporting import write_json, write_text
+from bertfit.reporting import atomic_file, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -512,11 +512,9 @@ def plot_curve(groups: Sequence[Group], curve_variants: Sequence[str] | None, pa
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
-    fig.savefig(tmp, format="png", dpi=120)
+    with atomic_file(path) as f:
+        fig.savefig(f, format="png", dpi=120)
     plt.close(fig)
-    tmp.replace(path)
     return True
 
 

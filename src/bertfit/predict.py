@@ -25,13 +25,13 @@ import argparse
 import json
 import logging
 import math
-import os
 import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from safetensors import safe_open
 
 from bertfit import cli
 from bertfit.data.encoding import Preprocessing
@@ -39,6 +39,7 @@ from bertfit.data.tasks import Task
 from bertfit.evaluation import class_probabilities, model_scores
 from bertfit.models.family import Trained, load_trained
 from bertfit.models.manifest import MANIFEST_FILE, Manifest, read_manifest
+from bertfit.reporting import atomic_file, check_writable
 from bertfit.training.hardware import use_bf16
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 FORMATS = ("csv", "tsv", "jsonl", "parquet")
 ENDINGS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
 COMPRESSED = (".gz", ".bz2")  # pandas (de)compresses text formats by the file name
+COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2"}  # written through a handle: named explicitly
 DEFAULT_MODEL_DIR = Path("models/finetune")
 SHOWN_ROWS = 10  # row numbers listed in an error; the rest are counted
 
@@ -181,7 +183,22 @@ def check_model_dir(model_dir: Path) -> tuple[Manifest, Task]:
             f"{model_dir}: the {manifest.stage} stage's model, one head per task "
             f"({sorted(manifest.heads)}); predict takes a model of one task ({DEFAULT_MODEL_DIR})"
         )
+    check_weights_files(model_dir)
     return manifest, manifest.task
+
+
+def check_weights_files(model_dir: Path) -> None:
+    """Every safetensors file's header reads and its tensors fit the file's length (a copy cut
+    short fails here, named, instead of in a SafetensorError traceback)."""
+    for weights in sorted(model_dir.rglob("*.safetensors")):
+        try:
+            with safe_open(weights, "pt"):
+                pass
+        except Exception as err:  # safetensors' SafetensorError derives from Exception only
+            raise PredictError(
+                f"{weights}: cannot be read ({err}): the file is truncated or corrupt; copy the "
+                f"model directory again, or restore it with `dvc checkout {model_dir}`"
+            ) from None
 
 
 def check_inputs(
@@ -285,16 +302,27 @@ def predict_frame(
 
 
 def write_output(df: pd.DataFrame, path: Path, fmt: str) -> None:
-    """Write atomically; the temporary name keeps the endings, so pandas infers compression."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
-    if fmt in ("csv", "tsv"):
-        df.to_csv(tmp, sep="\t" if fmt == "tsv" else ",", index=False)
-    elif fmt == "jsonl":
-        df.to_json(tmp, orient="records", lines=True, force_ascii=False)
-    else:  # a RangeIndex stays metadata; another index round-trips as in the input
-        df.to_parquet(tmp)
-    os.replace(tmp, path)
+    """Write atomically (reporting.atomic_file), compressed as the name's ending says."""
+    name = path.name.lower()
+    compression = next((c for end, c in COMPRESSIONS.items() if name.endswith(end)), None)
+    with atomic_file(path) as f:
+        if fmt in ("csv", "tsv"):
+            df.to_csv(f, sep="\t" if fmt == "tsv" else ",", index=False, compression=compression)
+        elif fmt == "jsonl":
+            df.to_json(f, orient="records", lines=True, force_ascii=False, compression=compression)
+        else:  # a RangeIndex stays metadata; another index round-trips as in the input
+            df.to_parquet(f)
+
+
+def check_output(path: Path) -> None:
+    """The output can be written, checked before any row is scored (scoring a large file takes
+    minutes; failing after it wasted them)."""
+    if path.is_dir():
+        raise PredictError(f"{path}: a directory; give --output a file name, e.g. {path}/out.csv")
+    try:
+        check_writable(path.parent)
+    except PermissionError as err:
+        raise PredictError(f"{err}; or give --output a path you can write") from None
 
 
 def predict_file(
@@ -321,6 +349,7 @@ def predict_file(
     out_fmt = format_of(output_file) or fmt
     if output_file.resolve() == input_file.resolve():
         raise PredictError(f"{output_file}: the output would overwrite the input; give --output")
+    check_output(output_file)
     df = read_input(input_file, fmt)
     check_inputs(task, manifest.preprocessing, model_dir, df, text_column, pair_column, input_file)
     rows = input_rows(df, text_column, pair_column, input_file)

@@ -7,27 +7,61 @@ interrupted stage never leaves a half-written metrics file for `dvc metrics diff
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import math
 import os
+import re
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 
-def write_text(path: Path, text: str) -> None:
+def file_mode() -> int:
+    """The mode a plain new file gets under the process's umask (0644 under the usual 022)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+@contextmanager
+def atomic_file(path: Path) -> Iterator[IO[bytes]]:
+    """A new file at `path`, written through the yielded binary handle and renamed into place
+    when the block ends; nothing at `path` if it fails.
+
+    The temporary file is made by mkstemp beside `path`: an unpredictable name, created
+    exclusively, so a symlink planted in a folder others can write is never written through;
+    it gets the mode any new file gets (mkstemp makes it private: a model another account
+    could not load)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; these are ordinary project files
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), file_mode())
+            yield f
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_text(path: Path, text: str) -> None:
+    with atomic_file(path) as f:
+        f.write(text.encode("utf-8"))
+
+
+def make_readable(folder: Path) -> None:
+    """Files and folders under `folder` get the modes new ones get under the umask: libraries
+    that save through a private temporary file (transformers 5 writes model.safetensors 0600)
+    would otherwise leave a model other accounts cannot load."""
+    mode = file_mode()
+    for item in [folder, *folder.rglob("*")]:
+        if item.is_symlink():
+            continue
+        item.chmod(mode | (mode & 0o444) >> 2 if item.is_dir() else mode)
 
 
 def check_writable(*folders: Path) -> None:
@@ -130,10 +164,26 @@ def write_record(report_dir: Path, record: Mapping[str, Any], metric_keys: Itera
     write_json(report_dir / "run.json", run)
 
 
-def markdown_table(header: list[str], rows: Iterable[Iterable[Any]]) -> str:
-    def cell(v: Any) -> str:
-        return f"{v:.4f}" if isinstance(v, float) else str(v)
+def md_cell(value: Any) -> str:
+    """A value as one markdown table cell: a user's string (a label) may hold a line break, a
+    `|` or HTML, which would end the row, split the cell or be rendered as markup."""
+    text = f"{value:.4f}" if isinstance(value, float) else str(value)
+    text = " ".join(text.splitlines())
+    return html.escape(text, quote=False).replace("|", "\\|")
 
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+
+def md_code(value: Any) -> str:
+    """A user's string as inline code on one line: a fence longer than any run of backticks
+    inside it (CommonMark), line breaks as spaces; code is shown as written, never as HTML."""
+    text = " ".join(str(value).splitlines())
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def markdown_table(header: list[str], rows: Iterable[Iterable[Any]]) -> str:
+    cell = md_cell
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)

@@ -22,7 +22,7 @@ from transformers import PreTrainedTokenizerBase
 
 from bertfit.data.corpus import build_corpus, collected_tasks, corpus_tasks
 from bertfit.data.sources import SPLITS, load_task
-from bertfit.data.splits import PreparedTask, prepare_task
+from bertfit.data.splits import PreparedTask, conflicting_texts, label_spellings, prepare_task
 from bertfit.data.tasks import STATS_FILE, Task, write_parquet, write_task
 from bertfit.models.loading import check_model, load_tokenizer
 from bertfit.models.scratch import is_scratch, write_scratch_dir
@@ -143,6 +143,46 @@ def report_case_variants(name: str, task: PreparedTask) -> int:
     return sum(len(spellings) for spellings in variants.values())
 
 
+def report_label_doubts(name: str, task: PreparedTask) -> dict[str, int]:
+    """Warn, with counts, where labels are legal but likely wrong: one class spelled several
+    ways (`1`, `1.0`, `01`), a label that reads like a missing value, the same text under
+    different labels. The data stays as it is: which is right is the data owner's call."""
+    spellings = label_spellings(task)
+    for what, found in spellings.items():
+        if what == "missing-like":
+            log.warning(
+                "%s: labels %s (rows: %s) read like a missing value; they are kept as classes. "
+                "If they mark a missing label, leave the cell empty (or null in JSON)",
+                name,
+                sorted(found),
+                found,
+            )
+        else:
+            log.warning(
+                "%s: labels %s all spell %s (rows: %s) and are separate classes; if they mean "
+                "one class, write it one way in the data",
+                name,
+                sorted(found),
+                what,
+                found,
+            )
+    texts, rows, examples = conflicting_texts(task)
+    if texts:
+        shown = "; ".join(
+            f"{key[:60]!r} as {sorted(labels)}" for key, labels in examples.itertuples(index=False)
+        )
+        log.warning(
+            "%s: %d texts occur with different labels (%d rows), e.g. %s. They are kept (each "
+            "in one split: identical texts are never split apart); fix or drop the wrong labels",
+            name,
+            texts,
+            rows,
+            shown,
+        )
+    numeric = sum(len(v) for k, v in spellings.items() if k != "missing-like")
+    return {"labels_spelling_one_number": numeric, "texts_with_conflicting_labels": texts}
+
+
 def tokenizer_texts(
     prepared: dict[str, PreparedTask], heldout: pd.DataFrame, metas: dict[str, Task]
 ) -> list[str]:
@@ -184,6 +224,7 @@ def read_and_prepare(
             params.max_missing_label_ratio,
         )
         task.counts["labels_differing_only_in_case"] = report_case_variants(name, task)
+        task.counts |= report_label_doubts(name, task)
     return task
 
 

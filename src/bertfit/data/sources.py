@@ -258,10 +258,10 @@ def read_table(path: Path, encoding: str = "utf-8", task: str = "<task>") -> pd.
         if name.endswith(".parquet"):
             df = _read_parquet(path)
         elif name.endswith((".jsonl", ".jsonl.gz", ".json")):
-            _refuse_binary(path, encoding, "JSON lines")
+            _refuse_binary(path, encoding, "JSON lines", task)
             df = _read_jsonl(path, encoding)
         elif name.endswith((".csv", ".csv.gz", ".csv.bz2", ".tsv", ".tsv.gz")):
-            _refuse_binary(path, encoding, "CSV / TSV")
+            _refuse_binary(path, encoding, "CSV / TSV", task)
             df = _read_csv(path, encoding, "\t" if ".tsv" in name else ",")
         else:
             raise ValueError(f"{path}: unsupported format; use .csv, .tsv, .jsonl(.gz) or .parquet")
@@ -353,7 +353,19 @@ def _open_binary(path: Path) -> IO[bytes]:
     return path.open("rb")
 
 
-def _refuse_binary(path: Path, encoding: str, kind: str) -> None:
+def utf16_kind(head: bytes) -> str | None:
+    """'UTF-16' when the bytes are UTF-16 text: a byte-order mark, or ASCII-range text whose
+    every other byte is NUL (as a spreadsheet's "Unicode text" export writes it)."""
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "UTF-16"
+    pairs = head[: len(head) // 2 * 2]
+    for zeros in (pairs[1::2], pairs[0::2]):  # little-endian, big-endian
+        if len(zeros) >= 8 and zeros.count(0) > 0.9 * len(zeros):
+            return "UTF-16"
+    return None
+
+
+def _refuse_binary(path: Path, encoding: str, kind: str, task: str = "<task>") -> None:
     """A binary file named as text fails saying what it is, not with a decoding error."""
     if path.name.lower().endswith(COMPRESSED) or NUL in "a".encode(encoding):
         return  # compressed (checked when opened), or an encoding such as UTF-16 that uses NULs
@@ -361,6 +373,13 @@ def _refuse_binary(path: Path, encoding: str, kind: str) -> None:
         head = f.read(8192)
     if NUL not in head:  # text never holds one; zip, Parquet and compressed data all but always
         return
+    utf16 = utf16_kind(head)
+    if utf16:
+        raise ValueError(
+            f"{path}: this looks like {utf16} text (a spreadsheet's 'Unicode text' export), "
+            f"not {encoding}; set tasks.{task}.source.encoding: utf-16 in the task catalogue "
+            f"(tasks.yaml; `bertfit add-task ... --encoding utf-16`), or save the file as UTF-8"
+        )
     default = f"binary data (a NUL byte at offset {head.index(NUL)})"
     what = next((what for magic, what in MAGIC.items() if head.startswith(magic)), default)
     raise ValueError(
@@ -446,6 +465,34 @@ def _normalise_columns(
     return out
 
 
+def check_swallowed_rows(df: pd.DataFrame, path: Path) -> None:
+    """A quote that opens a CSV / TSV field and is never closed makes the parser read the rows
+    after it into that one field, without an error (a review starting with `"`): a text that
+    holds line breaks followed by what reads as a row's end (the delimiter and a label of the
+    file) is such a field."""
+    name = path.name.lower()
+    if ".csv" not in name and ".tsv" not in name:
+        return
+    sep = "\t" if ".tsv" in name else ","
+    labels = {str(v) for v in df["label"].dropna().unique() if str(v).strip()}
+    ends = tuple(f"{sep}{q}{label}{q}" for label in labels for q in ("", '"'))
+    lines_before = 0
+    for row, text in enumerate(df["text"]):
+        if not isinstance(text, str) or "\n" not in text:
+            continue
+        inner = [line.rstrip("\r") for line in text.split("\n")[:-1]]
+        swallowed = sum(line.endswith(ends) for line in inner)
+        if swallowed:
+            first = 2 + row + lines_before  # line 1 is the header
+            raise ValueError(
+                f"{path} line {first}: a field opens with a quote that is never closed, so the "
+                f"next {swallowed} row(s) (to line {first + len(inner)}) were read into one text "
+                f"of {len(text)} characters; close the quote, or write a quote inside a field "
+                f'twice ("") and quote the field'
+            )
+        lines_before += text.count("\n")
+
+
 def load_files(
     name: str, source: FilesSource, root: Path, tables: dict[Path, pd.DataFrame] | None = None
 ) -> RawTask:
@@ -459,6 +506,7 @@ def load_files(
             known = (tables or {}).get(path)
             table = read_table(path, source.encoding, name) if known is None else known
             splits[split] = _normalise_columns(table, source, path)
+            check_swallowed_rows(splits[split], path)
     task = RawTask(name, splits, files={s: str(p) for s, p in files.items()})
     if source.unlabeled:
         path = root / source.unlabeled

@@ -9,6 +9,7 @@ reference code's pretraining corpus contained test text (REFERENCE.md, protocol 
 from __future__ import annotations
 
 import logging
+import unicodedata
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -51,17 +52,18 @@ def numeric_labels(labels: pd.Series, where: str) -> pd.Series:
     return values.astype("float64")
 
 
-# how a missing label reads once a file's cells are read as text (lowercased, stripped)
-MISSING_LABELS = ("", "nan", "null", "none")
+# labels that read like a missing value: a class of their own (a class may well be called
+# `None`), with a warning (missing_label_spellings); a missing label is a blank cell or null
+MISSING_LIKE = ("nan", "null", "none", "na", "n/a")
 
 
 def drop_missing_labels(
     df: pd.DataFrame, where: str, max_missing_label_ratio: float
 ) -> tuple[pd.DataFrame, int]:
-    """Drop rows without a label (a missing value or a MISSING_LABELS cell), failing when their
-    share is above the threshold; a blank CSV cell would otherwise become a class ''."""
-    spelled = df["label"].astype("string").str.strip().str.lower().isin(MISSING_LABELS)
-    missing = (df["label"].isna() | spelled.fillna(False)).to_numpy()
+    """Drop rows without a label (a missing value, or a blank cell), failing when their share
+    is above the threshold; a blank CSV cell would otherwise become a class ''."""
+    blank = df["label"].astype("string").str.strip().eq("")
+    missing = (df["label"].isna() | blank.fillna(False)).to_numpy()
     n_missing = int(missing.sum())
     if n_missing and n_missing / len(df) > max_missing_label_ratio:
         rows = ", ".join(str(i + 1) for i in df.index[missing][:5])
@@ -92,7 +94,7 @@ def clean_split(
     empty = np.zeros(len(df), dtype=bool)
     for col in text_cols:
         df[col] = df[col].fillna("").astype(str)
-        empty |= (df[col].str.strip() == "").to_numpy()
+        empty |= ~df[col].map(has_visible_character).to_numpy(dtype=bool)
     n_empty = int(empty.sum())
     if len(df) == 0:
         raise ValueError(f"{where}: no rows")
@@ -102,8 +104,19 @@ def clean_split(
             f"collect.max_empty_ratio={max_empty_ratio}; fix the text column mapping or the data"
         )
     if n_empty:
-        log.warning("%s: dropped %d empty texts", where, n_empty)
+        log.warning(
+            "%s: dropped %d empty texts (blank, or only invisible characters such as "
+            "zero-width spaces or control characters)",
+            where,
+            n_empty,
+        )
     return df.loc[~empty].reset_index(drop=True), n_empty
+
+
+def has_visible_character(text: str) -> bool:
+    """Whether the text holds anything but white space, control and format characters (a
+    text of zero-width spaces encodes to [CLS] [SEP] alone: nothing to learn from)."""
+    return any(unicodedata.category(ch)[0] not in "CZ" for ch in text)
 
 
 def carve(
@@ -234,4 +247,63 @@ def check_classes(name: str, splits: dict[str, pd.DataFrame]) -> list[str]:
                 f"tasks.{name} [{s}]: labels {unseen} do not occur in train (train labels: "
                 f"{labels}); the model could never predict them. Fix the data or merge labels."
             )
+        present = sorted(set(splits[s]["label"]))
+        if len(present) == 1:
+            log.warning(
+                "tasks.%s [%s]: every row is %r: a model that always says %r scores 1.0 here, "
+                "so %s cannot tell models apart%s. Give the split rows of every class",
+                name,
+                s,
+                present[0],
+                present[0],
+                "model selection (finetune.metric_for_best_model)"
+                if s == "validation"
+                else "the test",
+                "" if s == "test" else " and picks a step by chance",
+            )
+        elif len(present) < len(labels):
+            log.warning(
+                "tasks.%s [%s]: no rows of %s; the metrics there leave those classes out",
+                name,
+                s,
+                sorted(set(labels) - set(present)),
+            )
     return labels
+
+
+def label_spellings(task: PreparedTask) -> dict[str, dict[str, int]]:
+    """Labels that may mean one class though spelled apart: the same number (`1`, `1.0`, `01`,
+    as a spreadsheet or JSON's numbers leave them), or a spelling of a missing value (`None`,
+    `NaN`: a class of its own here). What they are, with row counts over all splits."""
+    if not task.labels:
+        return {}
+    counts = pd.concat([df["label"] for df in task.splits.values()]).value_counts()
+    numbers: dict[float, dict[str, int]] = {}
+    found: dict[str, dict[str, int]] = {}
+    for label, n in counts.items():
+        try:
+            value = float(label)
+        except ValueError:
+            value = None
+        if value is not None and np.isfinite(value):
+            numbers.setdefault(value, {})[label] = int(n)
+        if label.lower() in MISSING_LIKE:
+            found.setdefault("missing-like", {})[label] = int(n)
+    for value, spellings in numbers.items():
+        if len(spellings) > 1:
+            found[f"the number {value:g}"] = spellings
+    return found
+
+
+def conflicting_texts(task: PreparedTask) -> tuple[int, int, pd.DataFrame]:
+    """Texts (pairs) that occur with more than one label over all splits: (texts, rows, a few
+    examples with their labels)."""
+    if not task.labels:
+        return 0, 0, pd.DataFrame()
+    rows = pd.concat([pd.DataFrame({"key": text_key(df), "label": df["label"]})
+                      for df in task.splits.values()])  # fmt: skip
+    labels = rows.groupby("key")["label"].nunique()
+    conflicting = labels[labels > 1].index
+    hit = rows[rows["key"].isin(set(conflicting))]
+    examples = hit.groupby("key")["label"].unique().head(3).reset_index()
+    return len(conflicting), len(hit), examples

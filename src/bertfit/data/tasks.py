@@ -13,14 +13,13 @@ never look at the files themselves, so adding a field (a prompt template) is a c
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from bertfit.reporting import write_json
+from bertfit.reporting import atomic_file, write_json
 
 LABELS_FILE = "labels.json"
 STATS_FILE = "stats.json"
@@ -102,10 +101,8 @@ def read_task(task_dir: Path) -> Task:
 
 
 def write_parquet(df: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_file(path) as f:
+        df.to_parquet(f, index=False)
 
 
 def write_task(

@@ -113,10 +113,33 @@ def adapter_config(
 
 
 def adapt(
-    model: nn.Module, config: PromptTuningConfig | LoraConfig, name: str = "default"
+    model: nn.Module,
+    config: PromptTuningConfig | LoraConfig,
+    name: str = "default",
+    section: str = "finetune",
 ) -> PeftModel:
-    """The model with its weights frozen and the adapter's parameters (and head) trainable."""
+    """The model with its weights frozen and the adapter's parameters (and head) trainable;
+    LoRA's target modules checked first (`section`: the params section that names them)."""
+    if isinstance(config, LoraConfig):
+        check_lora_targets(model, config.target_modules, section)
     return get_peft_model(model, config, adapter_name=name)
+
+
+def check_lora_targets(model: nn.Module, targets: Any, section: str) -> None:
+    """Each of lora_target_modules names a module, as peft matches a list (the full name, or
+    its last parts); peft's own error names neither the params key nor the model's modules."""
+    if not targets or isinstance(targets, str):  # none: peft's defaults; a string: a regex
+        return
+    names = [n for n, _ in model.named_modules()]
+    missing = sorted(t for t in targets if not any(n == t or n.endswith(f".{t}") for n in names))
+    if missing:
+        linear = sorted(
+            {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+        )
+        raise ValueError(
+            f"{section}.lora_target_modules: {missing} name no module of the model; its linear "
+            f"layers are named {linear} (BERT's attention: [query, value]; T5's: [q, v])"
+        )
 
 
 def resume_adapter(model: nn.Module, adapter_dir: Path) -> PeftModel:

@@ -23,6 +23,7 @@ from typing import Any
 
 import pandas as pd
 import torch
+from safetensors import safe_open
 from transformers import TrainingArguments
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
@@ -88,18 +89,51 @@ def checkpoint_folders(checkpoint_dir: Path) -> dict[Path, int]:
     return {p: int(step) for p, step in steps.items() if step.isdigit()}
 
 
+def unloadable_file(checkpoint: Path) -> str | None:
+    """What in a complete checkpoint cannot be loaded (a file damaged on disk, or replaced),
+    or None. Read as resuming reads it: safetensors' header, torch.load(weights_only=True)
+    for the Trainer's optimiser, scheduler and RNG states, JSON."""
+    for path in sorted(p for p in checkpoint.rglob("*") if p.is_file()):
+        try:
+            if path.suffix == ".safetensors":
+                with safe_open(path, "pt"):
+                    pass
+            elif path.suffix in (".pt", ".pth", ".bin"):
+                torch.load(path, map_location="cpu", weights_only=True)
+            elif path.suffix == ".json":
+                json.loads(path.read_text())
+        except Exception as err:  # torch's message would suggest weights_only=False: not shown
+            return f"{path.relative_to(checkpoint)} ({err.__class__.__name__})"
+    return None
+
+
 def last_complete_checkpoint(checkpoint_dir: Path) -> str | None:
-    """The newest complete checkpoint; incomplete ones (a kill while saving) are removed."""
+    """The newest complete checkpoint whose files load; incomplete ones (a kill while saving)
+    are removed, unloadable ones set aside (renamed `unloadable-checkpoint-<step>`, kept for
+    a look), each with a warning, and the one before is tried, else training starts over."""
     steps = checkpoint_folders(checkpoint_dir)
     for folder in sorted(steps, key=steps.get, reverse=True):
-        if is_complete(folder):
+        if not is_complete(folder):
+            log.warning(
+                "%s is incomplete (no readable %s: killed while saving?); removed",
+                folder,
+                TRAINER_STATE_NAME,
+            )
+            shutil.rmtree(folder)
+            continue
+        damaged = unloadable_file(folder)
+        if damaged is None:
             return str(folder)
+        aside = folder.with_name(f"unloadable-{folder.name}")
+        shutil.rmtree(aside, ignore_errors=True)
+        folder.rename(aside)
         log.warning(
-            "%s is incomplete (no readable %s: killed while saving?); removed",
+            "%s: %s cannot be loaded; set aside as %s, and the run goes on from the checkpoint "
+            "before it, or starts over",
             folder,
-            TRAINER_STATE_NAME,
+            damaged,
+            aside.name,
         )
-        shutil.rmtree(folder)
     return None
 
 

@@ -360,7 +360,7 @@ def build_model(
     for task in tasks:
         config = adapter_config(params.method, family.name, params, tokenizer_dir, task.words())
         around = base if text2text else base.heads[task.name]  # its head on the shared encoder
-        adapted[task.name] = adapt(around, config, name=task.name)
+        adapted[task.name] = adapt(around, config, name=task.name, section="multitask")
     return TaskAdapters(adapted)
 
 

@@ -49,7 +49,7 @@ from bertfit.models.loading import LOAD_KWARGS, load_tokenizer, resolve_model_na
 from bertfit.models.manifest import Manifest
 from bertfit.params import TrainingParams
 from bertfit.phases import duration, elapsed_s, phase
-from bertfit.reporting import write_record
+from bertfit.reporting import make_readable, write_record
 from bertfit.training.hardware import device_arguments, keep_freed_memory, use_bf16
 from bertfit.training.live import LiveLog
 from bertfit.training.optim import layerwise_param_groups
@@ -74,6 +74,9 @@ def training_arguments(params: TrainingParams, output_dir: Path, **stage: Any) -
         per_device_eval_batch_size=params.per_device_eval_batch_size,
         gradient_accumulation_steps=params.gradient_accumulation_steps,
         logging_steps=params.logging_steps,
+        # a NaN or infinite step loss is logged as it is (the Trainer's filter would log the
+        # mean of the finite ones): BertfitTrainer.log stops the run on it
+        logging_nan_inf_filter=False,
         # no bar off a terminal (cli.progress_bars); each logging step is then one log line
         # (LogLines), as the bar's own tqdm.write gives it on a terminal
         disable_tqdm=not cli.progress_bars(),
@@ -84,6 +87,11 @@ def training_arguments(params: TrainingParams, output_dir: Path, **stage: Any) -
         **device_arguments(use_bf16(params.mixed_precision)),
     )
     return TrainingArguments(**(shared | stage))
+
+
+class TrainingDiverged(ValueError):
+    """A non-finite training loss or weight (BertfitTrainer.diverged): a ValueError, so a stage
+    reports it in one line (cli.user_errors)."""
 
 
 class BertfitTrainer(Trainer):
@@ -105,8 +113,10 @@ class BertfitTrainer(Trainer):
         adafactor_relative_step: bool = False,
         selection: Selection | None = None,
         batch_sampler: Sampler[list[int]] | None = None,
+        stage: str = "finetune",
         **kwargs: Any,
     ) -> None:
+        self.stage = stage  # the params section, named in a divergence's message
         self.layer_decay = layer_decay
         self.adafactor_relative_step = adafactor_relative_step
         self.selection = selection
@@ -249,11 +259,36 @@ class BertfitTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        loss = logs.get("loss")
+        if loss is not None and not math.isfinite(loss):  # the window's mean: NaN stays NaN
+            raise self.diverged(f"the training loss is {loss}")
         if "loss" in logs and self.task_loss:  # a training log: add each task's mean loss
             for task, (summed, batches) in sorted(self.task_loss.items()):
                 logs[f"loss_{task}"] = round(float(summed) / batches, 4)
             self.task_loss = {}
         super().log(logs, start_time)
+
+    def diverged(self, what: str) -> TrainingDiverged:
+        """The error that stops a diverged run, with the likely causes and their params."""
+        state = self.state
+        precision = (
+            f", or train in fp32 ({self.stage}.mixed_precision: no; now bf16 autocast)"
+            if self.args.bf16
+            else ""
+        )
+        return TrainingDiverged(
+            f"{self.stage}: {what} at step {state.global_step}/{state.max_steps}: training "
+            f"diverged, and nothing was saved or reported. Lower {self.stage}.learning_rate "
+            f"(now {self.args.learning_rate:g}; full fine-tuning of BERT-size models uses 1e-5 "
+            f"to 1e-4, prompt tuning up to 0.3){precision}"
+        )
+
+    def check_weights(self) -> None:
+        """Stop before a model with a non-finite weight is saved (diverged)."""
+        model = self.accelerator.unwrap_model(self.model)
+        for name, weight in model.named_parameters():
+            if not bool(torch.isfinite(weight).all()):
+                raise self.diverged(f"the weight {name} holds non-finite values")
 
     def evaluate(
         self,
@@ -405,6 +440,7 @@ def stage_trainer(
     return BertfitTrainer(
         model=model,
         args=args,
+        stage=type(params).__name__.removesuffix("Params").lower(),
         train_dataset=train_dataset,
         data_collator=collator,
         processing_class=tokenizer,
@@ -444,6 +480,7 @@ def fit(trainer: BertfitTrainer, resume: str | None = None) -> TrainOutput:
             selection.key,
             number(best[selection.key]),
         )
+    trainer.check_weights()
     return output
 
 
@@ -461,6 +498,7 @@ def plan_line(stage: str, args: TrainingArguments, examples: int, data: str, **d
         args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
     )
     extra = "".join(f"; {k.replace('_', ' ')} {v}" for k, v in details.items())
+    warn_long_warmup(stage, args, planned_steps(args, examples))
     return (
         f"{stage}: {data}; {planned_steps(args, examples)} optimisation steps of {effective} "
         f"examples ({args.per_device_train_batch_size} per device x "
@@ -468,6 +506,27 @@ def plan_line(stage: str, args: TrainingArguments, examples: int, data: str, **d
         f"lr {args.learning_rate:g}{extra}; "
         f"device {'cuda' if torch.cuda.is_available() else 'cpu'}, bf16 {args.bf16}"
     )
+
+
+def warn_long_warmup(stage: str, args: TrainingArguments, steps: int) -> None:
+    """Warm-up as long as the run: the rate never reaches learning_rate (warmup_steps 100000 on
+    a 12-step run trains at almost nothing, with no error anywhere)."""
+    warmup = args.warmup_steps
+    if isinstance(warmup, float) and warmup < 1:  # transformers 5: a ratio of the steps
+        return
+    if warmup >= steps > 0:
+        section = stage.split()[0]
+        log.warning(
+            "%s: warm-up of %d steps is as long as the run (%d steps): the learning rate never "
+            "reaches %s.learning_rate (%g). Set %s.warmup_steps below %d, or use warmup_ratio",
+            stage,
+            warmup,
+            steps,
+            section,
+            args.learning_rate,
+            section,
+            steps,
+        )
 
 
 def write_model_dir(output_dir: Path, write: Callable[[Path], None]) -> None:
@@ -485,6 +544,7 @@ def write_model_dir(output_dir: Path, write: Callable[[Path], None]) -> None:
         staged = Path(work) / "model"
         staged.mkdir()
         write(staged)
+        make_readable(staged)
         if output_dir.exists():
             shutil.rmtree(output_dir)
         shutil.move(str(staged), output_dir)
