@@ -7,6 +7,11 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import signal
+import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -244,3 +249,58 @@ def test_queue_runs_reports_a_failure_and_retries_it(
     text = (repo / "out" / "ablation.md").read_text()
     assert "| mr | MFiT-FiT | all (1,000) | 1 | 21.00 ± – |" in text
     assert "Not in the table" not in text
+
+
+def queue_workers(repo: Path) -> list[int]:
+    """The pids of DVC's queue workers (`dvc exp queue-worker`) started for `repo`."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            command = (proc / "cmdline").read_bytes().split(b"\0")
+            cwd = Path(os.readlink(proc / "cwd"))
+        except (OSError, ValueError):
+            continue
+        if b"queue-worker" in command and cwd == repo:
+            pids.append(int(proc.name))
+    return pids
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the worker through /proc")
+def test_a_killed_queue_worker_is_reported_and_its_run_queued_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A queue worker killed mid-run leaves its experiment "running" for good: the driver says
+    so, marks it failed instead of waiting forever, and the same command then runs it."""
+    repo = build(tmp_path / "repo")
+    errors = json.loads((repo / "errors.json").read_text())
+    (repo / "errors.json").write_text(json.dumps(errors | {"none|False|None|42": "hang"}))
+    subprocess.run(["git", "commit", "-qam", "a hanging run"], cwd=repo, check=True)
+    monkeypatch.setattr(ablate, "POLL_S", 1.0)
+    monkeypatch.setattr(ablate, "WORKER_EVERY", 1)
+    monkeypatch.setattr(ablate, "STALE_POLLS", 2)
+    caplog.set_level(logging.INFO, logger="bertfit.ablate")
+    args = ["--repo", str(repo), "--out-dir", str(repo / "out"), "--name", "k"]
+    args += ["--variants", "FiT", "--seeds", "1", "--first-seed", "42", "--no-estimate"]
+
+    def kill_the_worker() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and "running: k-fit-nall-s42" not in caplog.text:
+            time.sleep(0.5)
+        for pid in queue_workers(repo):
+            os.kill(pid, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_the_worker)
+    killer.start()
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["ablate", *args])
+    killer.join()
+    assert exit_info.value.code == 1
+    assert "k-fit-nall-s42 shows as running, but no DVC queue worker has answered" in caplog.text
+    assert "run the same bertfit ablate command again to queue it anew" in caplog.text
+
+    (repo / "errors.json").write_text(json.dumps(errors | {"none|False|None|42": 0.25}))
+    caplog.clear()
+    cli.main(["ablate", *args])  # exit 0: nothing raised
+    text = (repo / "out" / "ablation.md").read_text()
+    assert "| mr | FiT | all (1,000) | 1 | 25.00 ± – |" in text

@@ -76,6 +76,10 @@ POLL_S = 10.0
 RESTORE_S = 5.0  # a stage restored from DVC's run-cache: its check and checkout
 DOWNSTREAM = ("finetune.", "evaluate.")  # params of the stages an ablation's seeds rerun
 FINISHED = ("success", "failed")
+# ours running and no queue worker alive at STALE_POLLS checks, one every WORKER_EVERY polls:
+# then they count as dead (3 minutes at the default poll)
+WORKER_EVERY = 6
+STALE_POLLS = 3
 
 
 class AblateError(ValueError):
@@ -625,6 +629,25 @@ def head_commit(repo_dir: Path) -> str:
     return done.stdout.strip()
 
 
+WORKERS = re.compile(r"Worker status: (\d+) active, (\d+) idle")
+
+
+def workers_alive(repo_dir: Path) -> int | None:
+    """DVC queue workers that answer (`dvc queue status`), or None where it does not say."""
+    found = WORKERS.search(dvc(["queue", "status"], repo_dir))
+    return None if found is None else int(found[1]) + int(found[2])
+
+
+def clear_stale(name: str, repo_dir: Path) -> None:
+    """An experiment DVC shows as running though no worker runs it (its worker was killed):
+    `dvc queue kill` marks it ended, then it is removed, so it can be queued anew."""
+    for args in (["queue", "kill", name], ["queue", "remove", name]):
+        try:
+            dvc(args, repo_dir)
+        except AblateError as err:  # already ended, or already gone
+            log.info("%s", err)
+
+
 def queue_and_run(
     planned: Sequence[Planned], repo_dir: Path, prefix: str, jobs: int, seed_param: str
 ) -> tuple[list[str], str]:
@@ -652,10 +675,15 @@ def queue(
         len(planned) - len(todo),
         len(todo),
     )
+    stale = "running" in states.values() and workers_alive(repo_dir) == 0
     for i, p in enumerate(todo, 1):
         state = states[p.name]
         if state == "failed":  # its failed queue entry would shadow the new one's log
             dvc(["queue", "remove", p.name], repo_dir)
+        if state == "running" and stale:
+            log.warning("%s shows as running, but no queue worker is alive: queued anew", p.name)
+            clear_stale(p.name, repo_dir)
+            state = "failed"
         if state in ("queued", "running"):
             log.info("queue %d/%d: %s is %s already", i, len(todo), p.name, state)
             continue
@@ -677,7 +705,7 @@ def run_queue(
     finished: set[str] = set()
     running: set[str] = set()
     start = time.monotonic()
-    idle_polls = 0
+    idle_polls = stale_polls = polls = 0
     while len(finished) < len(names):
         time.sleep(POLL_S)
         try:
@@ -694,6 +722,32 @@ def run_queue(
         if idle_polls >= 6:
             dvc(["queue", "start", "--jobs", str(jobs)], repo_dir)
             idle_polls = 0
+        # ours running while no worker answers: a killed worker leaves its experiment
+        # "running" for good, and this loop would wait for it forever. Asked every
+        # WORKER_EVERY polls (`dvc queue status` costs a second or two of a core)
+        polls += 1
+        if idle:
+            stale_polls = 0
+        elif polls % WORKER_EVERY == 0:
+            stale_polls = stale_polls + 1 if workers_alive(repo_dir) == 0 else 0
+        if stale_polls >= STALE_POLLS:
+            for name in names:
+                r = now.get(name)
+                if name in finished or r is None or r.state != "running":
+                    continue
+                finished.add(name)
+                failed.append(name)
+                clear_stale(name, repo_dir)
+                log.error(
+                    "FAILED %d/%d: %s shows as running, but no DVC queue worker has answered "
+                    "for %.0f s (killed?); it is marked failed and cleared from the queue: run "
+                    "the same bertfit ablate command again to queue it anew",
+                    len(finished),
+                    len(names),
+                    name,
+                    STALE_POLLS * WORKER_EVERY * POLL_S,
+                )
+            stale_polls = 0
         for name in names:
             r = now.get(name)
             if name in finished or r is None:

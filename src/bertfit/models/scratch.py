@@ -34,7 +34,7 @@ from transformers import (
 )
 
 from bertfit.params import SCRATCH_PREFIX
-from bertfit.reporting import write_json
+from bertfit.reporting import make_readable, write_json
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +137,7 @@ def build_scratch_model(
     output_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
+    make_readable(output_dir)
     log.info(
         "built %s from scratch: %d parameters, tokenizer of %d tokens trained on %d texts",
         config.model_type,

@@ -26,6 +26,7 @@ import torch
 from safetensors import safe_open
 from transformers import TrainingArguments
 from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_pt_utils import safe_globals
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from bertfit.fingerprints import fingerprint as path_fingerprint
@@ -99,7 +100,8 @@ def unloadable_file(checkpoint: Path) -> str | None:
                 with safe_open(path, "pt"):
                     pass
             elif path.suffix in (".pt", ".pth", ".bin"):
-                torch.load(path, map_location="cpu", weights_only=True)
+                with safe_globals():  # numpy's RNG state, allowed as the Trainer allows it
+                    torch.load(path, map_location="cpu", weights_only=True)
             elif path.suffix == ".json":
                 json.loads(path.read_text())
         except Exception as err:  # torch's message would suggest weights_only=False: not shown
