@@ -178,3 +178,15 @@ def test_labels_with_markdown_characters_keep_the_report_and_card_intact(
             previous = line
     per_class = (tmp_path / "ev" / "report.md").read_text(encoding="utf-8")
     assert "desc\\|ription" in per_class and "&lt;script&gt;" in per_class
+
+
+def test_collects_tables_are_never_written_through_a_planted_symlink(tmp_path: Path) -> None:
+    from bertfit.data.tasks import write_parquet
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (tmp_path / ".train.parquet.tmp").symlink_to(victim)  # the fixed name of before
+    df = pd.DataFrame({"text": ["a", "b"], "label": ["x", "y"]})
+    write_parquet(df, tmp_path / "train.parquet")
+    assert victim.read_text() == "precious"
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "train.parquet"), df)
