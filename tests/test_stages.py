@@ -309,8 +309,9 @@ def test_chain_on_tiny_model(
     assert record["test_examples"] == len(trec_sample["test"])
     interval = record["interval"]  # the headline's 95 % interval holds the test accuracy
     assert interval["lower"] <= metrics["accuracy"] <= interval["upper"]
-    # metrics.json: what a reviewer compares (issue 34), a column each in `dvc exp show`
-    assert set(metrics) == {"accuracy", "error_rate", "macro_f1", "mcc"}
+    # metrics.json: what a reviewer compares (issue 34), a column each in `dvc exp show`; the
+    # calibrated probabilities' expected calibration error too
+    assert set(metrics) == {"accuracy", "error_rate", "macro_f1", "mcc", "ece"}
     reviewed = {
         r: json.loads((r / "metrics.json").read_text())
         for r in (c.pt_reports, c.mt_reports, c.ft_reports)

@@ -31,9 +31,16 @@ import torch
 from datasets import Dataset
 from scipy.stats import bootstrap
 
+from bertfit.calibration import calibration_record, probabilities
 from bertfit.data.encoding import Preprocessing
 from bertfit.data.tasks import Task
-from bertfit.figures import confusion_png, per_class_f1_png, regression_png, validation_curve_png
+from bertfit.figures import (
+    confusion_png,
+    per_class_f1_png,
+    regression_png,
+    reliability_png,
+    validation_curve_png,
+)
 from bertfit.inference import predict_scores
 from bertfit.metrics import per_class_metrics, task_metrics
 from bertfit.models.family import Trained, load_trained
@@ -142,6 +149,7 @@ def draw_figures(
     actual: list,
     predicted: list,
     finetune_report_dir: Path | None,
+    calibration: dict[str, Any] | None = None,
 ) -> dict[str, str]:
     """The report's PNGs; returns what each picture is -> its file name in figures_dir, or, for
     the validation curve when finetune's history is missing, why there is none."""
@@ -157,6 +165,10 @@ def draw_figures(
         drawn["confusion"] = confusion_png(figures_dir / "confusion.png", confusion, task.name).name
         drawn["per_class"] = per_class_f1_png(
             figures_dir / "per_class_f1.png", per_class, task.name
+        ).name
+    if calibration is not None:
+        drawn["reliability"] = reliability_png(
+            figures_dir / "reliability.png", calibration, task.name
         ).name
     history = finetune_history(finetune_report_dir) if finetune_report_dir else None
     axes = curve_axes(history, task.metric) if history is not None else None
@@ -182,9 +194,12 @@ def write_report(
     confusion: pd.DataFrame | None,
     figures: dict[str, str] | None = None,
     interval: dict[str, Any] | None = None,
+    calibration: dict[str, Any] | None = None,
+    mistakes: pd.DataFrame | None = None,
 ) -> None:
     """report.md: the headline (the task's metric with its interval), the scores, per class,
-    the confusion matrix and the pictures."""
+    the confusion matrix, the calibration (ECE before and after temperature scaling, the
+    reliability diagram, the most confident mistakes) and the pictures."""
     figures = figures or {}
 
     def picture(key: str, alt: str) -> list[str]:
@@ -232,6 +247,8 @@ def write_report(
             "",
             *picture("confusion", "confusion matrix"),
         ]
+    if calibration is not None:
+        lines += calibration_lines(calibration, mistakes, picture("reliability", "reliability"))
     if figures:
         lines += ["## Validation during finetune", ""]
         lines += picture("validation", "finetune validation curve") or [
@@ -239,6 +256,70 @@ def write_report(
             "",
         ]
     write_text(path, "\n".join(lines))
+
+
+MISTAKES_SHOWN = 10  # the most confident wrong predictions listed in report.md
+EXCERPT = 120  # characters of a text shown in that table
+
+
+def confident_mistakes(
+    test: pd.DataFrame, actual: list, predicted: list, probs: np.ndarray
+) -> pd.DataFrame:
+    """The wrong predictions made with the highest probability, the surest first."""
+    confidence = probs.max(axis=-1)
+    rows = pd.DataFrame(
+        {
+            "text": test["text"].to_numpy(),
+            "gold": actual,
+            "predicted": predicted,
+            "probability": confidence,
+        }
+    )
+    wrong = rows[rows["gold"] != rows["predicted"]]
+    return wrong.sort_values("probability", ascending=False, kind="stable").head(MISTAKES_SHOWN)
+
+
+def calibration_lines(
+    calibration: dict[str, Any], mistakes: pd.DataFrame | None, picture: list[str]
+) -> list[str]:
+    """report.md's calibration section."""
+    t = calibration["temperature"]
+    lines = [
+        "## Calibration",
+        "",
+        f"Probabilities are the softmax of the scores divided by a temperature T = {t:.3f}, "
+        "fitted on the validation split at the end of finetune (temperature scaling; the "
+        "predicted class does not change). Expected calibration error on the test split, 10 "
+        "equal-width confidence bins:",
+        "",
+        markdown_table(
+            ["probabilities", "ECE"],
+            [
+                ["raw softmax (T = 1)", calibration["ece_uncalibrated"]],
+                [f"temperature-scaled (T = {t:.3f})", calibration["ece"]],
+            ],
+        ),
+        "",
+        *picture,
+    ]
+    if mistakes is not None and len(mistakes):
+        lines += [
+            "### The most confident mistakes",
+            "",
+            markdown_table(
+                ["text", "gold", "predicted", "probability"],
+                [
+                    [excerpt(r.text), r.gold, r.predicted, r.probability]
+                    for r in mistakes.itertuples(index=False)
+                ],
+            ),
+            "",
+        ]
+    return lines
+
+
+def excerpt(text: str) -> str:
+    return text if len(text) <= EXCERPT else text[: EXCERPT - 1].rstrip() + "…"
 
 
 def generation(
@@ -313,10 +394,11 @@ def model_scores(
     )
 
 
-def class_probabilities(scores: np.ndarray) -> np.ndarray:
+def class_probabilities(scores: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     """Each class's probability: the softmax of an encoder's logits, or of a seq2seq model's
-    label-word log-likelihoods (the label words renormalised among themselves)."""
-    return torch.softmax(torch.from_numpy(scores), dim=-1).numpy()
+    label-word log-likelihoods (the label words renormalised among themselves), the scores
+    divided by the model's temperature first (bertfit.calibration)."""
+    return probabilities(scores, temperature).astype(scores.dtype)
 
 
 def evaluate(
@@ -354,6 +436,7 @@ def evaluate(
 
     generated = generation(trained, task, dataset, params, y_true)
     metrics |= generated["metrics"]
+    calibration = mistakes = None
     if problem == "regression":
         per_class: dict[str, dict[str, float]] = {}
         actual, predicted = y_true.tolist(), logits[:, 0].tolist()
@@ -361,7 +444,10 @@ def evaluate(
         confusion = None
     else:
         y_pred = logits.argmax(axis=-1)
-        probs = class_probabilities(logits)
+        temperature = trained.manifest.temperature
+        probs = class_probabilities(logits, temperature)
+        calibration = calibration_record(logits, y_true, temperature)
+        metrics |= {"ece": calibration["ece"], "ece_uncalibrated": calibration["ece_uncalibrated"]}
         per_class = per_class_metrics(y_true, y_pred, labels)
         actual = [labels[i] for i in y_true]
         predicted = [labels[i] for i in y_pred]
@@ -369,6 +455,7 @@ def evaluate(
             pd.Categorical(actual, labels), pd.Categorical(predicted, labels), dropna=False
         )
         predictions = test.assign(predicted=predicted, confidence=probs.max(axis=-1))
+        mistakes = confident_mistakes(test, actual, predicted, probs)
     if generated["texts"] is not None:
         predictions = predictions.assign(generated=generated["texts"])
 
@@ -380,7 +467,10 @@ def evaluate(
     if seconds is not None:
         record["wall_s"] = seconds
     record["params"] = params.model_dump(mode="json")
-    write_record(report_dir, record, [*scores, *generated["metrics"]])
+    if calibration is not None:
+        record["calibration"] = calibration
+    ece = ["ece"] if calibration is not None else []
+    write_record(report_dir, record, [*scores, *generated["metrics"], *ece])
     write_json(report_dir / "per_class.json", per_class)
     write_csv(  # classification: the confusion plot's rows; regression: actual against predicted
         report_dir / "confusion.csv",
@@ -388,7 +478,14 @@ def evaluate(
         ["actual", "predicted"],
     )
     figures = draw_figures(
-        report_dir / FIGURES, task, per_class, confusion, actual, predicted, finetune_report_dir
+        report_dir / FIGURES,
+        task,
+        per_class,
+        confusion,
+        actual,
+        predicted,
+        finetune_report_dir,
+        calibration,
     )
     write_report(
         report_dir / "report.md",
@@ -401,6 +498,8 @@ def evaluate(
         confusion,
         figures,
         interval,
+        calibration,
+        mistakes,
     )
     log.info("test scores: %s", ", ".join(f"{k} {v:.4g}" for k, v in scores.items()))
     line = headline_text(task.name, task.metric, scores[task.metric], interval)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -130,4 +131,33 @@ def regression_png(
         ax.set_xlabel("actual")
         ax.set_ylabel("predicted")
         ax.set_title(f"{task}: actual vs predicted (test)")
+        return save_png(fig, path)
+
+
+def reliability_png(path: Path, calibration: Mapping[str, Any], task: str) -> Path:
+    """The reliability diagram: per confidence bin, how often the prediction is right, before
+    and after temperature scaling, against the diagonal of perfect calibration."""
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(5.5, 3.6), layout="constrained")
+        ax = fig.subplots()
+        ax.plot([0, 1], [0, 1], color="#999999", linestyle="--", linewidth=1, label="calibrated")
+        shown = (
+            ("bins_uncalibrated", "ece_uncalibrated", "raw softmax", "#c44e52"),
+            ("bins", "ece", f"T = {calibration['temperature']:.2f}", "#4c72b0"),
+        )
+        for bins_key, ece_key, name, color in shown:
+            bins = [b for b in calibration[bins_key] if b["count"]]
+            ax.plot(
+                [b["confidence"] for b in bins],
+                [b["accuracy"] for b in bins],
+                marker="o",
+                color=color,
+                label=f"{name} (ECE {calibration[ece_key]:.3f})",
+            )
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("mean confidence in the bin (10 equal-width bins)")
+        ax.set_ylabel("share right in the bin")
+        ax.legend(loc="upper left")
+        ax.set_title(f"{task}: reliability on the test split")
         return save_png(fig, path)

@@ -88,6 +88,8 @@ def card_data(
     ]
     return ModelCardData(
         model_name=model_name,
+        # the base's licence binds the fine-tuned weights too (the data's terms are its source's)
+        license=(base.get("license") or "").lower() or None,
         base_model=base.get("hub_id"),
         language=base.get("language"),
         library_name="transformers" if manifest.method == "full" else "peft",
@@ -236,6 +238,19 @@ def finetune_step(entry: dict[str, Any], metrics: dict[str, Any]) -> str:
         f"{entry['seed']}; inputs of {entry['max_seq_length']} tokens, truncation "
         f"{truncation}; started from {start}. Selected on validation "
         f"{metrics['selected_on']}: {kept}."
+        + calibration_text(metrics.get("calibration"))
+    )
+
+
+def calibration_text(calibration: dict[str, Any] | None) -> str:
+    """The temperature the probabilities are divided by, and what it did on validation."""
+    if not calibration:
+        return ""
+    return (
+        f" Probabilities are temperature-scaled (T = {calibration['temperature']:.3f}, fitted "
+        f"on validation; expected calibration error there {calibration['ece_uncalibrated']:.4f} "
+        f"→ {calibration['ece']:.4f}, 10 bins): `bertfit predict` applies it; a plain "
+        f"`pipeline()` shows the raw softmax."
     )
 
 

@@ -279,7 +279,7 @@ def prediction_columns(
     scores = model_scores(trained, dataset, task, batch_size, bf16, disable_progress)
     if task.problem == "regression":
         return {"score": scores[:, 0].astype(float)}
-    probs = class_probabilities(scores).astype(float)
+    probs = class_probabilities(scores, trained.manifest.temperature).astype(float)
     columns: dict[str, Any] = {"prediction": [task.labels[i] for i in scores.argmax(-1)]}
     return columns | {f"prob_{label}": probs[:, i] for i, label in enumerate(task.labels)}
 

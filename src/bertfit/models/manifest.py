@@ -49,6 +49,9 @@ class Manifest:
     base_fingerprint: str | None = None
     # the stages that made the directory, oldest first: {"stage": name, "ran": bool, ...}
     recipe: list[dict[str, Any]] = field(default_factory=list)
+    # classification: the scores are divided by it before the softmax (bertfit.calibration;
+    # fitted on validation by finetune); 1.0 = the raw softmax
+    temperature: float = 1.0
 
     def __post_init__(self) -> None:
         if self.head not in HEADS:
@@ -76,6 +79,7 @@ class Manifest:
             method=data.get("method", "full"),
             base_fingerprint=data.get("base_fingerprint"),
             recipe=data.get("recipe") or [],
+            temperature=float(data.get("temperature", 1.0)),
             preprocessing=Preprocessing(**prep) if prep else None,
             task=task_from_info(task) if task else None,
             head_config=data.get("head_config") or {},

@@ -20,15 +20,18 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from peft import PeftConfig
 from torch import nn
 from transformers import TrainerCallback, TrainingArguments, set_seed
 
+from bertfit.calibration import calibration_record, fit_temperature
 from bertfit.data.encoding import Preprocessing
 from bertfit.data.splits import subsample
 from bertfit.data.tasks import Task
+from bertfit.inference import predict_scores
 from bertfit.model_card import README_FILE, model_card
 from bertfit.models.adapters import (
     BASE_DIR,
@@ -518,6 +521,10 @@ def finetune(
         selection, started, params, trainer, trained, output, len(train_ds), length, inputs
     )
     metrics["validation_examples"] = len(validation.dataset)
+    if task.problem == "classification":
+        with phase("calibration"):
+            metrics["calibration"] = validation_calibration(selection, trained, args.bf16)
+        manifest = replace(manifest, temperature=metrics["calibration"]["temperature"])
     # the card's values are metrics.json's and run.json's, read as they will be read
     card = model_card(manifest, task, json_values(metrics))
 
@@ -532,6 +539,29 @@ def finetune(
     core.write_reports(report_dir, metrics, keys, params, live)
     headline(finetune_headline(task, selection, metrics))
     return metrics
+
+
+def validation_calibration(selection: Selection, model: nn.Module, bf16: bool) -> dict[str, Any]:
+    """The temperature that calibrates the kept model's probabilities on the validation split
+    (bertfit.calibration), with the validation ECE before and after it."""
+    (validation,) = selection.sets
+    scores = predict_scores(
+        selection.model_for(model, validation.task.name),
+        validation.dataset,
+        selection.batch_size,
+        selection.collator,
+        selection.score[validation.task.name],
+        bf16,
+    )
+    labels = np.asarray(validation.dataset["labels"])
+    record = calibration_record(scores, labels, fit_temperature(scores, labels))
+    log.info(
+        "calibration on validation: temperature %.3f, ECE %.4f -> %.4f",
+        record["temperature"],
+        record["ece_uncalibrated"],
+        record["ece"],
+    )
+    return {k: record[k] for k in ("temperature", "ece_uncalibrated", "ece")}
 
 
 def finetune_headline(task: Task, selection: Selection, metrics: dict[str, Any]) -> str:
