@@ -237,8 +237,7 @@ def finetune_step(entry: dict[str, Any], metrics: dict[str, Any]) -> str:
         f"{entry['batch_size']}, {rate}, layer-wise decay {entry['layer_decay']:g}, seed "
         f"{entry['seed']}; inputs of {entry['max_seq_length']} tokens, truncation "
         f"{truncation}; started from {start}. Selected on validation "
-        f"{metrics['selected_on']}: {kept}."
-        + calibration_text(metrics.get("calibration"))
+        f"{metrics['selected_on']}: {kept}." + calibration_text(metrics.get("calibration"))
     )
 
 
