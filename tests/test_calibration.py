@@ -82,8 +82,8 @@ def test_finetune_fits_it_and_evaluate_and_predict_apply_it(
     assert (tmp_path / "ev" / "figures" / "reliability.png").stat().st_size > 0
     # predict gives the same calibrated probabilities evaluate reports
     out = predict_frame(load_trained(tmp_path / "model"), test, batch_size=8)
-    probs = out[[f"prob_{label}" for label in task.labels]].to_numpy()
-    np.testing.assert_allclose(probs.max(axis=1), predictions["confidence"], atol=1e-6)
+    columns = [f"prob_{label}" for label in task.labels]
+    np.testing.assert_allclose(out[columns].to_numpy(), predictions[columns].to_numpy(), atol=1e-6)
 
 
 def test_the_card_names_the_bases_licence_and_parses() -> None:

@@ -128,7 +128,7 @@ def test_glue_entry_runs_with_its_official_metric(
         config = AutoConfig.from_pretrained(c.model)
         assert (config.num_labels, config.problem_type) == (1, "regression")
         predictions = pd.read_parquet(c.predictions)
-        assert predictions["predicted"].dtype == float and "confidence" not in predictions
+        assert predictions["score"].dtype == float and "prediction" not in predictions
 
 
 def test_pair_task_without_its_second_column_is_an_error(

@@ -124,13 +124,14 @@ def test_predictions_equal_evaluates_on_the_same_rows(
     assert out["text"].tolist() == rows["text"].tolist() and out["id"].tolist() == list(range(24))
     if task.problem == "regression":
         assert list(out.columns) == [*given.columns, "score"]
-        np.testing.assert_allclose(out["score"], expected["predicted"], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(out["score"], expected["score"], rtol=1e-5, atol=1e-6)
         return
     probs = out[["prob_no", "prob_yes"]].to_numpy()
     assert list(out.columns) == [*given.columns, "prediction", "prob_no", "prob_yes"]
-    assert out["prediction"].tolist() == expected["predicted"].tolist()
+    assert out["prediction"].tolist() == expected["prediction"].tolist()
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
-    np.testing.assert_allclose(probs.max(axis=1), expected["confidence"], atol=1e-6)
+    # evaluate's predictions file has predict's columns and values
+    np.testing.assert_allclose(probs, expected[["prob_no", "prob_yes"]].to_numpy(), atol=1e-6)
     assert (np.asarray(TOY.labels)[probs.argmax(axis=1)] == out["prediction"]).all()
 
 
@@ -215,7 +216,7 @@ def test_sentence_pairs_are_asked_for_and_refused_as_the_task_says(
         tmp_path / "pairs.csv", pair_dir, pair_column="second", batch_size=8, mixed_precision="no"
     )
     expected = evaluated(pair_dir, TOY, rows[["text", "text_pair", "label"]], tmp_path)
-    assert pd.read_csv(written)["prediction"].tolist() == expected["predicted"].tolist()
+    assert pd.read_csv(written)["prediction"].tolist() == expected["prediction"].tolist()
 
 
 def write_csv(path: Path, text: str) -> Path:

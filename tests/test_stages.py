@@ -226,9 +226,9 @@ def test_text_to_text_chain_from_scratch(
     metrics = json.loads((c.ev_reports / "metrics.json").read_text())
     predictions = pd.read_parquet(c.predictions)
     labels = json.loads((c.data / "tasks" / "trec" / "labels.json").read_text())["labels"]
-    assert set(predictions["predicted"]) <= set(labels)  # ranking: always a valid label
+    assert set(predictions["prediction"]) <= set(labels)  # ranking: always a valid label
     assert metrics["accuracy"] == pytest.approx(
-        accuracy_score(predictions["label"], predictions["predicted"])
+        accuracy_score(predictions["label"], predictions["prediction"])
     )
     assert 0 <= metrics["generate_valid_share"] <= 1
     words = ["person", "place", *[x for x in labels if x not in ("HUM", "LOC")]]
@@ -300,7 +300,7 @@ def test_chain_on_tiny_model(
 
     metrics = json.loads((c.ev_reports / "metrics.json").read_text())
     predictions = pd.read_parquet(c.predictions)
-    actual, predicted = predictions["label"], predictions["predicted"]
+    actual, predicted = predictions["label"], predictions["prediction"]
     assert metrics["accuracy"] == pytest.approx(accuracy_score(actual, predicted))
     macro_f1 = f1_score(actual, predicted, average="macro", zero_division=0)
     assert metrics["macro_f1"] == pytest.approx(macro_f1)
@@ -365,7 +365,7 @@ def test_chain_on_tiny_model(
     confusion = pd.read_csv(c.ev_reports / "confusion.csv")
     assert list(confusion.columns) == ["actual", "predicted"]
     assert confusion["actual"].tolist() == [r["label"] for r in trec_sample["test"]]
-    assert (predictions["predicted"] == confusion["predicted"]).all()
+    assert (predictions["prediction"] == confusion["predicted"]).all()
     report = (c.ev_reports / "report.md").read_text()
     assert "| accuracy |" in report
     # its pictures: the confusion matrix, F1 per class, and the curve from finetune's history

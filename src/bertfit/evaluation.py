@@ -412,7 +412,8 @@ def evaluate(
 
     finetune_report_dir: where finetune wrote its validation history, for the report's curve.
 
-    Returns the metrics and every test row with its prediction (and confidence).
+    Returns the metrics and every test row with its prediction, in the columns bertfit predict
+    writes (`prediction` and `prob_<label>`, or `score` for regression).
     """
     check_writable(report_dir)
     trained = load_trained(model_dir)
@@ -440,7 +441,7 @@ def evaluate(
     if problem == "regression":
         per_class: dict[str, dict[str, float]] = {}
         actual, predicted = y_true.tolist(), logits[:, 0].tolist()
-        predictions = test.assign(predicted=predicted)
+        predictions = test.assign(score=predicted)  # the columns bertfit predict writes
         confusion = None
     else:
         y_pred = logits.argmax(axis=-1)
@@ -454,7 +455,9 @@ def evaluate(
         confusion = pd.crosstab(
             pd.Categorical(actual, labels), pd.Categorical(predicted, labels), dropna=False
         )
-        predictions = test.assign(predicted=predicted, confidence=probs.max(axis=-1))
+        # the columns bertfit predict writes: the label, then each class's probability
+        columns = {f"prob_{label}": probs[:, i].astype(float) for i, label in enumerate(labels)}
+        predictions = test.assign(prediction=predicted, **columns)
         mistakes = confident_mistakes(test, actual, predicted, probs)
     if generated["texts"] is not None:
         predictions = predictions.assign(generated=generated["texts"])
