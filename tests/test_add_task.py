@@ -197,3 +197,17 @@ def test_ablate_estimates_its_experiments_from_one_measurement(project: Path) ->
     assert line.startswith("estimated wall time on this machine: about ")
     assert "for 4 experiments, one at a time (2 run collect, pretrain and multitask;" in line
     assert "masked-LM step" in line  # measured although params.yaml's own corpus may be none
+
+
+def test_plan_warns_of_a_warm_up_as_long_as_the_run(project: Path) -> None:
+    add_task.add_task(arguments(project))
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["finetune"] |= {"warmup_ratio": None, "warmup_steps": 100000}
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    made = plan.make_plan(project / "params.yaml", measure=False)
+    finetune = next(s for s in made.stages if s.name == "finetune").summary
+    assert any(
+        w.startswith("finetune.warmup_steps 100000 is as long as the run (")
+        and "the learning rate never reaches finetune.learning_rate" in w
+        for w in made.warnings
+    ), (made.warnings, finetune)

@@ -250,6 +250,17 @@ def _percentile(values: Any, q: float) -> float:
     return float(np.percentile(values, q))
 
 
+def warmup_warnings(runs: list[tuple[str, Any, int]]) -> list[str]:
+    """A warm-up in steps as long as the stage's run: its rate never reaches learning_rate."""
+    return [
+        f"{section}.warmup_steps {params.warmup_steps} is as long as the run ({steps} steps): "
+        f"the learning rate never reaches {section}.learning_rate; set it below {steps}, or use "
+        f"warmup_ratio"
+        for section, params, steps in runs
+        if params.warmup_steps is not None and params.warmup_steps >= steps > 0
+    ]
+
+
 def split_warnings(name: str, task: Any) -> list[str]:
     """Splits too small for their purpose (this module's docstring)."""
     warnings = []
@@ -435,7 +446,14 @@ def make_plan(
         StagePlan("evaluate", f"{len(test_df):,} test texts"),
     ]
     data = data_lines(inputs.target, target, lengths, model.max_seq_length)
-    plan = Plan(params_file, inputs.target, data, stages, split_warnings(inputs.target, target))
+    warnings = split_warnings(inputs.target, target)
+    trained = [("finetune", finetune, length.steps)]
+    if pretrain.corpus != "none":
+        trained.append(("pretrain", pretrain, pretrain.max_steps))
+    if multitask.enabled:
+        trained.append(("multitask", multitask, multitask.max_steps))
+    warnings += warmup_warnings(trained)
+    plan = Plan(params_file, inputs.target, data, stages, warnings)
     if costs is None:
         if not measure:
             return plan
