@@ -26,6 +26,7 @@ COMMANDS = {
         "what `dvc repro` will do with the current params, and how long it takes here",
     ),
     "predict": ("bertfit.predict", "label the texts of a file with a trained model"),
+    "serve": ("bertfit.serve", "serve a trained model over HTTP (POST /predict, batched)"),
     "ablate": (
         "bertfit.ablate",
         "the paper's variants x seeds as DVC experiments, and their table",
