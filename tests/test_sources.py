@@ -18,7 +18,7 @@ from bertfit.data.sources import (
     read_line_files,
     read_table,
 )
-from bertfit.data.splits import prepare_task
+from bertfit.data.splits import PreparedTask, prepare_task
 from bertfit.params import (
     CollectParams,
     FilesSource,
@@ -377,6 +377,16 @@ def test_blank_labels_are_missing_and_fail_with_rows(tmp_path: Path) -> None:
     assert task.counts["missing_label_removed_train"] == 2
 
 
+def collected(tmp_path: Path, train: str, ratio: float) -> PreparedTask:
+    """The file `train` as collect reads and prepares it (validation and test: `ratio` each)."""
+    source = FilesSource(kind="files", train=train)
+    spec = TaskSpec(domain="test", source=source, split=SplitSpec(validation_ratio=ratio,
+                                                                  test_ratio=ratio))  # fmt: skip
+    params = CollectParams(seed=0, max_empty_ratio=0.1, max_missing_label_ratio=0.0,
+                           corpus_heldout_ratio=0.1, warn_unknown_token_share=0.1)  # fmt: skip
+    return read_and_prepare("toy", spec, params, tmp_path)
+
+
 def test_a_class_named_none_stays_a_class_with_a_warning(
     tmp_path: Path, trec_sample: dict, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -384,12 +394,8 @@ def test_a_class_named_none_stays_a_class_with_a_warning(
     texts = [r["text"] for r in trec_sample["train"][:60]]
     labels = ["None", "NaN", "ok"] * 20
     pd.DataFrame({"text": texts, "label": labels}).to_csv(tmp_path / "t.csv", index=False)
-    spec = TaskSpec(domain="test", source=FilesSource(kind="files", train="t.csv"),
-                    split=SplitSpec(validation_ratio=0.2, test_ratio=0.2))  # fmt: skip
-    params = CollectParams(seed=0, max_empty_ratio=0.1, max_missing_label_ratio=0.0,
-                           corpus_heldout_ratio=0.1, warn_unknown_token_share=0.1)  # fmt: skip
     with caplog.at_level("WARNING"):
-        task = read_and_prepare("toy", spec, params, tmp_path)
+        task = collected(tmp_path, "t.csv", 0.2)
     assert task.labels == ["NaN", "None", "ok"]
     assert task.counts["missing_label_removed_train"] == 0
     assert "labels ['NaN', 'None'] (rows: {'None': 20, 'NaN': 20}) read like a missing value; " \
@@ -411,12 +417,8 @@ def test_one_number_spelled_several_ways_is_warned(
     ones = [1, 1.0, "1"] if name.endswith("jsonl") else ["1", "1.0", "01"]
     labels = [ones[i % 3] if i % 2 else 0 for i in range(60)]
     write(pd.DataFrame({"text": texts, "label": pd.Series(labels, dtype=object)}), tmp_path / name)
-    spec = TaskSpec(domain="test", source=FilesSource(kind="files", train=name),
-                    split=SplitSpec(validation_ratio=0.2, test_ratio=0.2))  # fmt: skip
-    params = CollectParams(seed=0, max_empty_ratio=0.1, max_missing_label_ratio=0.0,
-                           corpus_heldout_ratio=0.1, warn_unknown_token_share=0.1)  # fmt: skip
     with caplog.at_level("WARNING"):
-        task = read_and_prepare("toy", spec, params, tmp_path)
+        task = collected(tmp_path, name, 0.2)
     assert f"labels {spellings} all spell the number 1 " in caplog.text
     assert task.counts["labels_spelling_one_number"] == len(spellings)
 
@@ -430,12 +432,8 @@ def test_texts_under_two_labels_are_counted_and_warned(
     flipped = [("DESC" if label != "DESC" else "HUM") for label in labels[:40]]
     df = pd.DataFrame({"text": texts + texts[:40], "label": labels + flipped})
     df.to_csv(tmp_path / "t.csv", index=False)
-    spec = TaskSpec(domain="test", source=FilesSource(kind="files", train="t.csv"),
-                    split=SplitSpec(validation_ratio=0.1, test_ratio=0.1))  # fmt: skip
-    params = CollectParams(seed=0, max_empty_ratio=0.1, max_missing_label_ratio=0.0,
-                           corpus_heldout_ratio=0.1, warn_unknown_token_share=0.1)  # fmt: skip
     with caplog.at_level("WARNING"):
-        task = read_and_prepare("toy", spec, params, tmp_path)
+        task = collected(tmp_path, "t.csv", 0.1)
     assert task.counts["texts_with_conflicting_labels"] == 40
     assert "toy: 40 texts occur with different labels (80 rows)" in caplog.text
 

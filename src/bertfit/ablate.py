@@ -695,6 +695,33 @@ def queue(
     return todo
 
 
+def fail_stale(
+    names: Sequence[str],
+    now: dict[str, Any],
+    finished: set[str],
+    failed: list[str],
+    repo_dir: Path,
+) -> None:
+    """Ours still "running" with no queue worker alive: each is marked finished and failed
+    (added to `finished` and `failed`) and cleared from the queue, with the fix logged."""
+    for name in names:
+        r = now.get(name)
+        if name in finished or r is None or r.state != "running":
+            continue
+        finished.add(name)
+        failed.append(name)
+        clear_stale(name, repo_dir)
+        log.error(
+            "FAILED %d/%d: %s shows as running, but no DVC queue worker has answered for %.0f s "
+            "(killed?); it is marked failed and cleared from the queue: run the same bertfit "
+            "ablate command again to queue it anew",
+            len(finished),
+            len(names),
+            name,
+            STALE_POLLS * WORKER_EVERY * POLL_S,
+        )
+
+
 def run_queue(
     names: Sequence[str], repo_dir: Path, prefix: str, jobs: int, seed_param: str, rev: str
 ) -> list[str]:
@@ -731,22 +758,7 @@ def run_queue(
         elif polls % WORKER_EVERY == 0:
             stale_polls = stale_polls + 1 if workers_alive(repo_dir) == 0 else 0
         if stale_polls >= STALE_POLLS:
-            for name in names:
-                r = now.get(name)
-                if name in finished or r is None or r.state != "running":
-                    continue
-                finished.add(name)
-                failed.append(name)
-                clear_stale(name, repo_dir)
-                log.error(
-                    "FAILED %d/%d: %s shows as running, but no DVC queue worker has answered "
-                    "for %.0f s (killed?); it is marked failed and cleared from the queue: run "
-                    "the same bertfit ablate command again to queue it anew",
-                    len(finished),
-                    len(names),
-                    name,
-                    STALE_POLLS * WORKER_EVERY * POLL_S,
-                )
+            fail_stale(names, now, finished, failed, repo_dir)
             stale_polls = 0
         for name in names:
             r = now.get(name)

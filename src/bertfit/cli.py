@@ -208,3 +208,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     with user_errors(f"bertfit {args.command}", args.debug):
         args.run(args)
+
+
+def add_mixed_precision(parser: argparse.ArgumentParser) -> None:
+    """The --mixed-precision option of the commands that score with a model."""
+    parser.add_argument(
+        "--mixed-precision",
+        choices=("auto", "no"),
+        default="auto",
+        help="auto: bf16 autocast where the GPU or CPU has bf16 arithmetic; no: fp32",
+    )

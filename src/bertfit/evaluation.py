@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -401,6 +402,52 @@ def class_probabilities(scores: np.ndarray, temperature: float = 1.0) -> np.ndar
     return probabilities(scores, temperature).astype(scores.dtype)
 
 
+@dataclass
+class Outcome:
+    """What the test predictions are, for the report and the predictions file."""
+
+    per_class: dict[str, dict[str, float]]
+    actual: list
+    predicted: list
+    predictions: pd.DataFrame  # the test rows with bertfit predict's columns
+    confusion: pd.DataFrame | None = None  # classification only, as are the rest
+    calibration: dict[str, Any] | None = None
+    mistakes: pd.DataFrame | None = None
+
+
+def test_outcome(
+    task: Task, test: pd.DataFrame, y_true: np.ndarray, logits: np.ndarray, temperature: float
+) -> Outcome:
+    """The per-class scores, the confusion, the calibration (probabilities: the scores over
+    `temperature`) and the most confident mistakes; for regression the predicted values."""
+    labels = task.labels
+    if task.problem == "regression":
+        actual, predicted = y_true.tolist(), logits[:, 0].tolist()
+        return Outcome({}, actual, predicted, test.assign(score=predicted))
+    y_pred = logits.argmax(axis=-1)
+    probs = class_probabilities(logits, temperature)
+    actual = [labels[i] for i in y_true]
+    predicted = [labels[i] for i in y_pred]
+    confusion = pd.crosstab(
+        pd.Categorical(actual, labels), pd.Categorical(predicted, labels), dropna=False
+    )
+    predictions = test.assign(prediction=predicted, **probability_columns(labels, probs))
+    return Outcome(
+        per_class_metrics(y_true, y_pred, labels),
+        actual,
+        predicted,
+        predictions,
+        confusion,
+        calibration_record(logits, y_true, temperature),
+        confident_mistakes(test, actual, predicted, probs),
+    )
+
+
+def probability_columns(labels: list[str], probs: np.ndarray) -> dict[str, np.ndarray]:
+    """`prob_<label>` per class: the columns bertfit predict and evaluate write."""
+    return {f"prob_{label}": probs[:, i].astype(float) for i, label in enumerate(labels)}
+
+
 def evaluate(
     model_dir: Path,
     task: Task,
@@ -418,7 +465,7 @@ def evaluate(
     check_writable(report_dir)
     trained = load_trained(model_dir)
     check_model_task(model_dir, trained.task, task)
-    labels, problem = task.labels, task.problem
+    problem = task.problem
 
     test = task.split("test")
     with phase("tokenising"):
@@ -437,28 +484,11 @@ def evaluate(
 
     generated = generation(trained, task, dataset, params, y_true)
     metrics |= generated["metrics"]
-    calibration = mistakes = None
-    if problem == "regression":
-        per_class: dict[str, dict[str, float]] = {}
-        actual, predicted = y_true.tolist(), logits[:, 0].tolist()
-        predictions = test.assign(score=predicted)  # the columns bertfit predict writes
-        confusion = None
-    else:
-        y_pred = logits.argmax(axis=-1)
-        temperature = trained.manifest.temperature
-        probs = class_probabilities(logits, temperature)
-        calibration = calibration_record(logits, y_true, temperature)
+    out = test_outcome(task, test, y_true, logits, trained.manifest.temperature)
+    per_class, actual, predicted = out.per_class, out.actual, out.predicted
+    confusion, calibration, predictions = out.confusion, out.calibration, out.predictions
+    if calibration is not None:
         metrics |= {"ece": calibration["ece"], "ece_uncalibrated": calibration["ece_uncalibrated"]}
-        per_class = per_class_metrics(y_true, y_pred, labels)
-        actual = [labels[i] for i in y_true]
-        predicted = [labels[i] for i in y_pred]
-        confusion = pd.crosstab(
-            pd.Categorical(actual, labels), pd.Categorical(predicted, labels), dropna=False
-        )
-        # the columns bertfit predict writes: the label, then each class's probability
-        columns = {f"prob_{label}": probs[:, i].astype(float) for i, label in enumerate(labels)}
-        predictions = test.assign(prediction=predicted, **columns)
-        mistakes = confident_mistakes(test, actual, predicted, probs)
     if generated["texts"] is not None:
         predictions = predictions.assign(generated=generated["texts"])
 
@@ -502,7 +532,7 @@ def evaluate(
         figures,
         interval,
         calibration,
-        mistakes,
+        out.mistakes,
     )
     log.info("test scores: %s", ", ".join(f"{k} {v:.4g}" for k, v in scores.items()))
     line = headline_text(task.name, task.metric, scores[task.metric], interval)

@@ -252,12 +252,14 @@ def _percentile(values: Any, q: float) -> float:
 
 def warmup_warnings(runs: list[tuple[str, Any, int]]) -> list[str]:
     """A warm-up in steps as long as the stage's run: its rate never reaches learning_rate."""
+    from bertfit.training.trainer import warmup_outlasts_run
+
     return [
         f"{section}.warmup_steps {params.warmup_steps} is as long as the run ({steps} steps): "
         f"the learning rate never reaches {section}.learning_rate; set it below {steps}, or use "
         f"warmup_ratio"
         for section, params, steps in runs
-        if params.warmup_steps is not None and params.warmup_steps >= steps > 0
+        if warmup_outlasts_run(params.warmup_steps, steps)
     ]
 
 

@@ -36,7 +36,7 @@ from safetensors import safe_open
 from bertfit import cli
 from bertfit.data.encoding import Preprocessing
 from bertfit.data.tasks import Task
-from bertfit.evaluation import class_probabilities, model_scores
+from bertfit.evaluation import class_probabilities, model_scores, probability_columns
 from bertfit.models.family import Trained, load_trained
 from bertfit.models.manifest import MANIFEST_FILE, Manifest, read_manifest
 from bertfit.reporting import atomic_file, check_writable
@@ -279,9 +279,9 @@ def prediction_columns(
     scores = model_scores(trained, dataset, task, batch_size, bf16, disable_progress)
     if task.problem == "regression":
         return {"score": scores[:, 0].astype(float)}
-    probs = class_probabilities(scores, trained.manifest.temperature).astype(float)
+    probs = class_probabilities(scores, trained.manifest.temperature)
     columns: dict[str, Any] = {"prediction": [task.labels[i] for i in scores.argmax(-1)]}
-    return columns | {f"prob_{label}": probs[:, i] for i, label in enumerate(task.labels)}
+    return columns | probability_columns(task.labels, probs)
 
 
 def predict_frame(
@@ -411,12 +411,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size", type=cli.positive_int, default=64, help="texts per batch (default: 64)"
     )
-    parser.add_argument(
-        "--mixed-precision",
-        choices=("auto", "no"),
-        default="auto",
-        help="auto: bf16 autocast where the GPU or CPU has bf16 arithmetic; no: fp32",
-    )
+    cli.add_mixed_precision(parser)
 
 
 def run(args: argparse.Namespace) -> None:

@@ -215,12 +215,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=4096,
         help="texts waiting to be scored before requests get 503 (default: 4096)",
     )
-    parser.add_argument(
-        "--mixed-precision",
-        choices=("auto", "no"),
-        default="auto",
-        help="auto: bf16 autocast where the hardware has it; no: fp32",
-    )
+    cli.add_mixed_precision(parser)
 
 
 def run(args: argparse.Namespace) -> None:

@@ -20,7 +20,6 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 from peft import PeftConfig
@@ -31,7 +30,6 @@ from bertfit.calibration import calibration_record, fit_temperature
 from bertfit.data.encoding import Preprocessing
 from bertfit.data.splits import subsample
 from bertfit.data.tasks import Task
-from bertfit.inference import predict_scores
 from bertfit.model_card import README_FILE, model_card
 from bertfit.models.adapters import (
     BASE_DIR,
@@ -545,15 +543,7 @@ def validation_calibration(selection: Selection, model: nn.Module, bf16: bool) -
     """The temperature that calibrates the kept model's probabilities on the validation split
     (bertfit.calibration), with the validation ECE before and after it."""
     (validation,) = selection.sets
-    scores = predict_scores(
-        selection.model_for(model, validation.task.name),
-        validation.dataset,
-        selection.batch_size,
-        selection.collator,
-        selection.score[validation.task.name],
-        bf16,
-    )
-    labels = np.asarray(validation.dataset["labels"])
+    labels, scores = selection.set_scores(model, validation, bf16)
     record = calibration_record(scores, labels, fit_temperature(scores, labels))
     log.info(
         "calibration on validation: temperature %.3f, ECE %.4f -> %.4f",

@@ -146,20 +146,26 @@ class Selection:
     def key(self) -> str:
         return MEAN_KEY if self.per_task_columns else self.sets[0].metric
 
+    def set_scores(
+        self, model: nn.Module, s: ValidationSet, bf16: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One validation set's labels and the model's scores on it."""
+        logits = predict_scores(
+            self.model_for(model, s.task.name),
+            s.dataset,
+            self.batch_size,
+            self.collator,
+            self.score[s.task.name],
+            bf16,
+        )
+        return np.asarray(s.dataset["labels"]), logits
+
     def scores(self, model: nn.Module, bf16: bool) -> dict[str, float]:
         """Every validation set's metrics and loss, and the selection value."""
         row: dict[str, float] = {}
         chosen, errors = [], []
         for s in self.sets:
-            logits = predict_scores(
-                self.model_for(model, s.task.name),
-                s.dataset,
-                self.batch_size,
-                self.collator,
-                self.score[s.task.name],
-                bf16,
-            )
-            labels = np.asarray(s.dataset["labels"])
+            labels, logits = self.set_scores(model, s, bf16)
             values = {"loss": score_loss(s.task.problem, labels, logits)}
             values |= task_metrics(s.task.problem, labels, logits, s.task.positive_id)
             prefix = f"{s.task.name}_" if self.per_task_columns else ""

@@ -508,13 +508,19 @@ def plan_line(stage: str, args: TrainingArguments, examples: int, data: str, **d
     )
 
 
+def warmup_outlasts_run(warmup_steps: int | None, steps: int) -> bool:
+    """A warm-up in steps as long as the run: the rate never reaches learning_rate. The stage
+    warns at its plan line (warn_long_warmup), `bertfit plan` among its warnings."""
+    return warmup_steps is not None and warmup_steps >= steps > 0
+
+
 def warn_long_warmup(stage: str, args: TrainingArguments, steps: int) -> None:
     """Warm-up as long as the run: the rate never reaches learning_rate (warmup_steps 100000 on
     a 12-step run trains at almost nothing, with no error anywhere)."""
     warmup = args.warmup_steps
     if isinstance(warmup, float) and warmup < 1:  # transformers 5: a ratio of the steps
         return
-    if warmup >= steps > 0:
+    if warmup_outlasts_run(warmup, steps):
         section = stage.split()[0]
         log.warning(
             "%s: warm-up of %d steps is as long as the run (%d steps): the learning rate never "
