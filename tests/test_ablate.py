@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from bertfit import ablate, cli
+from bertfit import cli
+from bertfit.ablate import AblateError, command, experiments, plan, queue, report, statistics
 from tests.ablate_project import build
 
 FIXTURE = Path(__file__).parent / "data" / "ablate_exp_show.json"
@@ -32,7 +33,7 @@ def show() -> list[dict]:
 
 
 def test_mean_std_and_interval_of_three_values_by_hand() -> None:
-    s = ablate.summarize([0.20, 0.22, 0.21])
+    s = statistics.summarize([0.20, 0.22, 0.21])
     # mean 0.63 / 3; deviations -0.01, 0.01, 0: variance 0.0002 / 2; half-width t * s / sqrt(3)
     assert s.n == 3
     assert s.mean == pytest.approx(0.21, abs=1e-12)
@@ -43,27 +44,27 @@ def test_mean_std_and_interval_of_three_values_by_hand() -> None:
 
 
 def test_two_values_use_one_degree_of_freedom() -> None:
-    s = ablate.summarize([0.19, 0.20])
+    s = statistics.summarize([0.19, 0.20])
     assert s.mean == pytest.approx(0.195)
     assert s.std == pytest.approx(math.sqrt(0.00005))  # (0.005² + 0.005²) / 1
     assert s.high - s.mean == pytest.approx(T_DF1 * math.sqrt(0.00005) / math.sqrt(2), abs=1e-5)
 
 
 def test_one_value_has_no_spread_and_the_table_says_so() -> None:
-    s = ablate.summarize([0.3])
+    s = statistics.summarize([0.3])
     assert (s.n, s.mean, s.std, s.low, s.high) == (1, 0.3, None, None, None)
-    group = ablate.Group("mr", "FiT", None, s, (42,), None, ())
-    row = ablate.table_rows([group])[0]
+    group = statistics.Group("mr", "FiT", None, s, (42,), None, ())
+    row = report.table_rows([group])[0]
     assert row[3:6] == ["1", "30.00 ± –", "– (n = 1: no interval)"]
-    with pytest.raises(ablate.AblateError):
-        ablate.summarize([])
+    with pytest.raises(AblateError):
+        statistics.summarize([])
 
 
 # --- reading dvc exp show --json ---------------------------------------------------------------
 
 
 def test_the_fixture_is_read_by_params_not_names() -> None:
-    results = ablate.read_experiments(show(), "ablate")
+    results = experiments.read_experiments(show(), "ablate")
     assert len(results) == 15
     failed = [r for r in results if r.state == "failed"]
     assert [r.name for r in failed] == ["ablate-mfit-fit-nall-s44"]
@@ -74,12 +75,12 @@ def test_the_fixture_is_read_by_params_not_names() -> None:
     itpt = {(r.samples, r.seed): r for r in results if r.variant == "ITPT-FiT"}
     assert itpt[(100, 43)].error_rate == pytest.approx(0.33)
     assert itpt[(None, 44)].train_examples == 1000
-    assert ablate.read_experiments(show(), "other") == []
+    assert experiments.read_experiments(show(), "other") == []
 
 
 def test_the_fixture_table_matches_hand_computed_values() -> None:
-    groups = ablate.group(ablate.read_experiments(show(), "ablate"))
-    rows = {(row[1], row[2]): row for row in ablate.table_rows(groups)}
+    groups = statistics.group(experiments.read_experiments(show(), "ablate"))
+    rows = {(row[1], row[2]): row for row in report.table_rows(groups)}
     assert list(rows) == [
         ("FiT", "100"),
         ("FiT", "all (1,000)"),
@@ -108,13 +109,13 @@ def test_a_rerun_success_outranks_the_earlier_failure() -> None:
     retry = json.loads(json.dumps(success))
     retry["name"] = retry["revs"][0]["name"] = failed["name"]
     data[1]["experiments"] = [failed, retry, *entries]
-    result = {r.name: r for r in ablate.read_experiments(data, "ablate")}
+    result = {r.name: r for r in experiments.read_experiments(data, "ablate")}
     assert result["ablate-mfit-fit-nall-s44"].state == "success"
 
 
 def test_report_files_and_the_curve(tmp_path: Path) -> None:
-    results, text = ablate.write_report(
-        show(), tmp_path, "ablate", None, ablate.DEFAULT_METRICS_FILE, "finetune.seed", 12.0
+    results, text = report.write_report(
+        show(), tmp_path, "ablate", None, experiments.DEFAULT_METRICS_FILE, "finetune.seed", 12.0
     )
     assert (tmp_path / "ablation.md").read_text() == text
     assert "`ablate-mfit-fit-nall-s44`: failed; log: `dvc queue logs " in text
@@ -124,32 +125,32 @@ def test_report_files_and_the_curve(tmp_path: Path) -> None:
     assert len(saved["experiments"]) == len(results) == 15
     assert len(saved["groups"]) == 5
     # only variants run at one number of examples: no curve to draw
-    groups = [g for g in ablate.group(results) if g.variant == "MFiT-FiT"]
-    assert not ablate.plot_curve(groups, None, tmp_path / "none.png")
+    groups = [g for g in statistics.group(results) if g.variant == "MFiT-FiT"]
+    assert not report.plot_curve(groups, None, tmp_path / "none.png")
 
 
 # --- variants, plan, arguments -----------------------------------------------------------------
 
 
 def test_variants_map_to_the_papers_params() -> None:
-    assert ablate.VARIANTS["FiT"] == {"pretrain.corpus": "none", "multitask.enabled": False}
-    assert ablate.VARIANTS["ITPT-MFiT-FiT"] == {
+    assert plan.VARIANTS["FiT"] == {"pretrain.corpus": "none", "multitask.enabled": False}
+    assert plan.VARIANTS["ITPT-MFiT-FiT"] == {
         "pretrain.corpus": "within_task",
         "multitask.enabled": True,
     }
     for name in ("itpt", "ITPT-FiT", "mfit", "ITPT-MFiT", "cdpt-fit"):
-        variant = ablate.resolve_variant(name)
-        assert ablate.variant_of(*ablate.VARIANTS[variant].values()) == variant
-    assert ablate.variant_of("none", "yes") == "pretrain.corpus=none, multitask.enabled=yes"
+        variant = plan.resolve_variant(name)
+        assert plan.variant_of(*plan.VARIANTS[variant].values()) == variant
+    assert plan.variant_of("none", "yes") == "pretrain.corpus=none, multitask.enabled=yes"
 
 
 def test_unknown_variant_lists_the_valid_ones() -> None:
-    with pytest.raises(ablate.AblateError, match="valid variants: FiT, ITPT-FiT, IDPT-FiT"):
-        ablate.resolve_variant("DAPT")
+    with pytest.raises(AblateError, match="valid variants: FiT, ITPT-FiT, IDPT-FiT"):
+        plan.resolve_variant("DAPT")
 
 
 def test_plan_sets_variant_seed_and_examples_once_per_run() -> None:
-    planned = ablate.plan(
+    planned = plan.plan(
         ["FiT", "ITPT-FiT"],
         [42, 43],
         ["finetune.seed", "pretrain.seed"],
@@ -179,13 +180,13 @@ def test_plan_sets_variant_seed_and_examples_once_per_run() -> None:
 
 
 def test_bad_overrides_and_sample_numbers_are_refused() -> None:
-    with pytest.raises(ablate.AblateError, match="ablate sets this itself"):
-        ablate.parse_set(["pretrain.corpus=none"], ablate.VARIANTS["FiT"])
-    with pytest.raises(ablate.AblateError, match="expected key=value"):
-        ablate.parse_set(["finetune.seed"], [])
-    assert ablate.parse_samples("ALL") is None
-    with pytest.raises(ablate.AblateError, match="neither a positive number nor 'all'"):
-        ablate.parse_samples("-5")
+    with pytest.raises(AblateError, match="ablate sets this itself"):
+        plan.parse_set(["pretrain.corpus=none"], plan.VARIANTS["FiT"])
+    with pytest.raises(AblateError, match="expected key=value"):
+        plan.parse_set(["finetune.seed"], [])
+    assert plan.parse_samples("ALL") is None
+    with pytest.raises(AblateError, match="neither a positive number nor 'all'"):
+        plan.parse_samples("-5")
 
 
 def test_the_command_prints_one_line_errors(tmp_path: Path) -> None:
@@ -201,13 +202,13 @@ def test_table_only_rebuilds_from_dvc_exp_show_and_reports_failures(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     asked = []
-    monkeypatch.setattr(ablate, "exp_show", lambda repo_dir, revs=(): asked.append(revs) or show())
+    monkeypatch.setattr(command, "exp_show", lambda repo_dir, revs=(): asked.append(revs) or show())
     cli.main(["ablate", "--table-only", "--out-dir", str(tmp_path)])  # a rebuild: exit 0
     out = capsys.readouterr().out
     assert "| mr | FiT | all (1,000) | 3 | 21.00 ± 1.00 |" in out
     assert (tmp_path / "learning_curve.png").is_file()
     # the experiments' commit, for a rebuild after later commits
-    (baseline,) = ablate.baseline_revs(show())
+    (baseline,) = experiments.baseline_revs(show())
     assert f"--table-only --name ablate --rev {baseline[:12]}`" in out
     cli.main(["ablate", "--table-only", "--rev", baseline[:12], "--out-dir", str(tmp_path)])
     cli.main(["ablate", "--table-only", "--rev", "a1", "b2", "--out-dir", str(tmp_path)])
@@ -226,7 +227,7 @@ def test_queue_runs_reports_a_failure_and_retries_it(
     """The tiny project lists no error for MFiT-FiT seed 44, so that run fails; after the
     table lists it, an edited errors.json and the same command queue only it again."""
     repo = build(tmp_path / "repo")
-    monkeypatch.setattr(ablate, "POLL_S", 1.0)
+    monkeypatch.setattr(queue, "POLL_S", 1.0)
     caplog.set_level(logging.INFO, logger="bertfit.ablate")
     args = ["--repo", str(repo), "--out-dir", str(repo / "out"), "--name", "t"]
     args += ["--variants", "FiT", "MFiT", "--seeds", "1", "--first-seed", "44", "--no-estimate"]
@@ -276,9 +277,9 @@ def test_a_killed_queue_worker_is_reported_and_its_run_queued_again(
     errors = json.loads((repo / "errors.json").read_text())
     (repo / "errors.json").write_text(json.dumps(errors | {"none|False|None|42": "hang"}))
     subprocess.run(["git", "commit", "-qam", "a hanging run"], cwd=repo, check=True)
-    monkeypatch.setattr(ablate, "POLL_S", 1.0)
-    monkeypatch.setattr(ablate, "WORKER_EVERY", 1)
-    monkeypatch.setattr(ablate, "STALE_POLLS", 2)
+    monkeypatch.setattr(queue, "POLL_S", 1.0)
+    monkeypatch.setattr(queue, "WORKER_EVERY", 1)
+    monkeypatch.setattr(queue, "STALE_POLLS", 2)
     caplog.set_level(logging.INFO, logger="bertfit.ablate")
     args = ["--repo", str(repo), "--out-dir", str(repo / "out"), "--name", "k"]
     args += ["--variants", "FiT", "--seeds", "1", "--first-seed", "42", "--no-estimate"]

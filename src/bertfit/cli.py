@@ -28,7 +28,7 @@ COMMANDS = {
     "predict": ("bertfit.predict", "label the texts of a file with a trained model"),
     "serve": ("bertfit.serve", "serve a trained model over HTTP (POST /predict, batched)"),
     "ablate": (
-        "bertfit.ablate",
+        "bertfit.ablate.command",
         "the paper's variants x seeds as DVC experiments, and their table",
     ),
 }

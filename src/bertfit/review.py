@@ -143,7 +143,7 @@ def seed_spread(
     and the error rate only."""
     if not ablation or metric not in ("accuracy", "error_rate"):
         return None
-    from bertfit.ablate import VARIANTS  # the variants' params: one definition
+    from bertfit.ablate.plan import VARIANTS  # the variants' params: one definition
 
     corpus = params.get("pretrain", {}).get("corpus")
     enabled = params.get("multitask", {}).get("enabled")
