@@ -189,11 +189,11 @@ def test_plan_measures_this_machine_and_adds_up_the_stages(project: Path) -> Non
 
 
 def test_ablate_estimates_its_experiments_from_one_measurement(project: Path) -> None:
-    from bertfit.ablate import plan
+    from bertfit.ablate import plan as ablation
 
     add_task.add_task(arguments(project))
-    planned = plan.plan(["FiT", "ITPT-FiT"], [1, 2], ["finetune.seed"], [], [], None, {}, "t")
-    line = plan.estimate_line(planned, project / "params.yaml")
+    planned = ablation.plan(["FiT", "ITPT-FiT"], [1, 2], ["finetune.seed"], [], [], None, {}, "t")
+    line = ablation.estimate_line(planned, project / "params.yaml")
     assert line.startswith("estimated wall time on this machine: about ")
     assert "for 4 experiments, one at a time (2 run collect, pretrain and multitask;" in line
     assert "masked-LM step" in line  # measured although params.yaml's own corpus may be none

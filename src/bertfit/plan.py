@@ -24,6 +24,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,10 @@ MIN_CLASS_EXAMPLES = 10
 WARMUP_STEPS = 2
 TIMED_STEPS = 3
 # what a stage costs beyond its own work: DVC's checks and hashing of its outputs before and
-# after, measured on the embedded default (2-core EPYC, about 3 s a stage)
+# after (measured: docs/performance.md, what bertfit plan's estimate assumes)
 DVC_SECONDS_PER_STAGE = 3.0
+# a head warm-up step (encoder frozen, no backward below the head) as a share of a whole-model
+# masked-LM step (measured: the same section)
 HEAD_WARMUP_SHARE = 0.6
 
 
@@ -345,7 +348,7 @@ def pretrain_plan(pretrain: Any, inputs: Inputs, work: Work) -> StagePlan:
     )
 
 
-def multitask_plan(multitask: Any, inputs: Inputs, mean_tokens: Any, work: Work) -> StagePlan:
+def multitask_plan(multitask: Any, inputs: Inputs, tokenizer: Any, work: Work) -> StagePlan:
     if not inputs.multitask_tasks:
         why = multitask.skipped_because(inputs.target) or "disabled"
         return StagePlan("multitask", f"passes the model through: {why}")
@@ -354,9 +357,9 @@ def multitask_plan(multitask: Any, inputs: Inputs, mean_tokens: Any, work: Work)
     passes = math.ceil(work.mt_steps / multitask.eval_steps) if multitask.eval_steps else 1
     for name in inputs.multitask_tasks:
         val = inputs.prepared[name].splits["validation"]
-        work.mt_scored_tokens += passes * len(val) * mean_tokens(val, limit)
+        work.mt_scored_tokens += passes * len(val) * mean_tokens(tokenizer, val, limit)
     trains = [inputs.prepared[n].splits["train"].iloc[:200] for n in inputs.multitask_tasks]
-    work.mt_train_tokens = sum(mean_tokens(t, limit) for t in trains) / len(trains)
+    work.mt_train_tokens = sum(mean_tokens(tokenizer, t, limit) for t in trains) / len(trains)
     return StagePlan(
         "multitask",
         f"{', '.join(inputs.multitask_tasks)}: {work.mt_steps} steps of "
@@ -379,37 +382,41 @@ def finetune_plan(
     )
 
 
-def make_plan(
-    params_file: Path,
-    measure: bool = True,
-    prepared: dict[str, Any] | None = None,
-    overrides: dict[str, Any] | None = None,
-    costs: Costs | None = None,
-) -> Plan:
-    """The plan of `dvc repro` with params_file (and dotted `overrides`); `prepared`: tasks
-    already read and checked, by name (it gains the ones read here); `costs`: what an earlier
-    plan measured (bertfit ablate plans every experiment from one measurement)."""
-    import numpy as np
+@dataclass
+class TargetData:
+    """The target's splits as finetune and evaluate take them, its train texts' token lengths,
+    and what finetune's data-sized rules (training.budget) choose for them."""
 
+    task: Any  # PreparedTask
+    train_df: Any
+    validation_df: Any
+    test_df: Any
+    lengths: Any  # tokens per train text
+    tokenise_row_s: float  # seconds it took to count one train text's tokens
+    inp: Any  # the input length (training.budget.input_length)
+    length: Any  # the training length (training.budget.training_length)
+
+
+def base_model(params_file: Path, model: Any) -> tuple[Any, Any]:
+    """The base model's config (checked against model.max_seq_length) and its tokenizer."""
     from bertfit.models.loading import check_model, load_tokenizer
     from bertfit.models.scratch import is_scratch
-    from bertfit.training.budget import input_length, token_lengths
 
-    # finetune's long-text warning is the plan's finetune line here
-    logging.getLogger("bertfit.training.budget").setLevel(logging.ERROR)
-    inputs = read_inputs(params_file, prepared, overrides)
-    if prepared is not None:
-        prepared.update(inputs.prepared)
-    model, pretrain, multitask, finetune = (
-        inputs.params[s] for s in ("model", "pretrain", "multitask", "finetune")
-    )
     if is_scratch(model.name):
         raise ValueError(
             f"{params_file}: model.name {model.name!r} is built from scratch by collect: run "
             "`.venv/bin/dvc repro collect` first; bertfit plan reads an existing model"
         )
     config = check_model(model.name, model.max_seq_length)
-    tokenizer = load_tokenizer(model.name)
+    return config, load_tokenizer(model.name)
+
+
+def size_target(inputs: Inputs, tokenizer: Any, config: Any) -> TargetData:
+    """The target's rows as finetune takes them (max_train_samples, max_validation_samples),
+    its train texts' tokens counted, and finetune's input and training length for them."""
+    from bertfit.training.budget import input_length, token_lengths
+
+    model, finetune = inputs.params["model"], inputs.params["finetune"]
     target = inputs.prepared[inputs.target]
     train_df = target.splits["train"]
     if finetune.max_train_samples is not None:
@@ -421,56 +428,108 @@ def make_plan(
         finetune, tokenizer, train_df, model.max_seq_length, config, inputs.target, lengths
     )
     length = finetune_length(finetune, len(train_df))
+    validation_df = target.splits["validation"]
+    if finetune.max_validation_samples is not None:
+        validation_df = validation_df.iloc[: finetune.max_validation_samples]
+    test_df = target.splits["test"]
+    return TargetData(target, train_df, validation_df, test_df, lengths, per_row, inp, length)
 
-    def mean_tokens(df: Any, limit: int) -> float:
-        return float(np.minimum(token_lengths(tokenizer, df), limit).mean()) if len(df) else 0.0
+
+def mean_tokens(tokenizer: Any, df: Any, limit: int) -> float:
+    """Mean tokens of the texts of `df`, each cut at `limit`; 0 for no rows."""
+    import numpy as np
+
+    from bertfit.training.budget import token_lengths
+
+    return float(np.minimum(token_lengths(tokenizer, df), limit).mean()) if len(df) else 0.0
+
+
+def target_work(inputs: Inputs, data: TargetData, tokenizer: Any) -> Work:
+    """The work of collect's token statistics, and of finetune's and evaluate's passes over
+    the target; pretrain_plan and multitask_plan add theirs."""
+    import numpy as np
 
     # collect counts every row's tokens, at the rate the target's train rows took here
     rows = sum(
         sum(len(df) for df in task.splits.values()) + len(task.unlabeled)
         for task in inputs.prepared.values()
     )
-    work = Work(tokenise_s=rows * per_row)
-    work.ft_tokens = float(np.minimum(lengths, inp.max_seq_length).mean())
-    validation_df = target.splits["validation"]
-    if finetune.max_validation_samples is not None:
-        validation_df = validation_df.iloc[: finetune.max_validation_samples]
+    work = Work(tokenise_s=rows * data.tokenise_row_s)
+    limit = data.inp.max_seq_length
+    work.ft_tokens = float(np.minimum(data.lengths, limit).mean())
+    validation_tokens = mean_tokens(tokenizer, data.validation_df, limit)
     work.ft_validation_tokens = (
-        validations(length) * len(validation_df) * mean_tokens(validation_df, inp.max_seq_length)
+        validations(data.length) * len(data.validation_df) * validation_tokens
     )
-    test_df = target.splits["test"]
-    work.test_tokens = len(test_df) * mean_tokens(test_df, inp.max_seq_length)
-    stages = [
+    work.test_tokens = len(data.test_df) * mean_tokens(tokenizer, data.test_df, limit)
+    return work
+
+
+def stage_plans(inputs: Inputs, data: TargetData, work: Work, tokenizer: Any) -> list[StagePlan]:
+    """One line per stage of dvc.yaml, in its order; fills in `work`."""
+    pretrain, multitask, finetune = (
+        inputs.params[s] for s in ("pretrain", "multitask", "finetune")
+    )
+    return [
         StagePlan("collect", ", ".join(inputs.prepared)),
         pretrain_plan(pretrain, inputs, work),
-        multitask_plan(multitask, inputs, mean_tokens, work),
-        finetune_plan(finetune, len(train_df), len(validation_df), inp, length),
-        StagePlan("evaluate", f"{len(test_df):,} test texts"),
+        multitask_plan(multitask, inputs, tokenizer, work),
+        finetune_plan(finetune, len(data.train_df), len(data.validation_df), data.inp, data.length),
+        StagePlan("evaluate", f"{len(data.test_df):,} test texts"),
     ]
-    data = data_lines(inputs.target, target, lengths, model.max_seq_length)
-    warnings = split_warnings(inputs.target, target)
-    trained = [("finetune", finetune, length.steps)]
+
+
+def plan_warnings(inputs: Inputs, data: TargetData) -> list[str]:
+    """The target's splits too small for their purpose, and warm-ups as long as their run."""
+    pretrain, multitask, finetune = (
+        inputs.params[s] for s in ("pretrain", "multitask", "finetune")
+    )
+    warnings = split_warnings(inputs.target, data.task)
+    trained = [("finetune", finetune, data.length.steps)]
     if pretrain.corpus != "none":
         trained.append(("pretrain", pretrain, pretrain.max_steps))
     if multitask.enabled:
         trained.append(("multitask", multitask, multitask.max_steps))
-    warnings += warmup_warnings(trained)
-    plan = Plan(params_file, inputs.target, data, stages, warnings)
+    return warnings + warmup_warnings(trained)
+
+
+def make_plan(
+    params_file: Path,
+    measure: bool = True,
+    prepared: dict[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
+    costs: Costs | None = None,
+) -> Plan:
+    """The plan of `dvc repro` with params_file (and dotted `overrides`); `prepared`: tasks
+    already read and checked, by name (it gains the ones read here); `costs`: what an earlier
+    plan measured (bertfit ablate plans every experiment from one measurement)."""
+    # finetune's long-text warning is the plan's finetune line here
+    logging.getLogger("bertfit.training.budget").setLevel(logging.ERROR)
+    inputs = read_inputs(params_file, prepared, overrides)
+    if prepared is not None:
+        prepared.update(inputs.prepared)
+    model = inputs.params["model"]
+    config, tokenizer = base_model(params_file, model)
+    data = size_target(inputs, tokenizer, config)
+    work = target_work(inputs, data, tokenizer)
+    stages = stage_plans(inputs, data, work, tokenizer)
+    lines = data_lines(inputs.target, data.task, data.lengths, model.max_seq_length)
+    plan = Plan(params_file, inputs.target, lines, stages, plan_warnings(inputs, data))
     if costs is None:
         if not measure:
             return plan
         costs = measure_costs(
             model.name,
             inputs,
-            finetune,
-            pretrain,
-            length.batch_size,
+            inputs.params["finetune"],
+            inputs.params["pretrain"],
+            data.length.batch_size,
             round(work.ft_tokens),
-            inp,
-            train_df,
+            data.inp,
+            data.train_df,
         )
     plan.costs = costs
-    estimate(plan, costs, work, inputs, length)
+    estimate(plan, costs, work, inputs, data.length)
     return plan
 
 
@@ -486,8 +545,6 @@ def estimate(plan: Plan, costs: Costs, work: Work, inputs: Inputs, length: Any) 
     if pretrain.corpus != "none":
         mlm_step = costs.mlm_step or 0.0
         scorings = 3 if pretrain.head_warmup_steps else 2  # before, after warm-up, after
-        # a head warm-up step (encoder frozen, no backward below the head) costs about 0.6 of
-        # a whole-model step (params.yaml's pretrain.head_warmup_steps, measured on mr)
         pretrained.seconds = (
             per_stage
             + pretrain.head_warmup_steps * HEAD_WARMUP_SHARE * mlm_step
@@ -538,27 +595,77 @@ def measure_costs(
 
     # a stage imports what this process has imported by now (torch, transformers, datasets)
     import bertfit.training.trainer  # noqa: F401
-    from bertfit.models.dropout import use_fast_dropout
     from bertfit.models.family import family_for
     from bertfit.models.loading import load_tokenizer
-    from bertfit.training.finetune import head_spec, preprocessing
+    from bertfit.training.finetune import head_spec
     from bertfit.training.hardware import keep_freed_memory, use_bf16
 
     startup = process_age()
     keep_freed_memory()  # as the stages do (training.trainer, evaluation): fewer page faults
     set_seed(0)
     bf16 = use_bf16(finetune.mixed_precision)
-    cuda = torch.cuda.is_available()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     task = _task_of(inputs)
     family = family_for(model_name)
     started = time.perf_counter()
     tokenizer = load_tokenizer(model_name)
     model = family.classifier(model_name, task, head_spec(finetune))
     load = time.perf_counter() - started
-    if not cuda:
+    _on_device(model, device)
+    batch_of = _batch_maker(family, tokenizer, task, finetune, inp, train_df, tokens, device)
+    batch = batch_of(batch_size)
+    model.train()
+    train_s = _timed_training(model, batch, device, bf16)
+    # scoring runs at the evaluation batch size, where a batch's fixed costs weigh less
+    scored = batch_of(finetune.per_device_eval_batch_size)
+    model.eval()
+    score_s = _timed_scoring(model, scored, device, bf16)
+    padded = batch["input_ids"].shape
+    shapes = {
+        "finetune step": f"{padded[0]} x {padded[1]} tokens {train_s:.2f} s",
+        "scoring": f"{_tokens_in(scored) / score_s:,.0f} tokens/s",
+    }
+    mlm_s = None
+    if pretrain.corpus != "none":
+        bf16_mlm = use_bf16(pretrain.mixed_precision)
+        mlm_s = _mlm_step(model_name, pretrain, inputs, device, bf16_mlm)
+        shapes["masked-LM step"] = (
+            f"{pretrain.per_device_train_batch_size} x {pretrain.max_seq_length} {mlm_s:.2f} s"
+        )
+    return Costs(
+        startup=startup,
+        load=load,
+        train_token=train_s / _tokens_in(batch),
+        mlm_step=mlm_s,
+        score_token=score_s / _tokens_in(scored),
+        shapes=shapes,
+        bf16=bf16,
+    )
+
+
+def _on_device(model: Any, device: str) -> None:
+    """The model on `device`, with the stages' cheaper dropout draws on a CPU."""
+    from bertfit.models.dropout import use_fast_dropout
+
+    if device == "cpu":
         use_fast_dropout(model)
-    device = "cuda" if cuda else "cpu"
     model.to(device)
+
+
+def _batch_maker(
+    family: Any,
+    tokenizer: Any,
+    task: Any,
+    finetune: Any,
+    inp: Any,
+    train_df: Any,
+    tokens: int,
+    device: str,
+) -> Callable[[int], dict[str, Any]]:
+    """A maker of batches as finetune's collator builds them from the target's train rows
+    (encoded, labelled, on `device`), of rows near the run's mean length of `tokens`."""
+    from bertfit.training.finetune import preprocessing
+
     prep = preprocessing(finetune, inp.max_seq_length, inp.head_tokens)
     encoder = family.encoder(tokenizer, prep)
     collator = family.collator(tokenizer, prep)
@@ -573,42 +680,22 @@ def measure_costs(
         batch.pop("length", None)
         return {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
 
-    def tokens_in(batch: dict[str, Any]) -> int:
-        return int(batch["attention_mask"].sum()) if "attention_mask" in batch else 1
+    return batch_of
 
-    batch = batch_of(batch_size)
-    model.train()
-    train_s = _timed_training(model, batch, device, bf16)
-    # scoring runs at the evaluation batch size, where a batch's fixed costs weigh less
-    scored = batch_of(finetune.per_device_eval_batch_size)
-    model.eval()
+
+def _tokens_in(batch: dict[str, Any]) -> int:
+    return int(batch["attention_mask"].sum()) if "attention_mask" in batch else 1
+
+
+def _timed_scoring(model: Any, batch: dict[str, Any], device: str, bf16: bool) -> float:
+    """Median seconds of a scoring pass over `batch`: forward only, bf16 where the run uses it."""
+    import torch
 
     def score() -> None:
         with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
-            model(**scored)
+            model(**batch)
 
-    score_s = _timed(score)
-    padded = batch["input_ids"].shape
-    shapes = {
-        "finetune step": f"{padded[0]} x {padded[1]} tokens {train_s:.2f} s",
-        "scoring": f"{tokens_in(scored) / score_s:,.0f} tokens/s",
-    }
-    mlm_s = None
-    if pretrain.corpus != "none":
-        bf16_mlm = use_bf16(pretrain.mixed_precision)
-        mlm_s = _mlm_step(model_name, pretrain, inputs, device, bf16_mlm)
-        shapes["masked-LM step"] = (
-            f"{pretrain.per_device_train_batch_size} x {pretrain.max_seq_length} {mlm_s:.2f} s"
-        )
-    return Costs(
-        startup=startup,
-        load=load,
-        train_token=train_s / tokens_in(batch),
-        mlm_step=mlm_s,
-        score_token=score_s / tokens_in(scored),
-        shapes=shapes,
-        bf16=bf16,
-    )
+    return _timed(score)
 
 
 def _timed_training(model: Any, batch: dict[str, Any], device: str, bf16: bool) -> float:
