@@ -42,6 +42,7 @@ class Result:
 
 
 def file_data(data: dict[str, Any], kind: str, path: str) -> dict[str, Any] | None:
+    """The contents of one params or metrics file (`kind`) of a revision, or None."""
     entry = (data.get(kind) or {}).get(path)
     return entry.get("data") if isinstance(entry, dict) else None
 

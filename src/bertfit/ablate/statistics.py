@@ -46,6 +46,9 @@ def summarize(values: Sequence[float], confidence: float = CONFIDENCE) -> Summar
 
 @dataclass(frozen=True)
 class Group:
+    """One row of the table: the experiments of one target, variant and number of labelled
+    examples, and the summary of those that finished with a test error."""
+
     target: str | None
     variant: str
     samples: int | None
