@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import json
 import os
 import shutil
@@ -18,7 +20,14 @@ from bertfit.evaluation import evaluate
 from bertfit.models.family import load_trained
 from bertfit.models.manifest import MANIFEST_FILE, Manifest
 from bertfit.params import EvaluateParams, FinetuneParams
-from bertfit.predict import PredictError, default_output, main, predict_file, predict_frame
+from bertfit.predict import (
+    PredictError,
+    default_output,
+    main,
+    predict_file,
+    predict_frame,
+    read_input,
+)
 from bertfit.training.finetune import finetune
 from tests.conftest import TINY_FINETUNE
 
@@ -363,3 +372,19 @@ def test_model_files_are_readable_like_every_other_output(model_dir: Callable[[s
     os.umask(umask)
     modes = {p.name: p.stat().st_mode & 0o777 for p in model_dir("stock").iterdir() if p.is_file()}
     assert modes["model.safetensors"] == modes["config.json"] == 0o666 & ~umask
+
+
+def test_files_are_read_and_refused_as_collect_reads_them(tmp_path: Path) -> None:
+    # the reader is collect's (sources.read_table): its line numbers and fixes, predict's wording
+    bz = tmp_path / "t.csv.bz2"
+    bz.write_bytes(bz2.compress(b"text\n007\n"))
+    assert read_input(bz, "csv")["text"].tolist() == ["007"]
+    ragged = write_csv(tmp_path / "ragged.csv", "text,label\nfine,pos\nfine, really,pos\n")
+    with pytest.raises(
+        PredictError, match=r"ragged.csv: cannot read it as csv \(line 3\): expected"
+    ):
+        read_input(ragged, "csv")
+    gz = tmp_path / "cut.jsonl.gz"
+    gz.write_bytes(gzip.compress(b'{"text": "a"}\n' * 100)[:-12])
+    with pytest.raises(PredictError, match=r"cut.jsonl.gz: cannot read it as jsonl: .*truncated"):
+        read_input(gz, "jsonl")

