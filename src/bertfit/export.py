@@ -137,16 +137,22 @@ def trace_onnx(model: nn.Module, batch: dict[str, torch.Tensor], path: Path) -> 
 
 
 def quantize_int8(source: Path, target: Path) -> None:
-    """Dynamic int8 quantization: MatMul weights per output channel, activations at run time."""
+    """Dynamic int8 quantization: MatMul weights per output channel, activations at run time,
+    after ONNX Runtime's recommended pre-processing (shape inference, constant folding; its
+    symbolic shape inference does not follow the dynamo exporter's graphs, so it is skipped)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    prepared = target.with_name("prepared.onnx")
+    quant_pre_process(source, prepared, skip_symbolic_shape=True)
     root = logging.getLogger()
     level = root.level
     root.setLevel(max(level, logging.WARNING))  # it logs a line per tensor to the root logger
     try:
-        quantize_dynamic(source, target, per_channel=True, weight_type=QuantType.QInt8)
+        quantize_dynamic(prepared, target, per_channel=True, weight_type=QuantType.QInt8)
     finally:
         root.setLevel(level)
+    prepared.unlink()
 
 
 def ort_session(path: Path) -> Any:
