@@ -328,8 +328,10 @@ def predict_file(
     check_inputs(task, manifest.preprocessing, model_dir, df, text_column, pair_column, input_file)
     rows = input_rows(df, text_column, pair_column, input_file)
 
+    from bertfit.export import export_info, load_export  # bertfit export's ONNX directories
+
     bf16 = use_bf16(mixed_precision)
-    trained = load_trained(model_dir)
+    trained = load_export(model_dir) if export_info(model_dir) else load_trained(model_dir)
     log.info(
         "predicting %d rows of %s with %s (%s family, %s head, method %s; task %s, %s); bf16 %s",
         len(df),

@@ -1,0 +1,329 @@
+"""bertfit export: a model directory as ONNX, scored by ONNX Runtime, optionally int8.
+
+    bertfit export MODEL_DIR --format onnx [--quantize int8] [--out DIR]
+
+Writes DIR (default: MODEL_DIR-onnx, or MODEL_DIR-onnx-int8, beside it) holding `model.onnx`,
+the tokenizer, config.json and bertfit_model.json: the model's manifest with an `export` entry
+(format, file, quantization, opset), so `bertfit predict DIR FILE` and `bertfit serve DIR` read
+it as they read MODEL_DIR: the same encoding and truncation (the manifest's preprocessing),
+length-sorted batches, temperature and columns, with ONNX Runtime computing the logits
+(load_export). The graph is traced by torch.onnx's dynamo exporter from the model predict loads
+(models.family.load_trained), with batch and sequence length dynamic; before anything is
+written, ONNX Runtime's logits on a sample batch must equal PyTorch's. The TorchScript exporter
+is not used: on transformers 5 it traces a graph that ignores its inputs. `--quantize int8`
+quantizes the weights of every MatMul to int8, one scale per output channel, and the
+activations at run time (onnxruntime.quantization.quantize_dynamic): a quarter of the size,
+and faster on CPUs with int8 dot products.
+
+Exported: encoder classifiers with the architecture's own head (manifest head `stock`), fully
+fine-tuned (method `full`), for classification or regression. Refused with the reason: text-to-
+text models (their score is a decoder pass per label word), peft adapters (the adapter and its
+base are separate modules), pooled and hierarchical heads (bertfit's own pooling, and pieces
+of a text regrouped outside the model), and a directory that is an export already. Nothing is
+pickled: the graph is protobuf, the tokenizer and manifest JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+from bertfit import cli
+from bertfit.models.family import FAMILIES, Trained, load_trained
+from bertfit.models.loading import load_tokenizer
+from bertfit.models.manifest import MANIFEST_FILE, Manifest, read_manifest
+from bertfit.predict import check_model_dir
+from bertfit.reporting import check_writable, file_mode, write_json
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("onnx",)
+QUANTIZATIONS = ("int8",)
+ONNX_FILE = "model.onnx"
+EXPORT_KEY = "export"  # the manifest's entry saying the directory is an export
+OPSET = 18
+# fp32 ONNX Runtime against PyTorch on the sample batch: float rounding only
+ATOL, RTOL = 1e-4, 1e-4
+SAMPLE_TEXTS = [
+    "a short text",
+    "a longer text, so the sample batch is padded and its attention mask has zeros in it",
+    "one more",
+]
+HEAD_WHY = {
+    "pooled": "a pooled head (bertfit's own features over layers or pieces; with hierarchical "
+    "truncation a text's pieces are regrouped outside the model)",
+    "text2text": "a text-to-text model (its score is a decoder pass per label word)",
+}
+
+
+class ExportError(ValueError):
+    """A model directory bertfit export cannot export, or an --out it must not overwrite."""
+
+
+def export_info(model_dir: Path) -> dict[str, Any] | None:
+    """The manifest's `export` entry (format, file, quantization), None for a PyTorch model."""
+    path = Path(model_dir) / MANIFEST_FILE
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8")).get(EXPORT_KEY)
+
+
+def exportable(model_dir: Path) -> Manifest:
+    """The manifest of a model export supports; an ExportError saying which kind and why not."""
+    manifest, _ = check_model_dir(model_dir)
+    if export_info(model_dir) is not None:
+        raise ExportError(
+            f"{model_dir}: an ONNX export already; export the PyTorch model directory it came from"
+        )
+    kind = None
+    if manifest.family != "encoder" or manifest.head != "stock":
+        kind = HEAD_WHY.get(manifest.head, f"a {manifest.family} model with head {manifest.head}")
+    elif manifest.method != "full":
+        kind = (
+            f"a peft adapter (method {manifest.method}) kept apart from its frozen base in "
+            "base/; train with finetune.method full to export"
+        )
+    if kind is not None:
+        raise ExportError(
+            f"{model_dir}: {kind}; bertfit export supports fully fine-tuned encoder classifiers "
+            "with the stock sequence-classification head (manifest family encoder, head stock, "
+            "method full), such as the default models/finetune"
+        )
+    return manifest
+
+
+def sample_batch(trained: Trained) -> dict[str, torch.Tensor]:
+    """A padded batch built as predict builds one (the model's encoder and collator)."""
+    rows = pd.DataFrame({"text": SAMPLE_TEXTS})
+    if trained.task.sentence_pair:
+        rows["text_pair"] = list(reversed(SAMPLE_TEXTS))
+    dataset = trained.encoder().inputs(rows, trained.task)
+    features = [c for c in dataset.column_names if c not in ("length", "labels", "label")]
+    return dict(trained.collator()(dataset.select_columns(features).to_list()))
+
+
+def trace_onnx(model: nn.Module, batch: dict[str, torch.Tensor], path: Path) -> None:
+    """torch.onnx's dynamo export of `model(**batch).logits`, batch and sequence dynamic."""
+    batch_dim, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    logging.getLogger("onnx_ir").setLevel(logging.WARNING)  # a line per folded constant
+    with warnings.catch_warnings():
+        # the exporter names a shared dimension once and warns of the other inputs' names
+        warnings.filterwarnings("ignore", message=".*axis name.*will not be used")
+        program = torch.onnx.export(
+            model.eval(),
+            (),
+            kwargs=batch,
+            input_names=list(batch),
+            output_names=["logits"],
+            dynamic_shapes={name: {0: batch_dim, 1: sequence} for name in batch},
+            opset_version=OPSET,
+            dynamo=True,
+            verbose=False,
+        )
+    program.save(str(path), external_data=False)
+
+
+def quantize_int8(source: Path, target: Path) -> None:
+    """Dynamic int8 quantization: MatMul weights per output channel, activations at run time,
+    after ONNX Runtime's recommended pre-processing (shape inference, constant folding; its
+    symbolic shape inference does not follow the dynamo exporter's graphs, so it is skipped)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared = target.with_name("prepared.onnx")
+    quant_pre_process(source, prepared, skip_symbolic_shape=True)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))  # it logs a line per tensor to the root logger
+    try:
+        quantize_dynamic(prepared, target, per_channel=True, weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
+    prepared.unlink()
+
+
+def ort_session(path: Path) -> Any:
+    """An ONNX Runtime CPU session on as many threads as PyTorch uses here (OMP_NUM_THREADS)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class OnnxClassifier(nn.Module):
+    """An ONNX Runtime session behind a classifier's call: `model(**batch).logits`, so the
+    family's score and inference.predict_scores run it as they run the PyTorch model."""
+
+    def __init__(self, session: Any) -> None:
+        super().__init__()
+        self.session = session
+        self.input_names = [i.name for i in session.get_inputs()]
+        # predict_scores moves batches to the device of the model's first parameter
+        self.anchor = nn.Parameter(torch.zeros(0), requires_grad=False)
+
+    def forward(self, **batch: torch.Tensor) -> SequenceClassifierOutput:
+        missing = [name for name in self.input_names if name not in batch]
+        if missing:
+            raise ValueError(f"the ONNX model needs inputs {missing}; the batch has {list(batch)}")
+        feed = {name: batch[name].cpu().numpy() for name in self.input_names}
+        logits = self.session.run(["logits"], feed)[0]
+        return SequenceClassifierOutput(logits=torch.from_numpy(logits).to(self.anchor.device))
+
+
+def onnx_logits(path: Path, batch: dict[str, torch.Tensor]) -> np.ndarray:
+    return OnnxClassifier(ort_session(path))(**batch).logits.numpy()
+
+
+def default_out(model_dir: Path, quantize: str | None) -> Path:
+    suffix = "-onnx" + (f"-{quantize}" if quantize else "")
+    return model_dir.with_name(model_dir.name + suffix)
+
+
+def check_out(out_dir: Path) -> None:
+    """`out_dir` is new, empty or an earlier export (replaced); anything else is refused."""
+    if out_dir.is_file():
+        raise ExportError(f"{out_dir}: a file; give --out a directory")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and export_info(out_dir) is None:
+        raise ExportError(
+            f"{out_dir}: exists and is not an export bertfit wrote; give another --out, or "
+            "remove it"
+        )
+    try:
+        check_writable(out_dir.parent)
+    except PermissionError as err:
+        raise ExportError(f"{err}; or give --out a path you can write") from None
+
+
+def export_model(
+    model_dir: Path, fmt: str = "onnx", quantize: str | None = None, out_dir: Path | None = None
+) -> Path:
+    """Export the model in `model_dir` (see the module's docstring); returns the directory."""
+    model_dir = Path(model_dir)
+    if fmt not in FORMATS or quantize not in (None, *QUANTIZATIONS):
+        raise ExportError(f"format must be one of {FORMATS}, quantize one of {QUANTIZATIONS}")
+    exportable(model_dir)
+    out_dir = Path(out_dir) if out_dir is not None else default_out(model_dir, quantize)
+    check_out(out_dir)
+    trained = load_trained(model_dir)
+    batch = sample_batch(trained)
+    with torch.inference_mode():
+        expected = trained.model.eval()(**batch).logits.numpy()
+    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        traced = work / ("fp32.onnx" if quantize else ONNX_FILE)
+        trace_onnx(trained.model, batch, traced)
+        got = onnx_logits(traced, batch)
+        if not np.allclose(got, expected, rtol=RTOL, atol=ATOL):
+            raise RuntimeError(
+                f"{model_dir}: the ONNX graph's logits differ from PyTorch's by up to "
+                f"{np.abs(got - expected).max():.3g} on the sample batch; the export is wrong"
+            )
+        if quantize:
+            quantize_int8(traced, work / ONNX_FILE)
+            traced.unlink()
+            got = onnx_logits(work / ONNX_FILE, batch)
+        difference = float(np.abs(got - expected).max())
+        write_export(trained, model_dir, work, quantize, list(batch), difference)
+        replace_dir(work, out_dir)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    log.info(
+        "exported %s to %s (%s%s); largest |logit difference| from PyTorch on a sample batch %.3g",
+        model_dir,
+        out_dir / ONNX_FILE,
+        fmt,
+        f", {quantize}" if quantize else "",
+        difference,
+    )
+    return out_dir
+
+
+def write_export(
+    trained: Trained,
+    model_dir: Path,
+    work: Path,
+    quantize: str | None,
+    inputs: list[str],
+    difference: float,
+) -> None:
+    """The tokenizer, config.json and the manifest with its `export` entry, beside the graph."""
+    import onnxruntime
+
+    trained.tokenizer.save_pretrained(work)
+    shutil.copyfile(model_dir / "config.json", work / "config.json")
+    manifest = json.loads((model_dir / MANIFEST_FILE).read_text(encoding="utf-8"))
+    manifest[EXPORT_KEY] = {
+        "format": "onnx",
+        "file": ONNX_FILE,
+        "quantize": quantize,
+        "opset": OPSET,
+        "inputs": inputs,
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "sample_max_abs_logit_difference": difference,
+    }
+    write_json(work / MANIFEST_FILE, manifest)
+
+
+def replace_dir(work: Path, out_dir: Path) -> None:
+    """Move the finished export into place; an earlier export there is replaced."""
+    # mkdtemp's folder is private: a model another account could not load
+    mode = file_mode()
+    os.chmod(work, mode | (mode & 0o444) >> 2)  # searchable where readable: 0644 -> 0755
+    if out_dir.is_dir():
+        shutil.rmtree(out_dir)
+    os.replace(work, out_dir)
+
+
+def load_export(model_dir: Path) -> Trained:
+    """An export's ONNX Runtime session in a Trained, as load_trained gives a PyTorch model:
+    predict and serve encode, batch, score and calibrate it through the same manifest."""
+    info = export_info(model_dir)
+    graph = Path(model_dir) / (info or {}).get("file", ONNX_FILE)
+    if info is None or info.get("format") != "onnx" or not graph.is_file():
+        raise ExportError(
+            f"{model_dir}: not an ONNX export ({MANIFEST_FILE}'s export entry: {info}), or "
+            f"{graph} is missing; export the model again with bertfit export"
+        )
+    log.info("%s: ONNX%s, scored by ONNX Runtime", graph, " int8" if info.get("quantize") else "")
+    model = OnnxClassifier(ort_session(graph))
+    tokenizer = load_tokenizer(str(model_dir))
+    return Trained(model, tokenizer, read_manifest(model_dir), FAMILIES["encoder"])
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model_dir", type=Path, help="a model directory finetune wrote")
+    parser.add_argument(
+        "--format", choices=FORMATS, required=True, help="the exported model's format"
+    )
+    parser.add_argument(
+        "--quantize",
+        choices=QUANTIZATIONS,
+        default=None,
+        help="int8: dynamic int8 quantization of the weights (default: none, fp32)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where to write (default: MODEL_DIR-onnx or MODEL_DIR-onnx-int8, beside it)",
+    )
+
+
+def run(args: argparse.Namespace) -> None:
+    cli.configure_logging()
+    export_model(args.model_dir, args.format, args.quantize, args.out)

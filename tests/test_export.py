@@ -1,0 +1,175 @@
+"""bertfit export on a tiny BERT: ONNX Runtime scores as PyTorch does, int8 close to it, predict
+and serve read the exported directory, other model kinds and bad options are refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bertfit import cli
+from bertfit.data.tasks import Task
+from bertfit.evaluation import model_scores
+from bertfit.export import ONNX_FILE, ExportError, export_info, export_model, load_export
+from bertfit.models.family import load_trained
+from bertfit.models.manifest import MANIFEST_FILE
+from bertfit.params import FinetuneParams
+from bertfit.serve import model_scorer
+from bertfit.training.finetune import finetune
+from tests.conftest import TINY_FINETUNE
+
+TOY = Task("toy", ["no", "yes"], sentence_pair=False)  # "what" questions are yes
+MAX_SEQ_LENGTH = 32  # head_tail truncation (8 + 24 tokens) cuts the long rows
+
+
+def labelled(rows: list[dict]) -> pd.DataFrame:
+    texts = [r["text"] for r in rows]
+    labels = ["yes" if t.lower().startswith("what") else "no" for t in texts]
+    return pd.DataFrame({"text": texts, "label": labels})
+
+
+@pytest.fixture(scope="module")
+def rows(trec_sample: dict) -> dict[str, pd.DataFrame]:
+    test = labelled(trec_sample["test"][:40])
+    long = test["text"].head(4).map(lambda t: " ".join([t] * 6))  # over MAX_SEQ_LENGTH
+    return {
+        "train": labelled(trec_sample["train"][:64]),
+        "test": pd.concat([test, test.head(4).assign(text=long)], ignore_index=True),
+    }
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, rows: dict) -> Path:
+    """finetune's directory: the stock head, head_tail truncation, a fitted temperature."""
+    out = tmp_path_factory.mktemp("export")
+    params = FinetuneParams(**(TINY_FINETUNE | {"num_train_epochs": 2, "layer_decay": 1.0}))
+    finetune(str(tiny_model_dir), TOY, rows["train"], rows["train"], params, MAX_SEQ_LENGTH,
+             out / "model", out / "reports")  # fmt: skip
+    return out / "model"
+
+
+@pytest.fixture(scope="module")
+def exported(model_dir: Path) -> dict[str, Path]:
+    return {
+        "fp32": export_model(model_dir),  # the default place: MODEL_DIR-onnx
+        "int8": export_model(model_dir, "onnx", "int8", model_dir.parent / "int8"),
+    }
+
+
+def scores(model_dir: Path, texts: pd.DataFrame, export: bool = False) -> np.ndarray:
+    trained = load_export(model_dir) if export else load_trained(model_dir)
+    dataset = trained.encoder().inputs(texts[["text"]], trained.task)
+    return model_scores(trained, dataset, trained.task, 8, False, disable_progress=True)
+
+
+def test_the_export_directory_holds_graph_tokenizer_and_manifest(
+    model_dir: Path, exported: dict[str, Path]
+) -> None:
+    assert exported["fp32"] == model_dir.with_name("model-onnx")
+    for kind, out in exported.items():
+        names = {p.name for p in out.iterdir()}
+        assert {ONNX_FILE, MANIFEST_FILE, "config.json", "tokenizer_config.json"} <= names
+        assert not list(out.rglob("*.safetensors")) and not list(out.rglob("*.bin"))
+        info = export_info(out)
+        assert info["format"] == "onnx" and info["quantize"] == (None if kind == "fp32" else kind)
+        manifest = json.loads((out / MANIFEST_FILE).read_text())
+        source = json.loads((model_dir / MANIFEST_FILE).read_text())
+        assert {k: v for k, v in manifest.items() if k != "export"} == source
+    assert export_info(model_dir) is None
+    size = {kind: (out / ONNX_FILE).stat().st_size for kind, out in exported.items()}
+    assert size["int8"] < size["fp32"]  # a quarter of the MatMuls' weights; embeddings stay
+
+
+def test_fp32_onnx_scores_equal_pytorch_and_int8_mostly_agrees(
+    model_dir: Path, exported: dict[str, Path], rows: dict
+) -> None:
+    expected = scores(model_dir, rows["test"])
+    fp32 = scores(exported["fp32"], rows["test"], export=True)
+    int8 = scores(exported["int8"], rows["test"], export=True)
+    assert fp32.shape == int8.shape == expected.shape == (len(rows["test"]), 2)
+    np.testing.assert_allclose(fp32, expected, atol=1e-4, rtol=0)
+    assert (int8.argmax(-1) == expected.argmax(-1)).mean() >= 0.8
+    assert np.isfinite(int8).all() and not np.allclose(int8, expected, atol=1e-4)
+
+
+def test_predict_and_serve_read_the_export_as_the_pytorch_model(
+    model_dir: Path, exported: dict[str, Path], rows: dict, tmp_path: Path
+) -> None:
+    rows["test"].assign(id=range(len(rows["test"]))).to_csv(tmp_path / "in.csv", index=False)
+    out = {}
+    for name, directory in [("torch", model_dir), *exported.items()]:
+        args = ["predict", str(directory), str(tmp_path / "in.csv"), "--batch-size", "8"]
+        cli.main([*args, "--output", str(tmp_path / f"{name}.csv"), "--mixed-precision", "no"])
+        out[name] = pd.read_csv(tmp_path / f"{name}.csv")
+    assert list(out["fp32"].columns) == list(out["torch"].columns) == list(out["int8"].columns)
+    assert list(out["torch"].columns)[-3:] == ["prediction", "prob_no", "prob_yes"]
+    assert out["fp32"]["prediction"].tolist() == out["torch"]["prediction"].tolist()
+    probs = ["prob_no", "prob_yes"]
+    np.testing.assert_allclose(out["fp32"][probs], out["torch"][probs], atol=1e-4)
+
+    score, metadata = model_scorer(exported["fp32"], 8, False)
+    served = score(rows["test"]["text"].tolist(), None)
+    assert metadata["labels"] == TOY.labels and metadata["truncation"] == "head_tail"
+    assert [s["label"] for s in served] == out["torch"]["prediction"].tolist()
+    np.testing.assert_allclose(
+        [s["probabilities"]["yes"] for s in served], out["torch"]["prob_yes"], atol=1e-4
+    )
+
+
+def edited(model_dir: Path, tmp_path: Path, **manifest: object) -> Path:
+    """A copy of the directory whose manifest says another kind of model."""
+    copy = tmp_path / "_".join(map(str, manifest.values()))
+    shutil.copytree(model_dir, copy)
+    data = json.loads((copy / MANIFEST_FILE).read_text()) | manifest
+    (copy / MANIFEST_FILE).write_text(json.dumps(data))
+    return copy
+
+
+@pytest.mark.parametrize(
+    ("manifest", "match"),
+    [
+        ({"family": "seq2seq", "head": "text2text"}, "a text-to-text model"),
+        ({"head": "pooled"}, "a pooled head"),
+        ({"method": "lora"}, r"a peft adapter \(method lora\)"),
+        ({"method": "prompt_tuning"}, r"a peft adapter \(method prompt_tuning\)"),
+    ],
+)
+def test_other_model_kinds_are_refused_with_the_reason(
+    model_dir: Path, tmp_path: Path, manifest: dict, match: str
+) -> None:
+    with pytest.raises(ExportError, match=match + r".*supports fully fine-tuned encoder"):
+        export_model(edited(model_dir, tmp_path, **manifest), out_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_exports_and_foreign_directories_are_refused(
+    model_dir: Path, exported: dict[str, Path], tmp_path: Path
+) -> None:
+    with pytest.raises(ExportError, match="an ONNX export already"):
+        export_model(exported["fp32"], out_dir=tmp_path / "again")
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("mine")
+    with pytest.raises(ExportError, match="taken: exists and is not an export bertfit wrote"):
+        export_model(model_dir, out_dir=tmp_path / "taken")
+    assert (tmp_path / "taken" / "notes.txt").read_text() == "mine"
+    with pytest.raises(ValueError, match="not a model directory bertfit wrote"):
+        export_model(tmp_path / "taken", out_dir=tmp_path / "out")
+    with pytest.raises(ExportError, match="not an ONNX export"):
+        load_export(model_dir)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [["--format", "tflite"], ["--format", "onnx", "--quantize", "int4"], []],
+)
+def test_a_bad_format_or_quantization_is_refused_by_argparse(
+    options: list[str], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["export", str(tmp_path), *options])
+    assert exit_.value.code == 2
+    assert "--format" in capsys.readouterr().err
