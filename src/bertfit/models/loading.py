@@ -40,9 +40,9 @@ from transformers.utils import (
     WEIGHTS_NAME,
 )
 
-from bertfit.data.sources import package_path
 from bertfit.models.last_layer import first_token_only
 from bertfit.params import PACKAGE_PREFIX, SCRATCH_PREFIX
+from bertfit.paths import package_path
 
 log = logging.getLogger(__name__)
 
