@@ -25,7 +25,7 @@ Evaluation, the target's test split, examples/s including tokenisation:
   in fp32 and, where the machine has it, bf16 autocast.
 
 `<hf variant>_malloc`: the same Hugging Face run in a process with bertfit's malloc settings
-(training.hardware.keep_freed_memory, which bertfit's stages apply): the share of bertfit's lead a
+(hardware.keep_freed_memory, which bertfit's stages apply): the share of bertfit's lead a
 Hugging Face user gets by setting glibc's MALLOC_MMAP_MAX_=0 and MALLOC_TRIM_THRESHOLD_ too.
 
 `speedup` is over the Hugging Face defaults, `speedup_vs_tuned` over the tuned Hugging Face run

@@ -42,6 +42,7 @@ from bertfit.figures import (
     reliability_png,
     validation_curve_png,
 )
+from bertfit.hardware import keep_freed_memory, use_bf16
 from bertfit.inference import predict_scores
 from bertfit.metrics import per_class_metrics, task_metrics
 from bertfit.models.family import Trained, load_trained
@@ -57,7 +58,6 @@ from bertfit.reporting import (
     write_text,
 )
 from bertfit.training.budget import token_lengths
-from bertfit.training.hardware import keep_freed_memory, use_bf16
 from bertfit.training.live import CURVES_DIR
 from bertfit.training.selection import metric_value
 
@@ -378,7 +378,7 @@ def model_scores(
     The one scoring path of evaluate and bertfit predict: on the GPU when there is one, in
     length-sorted batches with the family's collator and score (logits, or label-word
     log-likelihoods; regression: the one value). Freed memory is kept for reuse, as in
-    training (training.hardware.keep_freed_memory; process-wide, which a one-shot stage or
+    training (hardware.keep_freed_memory; process-wide, which a one-shot stage or
     command can own and a library call such as TaskServer's scoring does not).
     """
     keep_freed_memory()

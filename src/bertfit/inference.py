@@ -34,7 +34,7 @@ def predict_scores(
 
     `collator` batches the rows (the family's: dynamic padding, ChunkCollator for hierarchical
     rows); `score` is the family's. `bf16`: autocast to bf16 (the caller checks the device has
-    it: training.hardware.use_bf16). `disable_progress`: None shows the bar where
+    it: hardware.use_bf16). `disable_progress`: None shows the bar where
     cli.progress_bars says (stderr is a terminal), True / False never / always. The process's
     allocator is left as it is (a server scoring here keeps glibc's defaults); evaluate and
     bertfit predict set it for their own process (evaluation.model_scores).

@@ -538,11 +538,11 @@ def measure_costs(
 
     # a stage imports what this process has imported by now (torch, transformers, datasets)
     import bertfit.training.trainer  # noqa: F401
+    from bertfit.hardware import keep_freed_memory, use_bf16
     from bertfit.models.dropout import use_fast_dropout
     from bertfit.models.family import family_for
     from bertfit.models.loading import load_tokenizer
     from bertfit.training.finetune import head_spec, preprocessing
-    from bertfit.training.hardware import keep_freed_memory, use_bf16
 
     startup = process_age()
     keep_freed_memory()  # as the stages do (training.trainer, evaluation): fewer page faults

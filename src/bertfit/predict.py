@@ -37,10 +37,10 @@ from bertfit import cli
 from bertfit.data.encoding import Preprocessing
 from bertfit.data.tasks import Task
 from bertfit.evaluation import class_probabilities, model_scores, probability_columns
+from bertfit.hardware import use_bf16
 from bertfit.models.family import Trained, load_trained
 from bertfit.models.manifest import MANIFEST_FILE, Manifest, read_manifest
 from bertfit.reporting import atomic_file, check_writable
-from bertfit.training.hardware import use_bf16
 
 log = logging.getLogger(__name__)
 
