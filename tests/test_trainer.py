@@ -11,7 +11,7 @@ import pytest
 from transformers import DataCollatorWithPadding
 from transformers.trainer import TRAINING_ARGS_NAME
 
-from bertfit import cli
+from bertfit import cli, terminal
 from bertfit.data.encoding import Encoder, Preprocessing
 from bertfit.data.tasks import Task
 from bertfit.models.dropout import ATTENTION, Dropout
@@ -32,6 +32,7 @@ def test_checkpoints_hold_no_pickle_and_each_logging_step_is_one_log_line(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(cli, "progress_bars", lambda: False)  # output to a log, not a terminal
+    monkeypatch.setattr(terminal, "progress_bars", lambda: False)  # the Trainer's bar too
     cli.configure_logging()  # as a stage's main sets up
     rows = pd.DataFrame(trec_sample["train"][:32])[["text", "label"]]
     task = Task("trec", sorted(rows["label"].unique()))

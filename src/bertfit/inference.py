@@ -15,7 +15,7 @@ from datasets import Dataset
 from torch import nn
 from tqdm.auto import tqdm
 
-from bertfit import cli
+from bertfit import terminal
 
 Batch = dict[str, torch.Tensor]
 NOT_INPUTS = ("labels", "length")
@@ -35,7 +35,7 @@ def predict_scores(
     `collator` batches the rows (the family's: dynamic padding, ChunkCollator for hierarchical
     rows); `score` is the family's. `bf16`: autocast to bf16 (the caller checks the device has
     it: hardware.use_bf16). `disable_progress`: None shows the bar where
-    cli.progress_bars says (stderr is a terminal), True / False never / always. The process's
+    terminal.progress_bars says (stderr is a terminal), True / False never / always. The process's
     allocator is left as it is (a server scoring here keeps glibc's defaults); evaluate and
     bertfit predict set it for their own process (evaluation.model_scores).
     """
@@ -45,7 +45,7 @@ def predict_scores(
     order = np.argsort(np.asarray(dataset["length"]), kind="stable")
     out: np.ndarray | None = None
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
-    disable = not cli.progress_bars() if disable_progress is None else disable_progress
+    disable = not terminal.progress_bars() if disable_progress is None else disable_progress
     with torch.inference_mode(), autocast:
         batches = range(0, len(order), batch_size)
         for start in tqdm(batches, desc="predicting", unit="batch", disable=disable):

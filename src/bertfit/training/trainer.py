@@ -43,7 +43,7 @@ from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_utils import TrainOutput
 from transformers.utils import SAFE_WEIGHTS_NAME
 
-from bertfit import cli
+from bertfit import terminal
 from bertfit.hardware import device_arguments, keep_freed_memory, use_bf16
 from bertfit.models.dropout import use_fast_dropout
 from bertfit.models.loading import LOAD_KWARGS, load_tokenizer, resolve_model_name
@@ -77,9 +77,9 @@ def training_arguments(params: TrainingParams, output_dir: Path, **stage: Any) -
         # a NaN or infinite step loss is logged as it is (the Trainer's filter would log the
         # mean of the finite ones): BertfitTrainer.log stops the run on it
         logging_nan_inf_filter=False,
-        # no bar off a terminal (cli.progress_bars); each logging step is then one log line
+        # no bar off a terminal (terminal.progress_bars); each logging step is then one log line
         # (LogLines), as the bar's own tqdm.write gives it on a terminal
-        disable_tqdm=not cli.progress_bars(),
+        disable_tqdm=not terminal.progress_bars(),
         dataloader_num_workers=0,
         # adamw: the Trainer's default, torch's fused AdamW; adafactor: its fixed-rate mode
         # (relative-step mode is set up by BertfitTrainer.create_optimizer)
