@@ -33,7 +33,7 @@ from datasets import Dataset
 from scipy.stats import bootstrap
 
 from bertfit.calibration import calibration_record, probabilities
-from bertfit.data.encoding import Preprocessing
+from bertfit.data.encoding import Preprocessing, token_lengths
 from bertfit.data.tasks import Task
 from bertfit.figures import (
     confusion_png,
@@ -57,7 +57,6 @@ from bertfit.reporting import (
     write_record,
     write_text,
 )
-from bertfit.training.budget import token_lengths
 from bertfit.training.live import CURVES_DIR
 from bertfit.training.selection import metric_value
 

@@ -391,9 +391,10 @@ def make_plan(
     plan measured (bertfit ablate plans every experiment from one measurement)."""
     import numpy as np
 
+    from bertfit.data.encoding import token_lengths
     from bertfit.models.loading import check_model, load_tokenizer
     from bertfit.models.scratch import is_scratch
-    from bertfit.training.budget import input_length, token_lengths
+    from bertfit.training.budget import input_length
 
     # finetune's long-text warning is the plan's finetune line here
     logging.getLogger("bertfit.training.budget").setLevel(logging.ERROR)
@@ -654,7 +655,7 @@ def _rows_near(df: Any, tokenizer: Any, tokens: int, batch_size: int, limit: int
     of the length finetune's length-grouped batches have on average."""
     import numpy as np
 
-    from bertfit.training.budget import token_lengths
+    from bertfit.data.encoding import token_lengths
 
     sample = df.iloc[: max(batch_size * 20, 400)]
     lengths = np.minimum(token_lengths(tokenizer, sample), limit)
