@@ -44,12 +44,13 @@ from bertfit.figures import (
 )
 from bertfit.hardware import keep_freed_memory, use_bf16
 from bertfit.inference import predict_scores
-from bertfit.metrics import per_class_metrics, task_metrics
+from bertfit.metrics import metric_value, per_class_metrics, task_metrics
 from bertfit.models.family import Trained, load_trained
 from bertfit.models.text2text import generate_labels, target_words
 from bertfit.params import EvaluateParams
 from bertfit.phases import elapsed_s, headline, phase
 from bertfit.reporting import (
+    CURVES_DIR,
     check_writable,
     markdown_table,
     write_csv,
@@ -57,8 +58,6 @@ from bertfit.reporting import (
     write_record,
     write_text,
 )
-from bertfit.training.live import CURVES_DIR
-from bertfit.training.selection import metric_value
 
 log = logging.getLogger(__name__)
 
