@@ -32,7 +32,7 @@ kept = keep_freed_memory() if mode == "keep" else None
 if mode in ("predict_scores", "model_scores"):  # score a tiny classifier first, as a host would
     from datasets import Dataset
     from transformers import BertConfig, BertForSequenceClassification
-    from bertfit.evaluation import model_scores
+    from bertfit.inference import model_scores
     from bertfit.inference import predict_scores
     config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
                         num_attention_heads=2, intermediate_size=32)

@@ -5,7 +5,7 @@
 Reads CSV, TSV, JSONL (JSON lines; .gz for these three) or Parquet, by the file name's ending or
 `--format`; encodes the text column (and `--pair-column` for a sentence-pair model) the way the
 model's manifest says it was trained (models.manifest: truncation, max_seq_length, the task's
-prefix for text-to-text models); scores it through evaluate's path (evaluation.model_scores:
+prefix for text-to-text models); scores it through evaluate's path (inference.model_scores:
 length-sorted batches, the family's score, bf16 where asked for and available); and writes
 every input row and column plus `prediction` (the label) and `prob_<label>` for each class, or
 `score` for a regression task, in the input's format (or the one `--output`'s name says).
@@ -36,8 +36,8 @@ from safetensors import safe_open
 from bertfit import cli
 from bertfit.data.encoding import Preprocessing
 from bertfit.data.tasks import Task
-from bertfit.evaluation import class_probabilities, model_scores, probability_columns
 from bertfit.hardware import use_bf16
+from bertfit.inference import class_probabilities, model_scores, probability_columns
 from bertfit.models.family import Trained, load_trained
 from bertfit.models.manifest import MANIFEST_FILE, Manifest, read_manifest
 from bertfit.reporting import atomic_file, check_writable
