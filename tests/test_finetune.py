@@ -18,7 +18,8 @@ from bertfit.hardware import use_bf16
 from bertfit.inference import predict_scores
 from bertfit.metrics import classification_metrics, per_class_metrics
 from bertfit.models.family import EncoderFamily, load_trained
-from bertfit.models.loading import load_classifier, load_tokenizer
+from bertfit.models.heads import load_classifier
+from bertfit.models.loading import load_tokenizer
 from bertfit.params import FinetuneParams, parse_section
 from bertfit.training.finetune import finetune, finetune_arguments
 from bertfit.training.live import LiveLog

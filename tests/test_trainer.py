@@ -15,7 +15,8 @@ from bertfit import cli, terminal
 from bertfit.data.encoding import Encoder, Preprocessing
 from bertfit.data.tasks import Task
 from bertfit.models.dropout import ATTENTION, Dropout
-from bertfit.models.loading import load_classifier, load_tokenizer
+from bertfit.models.heads import load_classifier
+from bertfit.models.loading import load_tokenizer
 from bertfit.models.manifest import Manifest
 from bertfit.params import FinetuneParams
 from bertfit.training.trainer import LogLines, pass_through, stage_trainer, training_arguments
