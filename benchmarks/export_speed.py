@@ -33,8 +33,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bertfit.evaluation import model_scores
 from bertfit.export import export_model, load_export
+from bertfit.inference import model_scores
 from bertfit.models.family import Trained, load_trained
 from bertfit.reporting import write_json
 

@@ -20,12 +20,12 @@ Evaluation, the target's test split, examples/s including tokenisation:
 - hf_pipeline_tuned_<precision>: the same pipeline batched (batch_size = the evaluate stage's,
   so each batch is padded to its longest text), truncation=True, under the same precision.
 - bertfit_<precision>: the evaluate stage's path (bertfit.evaluation): the model directory read
-  back with its manifest, the recorded preprocessing, `evaluation.model_scores` (the
+  back with its manifest, the recorded preprocessing, `inference.model_scores` (the
   family's collator and score, length-sorted batches under inference_mode, freed memory kept),
   in fp32 and, where the machine has it, bf16 autocast.
 
 `<hf variant>_malloc`: the same Hugging Face run in a process with bertfit's malloc settings
-(training.hardware.keep_freed_memory, which bertfit's stages apply): the share of bertfit's lead a
+(hardware.keep_freed_memory, which bertfit's stages apply): the share of bertfit's lead a
 Hugging Face user gets by setting glibc's MALLOC_MMAP_MAX_=0 and MALLOC_TRIM_THRESHOLD_ too.
 
 `speedup` is over the Hugging Face defaults, `speedup_vs_tuned` over the tuned Hugging Face run
@@ -60,7 +60,7 @@ from transformers import (
 )
 
 from bertfit.data.tasks import Task
-from bertfit.evaluation import model_scores
+from bertfit.inference import model_scores
 from bertfit.models.family import family_for, load_trained
 from bertfit.models.loading import (
     LOAD_KWARGS,

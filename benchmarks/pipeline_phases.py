@@ -38,10 +38,10 @@ from typing import Any
 import timing
 import yaml
 
+from bertfit.hardware import bf16_available
 from bertfit.params import read_params_file
 from bertfit.phases import TIMINGS_DIR_ENV
 from bertfit.reporting import write_json
-from bertfit.training.hardware import bf16_available
 
 ROOT = Path(__file__).resolve().parents[1]
 # what a stage command writes, relative to the project: redirected into the scratch folder

@@ -21,7 +21,7 @@ blocks.
     python benchmarks/pretrain_throughput.py --steps 30 --rounds 2
 
 `<hf variant>_malloc`: the same Hugging Face run in a process with bertfit's malloc settings
-(training.hardware.keep_freed_memory, which bertfit's stages apply): the share of bertfit's lead a
+(hardware.keep_freed_memory, which bertfit's stages apply): the share of bertfit's lead a
 Hugging Face user gets by setting glibc's MALLOC_MMAP_MAX_=0 and MALLOC_TRIM_THRESHOLD_ too.
 Each run is a Python process of its own (timing.alternate).
 

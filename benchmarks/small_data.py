@@ -60,8 +60,8 @@ import yaml
 from pipeline_phases import apply_overrides, redirected, stage_commands
 from sklearn.model_selection import train_test_split
 
+from bertfit.hardware import use_bf16
 from bertfit.reporting import write_json
-from bertfit.training.hardware import use_bf16
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ROOT.parent / "shared" / "datasets"

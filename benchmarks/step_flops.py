@@ -11,7 +11,7 @@ products and attention, what dominates a step) on the same batches for:
 
 `work_ratio` is the baseline's FLOPs over bertfit's: the speed-up bertfit would show if both ran
 their arithmetic equally fast; a measured ratio above it means bertfit's steps also run faster
-per FLOP (e.g. fewer fresh pages: training.hardware.keep_freed_memory), one below it that
+per FLOP (e.g. fewer fresh pages: hardware.keep_freed_memory), one below it that
 bertfit loses time elsewhere. The optimiser step is not counted (the same AdamW over the same
 parameters in every variant).
 
@@ -45,9 +45,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from transformers import Trainer
 
 from bertfit.data.tasks import Task
+from bertfit.hardware import keep_freed_memory
 from bertfit.params import load
 from bertfit.reporting import write_json
-from bertfit.training.hardware import keep_freed_memory
 
 
 def forward_backward(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> None:

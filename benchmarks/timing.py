@@ -31,6 +31,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from bertfit.data.sources import load_task
 from bertfit.data.splits import PreparedTask, prepare_task
+from bertfit.hardware import bf16_available, keep_freed_memory
 from bertfit.params import (
     TrainingParams,
     parse_section,
@@ -39,7 +40,6 @@ from bertfit.params import (
     read_params_file,
 )
 from bertfit.reporting import write_json
-from bertfit.training.hardware import bf16_available, keep_freed_memory
 
 ROOT = Path(__file__).resolve().parents[1]
 # a Hugging Face variant run in a process with bertfit's malloc settings
@@ -169,7 +169,7 @@ def alternate(
     """Median seconds of each variant over `rounds`, every round running them all in turn.
 
     Each run is a new Python process (`script` with --measure VARIANT, writing its seconds to
-    a JSON file): bertfit changes process-wide settings (training.hardware.keep_freed_memory),
+    a JSON file): bertfit changes process-wide settings (hardware.keep_freed_memory),
     and the heap one run leaves behind changes the next one's speed, so no variant may run in
     the process of another. `scratch`: a folder the runs share (the parent's files for them).
     """

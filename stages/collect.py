@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 
 from bertfit.cli import configure_logging, stage_main, stage_parser
-from bertfit.data.collect import collect
+from bertfit.collection import collect
 from bertfit.data.sources import project_root
 from bertfit.params import parse_section, parse_target, parse_tasks, read_params_file
 from bertfit.phases import stage_run

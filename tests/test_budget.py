@@ -10,11 +10,12 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from bertfit.data.encoding import token_lengths
 from bertfit.data.tasks import Task
 from bertfit.models.family import load_trained
 from bertfit.models.loading import load_tokenizer
 from bertfit.params import FinetuneParams, parse_section
-from bertfit.training.budget import input_length, token_lengths, training_length
+from bertfit.training.budget import input_length, training_length
 from bertfit.training.finetune import finetune, finetune_arguments
 from tests.conftest import TINY_FINETUNE, live_validation, read_jsonl_gz
 

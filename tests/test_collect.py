@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bertfit.data.collect import collect, describe, warn_unknown_tokens
+from bertfit.collection import collect
+from bertfit.data.collect import describe, warn_unknown_tokens
 from bertfit.data.sources import load_task
 from bertfit.data.splits import PreparedTask, prepare_task
 from bertfit.models.loading import load_tokenizer

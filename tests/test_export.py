@@ -13,8 +13,8 @@ import pytest
 
 from bertfit import cli
 from bertfit.data.tasks import Task
-from bertfit.evaluation import model_scores
 from bertfit.export import ONNX_FILE, ExportError, export_info, export_model, load_export
+from bertfit.inference import model_scores
 from bertfit.models.family import load_trained
 from bertfit.models.manifest import MANIFEST_FILE
 from bertfit.params import FinetuneParams

@@ -14,7 +14,8 @@ from transformers import T5Config
 from bertfit.data.encoding import Preprocessing
 from bertfit.data.tasks import Task, read_task, write_task
 from bertfit.models.family import family_of, load_trained
-from bertfit.models.loading import load_classifier, load_config
+from bertfit.models.heads import load_classifier
+from bertfit.models.loading import load_config
 from bertfit.models.manifest import Manifest, read_manifest
 from bertfit.training.selection import (
     Selection,

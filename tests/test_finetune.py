@@ -11,16 +11,17 @@ import torch
 from transformers import Adafactor, DataCollatorWithPadding, get_scheduler
 from transformers.optimization import AdafactorSchedule
 
+from bertfit import hardware
 from bertfit.data.encoding import Encoder, Preprocessing
 from bertfit.data.tasks import Task
+from bertfit.hardware import use_bf16
 from bertfit.inference import predict_scores
 from bertfit.metrics import classification_metrics, per_class_metrics
 from bertfit.models.family import EncoderFamily, load_trained
-from bertfit.models.loading import load_classifier, load_tokenizer
+from bertfit.models.heads import load_classifier
+from bertfit.models.loading import load_tokenizer
 from bertfit.params import FinetuneParams, parse_section
-from bertfit.training import hardware
 from bertfit.training.finetune import finetune, finetune_arguments
-from bertfit.training.hardware import use_bf16
 from bertfit.training.live import LiveLog
 from bertfit.training.trainer import BertfitTrainer, training_arguments
 from tests.conftest import TINY_FINETUNE, live_curve, live_training, read_json

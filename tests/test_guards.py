@@ -19,7 +19,7 @@ from transformers.trainer import TRAINER_STATE_NAME
 from bertfit.data.tasks import Task, read_task, write_task
 from bertfit.evaluation import evaluate
 from bertfit.models.adapters import adapt
-from bertfit.models.loading import load_classifier
+from bertfit.models.heads import load_classifier
 from bertfit.params import EvaluateParams, FinetuneParams, parse_section
 from bertfit.training.checkpoints import last_complete_checkpoint
 from bertfit.training.finetune import finetune

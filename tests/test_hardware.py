@@ -1,4 +1,4 @@
-"""training.hardware.keep_freed_memory: freed tensors' memory is reused, not faulted in anew;
+"""bertfit.hardware.keep_freed_memory: freed tensors' memory is reused, not faulted in anew;
 evaluate's scoring path sets it, the library's predict_scores leaves a host process alone."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bertfit.training.hardware import on_glibc
+from bertfit.hardware import on_glibc
 
 # In a fresh interpreter (this one may have the setting already): "steps" that each allocate
 # and touch tensors of 16, 24 and 48 MiB (one computed from another) and free them all, as a
@@ -26,13 +26,13 @@ STEPS = 9  # odd: one median step
 SCRIPT = """
 import json, resource, sys, types
 import torch
-from bertfit.training.hardware import keep_freed_memory
+from bertfit.hardware import keep_freed_memory
 mode, steps = sys.argv[1], int(sys.argv[2])
 kept = keep_freed_memory() if mode == "keep" else None
 if mode in ("predict_scores", "model_scores"):  # score a tiny classifier first, as a host would
     from datasets import Dataset
     from transformers import BertConfig, BertForSequenceClassification
-    from bertfit.evaluation import model_scores
+    from bertfit.inference import model_scores
     from bertfit.inference import predict_scores
     config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
                         num_attention_heads=2, intermediate_size=32)

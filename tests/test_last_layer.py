@@ -17,9 +17,8 @@ from transformers import (
     RobertaForSequenceClassification,
 )
 
-from bertfit.models.heads import MultiTaskModel
+from bertfit.models.heads import MultiTaskModel, load_classifier
 from bertfit.models.last_layer import first_token_only, read_at
-from bertfit.models.loading import load_classifier
 from bertfit.models.pooling import HeadSpec, PooledClassifier
 
 SIZES = {

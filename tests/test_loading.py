@@ -10,11 +10,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from bertfit.models.heads import load_classifier
 from bertfit.models.loading import (
     base_model_info,
     check_max_seq_length,
     check_model,
-    load_classifier,
     load_config,
     load_tokenizer,
     load_with_fresh_head,

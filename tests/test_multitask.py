@@ -14,8 +14,7 @@ from bertfit.data.tasks import Task, read_task, write_task
 from bertfit.inference import predict_scores
 from bertfit.metrics import task_metrics
 from bertfit.models.family import load_trained
-from bertfit.models.heads import HEADS_DIR, MultiTaskModel, load_task_head
-from bertfit.models.loading import load_classifier
+from bertfit.models.heads import HEADS_DIR, MultiTaskModel, load_classifier, load_task_head
 from bertfit.params import MultitaskParams, parse_section
 from bertfit.training.multitask import multitask
 from bertfit.training.sampling import TaskBatchSampler, task_probabilities

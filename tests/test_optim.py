@@ -7,7 +7,8 @@ import torch
 from datasets import Dataset
 from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
 
-from bertfit.models.loading import load_classifier, load_tokenizer
+from bertfit.models.heads import load_classifier
+from bertfit.models.loading import load_tokenizer
 from bertfit.training.optim import layer_depth
 from bertfit.training.trainer import BertfitTrainer
 

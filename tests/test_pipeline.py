@@ -182,3 +182,20 @@ def test_stages_that_read_the_catalogue_depend_on_its_file() -> None:
     readers = [name for name, stage in dvc_stages().items() if "tasks" in stage.get("params", [])]
     assert {"collect", "multitask"} <= set(readers)
     fail_listing("dvc.yaml: these stages list the `tasks` param; add its file:", per_stage(missing))
+
+
+def test_stage_deps_list_no_code_the_stage_does_not_run() -> None:
+    """The other way round: a module a stage no longer imports, left in its deps, reruns the
+    stage whenever that module changes (CPU dropout code rerunning data collection)."""
+
+    def unused(name: str, stage: dict) -> list[PurePosixPath]:
+        code = stage_code(name, stage)
+        code_deps = [dep for dep in stage_deps(stage) if covered(dep, CHECKED_PREFIXES)]
+        return [
+            dep
+            for dep in code_deps
+            if not any(covered(path, [dep]) for path in code)
+            and not ((PROJECT_ROOT / dep).is_file() and is_empty_init(PROJECT_ROOT / dep))
+        ]
+
+    fail_listing("dvc.yaml: these stages do not run these deps; remove them:", per_stage(unused))

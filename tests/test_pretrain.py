@@ -28,9 +28,9 @@ from transformers import (
 )
 
 import bertfit.training.trainer as core
+from bertfit import hardware
 from bertfit.models.loading import load_tokenizer
 from bertfit.params import PretrainParams
-from bertfit.training import hardware
 from bertfit.training.objectives.common import cap_heldout
 from bertfit.training.objectives.mlm import (
     MaskedLM,

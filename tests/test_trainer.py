@@ -11,11 +11,12 @@ import pytest
 from transformers import DataCollatorWithPadding
 from transformers.trainer import TRAINING_ARGS_NAME
 
-from bertfit import cli
+from bertfit import cli, terminal
 from bertfit.data.encoding import Encoder, Preprocessing
 from bertfit.data.tasks import Task
 from bertfit.models.dropout import ATTENTION, Dropout
-from bertfit.models.loading import load_classifier, load_tokenizer
+from bertfit.models.heads import load_classifier
+from bertfit.models.loading import load_tokenizer
 from bertfit.models.manifest import Manifest
 from bertfit.params import FinetuneParams
 from bertfit.training.trainer import LogLines, pass_through, stage_trainer, training_arguments
@@ -32,6 +33,7 @@ def test_checkpoints_hold_no_pickle_and_each_logging_step_is_one_log_line(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(cli, "progress_bars", lambda: False)  # output to a log, not a terminal
+    monkeypatch.setattr(terminal, "progress_bars", lambda: False)  # the Trainer's bar too
     cli.configure_logging()  # as a stage's main sets up
     rows = pd.DataFrame(trec_sample["train"][:32])[["text", "label"]]
     task = Task("trec", sorted(rows["label"].unique()))

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from bertfit.terminal import progress_bars
+
 # `bertfit <command>`: each module has add_arguments(parser) and run(args), and its docstring is
 # the command's description. Only the chosen command's module is imported (they import torch):
 # `bertfit --help` and `--version` answer at once from the one-line helps here.
@@ -57,17 +59,6 @@ def positive_int(value: str) -> int:
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
     return number
-
-
-def progress_bars() -> bool:
-    """The one decision whether progress bars are drawn: only when stderr is a terminal.
-
-    In a log (`dvc repro > log`, CI) every redraw of a bar is a line of its own: 77 % of a
-    default run's log lines were bar redraws (issue 13). configure_logging applies it to
-    datasets, transformers and huggingface_hub; training.trainer to the Trainer's bar
-    (TrainingArguments.disable_tqdm); inference.predict_scores to bertfit's own.
-    """
-    return sys.stderr.isatty()
 
 
 # bertfit's own column in every tokenised set (length-sorted scoring, group_by_length), which

@@ -28,12 +28,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-import torch
-from datasets import Dataset
 from scipy.stats import bootstrap
 
-from bertfit.calibration import calibration_record, probabilities
-from bertfit.data.encoding import Preprocessing
+from bertfit.calibration import calibration_record
+from bertfit.data.encoding import Preprocessing, token_lengths
 from bertfit.data.tasks import Task
 from bertfit.figures import (
     confusion_png,
@@ -42,13 +40,15 @@ from bertfit.figures import (
     reliability_png,
     validation_curve_png,
 )
-from bertfit.inference import predict_scores
-from bertfit.metrics import per_class_metrics, task_metrics
+from bertfit.hardware import use_bf16
+from bertfit.inference import class_probabilities, model_scores, probability_columns
+from bertfit.metrics import metric_value, per_class_metrics, task_metrics
 from bertfit.models.family import Trained, load_trained
 from bertfit.models.text2text import generate_labels, target_words
 from bertfit.params import EvaluateParams
 from bertfit.phases import elapsed_s, headline, phase
 from bertfit.reporting import (
+    CURVES_DIR,
     check_writable,
     markdown_table,
     write_csv,
@@ -56,10 +56,6 @@ from bertfit.reporting import (
     write_record,
     write_text,
 )
-from bertfit.training.budget import token_lengths
-from bertfit.training.hardware import keep_freed_memory, use_bf16
-from bertfit.training.live import CURVES_DIR
-from bertfit.training.selection import metric_value
 
 log = logging.getLogger(__name__)
 
@@ -365,43 +361,6 @@ def truncated_share(tokenizer: Any, test: pd.DataFrame, prep: Any) -> float:
     return round(cut, 4)
 
 
-def model_scores(
-    trained: Trained,
-    dataset: Dataset,
-    task: Task,
-    batch_size: int,
-    bf16: bool,
-    disable_progress: bool | None = None,
-) -> np.ndarray:
-    """[rows, num_labels] scores of a loaded model directory on rows its `encoder()` tokenised.
-
-    The one scoring path of evaluate and bertfit predict: on the GPU when there is one, in
-    length-sorted batches with the family's collator and score (logits, or label-word
-    log-likelihoods; regression: the one value). Freed memory is kept for reuse, as in
-    training (training.hardware.keep_freed_memory; process-wide, which a one-shot stage or
-    command can own and a library call such as TaskServer's scoring does not).
-    """
-    keep_freed_memory()
-    if torch.cuda.is_available():
-        trained.model.to("cuda")
-    return predict_scores(
-        trained.model,
-        dataset,
-        batch_size,
-        trained.collator(),
-        trained.scorer(task),
-        bf16,
-        disable_progress,
-    )
-
-
-def class_probabilities(scores: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Each class's probability: the softmax of an encoder's logits, or of a seq2seq model's
-    label-word log-likelihoods (the label words renormalised among themselves), the scores
-    divided by the model's temperature first (bertfit.calibration)."""
-    return probabilities(scores, temperature).astype(scores.dtype)
-
-
 @dataclass
 class Outcome:
     """What the test predictions are, for the report and the predictions file."""
@@ -441,11 +400,6 @@ def test_outcome(
         calibration_record(logits, y_true, temperature),
         confident_mistakes(test, actual, predicted, probs),
     )
-
-
-def probability_columns(labels: list[str], probs: np.ndarray) -> dict[str, np.ndarray]:
-    """`prob_<label>` per class: the columns bertfit predict and evaluate write."""
-    return {f"prob_{label}": probs[:, i].astype(float) for i, label in enumerate(labels)}
 
 
 def evaluate(

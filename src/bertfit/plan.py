@@ -414,7 +414,8 @@ def base_model(params_file: Path, model: Any) -> tuple[Any, Any]:
 def size_target(inputs: Inputs, tokenizer: Any, config: Any) -> TargetData:
     """The target's rows as finetune takes them (max_train_samples, max_validation_samples),
     its train texts' tokens counted, and finetune's input and training length for them."""
-    from bertfit.training.budget import input_length, token_lengths
+    from bertfit.data.encoding import token_lengths
+    from bertfit.training.budget import input_length
 
     model, finetune = inputs.params["model"], inputs.params["finetune"]
     target = inputs.prepared[inputs.target]
@@ -439,7 +440,7 @@ def mean_tokens(tokenizer: Any, df: Any, limit: int) -> float:
     """Mean tokens of the texts of `df`, each cut at `limit`; 0 for no rows."""
     import numpy as np
 
-    from bertfit.training.budget import token_lengths
+    from bertfit.data.encoding import token_lengths
 
     return float(np.minimum(token_lengths(tokenizer, df), limit).mean()) if len(df) else 0.0
 
@@ -595,10 +596,10 @@ def measure_costs(
 
     # a stage imports what this process has imported by now (torch, transformers, datasets)
     import bertfit.training.trainer  # noqa: F401
+    from bertfit.hardware import keep_freed_memory, use_bf16
     from bertfit.models.family import family_for
     from bertfit.models.loading import load_tokenizer
     from bertfit.training.finetune import head_spec
-    from bertfit.training.hardware import keep_freed_memory, use_bf16
 
     startup = process_age()
     keep_freed_memory()  # as the stages do (training.trainer, evaluation): fewer page faults
@@ -741,7 +742,7 @@ def _rows_near(df: Any, tokenizer: Any, tokens: int, batch_size: int, limit: int
     of the length finetune's length-grouped batches have on average."""
     import numpy as np
 
-    from bertfit.training.budget import token_lengths
+    from bertfit.data.encoding import token_lengths
 
     sample = df.iloc[: max(batch_size * 20, 400)]
     lengths = np.minimum(token_lengths(tokenizer, sample), limit)

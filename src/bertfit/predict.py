@@ -7,7 +7,7 @@ ending or `--format`, through the reader collect uses for a task's files (data.s
 the same parsing, and the same errors for a binary, truncated or ragged file); encodes the text
 column (and `--pair-column` for a sentence-pair model) the way the model's manifest says it was
 trained (models.manifest: truncation, max_seq_length, the task's prefix for text-to-text
-models); scores it through evaluate's path (evaluation.model_scores: length-sorted batches, the
+models); scores it through evaluate's path (inference.model_scores: length-sorted batches, the
 family's score, bf16 where asked for and available); and writes
 every input row and column plus `prediction` (the label) and `prob_<label>` for each class, or
 `score` for a regression task, in the input's format (or the one `--output`'s name says).
@@ -39,11 +39,11 @@ from bertfit import cli
 from bertfit.data.encoding import Preprocessing
 from bertfit.data.sources import COMPRESSED, FORMATS, UnreadableTable, read_table, table_format
 from bertfit.data.tasks import Task
-from bertfit.evaluation import class_probabilities, model_scores, probability_columns
+from bertfit.hardware import use_bf16
+from bertfit.inference import class_probabilities, model_scores, probability_columns
 from bertfit.models.family import Trained, load_trained
 from bertfit.models.manifest import MANIFEST_FILE, Manifest, read_manifest
 from bertfit.reporting import atomic_file, check_writable
-from bertfit.training.hardware import use_bf16
 
 log = logging.getLogger(__name__)
 

@@ -19,6 +19,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+# in a stage's report directory: the long tables dvc.yaml's plots draw (training.live writes
+# them; evaluate reads finetune's validation curve from there)
+CURVES_DIR = "curves"
+
 
 def file_mode() -> int:
     """The mode a plain new file gets under the process's umask (0644 under the usual 022)."""

@@ -222,7 +222,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from bertfit.training.hardware import use_bf16
+    from bertfit.hardware import use_bf16
 
     cli.configure_logging()
     score, metadata = model_scorer(args.model_dir, args.batch_size, use_bf16(args.mixed_precision))

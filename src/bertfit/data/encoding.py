@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
@@ -63,6 +64,13 @@ class Preprocessing:
         stride = self.chunk_stride or budget
         starts = range(0, max(len(ids) - budget, 0) + stride, stride)
         return [ids[s : s + budget] for s in starts][: self.max_chunks]
+
+
+def token_lengths(tokenizer: Any, frame: pd.DataFrame) -> np.ndarray:
+    """Each row's length in tokens, special tokens included, before any truncation."""
+    pairs = list(frame["text_pair"]) if "text_pair" in frame else None
+    ids = tokenizer(list(frame["text"]), pairs, truncation=False, verbose=False)["input_ids"]
+    return np.array([len(x) for x in ids])
 
 
 def truncate_ids(ids: list[int], budget: int, strategy: str, head_tokens: int) -> list[int]:

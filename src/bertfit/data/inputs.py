@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bertfit.data.corpus import collected_tasks
-from bertfit.data.sources import SPLITS, package_path, package_root
+from bertfit.data.sources import SPLITS
 from bertfit.fingerprints import fingerprint
 from bertfit.params import (
     PACKAGE_PREFIX,
@@ -32,6 +32,7 @@ from bertfit.params import (
     parse_tasks,
     read_params_file,
 )
+from bertfit.paths import package_path, package_root
 from bertfit.reporting import write_json
 
 

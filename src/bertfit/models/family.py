@@ -39,11 +39,10 @@ from bertfit.data.encoding import Encoder, Preprocessing
 from bertfit.data.tasks import Task
 from bertfit.inference import predict_scores
 from bertfit.models.adapters import BASE_DIR, TaskAdapters, base_fingerprint, load_adapted
-from bertfit.models.heads import MultiTaskModel, head_on
+from bertfit.models.heads import MultiTaskModel, head_on, load_classifier
 from bertfit.models.last_layer import first_token_only
 from bertfit.models.loading import (
     LOAD_KWARGS,
-    load_classifier,
     load_config,
     load_tokenizer,
     resolve_model_name,

@@ -1,4 +1,5 @@
-"""Multi-task heads (Sun et al. 2019, 5.2): one shared encoder, one classification head per task.
+"""Classification heads on an encoder: a fresh one for a single task (load_classifier), and the
+multi-task heads (Sun et al. 2019, 5.2): one shared encoder, one classification head per task.
 
 Each task's head is its architecture's own sequence-classification head (BERT: pooler, dropout,
 linear), built with AutoModelForSequenceClassification and re-pointed at one shared encoder
@@ -23,12 +24,28 @@ from transformers import AutoModel, AutoModelForSequenceClassification, PreTrain
 
 from bertfit.data.tasks import Task
 from bertfit.models.last_layer import first_token_only
-from bertfit.models.loading import LOAD_KWARGS, classifier_config
+from bertfit.models.loading import LOAD_KWARGS, classifier_config, load_with_fresh_head
 from bertfit.models.manifest import MANIFEST_FILE, read_manifest
 
 log = logging.getLogger(__name__)
 
 HEADS_DIR = "multitask_heads"
+
+
+def load_classifier(
+    name: str, labels: list[str], problem: str = "classification"
+) -> PreTrainedModel:
+    """The encoder with a fresh head for `labels` (id order = list order), or for regression;
+    its last layer computes the [CLS] position only (models.last_layer).
+
+    transformers' report that the head is newly initialised is held back (load_with_fresh_head):
+    finetune says where the head starts from (fresh, or the target's multitask head)."""
+    model, fresh = load_with_fresh_head(
+        AutoModelForSequenceClassification, name, config=classifier_config(name, labels, problem)
+    )
+    log.debug("%s: a new %s head (%s)", name, problem, ", ".join(fresh))
+    first_token_only(model.base_model)
+    return model
 
 
 class MultiTaskModel(nn.Module):

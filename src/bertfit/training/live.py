@@ -37,11 +37,10 @@ from typing import Any
 from dvclive import Live
 from transformers import TrainerCallback, TrainingArguments
 
-from bertfit.reporting import write_json, write_text
+from bertfit.reporting import CURVES_DIR, write_json, write_text
 from bertfit.training.selection import MEAN_KEY, SE_SUFFIX
 
 LIVE_DIR = "live"  # in the stage's report directory
-CURVES_DIR = "curves"  # in the stage's report directory: the long tables dvc.yaml's plots draw
 TRAINING_KEYS = ("loss", "learning_rate")
 # validation columns every row has (null where a series has none), so that each chart's field
 # exists whatever the tasks are (a classification chart of a regression task draws nothing)

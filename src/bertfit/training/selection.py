@@ -41,7 +41,7 @@ from torch import nn
 
 from bertfit.data.tasks import Task
 from bertfit.inference import Batch, predict_scores
-from bertfit.metrics import score_loss, task_metrics
+from bertfit.metrics import metric_value, score_loss, task_metrics
 
 log = logging.getLogger(__name__)
 
@@ -68,17 +68,6 @@ def selection_metric(choice: str, task: Task) -> str:
             "regression task; use task (Pearson) or loss"
         )
     return chosen
-
-
-def metric_value(
-    task: Task, metric: str, labels: npt.NDArray[Any], scores: npt.NDArray[Any]
-) -> float:
-    """One validation metric (a task_metrics key, or loss) of a set of scores."""
-    if metric == "loss":
-        return score_loss(task.problem, labels, scores)
-    if metric == "accuracy" and task.problem != "regression":  # the common case, 100x quicker
-        return float((np.argmax(scores, axis=-1) == labels).mean())
-    return task_metrics(task.problem, labels, scores, task.positive_id)[metric]
 
 
 def bootstrap_error(

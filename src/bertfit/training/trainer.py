@@ -1,7 +1,7 @@
 """The one Trainer wiring: every training stage (pretrain, multitask, finetune) goes through here.
 
 - `training_arguments`: TrainingArguments from the shared TrainingParams (params.py), the
-  machine's settings (training.hardware: bf16 decided once, gloo for CPU DDP, no integrations)
+  machine's settings (bertfit.hardware: bf16 decided once, gloo for CPU DDP, no integrations)
   and the few stage-specific ones (steps or epochs, evaluation and checkpoint intervals).
 - `BertfitTrainer`: the HF Trainer with layer-wise learning-rate decay (training.optim), both
   Adafactor modes, optional task-homogeneous batches with per-task losses (multitask), and
@@ -43,14 +43,14 @@ from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_utils import TrainOutput
 from transformers.utils import SAFE_WEIGHTS_NAME
 
-from bertfit import cli
+from bertfit import terminal
+from bertfit.hardware import device_arguments, keep_freed_memory, use_bf16
 from bertfit.models.dropout import use_fast_dropout
 from bertfit.models.loading import LOAD_KWARGS, load_tokenizer, resolve_model_name
 from bertfit.models.manifest import Manifest
 from bertfit.params import TrainingParams
 from bertfit.phases import duration, elapsed_s, phase
 from bertfit.reporting import make_readable, write_record
-from bertfit.training.hardware import device_arguments, keep_freed_memory, use_bf16
 from bertfit.training.live import LiveLog
 from bertfit.training.optim import layerwise_param_groups
 from bertfit.training.selection import Selection
@@ -77,9 +77,9 @@ def training_arguments(params: TrainingParams, output_dir: Path, **stage: Any) -
         # a NaN or infinite step loss is logged as it is (the Trainer's filter would log the
         # mean of the finite ones): BertfitTrainer.log stops the run on it
         logging_nan_inf_filter=False,
-        # no bar off a terminal (cli.progress_bars); each logging step is then one log line
+        # no bar off a terminal (terminal.progress_bars); each logging step is then one log line
         # (LogLines), as the bar's own tqdm.write gives it on a terminal
-        disable_tqdm=not cli.progress_bars(),
+        disable_tqdm=not terminal.progress_bars(),
         dataloader_num_workers=0,
         # adamw: the Trainer's default, torch's fused AdamW; adafactor: its fixed-rate mode
         # (relative-step mode is set up by BertfitTrainer.create_optimizer)
@@ -429,7 +429,7 @@ def stage_trainer(
     **extra: Any,
 ) -> BertfitTrainer:
     """The stage's BertfitTrainer, its optimiser settings read from the stage's params (and the
-    process's allocator set to reuse freed memory: training.hardware.keep_freed_memory). On a
+    process's allocator set to reuse freed memory: hardware.keep_freed_memory). On a
     CPU the model's dropout draws its masks the cheaper way (models.dropout), in place."""
     keep_freed_memory()
     if args.device.type == "cpu":

@@ -1,4 +1,4 @@
-"""What the machine offers, decided once for every training stage."""
+"""What the machine offers, decided once for every stage and command that trains or scores."""
 
 from __future__ import annotations
 
