@@ -6,7 +6,7 @@ model is scored through its family's score, whatever its head: an encoder's logi
 seq2seq model's label-word ranking. With `prediction: generate` a seq2seq model also decodes
 freely, and the report gives how often that produced no label word (counted as wrong).
 
-The headline (issue 34) is the task's own metric with its 95 % interval, a percentile bootstrap
+The headline is the task's own metric with its 95 % interval, a percentile bootstrap
 over the test rows (test_interval): how far the number would move on another test set of the
 same size drawn from the same texts. It is the stage's last log line, report.md's first, and
 run.json's `interval`; the summary stage adds the wall time and puts it first in `dvc exp show`.
@@ -61,8 +61,8 @@ log = logging.getLogger(__name__)
 
 FIGURES = "figures"  # report.md's pictures, in this folder beside it
 CONFIDENCE = 0.95
-# resamples of the test rows: the interval's ends then move by about 0.1 point between seeds
-# of the resampling (mr, 1,279 rows), and an MCC or F1 interval takes ~2 s on a CPU
+# resamples of the test rows: enough that the interval's ends barely move with the resampling's
+# seed, few enough that an MCC or F1 interval takes seconds on a CPU
 INTERVAL_RESAMPLES = 1000
 
 

@@ -34,8 +34,8 @@ def bf16_available() -> bool:
 def use_bf16(mixed_precision: str) -> bool:
     """The one bf16 decision: `mixed_precision: auto` on hardware with bf16 arithmetic.
 
-    bf16 autocast keeps fp32 master weights; on a CPU with AVX512-BF16 it is about 1.4x faster
-    than fp32 here (benchmarks/pretrain_throughput.py), on a CPU without it much slower.
+    bf16 autocast keeps fp32 master weights; on a CPU with AVX512-BF16 it is faster than fp32,
+    on a CPU without it much slower (docs/performance.md).
     """
     return mixed_precision == "auto" and bf16_available()
 
@@ -82,11 +82,8 @@ def keep_freed_memory() -> bool:
     heap's top: so a training step's largest tensors (MiniLM's word-embedding gradient is 45
     MiB, the masked positions' vocabulary logits about 70 MiB) and whatever the trimming gave
     back arrive as new pages the kernel zeroes and faults in one by one. With mmap off and the
-    trim threshold at 2 GiB they are reused instead: on 2 CPU cores bertfit's fp32 MLM step went
-    from 1.98 to about 1.5 s (one process each, outside the benchmark), the Hugging Face
-    defaults' from 4.35 to 2.48 s (benchmarks/pretrain_throughput.py's `_malloc` rows); peak
-    memory over 30 MLM steps about the same, a finetune run's about 5 % higher
-    (docs/performance.md).
+    trim threshold at 2 GiB they are reused instead, for a shorter step at about the same peak
+    memory (benchmarks/pretrain_throughput.py's `_malloc` rows; figures in docs/performance.md).
     PyTorch has no caching allocator for CPU tensors and glibc reads its MALLOC_*
     variables only at start-up, hence mallopt here. Once per process, process-wide; False
     (nothing changed) where the C library is not glibc.

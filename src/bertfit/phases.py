@@ -7,7 +7,7 @@ phase claims is reported as "other" (imports aside, which come before the run st
 benchmark times the whole process from outside). The training core marks the phases of the
 Trainer's loop (training, validation, checkpoints) itself.
 
-A stage's last log line is its headline (issue 34): what the stage's code set with
+A stage's last log line is its headline: what the stage's code set with
 `headline("...")` (finetune: the kept validation score; evaluate: the test metric with its
 interval) after its wall time, e.g. `finetune done in 3m05s: mr validation accuracy 0.813 ...`.
 `elapsed_s()` is that wall time so far, which the stages also record in run.json.

@@ -141,7 +141,7 @@ def split_record(
 
     metrics.json holds the few numbers a reviewer compares (`metric_keys`): DVC declares it a
     metric, so each of its values is a `dvc exp show` column and a `dvc metrics diff` row, and
-    a 200-column terminal fits a handful (issue 34). run.json is the whole record: every
+    a 200-column terminal fits a handful. run.json is the whole record: every
     number, the strings (what ran: task, metric, corpus), the machine's times and throughput,
     and the stage's params; `git diff` shows it (evaluate's is in git, the training stages'
     are gathered into reports/summary/stages.json).

@@ -1,5 +1,5 @@
 """The markdown a pull request's reviewer reads: what the branch did to the headline, against a
-baseline revision, and whether that is more than noise; then what else changed (issue 34).
+baseline revision, and whether that is more than noise; then what else changed.
 
     python -m bertfit.review --baseline main --out pr_report.md --plots-dir dvc_plots/pr
     make pr-report BASELINE=origin/main        # the same; .github/workflows/pr-report.yml posts it

@@ -1,4 +1,4 @@
-"""The run's headline and its record in git: what the summary stage writes (issue 34).
+"""The run's headline and its record in git: what the summary stage writes.
 
 The headline is the target's test metric (the task's own) with its 95 % interval, a bootstrap
 over the test rows (bertfit.evaluation), and the run's wall time, the stages' own times summed

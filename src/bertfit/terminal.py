@@ -12,8 +12,8 @@ import sys
 def progress_bars() -> bool:
     """The one decision whether progress bars are drawn: only when stderr is a terminal.
 
-    In a log (`dvc repro > log`, CI) every redraw of a bar is a line of its own: 77 % of a
-    default run's log lines were bar redraws (issue 13). cli.configure_logging applies it to
+    In a log (`dvc repro > log`, CI) every redraw of a bar is a line of its own, and the
+    redraws would bury the lines a person reads. cli.configure_logging applies it to
     datasets, transformers and huggingface_hub; training.trainer to the Trainer's bar
     (TrainingArguments.disable_tqdm); inference.predict_scores to bertfit's own.
     """

@@ -256,7 +256,7 @@ def read_table(
     """Read CSV, TSV, JSONL or Parquet: `fmt` (one of FORMATS), else the name's (table_format).
 
     CSV and TSV cells are read as text, so `007` stays `007` and `null` stays a string. A file
-    that cannot be read is a ValueError naming it, the line where known, and the fix (issue 17);
+    that cannot be read is a ValueError naming it, the line where known, and the fix;
     one whose bytes are not the format is an UnreadableTable. `task` names the catalogue entry
     whose `source.encoding` a decoding error points to; None for a file outside the catalogue
     (predict's), whose only fix is to save it as UTF-8.
@@ -313,7 +313,7 @@ def _read_parquet(path: Path) -> pd.DataFrame:
 
 def _read_csv(path: Path, encoding: str, sep: str) -> pd.DataFrame:
     # quoted as csv writers (pandas' to_csv(sep="\t") among them) quote a field holding a quote
-    # or a tab; reading TSV with quoting off left their "" in the text (issue 17)
+    # or a tab; reading TSV with quoting off left their "" in the text
     try:
         return pd.read_csv(path, sep=sep, encoding=encoding, dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:

@@ -15,9 +15,8 @@ BERT-structured encoders (ATTENTION_MODELS, which look their attention up by nam
 transformers 5) get `bertfit_sdpa`: transformers' sdpa function where it drops nothing or runs
 on a GPU (on a CPU with no dropout, torch's fused flash kernel), else the same product written
 out (scores, mask, softmax, this dropout, values), as torch's own CPU path does when it has a
-dropout to apply (its fused CPU kernels refuse one). Measured on 2 Xeon cores, one layer at batch
-32 x 128 forward and backward: attention 83 -> 55 ms, a hidden-state dropout 10.7 -> 5.1 ms;
-an fp32 MLM step's forward and backward 1.62 -> 1.38 s. transformers and torch have no hook for
+dropout to apply (its fused CPU kernels refuse one); what it saves is measured in
+docs/performance.md, "Cheaper dropout draws". transformers and torch have no hook for
 a cheaper dropout draw, hence this module; training.trainer.stage_trainer applies it on a CPU.
 """
 

@@ -8,7 +8,7 @@ Weights load from safetensors only and remote code is never trusted.
 `check_model` is what collect, the first stage to read `model.name`, asks before anything else:
 a local directory must hold safetensors weights and its tokenizer's files, and `max_seq_length`
 must fit the position embeddings; each gap is an error naming the file and the fix, where
-transformers would load an empty tokenizer without a word or fail stages later (issue 17).
+transformers would load an empty tokenizer without a word or fail stages later.
 
 Models with a head load elsewhere (models.heads.load_classifier, models.family) through
 load_with_fresh_head here; this module changes no model, so collect, which only checks the
@@ -229,7 +229,7 @@ def check_tokenizer_files(name: str, model_dir: Path) -> None:
 
     Without them transformers 5 builds an empty tokenizer of the model's class (its special
     tokens only) and says nothing; every word then reads as [UNK] and a model trains on that
-    to chance accuracy (issue 17). AutoTokenizer has no strict mode, hence this check.
+    to chance accuracy. AutoTokenizer has no strict mode, hence this check.
     """
     if (model_dir / FULL_TOKENIZER_FILE).is_file():
         return

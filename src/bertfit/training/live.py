@@ -1,4 +1,4 @@
-"""Training logs through DVCLive (issue 13): per logging step the training loss and learning
+"""Training logs through DVCLive: per logging step the training loss and learning
 rate, per validation its scores, in `reports/<stage>/live/`: `plots/metrics/<stage>/<name>.tsv`
 (one row per step) and DVCLive's `metrics.json` (the step and the latest training values).
 
@@ -13,7 +13,7 @@ report. Only the main process of a multi-process run writes.
 A resumed stage starts its log afresh and first replays the history its checkpoint restored
 (the Trainer's `log_history`), so it ends with the files an uninterrupted run writes.
 
-The same records also go, in one long table per kind, into `reports/<stage>/curves/` (issue 34),
+The same records also go, in one long table per kind, into `reports/<stage>/curves/`,
 which dvc.yaml's plots draw: one chart per metric with a line per `series` (a task; or
 training / validation / held-out), so that a chart says which task it shows without one file
 per task in dvc.yaml, and a task set changed in params.yaml needs no new plot definitions.

@@ -6,10 +6,8 @@ inference.predict_scores), computes the task's metrics with metrics.task_metrics
 validation loss, and keeps the weights with the best selection value: the chosen metric of a
 single task (finetune), or the mean of each task's own metric (multitask).
 
-On a small validation set the best value is mostly noise: on 200 rows an accuracy of 0.83 has a
-standard error of 2.7 points, so the strict best is often an early evaluation that happened to
-draw lucky rows (sst2, 2,000 train rows, seed 1: the strict best was the first of five epochs,
-0.822 on test, against 0.840 for the plain fine-tune's last epoch).
+On a small validation set the best value is mostly noise, so the strict best is often an early
+evaluation that happened to draw lucky rows (docs/guide.md gives a measured case).
 With a `tolerance`, the kept evaluation is the latest one within that margin of the best, so
 training counts for more than a lucky draw: "auto" takes one standard error of the best value,
 estimated by bootstrap over the validation rows (any metric: accuracy, F1, MCC, Pearson,
