@@ -23,7 +23,6 @@ from bertfit.reporting import atomic_file, write_json
 
 LABELS_FILE = "labels.json"
 STATS_FILE = "stats.json"
-SPLIT_NAMES = ("train", "validation", "test")
 
 
 @dataclass(frozen=True)
