@@ -4,7 +4,7 @@ One run, one machine, the same threads for every variant (--threads, 2 by defaul
 embedded default's machine): the model directory (default models/finetune) exported by
 `bertfit export` to ONNX fp32 and int8 in a scratch folder, then each of
 - torch_fp32: the PyTorch model as bertfit predict loads it (models.family.load_trained);
-- onnx_fp32, onnx_int8: the exports as bertfit predict loads them (export.load_export);
+- onnx_fp32, onnx_int8: the exports as bertfit predict loads them (models.onnx.load_export);
 scores the model's task's test split (data/tasks/<task>/test.parquet, written by collect)
 through predict's own path (evaluation.model_scores: the manifest's encoding, length-sorted
 batches, the family's collator and score), in examples/s including collation:
@@ -33,9 +33,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bertfit.export import export_model, load_export
+from bertfit.export import export_model
 from bertfit.inference import model_scores
 from bertfit.models.family import Trained, load_trained
+from bertfit.models.onnx import load_export
 from bertfit.reporting import write_json
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,10 +13,11 @@ import pytest
 
 from bertfit import cli
 from bertfit.data.tasks import Task
-from bertfit.export import ONNX_FILE, ExportError, export_info, export_model, load_export
+from bertfit.export import export_model
 from bertfit.inference import model_scores
 from bertfit.models.family import load_trained
 from bertfit.models.manifest import MANIFEST_FILE
+from bertfit.models.onnx import ONNX_FILE, ExportError, export_info, load_export
 from bertfit.params import FinetuneParams
 from bertfit.serve import model_scorer
 from bertfit.training.finetune import finetune

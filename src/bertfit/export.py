@@ -7,9 +7,9 @@ the tokenizer, config.json and bertfit_model.json: the model's manifest with an 
 (format, file, quantization, opset), so `bertfit predict DIR FILE` and `bertfit serve DIR` read
 it as they read MODEL_DIR: the same encoding and truncation (the manifest's preprocessing),
 length-sorted batches, temperature and columns, with ONNX Runtime computing the logits
-(load_export). The graph is traced by torch.onnx's dynamo exporter from the model predict loads
-(models.family.load_trained), with batch and sequence length dynamic; before anything is
-written, ONNX Runtime's logits on a sample batch must equal PyTorch's. The TorchScript exporter
+(models.onnx.load_export). The graph is traced by torch.onnx's dynamo exporter from the model
+predict loads (models.family.load_trained), with batch and sequence length dynamic; before
+anything is written, ONNX Runtime's logits on a sample batch must equal PyTorch's. The TorchScript exporter
 is not used: on transformers 5 it traces a graph that ignores its inputs. `--quantize int8`
 quantizes the weights of every MatMul to int8, one scale per output channel, and the
 activations at run time (onnxruntime.quantization.quantize_dynamic): a quarter of the size,
@@ -33,18 +33,24 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from transformers.modeling_outputs import SequenceClassifierOutput
 
 from bertfit import cli
-from bertfit.models.family import FAMILIES, Trained, load_trained
-from bertfit.models.loading import load_tokenizer
-from bertfit.models.manifest import MANIFEST_FILE, Manifest, read_manifest
+from bertfit.models.family import Trained, load_trained
+from bertfit.models.manifest import MANIFEST_FILE, Manifest
+from bertfit.models.onnx import (
+    EXPORT_KEY,
+    ONNX_FILE,
+    ExportError,
+    OnnxClassifier,
+    export_info,
+    ort_session,
+    why_not_exportable,
+)
 from bertfit.predict import check_model_dir
 from bertfit.reporting import check_writable, file_mode, write_json
 
@@ -52,8 +58,6 @@ log = logging.getLogger(__name__)
 
 FORMATS = ("onnx",)
 QUANTIZATIONS = ("int8",)
-ONNX_FILE = "model.onnx"
-EXPORT_KEY = "export"  # the manifest's entry saying the directory is an export
 OPSET = 18
 # fp32 ONNX Runtime against PyTorch on the sample batch: float rounding only
 ATOL, RTOL = 1e-4, 1e-4
@@ -62,23 +66,6 @@ SAMPLE_TEXTS = [
     "a longer text, so the sample batch is padded and its attention mask has zeros in it",
     "one more",
 ]
-HEAD_WHY = {
-    "pooled": "a pooled head (bertfit's own features over layers or pieces; with hierarchical "
-    "truncation a text's pieces are regrouped outside the model)",
-    "text2text": "a text-to-text model (its score is a decoder pass per label word)",
-}
-
-
-class ExportError(ValueError):
-    """A model directory bertfit export cannot export, or an --out it must not overwrite."""
-
-
-def export_info(model_dir: Path) -> dict[str, Any] | None:
-    """The manifest's `export` entry (format, file, quantization), None for a PyTorch model."""
-    path = Path(model_dir) / MANIFEST_FILE
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text(encoding="utf-8")).get(EXPORT_KEY)
 
 
 def exportable(model_dir: Path) -> Manifest:
@@ -88,14 +75,7 @@ def exportable(model_dir: Path) -> Manifest:
         raise ExportError(
             f"{model_dir}: an ONNX export already; export the PyTorch model directory it came from"
         )
-    kind = None
-    if manifest.family != "encoder" or manifest.head != "stock":
-        kind = HEAD_WHY.get(manifest.head, f"a {manifest.family} model with head {manifest.head}")
-    elif manifest.method != "full":
-        kind = (
-            f"a peft adapter (method {manifest.method}) kept apart from its frozen base in "
-            "base/; train with finetune.method full to export"
-        )
+    kind = why_not_exportable(manifest)
     if kind is not None:
         raise ExportError(
             f"{model_dir}: {kind}; bertfit export supports fully fine-tuned encoder classifiers "
@@ -153,35 +133,6 @@ def quantize_int8(source: Path, target: Path) -> None:
     finally:
         root.setLevel(level)
     prepared.unlink()
-
-
-def ort_session(path: Path) -> Any:
-    """An ONNX Runtime CPU session on as many threads as PyTorch uses here (OMP_NUM_THREADS)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-class OnnxClassifier(nn.Module):
-    """An ONNX Runtime session behind a classifier's call: `model(**batch).logits`, so the
-    family's score and inference.predict_scores run it as they run the PyTorch model."""
-
-    def __init__(self, session: Any) -> None:
-        super().__init__()
-        self.session = session
-        self.input_names = [i.name for i in session.get_inputs()]
-        # predict_scores moves batches to the device of the model's first parameter
-        self.anchor = nn.Parameter(torch.zeros(0), requires_grad=False)
-
-    def forward(self, **batch: torch.Tensor) -> SequenceClassifierOutput:
-        missing = [name for name in self.input_names if name not in batch]
-        if missing:
-            raise ValueError(f"the ONNX model needs inputs {missing}; the batch has {list(batch)}")
-        feed = {name: batch[name].cpu().numpy() for name in self.input_names}
-        logits = self.session.run(["logits"], feed)[0]
-        return SequenceClassifierOutput(logits=torch.from_numpy(logits).to(self.anchor.device))
 
 
 def onnx_logits(path: Path, batch: dict[str, torch.Tensor]) -> np.ndarray:
@@ -287,22 +238,6 @@ def replace_dir(work: Path, out_dir: Path) -> None:
     if out_dir.is_dir():
         shutil.rmtree(out_dir)
     os.replace(work, out_dir)
-
-
-def load_export(model_dir: Path) -> Trained:
-    """An export's ONNX Runtime session in a Trained, as load_trained gives a PyTorch model:
-    predict and serve encode, batch, score and calibrate it through the same manifest."""
-    info = export_info(model_dir)
-    graph = Path(model_dir) / (info or {}).get("file", ONNX_FILE)
-    if info is None or info.get("format") != "onnx" or not graph.is_file():
-        raise ExportError(
-            f"{model_dir}: not an ONNX export ({MANIFEST_FILE}'s export entry: {info}), or "
-            f"{graph} is missing; export the model again with bertfit export"
-        )
-    log.info("%s: ONNX%s, scored by ONNX Runtime", graph, " int8" if info.get("quantize") else "")
-    model = OnnxClassifier(ort_session(graph))
-    tokenizer = load_tokenizer(str(model_dir))
-    return Trained(model, tokenizer, read_manifest(model_dir), FAMILIES["encoder"])
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

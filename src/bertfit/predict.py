@@ -43,6 +43,7 @@ from bertfit.hardware import use_bf16
 from bertfit.inference import class_probabilities, model_scores, probability_columns
 from bertfit.models.family import Trained, load_trained
 from bertfit.models.manifest import MANIFEST_FILE, Manifest, read_manifest
+from bertfit.models.onnx import export_info, load_export
 from bertfit.reporting import atomic_file, check_writable
 
 log = logging.getLogger(__name__)
@@ -327,8 +328,6 @@ def predict_file(
     df = read_input(input_file, fmt)
     check_inputs(task, manifest.preprocessing, model_dir, df, text_column, pair_column, input_file)
     rows = input_rows(df, text_column, pair_column, input_file)
-
-    from bertfit.export import export_info, load_export  # bertfit export's ONNX directories
 
     bf16 = use_bf16(mixed_precision)
     trained = load_export(model_dir) if export_info(model_dir) else load_trained(model_dir)

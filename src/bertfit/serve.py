@@ -110,8 +110,8 @@ class Batcher:
 
 def model_scorer(model_dir: Path, batch_size: int, bf16: bool) -> tuple[Any, dict[str, Any]]:
     """A function that scores texts as `bertfit predict` does, and the model's metadata."""
-    from bertfit.export import export_info, load_export
     from bertfit.models.family import load_trained
+    from bertfit.models.onnx import export_info, load_export
     from bertfit.predict import check_model_dir, prediction_columns
 
     manifest, task = check_model_dir(model_dir)
