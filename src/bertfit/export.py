@@ -9,8 +9,9 @@ it as they read MODEL_DIR: the same encoding and truncation (the manifest's prep
 length-sorted batches, temperature and columns, with ONNX Runtime computing the logits
 (models.onnx.load_export). The graph is traced by torch.onnx's dynamo exporter from the model
 predict loads (models.family.load_trained), with batch and sequence length dynamic; before
-anything is written, ONNX Runtime's logits on a sample batch must equal PyTorch's. The TorchScript exporter
-is not used: on transformers 5 it traces a graph that ignores its inputs. `--quantize int8`
+anything is written, ONNX Runtime's logits on a sample batch must equal PyTorch's. The
+TorchScript exporter is not used: on transformers 5 it traces a graph that ignores its inputs.
+`--quantize int8`
 quantizes the weights of every MatMul to int8, one scale per output channel, and the
 activations at run time (onnxruntime.quantization.quantize_dynamic): a quarter of the size,
 and faster on CPUs with int8 dot products.
