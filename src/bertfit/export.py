@@ -11,10 +11,9 @@ length-sorted batches, temperature and columns, with ONNX Runtime computing the 
 predict loads (models.family.load_trained), with batch and sequence length dynamic; before
 anything is written, ONNX Runtime's logits on a sample batch must equal PyTorch's. The
 TorchScript exporter is not used: on transformers 5 it traces a graph that ignores its inputs.
-`--quantize int8`
-quantizes the weights of every MatMul to int8, one scale per output channel, and the
-activations at run time (onnxruntime.quantization.quantize_dynamic): a quarter of the size,
-and faster on CPUs with int8 dot products.
+`--quantize int8` quantizes the weights of every MatMul to int8, one scale per output channel,
+and the activations at run time (onnxruntime.quantization.quantize_dynamic): a quarter of the
+size, and faster on CPUs with int8 dot products.
 
 Exported: encoder classifiers with the architecture's own head (manifest head `stock`), fully
 fine-tuned (method `full`), for classification or regression. Refused with the reason: text-to-
