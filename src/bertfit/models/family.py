@@ -6,6 +6,15 @@ Evaluation, model selection, search and prediction call that and nothing family-
 (lm-evaluation-harness's "score each choice, take the argmax"). The family is chosen from the
 model's own config (`is_encoder_decoder`), never its name.
 
+Everything else that differs between the two is the family's too, so no code outside models/
+names one: the multitask model, how it is saved and served (`multitask_model`,
+`save_multitask`, `serving_base`), its further-pretraining objective (`objective`, a key of
+training.pretrain.OBJECTIVES, since models/ does not import training/, and its settings),
+peft's task type, the auto class of a bare model, the model card's pipeline tag, the depths of
+its layer stacks, whether it has a head to start from multitask and whether it can write its
+label as text. How it trains (every weight, or an adapter) is the tuning method's
+(models.methods).
+
 - `encoder` (BERT-style): the stock sequence-classification head on the pooled [CLS],
   models.pooling's features and hierarchical chunk pooling, or models.heads' multitask heads;
   its score is the classifier's logits.

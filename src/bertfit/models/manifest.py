@@ -43,8 +43,8 @@ class Manifest:
     head_config: dict[str, Any] = field(default_factory=dict)
     # multitask: task name -> {"task": Task, "architecture": class name, "file": weights file}
     heads: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # models.methods.METHODS' name (checked where it loads, method_in); full: every weight
-    # trained, a manifest from before methods existed; else a peft adapter, its base in base/
+    # a name in models.methods.METHODS, checked on loading (method_in); full (every weight
+    # trained) for manifests written before there were methods
     method: str = "full"
     # an adapter's frozen base, by models.adapters.base_fingerprint: one base serves many tasks
     base_fingerprint: str | None = None
