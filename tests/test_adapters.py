@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-import bertfit.training.finetune as finetune_module
+import bertfit.models.methods.base as method_module
 from bertfit.data.tasks import Task
 from bertfit.inference import predict_scores
 from bertfit.models.family import load_trained
@@ -54,14 +54,14 @@ def run(
 ) -> tuple[dict, dict[str, str], dict[str, str]]:
     """finetune with a method; the base's digests when the adapter is put on, and after training."""
     captured = {}
-    original = finetune_module.adapt
+    original = method_module.adapt
 
     def adapt(model: torch.nn.Module, config: object) -> torch.nn.Module:
         captured["before"] = base_hashes(model)
         captured["model"] = original(model, config)
         return captured["model"]
 
-    monkeypatch.setattr(finetune_module, "adapt", adapt)
+    monkeypatch.setattr(method_module, "adapt", adapt)
     metrics = finetune(
         str(model_dir), task, rows, rows, params(**overrides), 32,
         tmp_path / "model", tmp_path / "reports",

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import bertfit.training.finetune as finetune_module
+import bertfit.models.methods.base as method_module
 from bertfit.data.tasks import Task, read_task, write_task
 from bertfit.inference import predict_scores
 from bertfit.metrics import task_metrics
@@ -139,14 +139,14 @@ def test_finetune_starts_the_targets_prompt_from_its_multitask_prompt(
     multitask_prompt = load_file(out / "prompts" / "toy" / "adapter_model.safetensors")
 
     started = {}
-    original = finetune_module.resume_adapter
+    original = method_module.resume_adapter
 
     def resume(model: torch.nn.Module, adapter_dir: Path) -> torch.nn.Module:
         resumed = original(model, adapter_dir)
         started["prompt"] = resumed.prompt_encoder["default"].embedding.weight.detach().clone()
         return resumed
 
-    monkeypatch.setattr(finetune_module, "resume_adapter", resume)
+    monkeypatch.setattr(method_module, "resume_adapter", resume)
     toy_task, rows = tasks[1], toy(32)
     fit = finetune_params(
         method="prompt_tuning",

@@ -323,7 +323,7 @@ def generation(
     trained: Trained, task: Task, dataset: Any, params: EvaluateParams, y_true: np.ndarray
 ) -> dict[str, Any]:
     """`prediction: generate` on a seq2seq model: free decoding, its accuracy and validity."""
-    if params.prediction == "rank" or trained.family.name != "seq2seq":
+    if params.prediction == "rank" or not trained.family.generates:
         return {"metrics": {}, "texts": None}
     values = trained.manifest.head_config.get("values")
     words = target_words(task, values)

@@ -25,7 +25,9 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from bertfit.data.tasks import Task
+from bertfit.models.family import FAMILIES
 from bertfit.models.manifest import Manifest
+from bertfit.models.methods import METHODS
 from bertfit.reporting import markdown_table, md_code
 
 README_FILE = "README.md"
@@ -37,8 +39,6 @@ HUB_METRICS = {
     "pearson": "pearsonr",
     "spearman": "spearmanr",
 }
-# how the model is called: seq2seq models write their label words
-PIPELINE_TAGS = {"encoder": "text-classification", "seq2seq": "text2text-generation"}
 METRIC_PREFIX = "validation "  # the model-index metric name: "validation accuracy"
 UNKNOWN_TOKEN_WARNING = 0.01  # collect.warn_unknown_token_share's default
 
@@ -72,6 +72,7 @@ def card_data(
     source = stats.get("source", {})
     hub_dataset = source.get("path") if source.get("kind") == "hub" else None
     values = card_metrics(metrics["validation"])
+    method = METHODS[manifest.method]
     results = [
         EvalResult(
             task_type="text-classification",
@@ -92,13 +93,13 @@ def card_data(
         license=(base.get("license") or "").lower() or None,
         base_model=base.get("hub_id"),
         language=base.get("language"),
-        library_name="transformers" if manifest.method == "full" else "peft",
-        pipeline_tag=PIPELINE_TAGS[manifest.family],
+        library_name=method.library_name,
+        pipeline_tag=FAMILIES[manifest.family].pipeline_tag,  # how the model is called
         datasets=[hub_dataset] if hub_dataset else None,
         metrics=sorted({HUB_METRICS.get(k, k) for k in values}),
         tags=["bertfit", "text-classification", task.name]
         + ([task.domain] if task.domain else [])
-        + ([manifest.method] if manifest.method != "full" else []),
+        + method.card_tags(),
         eval_results=results or None,
     )
 
@@ -140,7 +141,8 @@ def usage(manifest: Manifest) -> str:
             else "."
         )
     )
-    if manifest.family == "encoder" and manifest.head == "stock" and manifest.method == "full":
+    family, method = FAMILIES[manifest.family], METHODS[manifest.method]
+    if not method.adapter and family.pipeline_loads(manifest.head):
         return (
             "A standard sequence-classification directory (`id2label` set):\n\n"
             "```python\n"
@@ -152,18 +154,7 @@ def usage(manifest: Manifest) -> str:
             "keeps their head, where training read them as the recipe below says. To read "
             "texts exactly as in training, use bertfit:\n\n" + bertfit_way
         )
-    if manifest.method != "full":
-        kind = f"a peft {manifest.method} adapter on the frozen base in `base/`"
-    elif manifest.family == "seq2seq":
-        kind = (
-            "a text-to-text model that writes label words (transformers 5 has no text2text "
-            "pipeline; bertfit ranks the label words)"
-        )
-    else:
-        kind = (
-            "an encoder with bertfit's pooled head (`bertfit_head.safetensors`), which the "
-            "stock pipeline does not load"
-        )
+    kind = method.describe(family, manifest.head)
     return f"This is {kind}. Load it with bertfit:\n\n{bertfit_way}"
 
 
@@ -206,7 +197,7 @@ def finetune_step(entry: dict[str, Any], metrics: dict[str, Any]) -> str:
         if metrics.get("prompt_from_multitask")
         else "a fresh head"
     )
-    if entry["family"] == "seq2seq":
+    if not FAMILIES[entry["family"]].has_head:
         start = "the model's own label words (no head)"
     kept = (
         f"kept step {metrics['best_step']} (epoch {metrics['best_epoch']:g})"

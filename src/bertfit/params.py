@@ -312,7 +312,7 @@ class PretrainParams(TrainingParams):
 
 
 class AdaptableParams(TrainingParams):
-    """A training stage that can tune a soft prompt on a frozen model (models.adapters):
+    """A training stage that can tune a soft prompt on a frozen model (models.methods):
     multitask and finetune. Each names its own `method` values."""
 
     method: str
@@ -352,7 +352,7 @@ class MultitaskParams(AdaptableParams):
     )
     method: Literal["full", "prompt_tuning"] = Field(
         description="full: the shared model and every head train; prompt_tuning: one peft prompt "
-        "per task (and its head) on one frozen base (models.adapters)"
+        "per task (and its head) on one frozen base (models.methods)"
     )
     max_steps: int = Field(gt=0)
     eval_steps: int = Field(gt=0, description="validation of every task each eval_steps steps")
@@ -455,7 +455,7 @@ class FinetuneParams(AdaptableParams):
     )
     method: Literal["full", "prompt_tuning", "lora"] = Field(
         description="full: every weight trains; prompt_tuning / lora: a peft adapter on the frozen "
-        "model (models.adapters)"
+        "model (models.methods)"
     )
     lora_r: int = Field(gt=0, description="lora: rank of the update matrices")
     lora_alpha: float = Field(gt=0, description="lora: scaling (the update is alpha / r × BA)")

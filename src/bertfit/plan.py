@@ -763,7 +763,7 @@ def _mlm_step(model_name: str, pretrain: Any, inputs: Inputs, device: str, bf16:
 
     family = family_for(model_name)
     tokenizer = load_tokenizer(model_name)
-    objective = OBJECTIVES[family.name](pretrain, model_name)
+    objective = OBJECTIVES[family.objective](pretrain, model_name)
     model = objective.load_model()
     if device == "cpu":
         use_fast_dropout(model)

@@ -1,15 +1,5 @@
-"""Parameter-efficient tuning methods, applied after loading through peft, for either family.
-
-- `prompt_tuning` (Lester et al. 2021): `num_virtual_tokens` trainable vectors prepended to the
-  input embeddings, every model weight frozen. For a seq2seq model the prompt sits on the encoder
-  input only (peft's SEQ_2_SEQ_LM with `num_transformer_submodules=1`; peft's default of 2 would
-  allocate a second, unused set of rows). For an encoder (peft's SEQ_CLS) the classifier head
-  trains too, and the prompt sits *before* [CLS]: BERT's pooler reads position 0, which is then
-  the first virtual token, not [CLS]. That vector is trainable and attends to the whole text, so
-  it acts as a learned [CLS]; the stock head pools it, and we leave it so rather than moving the
-  prompt behind [CLS] (which peft does not offer).
-- `lora` (Hu et al. 2021): rank-r updates on the target modules (peft's default modules for the
-  architecture when none are named); the encoder's classifier head trains too.
+"""The peft plumbing under the adapter methods (models.methods: prompt_tuning, lora), for
+either family: putting an adapter on a model, resuming a saved one, naming the frozen base.
 
 The adapter is saved as peft writes it (adapter_config.json + adapter_model.safetensors) and the
 frozen base it was trained on beside it in `base/`, so a model directory stands alone:
@@ -38,83 +28,22 @@ from peft import (
     LoraConfig,
     PeftConfig,
     PeftModel,
-    PromptTuningConfig,
     PromptTuningInit,
-    TaskType,
     get_peft_model,
     load_peft_weights,
     set_peft_model_state_dict,
 )
 from torch import nn
 
-from bertfit.models.manifest import METHODS
-
 log = logging.getLogger(__name__)
 
 BASE_DIR = "base"  # the frozen base, inside the adapter's directory
 PROMPTS_DIR = "prompts"  # multitask prompt tuning: prompts/<task>/, one adapter per task
-PROMPT_INITS = {
-    "text": PromptTuningInit.TEXT,
-    "sample_vocab": PromptTuningInit.SAMPLE_VOCAB,
-    "random": PromptTuningInit.RANDOM,
-}
-
-
-def task_type(family: str) -> TaskType:
-    return TaskType.SEQ_2_SEQ_LM if family == "seq2seq" else TaskType.SEQ_CLS
-
-
-def default_init_text(words: list[str]) -> str:
-    """Lester et al. initialise the prompt from words of the task: here, its label words."""
-    return "Classify the text as " + " or ".join(words) + "."
-
-
-def check_prompt_length(
-    config: Any, max_seq_length: int, num_virtual_tokens: int, section: str = "finetune"
-) -> None:
-    """Absolute-position models must fit the prompt and the text together."""
-    limit = getattr(config, "max_position_embeddings", None)
-    if limit is not None and max_seq_length + num_virtual_tokens > limit:
-        raise ValueError(
-            f"params.yaml: model.max_seq_length ({max_seq_length}) + {section}.num_virtual_tokens "
-            f"({num_virtual_tokens}) must be at most the model's max_position_embeddings "
-            f"({limit}): the prompt takes positions too"
-        )
-
-
-def adapter_config(
-    method: str,
-    family: str,
-    params: Any,
-    tokenizer_dir: str,
-    words: list[str],
-) -> PromptTuningConfig | LoraConfig:
-    """The peft config of `method` from the stage's params."""
-    if method == "prompt_tuning":
-        init = PROMPT_INITS[params.prompt_init]
-        text = params.prompt_init_text or default_init_text(words)
-        return PromptTuningConfig(
-            task_type=task_type(family),
-            num_virtual_tokens=params.num_virtual_tokens,
-            num_transformer_submodules=1,  # Lester et al.: the prompt on the encoder input only
-            prompt_tuning_init=init,
-            prompt_tuning_init_text=text if init == PromptTuningInit.TEXT else None,
-            tokenizer_name_or_path=tokenizer_dir if init == PromptTuningInit.TEXT else None,
-        )
-    if method == "lora":
-        return LoraConfig(
-            task_type=task_type(family),
-            r=params.lora_r,
-            lora_alpha=params.lora_alpha,
-            lora_dropout=params.lora_dropout,
-            target_modules=params.lora_target_modules,
-        )
-    raise ValueError(f"finetune.method must be one of {list(METHODS)}, got {method!r}")
 
 
 def adapt(
     model: nn.Module,
-    config: PromptTuningConfig | LoraConfig,
+    config: PeftConfig,
     name: str = "default",
     section: str = "finetune",
 ) -> PeftModel:
@@ -249,12 +178,6 @@ def trainable_report(model: nn.Module, optimizer: torch.optim.Optimizer | None) 
         "trainable_share": trainable / total if total else 0.0,
         "optimizer_state_bytes": state,
     }
-
-
-def save_adapted(model: PeftModel, model_dir: Path) -> None:
-    """The adapter files, and the frozen base beside them in base/."""
-    model.save_pretrained(model_dir)
-    model.get_base_model().save_pretrained(Path(model_dir) / BASE_DIR)
 
 
 def load_adapted(base: nn.Module, model_dir: Path) -> PeftModel:

@@ -6,6 +6,15 @@ Evaluation, model selection, search and prediction call that and nothing family-
 (lm-evaluation-harness's "score each choice, take the argmax"). The family is chosen from the
 model's own config (`is_encoder_decoder`), never its name.
 
+Everything else that differs between the two is the family's too, so no code outside models/
+names one: the multitask model, how it is saved and served (`multitask_model`,
+`save_multitask`, `serving_base`), its further-pretraining objective (`objective`, a key of
+training.pretrain.OBJECTIVES, since models/ does not import training/, and its settings),
+peft's task type, the auto class of a bare model, the model card's pipeline tag, the depths of
+its layer stacks, whether it has a head to start from multitask and whether it can write its
+label as text. How it trains (every weight, or an adapter) is the tuning method's
+(models.methods).
+
 - `encoder` (BERT-style): the stock sequence-classification head on the pooled [CLS],
   models.pooling's features and hierarchical chunk pooling, or models.heads' multitask heads;
   its score is the classifier's logits.
@@ -24,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from peft import PeftModel
+from peft import PeftModel, TaskType
 from torch import nn
 from transformers import (
     AutoModel,
@@ -38,7 +47,7 @@ from transformers import (
 from bertfit.data.encoding import Encoder, Preprocessing
 from bertfit.data.tasks import Task
 from bertfit.inference import predict_scores
-from bertfit.models.adapters import BASE_DIR, TaskAdapters, base_fingerprint, load_adapted
+from bertfit.models.adapters import BASE_DIR, TaskAdapters, base_fingerprint
 from bertfit.models.heads import MultiTaskModel, head_on, load_classifier
 from bertfit.models.last_layer import first_token_only
 from bertfit.models.loading import (
@@ -48,6 +57,7 @@ from bertfit.models.loading import (
     resolve_model_name,
 )
 from bertfit.models.manifest import Manifest, read_manifest
+from bertfit.models.methods import method_in
 from bertfit.models.pooling import ChunkCollator, HeadSpec, PooledClassifier, pooled_classifier
 from bertfit.models.text2text import (
     LabelRanker,
@@ -58,6 +68,7 @@ from bertfit.models.text2text import (
     target_words,
     with_targets,
 )
+from bertfit.params import PretrainParams
 
 Batch = dict[str, torch.Tensor]
 Scorer = Callable[[nn.Module, Batch], torch.Tensor]
@@ -72,6 +83,13 @@ class EncoderFamily:
     """BERT-style encoders with a classification head; a batch's scores are its logits."""
 
     name = "encoder"
+    task_type = TaskType.SEQ_CLS  # peft's: an adapter on a sequence classifier
+    auto_class = AutoModel  # a bare model (no head), as a pass-through stage saves it
+    pipeline_tag = "text-classification"  # the model card's: how the model is called
+    multitask_head = "multitask"  # the multitask stage's head: one per task
+    objective = "mlm"  # further pretraining's objective (training.pretrain.OBJECTIVES)
+    has_head = True  # a classifier head, which finetune can start from multitask's
+    generates = False  # it cannot write its label as text (evaluate's prediction: generate)
 
     def classifier(self, model_name: str, task: Task, head: HeadSpec | None) -> nn.Module:
         """A classifier for `task` on the encoder `model_name`: stock head, or a pooled one."""
@@ -132,11 +150,66 @@ class EncoderFamily:
             "stage) has no classifier to score with; use models/finetune"
         )
 
+    def objective_details(self, params: PretrainParams) -> dict[str, Any]:
+        """The masking settings, for pretrain's plan line."""
+        return {
+            "mlm_probability": params.mlm_probability,
+            "whole_word_masking": params.whole_word_mask,
+        }
+
+    def layer_stacks(self, config: Any) -> tuple[int, int] | None:
+        """One stack of layers (training.optim counts them from num_hidden_layers)."""
+        return None
+
+    def multitask_model(self, model_dir: Path, tasks: list[Task]) -> MultiTaskModel:
+        """One shared encoder and a fresh head per task (models.heads)."""
+        return MultiTaskModel.build(str(model_dir), tasks)
+
+    def task_part(self, model: MultiTaskModel, task: Task) -> nn.Module:
+        """What a task's adapter goes around in the multitask model: its head on the encoder."""
+        return model.heads[task.name]
+
+    def save_multitask(
+        self, model: MultiTaskModel, tasks: list[Task], configs: dict[str, dict], model_dir: Path
+    ) -> tuple[str, dict[str, dict[str, Any]]]:
+        """The encoder as a standard directory and each head's weights in multitask_heads/;
+        returns the manifest's head and its `heads`."""
+        model.encoder.save_pretrained(model_dir)
+        return self.multitask_head, model.save_heads(model_dir, tasks)
+
+    def serving_base(self, base_dir: Path) -> nn.Module:
+        """The one base several tasks' adapters are served on: the bare encoder."""
+        base = AutoModel.from_pretrained(base_dir, **LOAD_KWARGS)
+        first_token_only(base)  # every task's head reads [CLS], as in load_trained's model
+        return base
+
+    def serving_part(self, base: nn.Module, base_dir: Path, task: Task) -> nn.Module:
+        """What a served task's adapter goes around: its classifier built around the base."""
+        return head_on(base, str(base_dir), task)
+
+    def pipeline_loads(self, head: str) -> bool:
+        """Whether `pipeline(pipeline_tag)` loads a full model with this head."""
+        return head == "stock"
+
+    def describe(self, head: str) -> str:
+        """What a full model the stock pipeline does not load is, for the model card."""
+        return (
+            "an encoder with bertfit's pooled head (`bertfit_head.safetensors`), which the "
+            "stock pipeline does not load"
+        )
+
 
 class Seq2SeqFamily:
     """Encoder-decoders as text-to-text classifiers: prefixed inputs, label words, ranking."""
 
     name = "seq2seq"
+    task_type = TaskType.SEQ_2_SEQ_LM  # peft's: an adapter on a seq2seq LM
+    auto_class = AutoModelForSeq2SeqLM  # a bare model keeps its LM head: it writes label words
+    pipeline_tag = "text2text-generation"  # the model card's: how the model is called
+    multitask_head = "text2text"  # no heads: the one model writes every task's label words
+    objective = "span_corruption"  # further pretraining's (training.pretrain.OBJECTIVES)
+    has_head = False  # no head to start from: multitask trained the model itself
+    generates = True  # it can write its label as text (evaluate's prediction: generate)
 
     def classifier(self, model_name: str, task: Task, head: HeadSpec | None) -> nn.Module:
         """The seq2seq model itself: its LM head writes the label words."""
@@ -189,6 +262,59 @@ class Seq2SeqFamily:
 
     def load(self, model_dir: Path, manifest: Manifest) -> nn.Module:
         return load_seq2seq(str(model_dir))
+
+    def objective_details(self, params: PretrainParams) -> dict[str, Any]:
+        """The span-corruption settings, for pretrain's plan line."""
+        return {
+            "noise_density": params.noise_density,
+            "mean_noise_span_length": params.mean_noise_span_length,
+        }
+
+    def layer_stacks(self, config: Any) -> tuple[int, int] | None:
+        """(encoder, decoder) block counts, for layer-wise decay (training.optim)."""
+        encoder = getattr(config, "num_layers", None) or getattr(config, "encoder_layers", None)
+        decoder = getattr(config, "num_decoder_layers", None) or getattr(
+            config, "decoder_layers", None
+        )
+        if not (isinstance(encoder, int) and isinstance(decoder, int)):
+            raise ValueError(
+                f"{type(config).__name__}: cannot read the encoder and decoder depths for "
+                "layer-wise decay (num_layers / num_decoder_layers or encoder_layers / "
+                "decoder_layers)"
+            )
+        return encoder, decoder
+
+    def multitask_model(self, model_dir: Path, tasks: list[Task]) -> nn.Module:
+        """The one model every task trains, text-to-text with its own prefix."""
+        return load_seq2seq(str(model_dir))
+
+    def task_part(self, model: nn.Module, task: Task) -> nn.Module:
+        return model  # every task's adapter goes around the one model
+
+    def save_multitask(
+        self, model: nn.Module, tasks: list[Task], configs: dict[str, dict], model_dir: Path
+    ) -> tuple[str, dict[str, dict[str, Any]]]:
+        """The model as a standard directory; the manifest's `heads` say how each task is
+        scored."""
+        model.save_pretrained(model_dir)
+        return self.multitask_head, {
+            t.name: {"task": t, "head_config": configs[t.name]} for t in tasks
+        }
+
+    def serving_base(self, base_dir: Path) -> nn.Module:
+        return load_seq2seq(str(base_dir))
+
+    def serving_part(self, base: nn.Module, base_dir: Path, task: Task) -> nn.Module:
+        return base
+
+    def pipeline_loads(self, head: str) -> bool:
+        return False  # transformers 5 has no text2text pipeline
+
+    def describe(self, head: str) -> str:
+        return (
+            "a text-to-text model that writes label words (transformers 5 has no text2text "
+            "pipeline; bertfit ranks the label words)"
+        )
 
 
 def load_seq2seq(model_name: str) -> nn.Module:
@@ -267,15 +393,12 @@ def load_trained(model_dir: Path) -> Trained:
     """
     manifest = read_manifest(model_dir)
     family = family_in(manifest, model_dir)
-    if manifest.method != "full" and manifest.stage == "multitask":
+    method = method_in(manifest, model_dir)
+    if method.adapter and manifest.stage == "multitask":
         served = load_task_adapters([model_dir])
         return Trained(served.model, served.tokenizer, manifest, family)
-    if manifest.method == "full":
-        model = family.load(Path(model_dir), manifest)
-        return Trained(model, load_tokenizer(str(model_dir)), manifest, family)
-    base_dir = Path(model_dir) / BASE_DIR
-    model = load_adapted(family.load(base_dir, manifest), Path(model_dir))
-    return Trained(model, load_tokenizer(str(base_dir)), manifest, family)
+    model, tokenizer = method.load(family, Path(model_dir), manifest)
+    return Trained(model, tokenizer, manifest, family)
 
 
 @dataclass(frozen=True)
@@ -292,10 +415,11 @@ class AdapterEntry:
 def adapter_entries(model_dir: Path) -> list[AdapterEntry]:
     """The adapters a directory holds: one (finetune's), or one per task (multitask prompts)."""
     manifest = read_manifest(model_dir)
-    if manifest.method == "full":
+    if not method_in(manifest, model_dir).adapter:
         raise ValueError(
-            f"{model_dir}: a fully trained model (method full, from the {manifest.stage} stage) "
-            "has no adapter to switch to; load it alone with load_trained, or train with "
+            f"{model_dir}: a fully trained model (method {manifest.method}, from the "
+            f"{manifest.stage} stage) has no adapter to switch to; load it alone with "
+            "load_trained, or train with "
             "finetune.method prompt_tuning or lora"
         )
     if manifest.stage == "multitask":
@@ -379,11 +503,7 @@ def load_task_adapters(model_dirs: list[Path]) -> TaskServer:
         )
     family = family_in(entries[0].manifest, entries[0].base_dir)
     base_dir = entries[0].base_dir
-    if family.name == "seq2seq":
-        base = load_seq2seq(str(base_dir))
-    else:  # each task's classifier is built around the one encoder (models.heads)
-        base = AutoModel.from_pretrained(base_dir, **LOAD_KWARGS)
-        first_token_only(base)  # every task's head reads [CLS], as in load_trained's model
+    base = family.serving_base(base_dir)
     if base_fingerprint(base) != entries[0].manifest.base_fingerprint:
         raise ValueError(f"{base_dir}: the base's weights are not the ones its adapters name")
     adapted = {}
@@ -391,7 +511,7 @@ def load_task_adapters(model_dirs: list[Path]) -> TaskServer:
         # peft warns when a second LoRA adapter goes into the shared base: here that is the aim
         warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
         for entry in entries:
-            around = base if family.name == "seq2seq" else head_on(base, str(base_dir), entry.task)
+            around = family.serving_part(base, base_dir, entry.task)
             adapted[entry.task.name] = PeftModel.from_pretrained(
                 around, entry.adapter_dir, adapter_name=entry.task.name, is_trainable=False
             )

@@ -26,6 +26,7 @@ from bertfit.data.tasks import Task
 from bertfit.models.last_layer import first_token_only
 from bertfit.models.loading import LOAD_KWARGS, classifier_config, load_with_fresh_head
 from bertfit.models.manifest import MANIFEST_FILE, read_manifest
+from bertfit.models.methods import method_in
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ def load_task_head(model: PreTrainedModel, model_dir: Path, task: Task) -> bool:
     if entry is None:
         log.info("no multitask head for %s in %s: the head starts fresh", task.name, model_dir)
         return False
-    if manifest.method != "full":  # each head was tuned with its prompt, and is saved with it
+    if method_in(manifest, model_dir).adapter:  # each head is saved with its task's adapter
         log.info(
             "multitask tuned a prompt with each head (method %s): the %s head comes with its "
             "prompt under finetune.method prompt_tuning, and starts fresh otherwise",

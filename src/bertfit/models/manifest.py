@@ -30,7 +30,6 @@ from bertfit.reporting import write_json
 
 MANIFEST_FILE = "bertfit_model.json"
 HEADS = ("none", "stock", "pooled", "multitask", "text2text")
-METHODS = ("full", "prompt_tuning", "lora")  # models.adapters
 
 
 @dataclass(frozen=True)
@@ -44,7 +43,9 @@ class Manifest:
     head_config: dict[str, Any] = field(default_factory=dict)
     # multitask: task name -> {"task": Task, "architecture": class name, "file": weights file}
     heads: dict[str, dict[str, Any]] = field(default_factory=dict)
-    method: str = "full"  # full | prompt_tuning | lora (a peft adapter, its base in base/)
+    # a name in models.methods.METHODS, checked on loading (method_in); full (every weight
+    # trained) for manifests written before there were methods
+    method: str = "full"
     # an adapter's frozen base, by models.adapters.base_fingerprint: one base serves many tasks
     base_fingerprint: str | None = None
     # the stages that made the directory, oldest first: {"stage": name, "ran": bool, ...}
@@ -56,8 +57,6 @@ class Manifest:
     def __post_init__(self) -> None:
         if self.head not in HEADS:
             raise ValueError(f"manifest head must be one of {list(HEADS)}, got {self.head!r}")
-        if self.method not in METHODS:
-            raise ValueError(f"manifest method must be one of {list(METHODS)}, got {self.method!r}")
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

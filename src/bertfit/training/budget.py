@@ -33,6 +33,7 @@ import pandas as pd
 from transformers import TrainerCallback, TrainingArguments
 
 from bertfit.data.encoding import token_lengths
+from bertfit.models.methods import METHODS
 from bertfit.params import FinetuneParams
 
 if TYPE_CHECKING:  # an annotation only: budget runs nothing of selection
@@ -72,8 +73,8 @@ def input_length(
     chosen, head = max_seq_length, params.head_tokens
     long_length = params.long_text_max_seq_length
     limit = position_limit(config)
-    if limit is not None and params.method == "prompt_tuning":
-        limit -= params.num_virtual_tokens  # the prompt takes positions too
+    if limit is not None:  # the method's own positions (a prompt's) come off the model's
+        limit -= METHODS[params.method].extra_positions(params)
     if long_length is not None and limit is not None:
         long_length = min(long_length, limit)
     if over <= params.long_text_share:

@@ -22,7 +22,6 @@ from typing import Any
 
 import pandas as pd
 import torch
-from peft import PeftConfig
 from torch import nn
 from transformers import TrainerCallback, TrainingArguments, set_seed
 
@@ -31,15 +30,7 @@ from bertfit.data.encoding import Preprocessing
 from bertfit.data.splits import subsample
 from bertfit.data.tasks import Task
 from bertfit.model_card import README_FILE, model_card
-from bertfit.models.adapters import (
-    BASE_DIR,
-    adapt,
-    adapter_config,
-    base_fingerprint,
-    check_prompt_length,
-    resume_adapter,
-    trainable_report,
-)
+from bertfit.models.adapters import BASE_DIR, trainable_report
 from bertfit.models.family import Family, family_for
 from bertfit.models.heads import load_task_head
 from bertfit.models.loading import (
@@ -48,7 +39,8 @@ from bertfit.models.loading import (
     load_tokenizer,
     resolve_model_name,
 )
-from bertfit.models.manifest import MANIFEST_FILE, Manifest, read_manifest, recipe_of
+from bertfit.models.manifest import Manifest, recipe_of
+from bertfit.models.methods import METHODS
 from bertfit.models.pooling import HeadSpec
 from bertfit.params import FinetuneParams
 from bertfit.phases import headline, phase
@@ -146,10 +138,11 @@ def finetune_manifest(
     task: Task,
     head: HeadSpec | None,
     head_config: dict,
-    method: str = "full",
-    fingerprint: str | None = None,
+    method: str,
+    fingerprint: str | None,
 ) -> Manifest:
-    """What the saved directory holds: the head, the task and how its inputs were built."""
+    """What the saved directory holds: the head, the task and how its inputs were built, the
+    method and its frozen base's fingerprint (None for a full model)."""
     return Manifest(
         family=family.name,
         head=family.head_name(head),
@@ -163,12 +156,17 @@ def finetune_manifest(
 
 
 def start_from_multitask(
-    params: FinetuneParams, model: nn.Module, model_dir: str, task: Task, head: HeadSpec | None
+    params: FinetuneParams,
+    family: Family,
+    model: nn.Module,
+    model_dir: str,
+    task: Task,
+    head: HeadSpec | None,
 ) -> bool:
     """finetune.init_head_from_multitask: the target's multitask head, when it fits. Each way
     it goes is said once here (transformers' own report of the fresh head is held back,
     models.loading.load_with_fresh_head)."""
-    if not hasattr(model, "config") or model.config.is_encoder_decoder:
+    if not hasattr(model, "config") or not family.has_head:
         return False  # a text-to-text model has no head: multitask trained the model itself
     if not params.init_head_from_multitask:
         log.info("finetune.init_head_from_multitask is false: the %s head starts fresh", task.name)
@@ -177,74 +175,6 @@ def start_from_multitask(
         log.info("the %s head is not the stock classifier: it starts fresh", task.name)
         return False
     return load_task_head(model, Path(model_dir), task)
-
-
-def multitask_prompt(params: FinetuneParams, model_dir: str, task: Task) -> Path | None:
-    """finetune.init_head_from_multitask with prompt tuning: the target's own multitask prompt
-    (and head), when multitask tuned one for the same labels and of the same length."""
-    if not (params.init_head_from_multitask and params.method == "prompt_tuning"):
-        return None
-    if not (Path(model_dir) / MANIFEST_FILE).is_file():
-        return None
-    manifest = read_manifest(Path(model_dir))
-    entry = manifest.heads.get(task.name)
-    if manifest.method != "prompt_tuning" or entry is None:
-        log.info("no multitask prompt for %s in %s: the prompt starts afresh", task.name, model_dir)
-        return None
-    saved: Task = entry["task"]
-    if (saved.problem, saved.labels) != (task.problem, task.labels):
-        log.warning(
-            "the multitask prompt of %s was tuned for labels %s, the task now has %s: the prompt "
-            "starts afresh",
-            task.name,
-            saved.labels,
-            task.labels,
-        )
-        return None
-    adapter_dir = Path(model_dir) / entry["adapter"]
-    tokens = PeftConfig.from_pretrained(str(adapter_dir)).num_virtual_tokens
-    if tokens != params.num_virtual_tokens:
-        log.warning(
-            "the multitask prompt of %s has %d virtual tokens, finetune.num_virtual_tokens is %d: "
-            "the prompt starts afresh (set them equal to start from it)",
-            task.name,
-            tokens,
-            params.num_virtual_tokens,
-        )
-        return None
-    return adapter_dir
-
-
-def with_method(
-    params: FinetuneParams,
-    family: Family,
-    model: nn.Module,
-    model_name: str,
-    task: Task,
-    head: HeadSpec | None,
-    max_seq_length: int,
-    base_dir: Path,
-) -> tuple[nn.Module, bool]:
-    """finetune.method: the model itself (full), or a peft adapter on it, its base saved first;
-    and whether the adapter starts from the target's multitask prompt."""
-    if params.method == "full":
-        return model, False
-    if head is not None:
-        raise ValueError(
-            f"params.yaml: finetune.method {params.method} adapts the stock classifier; use "
-            "feature cls and head_tail, head or tail truncation"
-        )
-    if params.method == "prompt_tuning":
-        check_prompt_length(model.config, max_seq_length, params.num_virtual_tokens)
-    family.save(model, base_dir)  # frozen from here on: the adapter's base, saved beside it
-    start = multitask_prompt(params, model_name, task)
-    if start is not None:
-        log.info("the %s prompt starts from its multitask prompt (%s)", task.name, start)
-        return resume_adapter(model, start), True
-    # the tokenizer for a text-initialised prompt: a directory peft can load, not a package: name
-    tokenizer_dir = resolve_model_name(model_name)
-    config = adapter_config(params.method, family.name, params, tokenizer_dir, task.words())
-    return adapt(model, config), False
 
 
 def drawn(df: pd.DataFrame, task: Task, split: str, n: int | None, seed: int) -> pd.DataFrame:
@@ -293,10 +223,7 @@ def save(
 ) -> None:
     """The model, or the adapter with its frozen base in base/; the tokenizer; the manifest;
     the model card (README.md)."""
-    family.save(model, staged)  # a peft model writes its adapter files
-    if manifest.method != "full":
-        shutil.copytree(base_dir, staged / BASE_DIR)
-        tokenizer.save_pretrained(staged / BASE_DIR)
+    METHODS[manifest.method].save(model, family, tokenizer, base_dir, staged)
     tokenizer.save_pretrained(staged)
     manifest.save(staged)
     if card is not None:  # after save_pretrained, which may write a card of its own (peft)
@@ -467,20 +394,23 @@ def finetune(
     check_writable(output_dir.parent, report_dir, (checkpoint_dir or output_dir).parent)
     set_seed(params.seed)
     family = family_for(model_name)
+    method = METHODS[params.method]
     tokenizer = load_tokenizer(model_name)
     head = head_spec(params)
     model = family.classifier(model_name, task, head)
     check_max_seq_length(model.config, max_seq_length, model_name)
     # where training starts from, for metrics.json: the multitask head, the multitask prompt
-    started = {"head_from_multitask": start_from_multitask(params, model, model_name, task, head)}
+    started = {
+        "head_from_multitask": start_from_multitask(params, family, model, model_name, task, head)
+    }
     # one work directory, the same path on every process when launched with accelerate/torchrun
     work_dir = output_dir.parent / f".{output_dir.name}-work"
     base_dir = work_dir / BASE_DIR
-    fingerprint = None if params.method == "full" else base_fingerprint(model)
+    fingerprint = method.fingerprint(model)
     with phase("tokenising"):  # counting tokens: is the text long for max_seq_length?
         inputs = input_length(params, tokenizer, train_df, max_seq_length, model.config, task.name)
-    model, started["prompt_from_multitask"] = with_method(
-        params, family, model, model_name, task, head, inputs.max_seq_length, base_dir
+    model, started["prompt_from_multitask"] = method.wrap(
+        model, family, params, model_name, task, head, inputs.max_seq_length, base_dir
     )
     prep = preprocessing(params, inputs.max_seq_length, inputs.head_tokens)
     encoder = family.encoder(tokenizer, prep)

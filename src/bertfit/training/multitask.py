@@ -37,24 +37,13 @@ from transformers import TrainingArguments, set_seed
 
 from bertfit.data.encoding import Encoder, Preprocessing
 from bertfit.data.tasks import Task
-from bertfit.models.adapters import (
-    TaskAdapters,
-    adapt,
-    adapter_config,
-    base_fingerprint,
-    check_prompt_length,
-    shared_base,
-    trainable_report,
-)
-from bertfit.models.family import Family, family_for, load_seq2seq
+from bertfit.models.adapters import TaskAdapters, trainable_report
+from bertfit.models.family import Family, family_for
 from bertfit.models.heads import MultiTaskModel
-from bertfit.models.loading import (
-    check_max_seq_length,
-    load_config,
-    load_tokenizer,
-    resolve_model_name,
-)
+from bertfit.models.loading import check_max_seq_length, load_config, load_tokenizer
 from bertfit.models.manifest import Manifest, recipe_of
+from bertfit.models.methods import METHODS
+from bertfit.models.methods.base import TuningMethod
 from bertfit.params import MultitaskParams
 from bertfit.phases import headline, phase
 from bertfit.reporting import check_writable
@@ -172,12 +161,6 @@ def multitask_arguments(
     )
 
 
-def task_columns(row: dict[str, Any], task: str) -> dict[str, Any]:
-    """A validation row's `<task>_<metric>` columns, by metric."""
-    prefix = f"{task}_"
-    return {k.removeprefix(prefix): v for k, v in row.items() if k.startswith(prefix)}
-
-
 def best_metrics(selection: Selection, tasks: list[Task]) -> dict[str, Any]:
     """The selected step, its mean, and each task's validation scores at it."""
     best = selection.best
@@ -231,7 +214,8 @@ def multitask(
     encoder = family.encoder(tokenizer, prep, "multitask")
     with phase("tokenising"):
         configs, train, sets = task_sets(family, encoder, tokenizer, tasks, frames, params)
-    model = build_model(family, model_dir, tasks, params, max_seq_length)
+    method = METHODS[params.method]
+    model = build_model(family, method, model_dir, tasks, params, max_seq_length)
 
     work_dir = output_dir.parent / f".{output_dir.name}-work"
     args = multitask_arguments(params, checkpoint_dir or work_dir, checkpoint_dir is not None)
@@ -295,7 +279,9 @@ def multitask(
     with phase("saving"):
         core.write_model_dir(
             output_dir,
-            lambda staged: save(model, family, tasks, configs, prep, tokenizer, staged, recipe),
+            lambda staged: save(
+                model, family, method, tasks, configs, prep, tokenizer, staged, recipe
+            ),
         )
     shutil.rmtree(work_dir, ignore_errors=True)
     clear_checkpoints(checkpoint_dir)
@@ -343,25 +329,17 @@ def multitask_metrics(
 
 
 def build_model(
-    family: Family, model_dir: Path, tasks: list[Task], params: MultitaskParams, max_seq_length: int
+    family: Family,
+    method: TuningMethod,
+    model_dir: Path,
+    tasks: list[Task],
+    params: MultitaskParams,
+    max_seq_length: int,
 ) -> torch.nn.Module:
-    """The shared model and every task's head; or, for prompt tuning, each task's prompt (and
-    head) on the one frozen base."""
-    text2text = family.name == "seq2seq"
-    if text2text:
-        base = load_seq2seq(str(model_dir))
-    else:
-        base = MultiTaskModel.build(str(model_dir), tasks)
-    if params.method == "full":
-        return base
-    check_prompt_length(base.config, max_seq_length, params.num_virtual_tokens, "multitask")
-    tokenizer_dir = resolve_model_name(str(model_dir))  # a directory peft can load its text from
-    adapted = {}
-    for task in tasks:
-        config = adapter_config(params.method, family.name, params, tokenizer_dir, task.words())
-        around = base if text2text else base.heads[task.name]  # its head on the shared encoder
-        adapted[task.name] = adapt(around, config, name=task.name, section="multitask")
-    return TaskAdapters(adapted)
+    """The family's multitask model (the shared model and every task's head), as the method
+    trains it: whole, or each task's adapter (prompt, and head) on the one frozen base."""
+    model = family.multitask_model(model_dir, tasks)
+    return method.wrap_tasks(model, family, tasks, params, model_dir, max_seq_length)
 
 
 def task_model(model: torch.nn.Module) -> Callable[[torch.nn.Module, str], torch.nn.Module]:
@@ -376,6 +354,7 @@ def task_model(model: torch.nn.Module) -> Callable[[torch.nn.Module, str], torch
 def save(
     model: torch.nn.Module,
     family: Family,
+    method: TuningMethod,
     tasks: list[Task],
     configs: dict[str, dict],
     prep: Preprocessing,
@@ -383,58 +362,19 @@ def save(
     staged: Path,
     recipe: list[dict[str, Any]] | None = None,
 ) -> None:
-    """The output directory: the tokenizer, the model in its kind's form, and the manifest
-    (with the recipe of the stages so far)."""
-    recipe = recipe or []
+    """The output directory: the tokenizer, the model in its family's and method's form (the
+    shared model and its heads, or the frozen base and each task's adapter), and the manifest
+    with how each task is scored and the recipe of the stages so far."""
     tokenizer.save_pretrained(staged)
-    if isinstance(model, TaskAdapters):  # the frozen base as it came, one adapter per task
-        save_prompts(model, family, tasks, configs, prep, staged, recipe)
-    elif family.name == "seq2seq":  # one model for every task: the manifest says how each is scored
-        model.save_pretrained(staged)
-        heads = {t.name: {"task": t, "head_config": configs[t.name]} for t in tasks}
-        Manifest(family.name, "text2text", "multitask", prep, heads=heads, recipe=recipe).save(
-            staged
-        )
-    else:
-        model.encoder.save_pretrained(staged)
-        heads = model.save_heads(staged, tasks)
-        Manifest(family.name, "multitask", "multitask", prep, heads=heads, recipe=recipe).save(
-            staged
-        )
-
-
-def save_prompts(
-    model: TaskAdapters,
-    family: Family,
-    tasks: list[Task],
-    configs: dict[str, dict],
-    prep: Preprocessing,
-    staged: Path,
-    recipe: list[dict[str, Any]] | None = None,
-) -> None:
-    """The frozen base as a standard directory (what finetune loads), prompts/<task>/ beside it,
-    and the manifest listing each task's adapter and how it is scored."""
-    base = shared_base(model.adapter(tasks[0].name))
-    base.save_pretrained(staged)
-    folders = model.save(staged)
-    heads = {
-        t.name: {
-            "task": t,
-            "adapter": folders[t.name],
-            "architecture": type(model.adapter(t.name).get_base_model()).__name__,
-            "head_config": configs[t.name],
-        }
-        for t in tasks
-    }
-    head = "text2text" if family.name == "seq2seq" else "multitask"
+    head, heads, fingerprint = method.save_tasks(model, family, tasks, configs, staged)
     Manifest(
         family.name,
         head,
         "multitask",
         prep,
         heads=heads,
-        method="prompt_tuning",
-        base_fingerprint=base_fingerprint(base),
+        method=method.name,
+        base_fingerprint=fingerprint,
         recipe=recipe or [],
     ).save(staged)
 

@@ -23,28 +23,20 @@ from collections.abc import Iterable
 
 from torch import nn
 
+from bertfit.models.family import family_of
+
 # `encoder.layer.3.` (BERT), `layers.3.` (many), `block.3.` (T5), `h.3.` (GPT-2)
 LAYER_PATTERN = re.compile(r"(?:^|\.)(?:layer|layers|block|h)\.(\d+)\.")
 
 
-def encoder_decoder_layers(config: object) -> tuple[int, int] | None:
-    """(encoder, decoder) block counts of an encoder-decoder config, else None."""
-    if not getattr(config, "is_encoder_decoder", False):
-        return None
-    encoder = getattr(config, "num_layers", None) or getattr(config, "encoder_layers", None)
-    decoder = getattr(config, "num_decoder_layers", None) or getattr(config, "decoder_layers", None)
-    if not (isinstance(encoder, int) and isinstance(decoder, int)):
-        raise ValueError(
-            f"{type(config).__name__}: cannot read the encoder and decoder depths for "
-            "layer-wise decay (num_layers / num_decoder_layers or encoder_layers / "
-            "decoder_layers)"
-        )
-    return encoder, decoder
+def layer_stacks(config: object) -> tuple[int, int] | None:
+    """(encoder, decoder) block counts when the model's family stacks two, else None."""
+    return family_of(config).layer_stacks(config)
 
 
 def num_layers_of(model: nn.Module) -> int:
     config = getattr(model, "config", None)
-    stacks = encoder_decoder_layers(config)
+    stacks = layer_stacks(config)
     if stacks is not None:
         return sum(stacks)
     n = getattr(config, "num_hidden_layers", None)
@@ -90,7 +82,7 @@ def layerwise_param_groups(
 ) -> list[dict]:
     """One optimiser group per (depth, weight-decay or not); each carries its `lr` and `depth`."""
     num_layers = num_layers_of(model)
-    stacks = encoder_decoder_layers(getattr(model, "config", None))
+    stacks = layer_stacks(getattr(model, "config", None))
     encoder_layers = stacks[0] if stacks else None
     decayed = set(decay_parameter_names)
     groups: dict[tuple[int, bool], dict] = {}

@@ -21,7 +21,7 @@ import torch
 from accelerate import PartialState
 from transformers import TrainerCallback, TrainingArguments, set_seed
 
-from bertfit.models.family import family_for
+from bertfit.models.family import Family, family_for
 from bertfit.models.loading import base_model_info, load_tokenizer, resolve_model_name
 from bertfit.models.manifest import Manifest, recipe_of
 from bertfit.params import PretrainParams
@@ -40,7 +40,8 @@ from bertfit.training.objectives.span_corruption import SpanCorruption
 log = logging.getLogger(__name__)
 
 CORPUS_FILES = ("train.parquet", "heldout.parquet")
-OBJECTIVES = {"encoder": MaskedLM, "seq2seq": SpanCorruption}  # by model family
+# by name: a model family names its objective (models.family's `objective`)
+OBJECTIVES = {objective.name: objective for objective in (MaskedLM, SpanCorruption)}
 CURVE_SCORES = ("loss", "accuracy")  # of the held-out scores, those drawn as curves
 # metrics.json, what a reviewer compares (`dvc exp show` columns): did further pretraining lower
 # the held-out loss; everything else is in run.json (issue 34)
@@ -93,7 +94,7 @@ def pretrain(
 
     set_seed(params.seed)
     tokenizer = load_tokenizer(model_name)
-    objective = OBJECTIVES[family.name](params, model_name)
+    objective = OBJECTIVES[family.objective](params, model_name)
     model = objective.load_model()
     train_ds, heldout_ds, collator, heldout = tokenised_corpus(objective, tokenizer, corpus_dir)
     if torch.cuda.is_available():
@@ -109,7 +110,7 @@ def pretrain(
     tokens_per_block = float(np.mean([len(x) for x in train_ds["input_ids"]]))
     scored = sum(len(b["input_ids"]) for b in heldout)
     blocks = (len(train_ds), tokens_per_block, scored)
-    log.info(plan(model_name, family.name, objective.name, params, args, blocks))
+    log.info(plan(model_name, family, objective.name, params, args, blocks))
     warmup: dict[str, Any] = {}
     if skipped := skip_head_warmup(objective, resumed_step):
         if params.head_warmup_steps:
@@ -322,7 +323,7 @@ def tokenised_corpus(objective: Any, tokenizer: Any, corpus_dir: Path) -> tuple[
 
 def plan(
     model_name: str,
-    family: str,
+    family: Family,
     objective: str,
     params: PretrainParams,
     args: Any,
@@ -333,7 +334,7 @@ def plan(
     count, tokens_per_block, scored = blocks
     unit = "blocks" if params.packing else "texts"
     data = f"{count} {unit} of {tokens_per_block:.0f} tokens ({scored} held-out)"
-    details = objective_details(params, family)
+    details = family.objective_details(params)
     name = f"pretrain {model_name} ({objective})"
     return core.plan_line(name, args, count, data, **details)
 
@@ -372,15 +373,6 @@ def speed(args: Any, output: Any, resumed_step: int, tokens_per_block: float) ->
     batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
     tokens = (output.global_step - resumed_step) * batch * tokens_per_block
     return {"train_runtime_s": runtime, "tokens_per_s": tokens / runtime if runtime else None}
-
-
-def objective_details(params: PretrainParams, family: str) -> dict[str, Any]:
-    if family == "seq2seq":
-        return {
-            "noise_density": params.noise_density,
-            "mean_noise_span_length": params.mean_noise_span_length,
-        }
-    return {"mlm_probability": params.mlm_probability, "whole_word_masking": params.whole_word_mask}
 
 
 def skip(

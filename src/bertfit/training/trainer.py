@@ -30,8 +30,6 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Sampler
 from transformers import (
     Adafactor,
-    AutoModel,
-    AutoModelForSeq2SeqLM,
     PreTrainedModel,
     PrinterCallback,
     Trainer,
@@ -46,6 +44,7 @@ from transformers.utils import SAFE_WEIGHTS_NAME
 from bertfit import terminal
 from bertfit.hardware import device_arguments, keep_freed_memory, use_bf16
 from bertfit.models.dropout import use_fast_dropout
+from bertfit.models.family import family_in
 from bertfit.models.loading import LOAD_KWARGS, load_tokenizer, resolve_model_name
 from bertfit.models.manifest import Manifest
 from bertfit.params import TrainingParams
@@ -570,8 +569,8 @@ def pass_through(model_name: str, output_dir: Path, manifest: Manifest) -> None:
             shutil.copytree(source, staged, dirs_exist_ok=True, ignore=ignore)
         else:
             load_tokenizer(model_name).save_pretrained(staged)
-            # a seq2seq model keeps its LM head (it writes the label words)
-            auto = AutoModelForSeq2SeqLM if manifest.family == "seq2seq" else AutoModel
+            # the family's bare model (a seq2seq model keeps its LM head: it writes label words)
+            auto = family_in(manifest, source).auto_class
             auto.from_pretrained(model_name, **LOAD_KWARGS).save_pretrained(staged)
         manifest.save(staged)
 
