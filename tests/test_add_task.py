@@ -101,7 +101,7 @@ def test_add_task_registers_the_file_and_prints_the_plan(project: Path) -> None:
     assert f"= {length.steps} steps" in finetune_line
     assert "multitask  passes the model through: multitask.enabled is false" in out
     assert "estimated wall time: not measured" in out
-    assert out.rstrip().splitlines()[-2] == "next: .venv/bin/dvc repro"
+    assert out.rstrip().splitlines()[-2] == "next: make repro"
 
 
 def test_a_small_test_split_and_a_rare_class_are_warned(project: Path) -> None:

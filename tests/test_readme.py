@@ -97,7 +97,7 @@ def test_the_readmes_own_csv_recipe_and_a_variant_run_in_a_fresh_shell(
     # step 2: register the file; the plan with its estimate
     out = run(readme_command(".venv/bin/bertfit add-task reviews data_raw/reviews.csv"))
     assert "estimated wall time on this machine: about " in out
-    assert "next: .venv/bin/dvc repro" in out
+    assert "next: make repro" in out
     assert (project / "data_raw" / "reviews.csv.dvc").is_file()
     # step 3's pipeline, as the README's variant command runs it (every stage, in the
     # workspace: the same stage commands `dvc repro` runs), then predict

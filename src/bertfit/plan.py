@@ -151,7 +151,7 @@ class Plan:
         if self.warnings:
             lines += ["", "warnings:"]
             lines += [f"  - {w}" for w in self.warnings]
-        lines += ["", "next: .venv/bin/dvc repro"]
+        lines += ["", "next: make repro"]
         return "\n".join(lines)
 
 
