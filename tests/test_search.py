@@ -263,6 +263,7 @@ def test_a_killed_search_resumes_keeping_its_finished_trials(
     assert study.study_name in (out / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_two_processes_share_one_sqlite_study(chain: Any, tmp_path: Path) -> None:
     out, marks = tmp_path / "search", tmp_path / "workers"
     marks.mkdir()
@@ -279,3 +280,42 @@ def test_two_processes_share_one_sqlite_study(chain: Any, tmp_path: Path) -> Non
     assert len(pids) == 2  # both processes ran trials of the one study
     assert 3 <= len(trials) <= 4 and all(t.state.name == "COMPLETE" for t in trials)
     assert len({t.params["learning_rate"] for t in trials}) == len(trials)  # none run twice
+
+
+@pytest.mark.slow
+def test_worker_processes_share_the_journal_and_the_cores(chain: Any, tmp_path: Path) -> None:
+    out = tmp_path / "search"
+    study = search.main(search_args(chain, out, "--workers", "2"))
+
+    trials = study.trials
+    assert 3 <= len(trials) <= 4 and all(t.state.name == "COMPLETE" for t in trials)
+    assert os.getpid() not in {t.user_attrs["worker"]["pid"] for t in trials}  # in the workers
+    assert len({t.params["learning_rate"] for t in trials}) == len(trials)  # none run twice
+    assert (out / studies.JOURNAL_FILE).is_file() and (out / "report.md").is_file()
+
+
+def test_a_lora_space_runs(tmp_path: Path, tiny_model_dir: Path, trec_files: dict) -> None:
+    lora = {
+        "learning_rate": {"low": 1e-3, "high": 1e-2, "log": True},
+        "lora_r": [2, 4],
+        "lora_dropout": {"low": 0.0, "high": 0.2},
+    }
+    space = SPACE | {"n_trials": 2, "spaces": {"lora": lora}}
+    c = ready_for_finetune(
+        tmp_path, tiny_model_dir, trec_files, search=space, finetune={"method": "lora"}
+    )
+    study = search.main(search_args(c, tmp_path / "search"))
+
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    assert set(study.best_params) == {"learning_rate", "lora_r", "lora_dropout"}
+    assert "-lora-encoder-" in study.study_name
+
+
+def test_search_is_a_bertfit_command(capsys: pytest.CaptureFixture[str]) -> None:
+    from bertfit import cli
+
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["search", "--help"])
+    assert stop.value.code == 0
+    shown = capsys.readouterr().out
+    assert all(option in shown for option in ("--storage", "--workers", "--queue-best"))
