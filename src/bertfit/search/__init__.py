@@ -154,7 +154,7 @@ def prepare(args: argparse.Namespace) -> Job:
         ", ".join(values),
         target,
         len(job.train),
-        len(job.validation),
+        min(len(job.validation), params.max_validation_samples or len(job.validation)),
         metric,
         job.direction,
         job.pruner,
