@@ -42,7 +42,8 @@ def test_project_params_parse(project_params: dict) -> None:
     # the search space is its own file: no stage reads it, so no `dvc exp show` columns
     space = read_params_file(PROJECT_ROOT / "search.yaml")
     assert set(space) == {"search"}
-    assert parse_section(space, "search").learning_rate == tuple(space["search"]["learning_rate"])
+    rate = space["search"]["spaces"]["full"]["learning_rate"]
+    assert parse_section(space, "search").spaces.full.learning_rate.low == rate["low"]
 
 
 def test_unknown_key_lists_valid_keys(project_params: dict) -> None:
@@ -173,8 +174,8 @@ def test_an_int_is_a_valid_float(project_params: dict) -> None:
 
 def test_search_ranges_keep_strict_items() -> None:
     data = read_params_file(PROJECT_ROOT / "search.yaml")
-    data["search"]["num_train_epochs"] = [1, "4"]
-    with pytest.raises(ValueError, match=r"search.num_train_epochs.1: Input should be a valid int"):
+    data["search"]["spaces"]["full"]["num_train_epochs"] = {"low": 1, "high": "4"}
+    with pytest.raises(ValueError, match=r"num_train_epochs.range.high.int: Input should be a va"):
         parse_section(data, "search")
 
 

@@ -30,6 +30,10 @@ COMMANDS = {
     "predict": ("bertfit.predict", "label the texts of a file with a trained model"),
     "serve": ("bertfit.serve", "serve a trained model over HTTP (POST /predict, batched)"),
     "export": ("bertfit.export", "export a trained model to ONNX (int8 optional) for ONNX Runtime"),
+    "search": (
+        "bertfit.search",
+        "optuna search over finetune's hyperparameters: resumable, pruned, parallel workers",
+    ),
     "ablate": (
         "bertfit.ablate.command",
         "the paper's variants x seeds as DVC experiments, and their table",

@@ -20,7 +20,9 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -474,46 +476,87 @@ class FinetuneParams(AdaptableParams):
         return self
 
 
-def _pair(value: Any) -> Any:
-    """YAML has no tuples: a two-item list is a [low, high] range (its items stay strict)."""
-    return tuple(value) if isinstance(value, list) else value
+class Range(Strict):
+    """A searched number from low to high: an int when both ends are ints, else a float; `log`
+    samples log-uniformly (learning rates), else uniformly."""
+
+    low: int | float
+    high: int | float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if not self.low <= self.high:
+            raise ValueError(f"must be low <= high, got low {self.low}, high {self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range must start above 0, got low {self.low}")
+        return self
 
 
-FloatRange = Annotated[tuple[float, float], BeforeValidator(_pair)]
-IntRange = Annotated[tuple[int, int], BeforeValidator(_pair)]
+# a searched finetune param: a range, or the list of values to choose from
+Choices = Annotated[list[int | float | str], Field(min_length=1)]
+SearchedValues = Annotated[
+    Annotated[Range, Tag("range")] | Annotated[Choices, Tag("choices")],
+    Discriminator(lambda value: "choices" if isinstance(value, list) else "range"),
+]
+
+
+class TrainingSpace(Strict):
+    """What every method may search; a param left out keeps params.yaml's finetune value."""
+
+    learning_rate: SearchedValues | None = None
+    num_train_epochs: SearchedValues | None = None
+    per_device_train_batch_size: SearchedValues | None = None
+    warmup_ratio: SearchedValues | None = None
+    weight_decay: SearchedValues | None = None
+    optimizer: Choices | None = None
+
+
+class FullSpace(TrainingSpace):
+    layer_decay: SearchedValues | None = None
+
+
+class LoraSpace(FullSpace):
+    lora_r: SearchedValues | None = None
+    lora_alpha: SearchedValues | None = None
+    lora_dropout: SearchedValues | None = None
+
+
+class PromptTuningSpace(TrainingSpace):
+    """No layer_decay: prompt tuning freezes every layer."""
+
+    num_virtual_tokens: SearchedValues | None = None
+
+
+class MethodSpaces(Strict):
+    """One space per finetune.method; the search uses the one of params.yaml's method."""
+
+    full: FullSpace | None = None
+    lora: LoraSpace | None = None
+    prompt_tuning: PromptTuningSpace | None = None
+
+
+class FamilySpaces(Strict):
+    """A model family's own spaces, in place of `spaces` for its models (seq2seq: Adafactor)."""
+
+    encoder: MethodSpaces | None = None
+    seq2seq: MethodSpaces | None = None
 
 
 class SearchParams(Strict):
-    """optuna's search space for `python -m bertfit.search` (ranges are [low, high])."""
+    """`bertfit search`: trials, their data, pruning, failures and the space of each method."""
 
-    n_trials: int = Field(gt=0)
+    n_trials: int = Field(gt=0, description="completed or pruned trials the study ends with")
     seed: Seed
     max_train_samples: int | None = Field(gt=0, description="train rows per trial; null = all")
-    learning_rate: FloatRange = Field(description="sampled log-uniformly")
-    num_train_epochs: IntRange
-    per_device_train_batch_size: list[int] = Field(min_length=1)
-    warmup_ratio: FloatRange
-    layer_decay: FloatRange
-
-    @model_validator(mode="after")
-    def _ranges(self) -> SearchParams:
-        bounds = {
-            "learning_rate": (0, None),
-            "num_train_epochs": (1, None),
-            "warmup_ratio": (0, 0.999),
-            "layer_decay": (1e-9, 1),
-        }
-        for name, (floor, ceiling) in bounds.items():
-            low, high = getattr(self, name)
-            if not (floor <= low <= high and (ceiling is None or high <= ceiling)):
-                raise ValueError(
-                    f"{name} must be [low, high] with {floor} <= low <= high"
-                    + (f" <= {ceiling}" if ceiling is not None else "")
-                    + f", got [{low}, {high}]"
-                )
-        if any(b <= 0 for b in self.per_device_train_batch_size):
-            raise ValueError("per_device_train_batch_size: batch sizes must be > 0")
-        return self
+    pruner: Literal["none", "median", "successive_halving", "hyperband"] = Field(
+        description="optuna's pruner over each trial's validations; none = every trial runs out"
+    )
+    max_failures_in_a_row: int = Field(
+        gt=0, description="trials failing one after another that stop the search"
+    )
+    spaces: MethodSpaces
+    family_spaces: FamilySpaces
 
 
 class EvaluateParams(Strict):
@@ -676,6 +719,9 @@ def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] |
     for part in map(str, loc):
         if part in SOURCE_KINDS:  # pydantic puts the union's tag in the location
             current = SOURCE_KINDS[part]
+            continue
+        if part == "range":  # a searched value's tag (SearchedValues)
+            current = Range
             continue
         field = current.model_fields.get(part) if current else None
         if field is None:

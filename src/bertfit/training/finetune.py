@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -388,9 +389,11 @@ def finetune(
     output_dir: Path,
     report_dir: Path,
     checkpoint_dir: Path | None = None,
+    extra_callbacks: Sequence[TrainerCallback] = (),
 ) -> dict[str, Any]:
     """Fine-tune `model_name` on train, pick the best epoch on validation, save to output_dir.
-    With checkpoint_dir, a killed run resumes from its last checkpoint (training.checkpoints)."""
+    With checkpoint_dir, a killed run resumes from its last checkpoint (training.checkpoints).
+    extra_callbacks see each validation too (bertfit.search reports them to its pruner)."""
     check_writable(output_dir.parent, report_dir, (checkpoint_dir or output_dir).parent)
     set_seed(params.seed)
     family = family_for(model_name)
@@ -427,7 +430,7 @@ def finetune(
     data = [str(inputs.max_seq_length).encode(), *frame_bytes(train_df, validation_df)]
     resume, _ = stage_resume(args, checkpoint_dir, model_name, params, data)
     live = LiveLog(report_dir / LIVE_DIR, "finetune", selected_on=selection.key)
-    callbacks = [*finetune_callbacks(params, selection), live]
+    callbacks = [*finetune_callbacks(params, selection), live, *extra_callbacks]
     extra = {"selection": selection, "callbacks": callbacks}
     trainer = core.stage_trainer(params, args, model, train_ds, collator, tokenizer, **extra)
     plan = finetune_plan(
