@@ -20,7 +20,7 @@ short report.md and logs the `dvc exp run -S ...` command of the best trial (--q
 queues the best K as DVC experiments on the full data).
 
 The space is its own file, search.yaml, not a section of params.yaml: no stage reads it, and
-`dvc exp show` lists every key of params.yaml as a column (issue 34).
+`dvc exp show` lists every key of params.yaml as a column.
 """
 
 from __future__ import annotations
