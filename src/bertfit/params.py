@@ -373,7 +373,7 @@ class MultitaskParams(AdaptableParams):
         (section 5.2) trains the target together with other tasks and then fine-tunes it alone;
         without the target, multitask would spend the run training heads that finetune never
         uses (for a user's own target: the four demo tasks), so it passes the model through,
-        and the target joins only when listed (issue 13; docs/guide.md, "Multitask with your own
+        and the target joins only when listed (docs/guide.md, "Multitask with your own
         target").
         """
         if not self.enabled:
@@ -622,7 +622,7 @@ def _read_catalogue_file(params_file: Path, name: str) -> dict[str, Any]:
 
     Its own file keeps the catalogue (a dozen keys per task) out of the params `dvc exp show`
     lists: there `tasks` is one column, the file name, and the file is a dependency of the
-    stages that read it (issue 13).
+    stages that read it.
     """
     catalogue_file = params_file.parent / name
     if not catalogue_file.is_file():
