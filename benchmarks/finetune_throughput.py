@@ -6,13 +6,14 @@ Training, same model, data (the target's train split), batch and machine, exampl
 - hf_tuned_<precision>: what a capable user runs instead: the same Trainer with dynamic padding
   (DataCollatorWithPadding), length-grouped batches (`train_sampling_strategy:
   group_by_length`), and bertfit's precision (fp32, or bf16 autocast where the machine has it).
-- bertfit_<precision>: the finetune stage's own path (training.finetune): the model family's
-  classifier (its encoder's last layer at [CLS] only: models.last_layer), encoder (head+tail
-  truncation) and collator (dynamic padding), the stage's
-  `finetune_arguments` (training.trainer's `training_arguments`: length-grouped batches) and
-  `stage_trainer` (BertfitTrainer: layer-wise decay). Only what a benchmark must differs: a
-  fixed number of steps, no per-epoch validation, no logging, and the precision: fp32
-  (mixed_precision: no) and, where the CPU or GPU has bf16 arithmetic, bf16 autocast (auto).
+- bertfit_<precision>: the trainer the finetune stage's own set-up builds
+  (training.finetune.prepare_finetune): the model family's classifier (its encoder's last layer
+  at [CLS] only: models.last_layer) as finetune.method trains it, encoder (head+tail
+  truncation) and collator (dynamic padding), the stage's arguments (training.trainer's
+  `training_arguments`: length-grouped batches) and BertfitTrainer (layer-wise decay). Only what
+  a benchmark must differs: a fixed number of steps at the params' batch, no validation, no
+  logging, and the precision: fp32 (mixed_precision: no) and, where the CPU or GPU has bf16
+  arithmetic, bf16 autocast (auto).
 
 Evaluation, the target's test split, examples/s including tokenisation:
 - hf_pipeline: `transformers.pipeline("text-classification")` with its defaults, called on the
@@ -54,6 +55,7 @@ from transformers import (
     AutoModelForSequenceClassification,
     DataCollatorWithPadding,
     Trainer,
+    TrainingArguments,
     default_data_collator,
     pipeline,
     set_seed,
@@ -72,8 +74,8 @@ from bertfit.models.loading import (
 from bertfit.models.manifest import Manifest
 from bertfit.params import FinetuneParams, load
 from bertfit.reporting import write_json
-from bertfit.training.finetune import finetune_arguments, head_spec, preprocessing
-from bertfit.training.trainer import BertfitTrainer, stage_trainer
+from bertfit.training.finetune import head_spec, prepare_finetune, preprocessing
+from bertfit.training.trainer import BertfitTrainer
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -85,6 +87,7 @@ class Training:
     model_name: str
     task: Task
     train: pd.DataFrame
+    validation: pd.DataFrame  # the stage's set-up builds its selection on it; never scored here
     params: FinetuneParams
     max_seq_length: int
 
@@ -133,25 +136,35 @@ class Training:
         return Trainer(model=model, args=args, train_dataset=rows, data_collator=collator)
 
     def bertfit_trainer(self, max_steps: int, output_dir: Path, bf16: bool) -> BertfitTrainer:
-        """The trainer training.finetune.finetune builds, without its validation set."""
+        """The trainer the finetune stage runs, from its own set-up (prepare_finetune)."""
         params = self.params.model_copy(update={"mixed_precision": "auto" if bf16 else "no"})
-        family = family_for(self.model_name)
-        tokenizer = load_tokenizer(self.model_name)
-        model = family.classifier(self.model_name, self.task, head_spec(params))
-        prep = preprocessing(params, self.max_seq_length)
-        # the stage's own arguments, bounded to the timed steps (max_steps wins over epochs),
-        # without the per-epoch validation and the logging
-        args = dataclasses.replace(
-            finetune_arguments(params, output_dir),
-            max_steps=max_steps,
-            eval_strategy="no",
-            do_eval=False,
-            logging_strategy="no",
-            disable_tqdm=True,
+
+        def bounded(args: TrainingArguments) -> TrainingArguments:
+            """The stage's arguments bounded to the timed steps (max_steps wins over epochs),
+            without the validation and the logging, at the batch every variant trains with
+            (the stage lowers it only for a very small train set)."""
+            return dataclasses.replace(
+                args,
+                max_steps=max_steps,
+                per_device_train_batch_size=params.per_device_train_batch_size,
+                eval_strategy="no",
+                do_eval=False,
+                logging_strategy="no",
+                disable_tqdm=True,
+            )
+
+        run = prepare_finetune(
+            self.model_name,
+            self.task,
+            self.train,
+            self.validation,
+            params,
+            self.max_seq_length,
+            output_dir / "model",
+            output_dir / "reports",
+            arguments=bounded,
         )
-        train = family.encoder(tokenizer, prep).labelled(self.train, self.task, "train")
-        collator = family.collator(tokenizer, prep)
-        return stage_trainer(params, args, model, train, collator, tokenizer)
+        return run.trainer
 
     def mean_tokens(self) -> float:
         """Tokens per train example as the finetune stage encodes them (no padding): what
@@ -223,7 +236,8 @@ def main(argv: list[str] | None = None) -> None:
     prepared = timing.prepared_target(args.params)
     task = Task(name=prepared.name, labels=prepared.labels, problem=prepared.problem)
     train, test = prepared.splits["train"], prepared.splits["test"]
-    training = Training(model.name, task, train, params, model.max_seq_length)
+    validation = prepared.splits["validation"]
+    training = Training(model.name, task, train, validation, params, model.max_seq_length)
 
     def measure(key: str) -> float:
         """One variant's seconds: `train:<variant>` per step, `evaluate:<variant>` the split."""

@@ -402,6 +402,32 @@ def test_outcome(
     )
 
 
+@dataclass
+class EvaluationRun:
+    """What evaluate's set-up prepared: the trained model read back with its manifest, the
+    target's test rows and those rows encoded as training encoded its texts."""
+
+    model_dir: Path
+    trained: Trained
+    task: Task
+    test: pd.DataFrame
+    dataset: Any
+
+
+@dataclass
+class Scored:
+    """What evaluate's run found: the metrics (the task's own first), the task's scores, the
+    free decoding's metrics (empty without it), the outcome, every test row with its
+    prediction, and the 95 % interval of the task's metric."""
+
+    metrics: dict[str, Any]
+    scores: dict[str, float]
+    generated: dict[str, Any]
+    outcome: Outcome
+    predictions: pd.DataFrame
+    interval: dict[str, Any]
+
+
 def evaluate(
     model_dir: Path,
     task: Task,
@@ -417,19 +443,34 @@ def evaluate(
     writes (`prediction` and `prob_<label>`, or `score` for regression).
     """
     check_writable(report_dir)
+    run = prepare_evaluation(model_dir, task)
+    scored = score_test(run, params)
+    save_evaluation(run, scored, params, report_dir, finetune_report_dir)
+    return scored.metrics, scored.predictions
+
+
+def prepare_evaluation(model_dir: Path, task: Task) -> EvaluationRun:
+    """The set-up: the model (trained on this task's labels) and its encoded test split."""
     trained = load_trained(model_dir)
     check_model_task(model_dir, trained.task, task)
-    problem = task.problem
-
     test = task.split("test")
     with phase("tokenising"):
         dataset = trained.encoder().labelled(test, task, "test")
+    return EvaluationRun(model_dir, trained, task, test, dataset)
+
+
+def score_test(run: EvaluationRun, params: EvaluateParams) -> Scored:
+    """The run: the test rows scored through the family, the task's metrics, the share of
+    texts cut, the free decoding (`prediction: generate`), the calibration and the interval."""
+    trained, task, test, dataset = run.trained, run.task, run.test, run.dataset
     bf16 = use_bf16(params.mixed_precision)
-    log.info("evaluating %s on %d %s test examples; bf16 %s", model_dir, len(test), task.name, bf16)
+    log.info(
+        "evaluating %s on %d %s test examples; bf16 %s", run.model_dir, len(test), task.name, bf16
+    )
     with phase("scoring"):
         logits = model_scores(trained, dataset, task, params.per_device_eval_batch_size, bf16)
     y_true = np.asarray(dataset["labels"])
-    scores = task_metrics(problem, y_true, logits, task.positive_id)
+    scores = task_metrics(task.problem, y_true, logits, task.positive_id)
     # the task's official metric first (GLUE: MCC for CoLA, F1 for MRPC/QQP, Pearson for STS-B)
     metrics = {"metric": task.metric, task.metric: scores[task.metric]} | scores
     prep = trained.manifest.preprocessing
@@ -439,17 +480,32 @@ def evaluate(
     generated = generation(trained, task, dataset, params, y_true)
     metrics |= generated["metrics"]
     out = test_outcome(task, test, y_true, logits, trained.manifest.temperature)
-    per_class, actual, predicted = out.per_class, out.actual, out.predicted
-    confusion, calibration, predictions = out.confusion, out.calibration, out.predictions
-    if calibration is not None:
+    predictions = out.predictions
+    if out.calibration is not None:
+        calibration = out.calibration
         metrics |= {"ece": calibration["ece"], "ece_uncalibrated": calibration["ece_uncalibrated"]}
     if generated["texts"] is not None:
         predictions = predictions.assign(generated=generated["texts"])
 
     interval = test_interval(task, task.metric, y_true, logits)
+    return Scored(metrics, scores, generated["metrics"], out, predictions, interval)
+
+
+def save_evaluation(
+    run: EvaluationRun,
+    scored: Scored,
+    params: EvaluateParams,
+    report_dir: Path,
+    finetune_report_dir: Path | None,
+) -> None:
+    """The save: metrics.json and run.json, per_class.json, confusion.csv, the figures and
+    report.md; the test scores logged and the headline."""
+    task, test, out, metrics = run.task, run.test, scored.outcome, scored.metrics
+    calibration = out.calibration
     # metrics.json: the test scores, what a reviewer compares; run.json: the whole record (the
     # task's and its metric's names, the interval, the sizes, the params, the wall time)
-    record = {"task": task.name, "test_examples": len(test)} | metrics | {"interval": interval}
+    record = {"task": task.name, "test_examples": len(test)} | metrics
+    record |= {"interval": scored.interval}
     seconds = elapsed_s()
     if seconds is not None:
         record["wall_s"] = seconds
@@ -457,38 +513,38 @@ def evaluate(
     if calibration is not None:
         record["calibration"] = calibration
     ece = ["ece"] if calibration is not None else []
-    write_record(report_dir, record, [*scores, *generated["metrics"], *ece])
-    write_json(report_dir / "per_class.json", per_class)
+    write_record(report_dir, record, [*scored.scores, *scored.generated, *ece])
+    write_json(report_dir / "per_class.json", out.per_class)
     write_csv(  # classification: the confusion plot's rows; regression: actual against predicted
         report_dir / "confusion.csv",
-        ({"actual": a, "predicted": p} for a, p in zip(actual, predicted, strict=True)),
+        ({"actual": a, "predicted": p} for a, p in zip(out.actual, out.predicted, strict=True)),
         ["actual", "predicted"],
     )
     figures = draw_figures(
         report_dir / FIGURES,
         task,
-        per_class,
-        confusion,
-        actual,
-        predicted,
+        out.per_class,
+        out.confusion,
+        out.actual,
+        out.predicted,
         finetune_report_dir,
         calibration,
     )
     write_report(
         report_dir / "report.md",
         task.name,
-        model_dir,
-        prep,
+        run.model_dir,
+        run.trained.manifest.preprocessing,
         len(test),
         metrics,
-        per_class,
-        confusion,
+        out.per_class,
+        out.confusion,
         figures,
-        interval,
+        scored.interval,
         calibration,
         out.mistakes,
     )
+    scores = scored.scores
     log.info("test scores: %s", ", ".join(f"{k} {v:.4g}" for k, v in scores.items()))
-    line = headline_text(task.name, task.metric, scores[task.metric], interval)
+    line = headline_text(task.name, task.metric, scores[task.metric], scored.interval)
     headline(f"{line}; report: {report_dir / 'report.md'}")
-    return metrics, predictions

@@ -35,6 +35,7 @@ from transformers import TrainerCallback, TrainingArguments
 from bertfit.data.encoding import token_lengths
 from bertfit.models.methods import METHODS
 from bertfit.params import FinetuneParams
+from bertfit.training.trainer import steps_per_epoch
 
 if TYPE_CHECKING:  # an annotation only: budget runs nothing of selection
     from bertfit.training.selection import Selection
@@ -131,14 +132,6 @@ class TrainingLength:
     eval_steps: int | None  # None: validation at each epoch's end
     reason: str
     batch_size: int  # per device: per_device_train_batch_size, or less on a very small set
-
-
-def steps_per_epoch(args: TrainingArguments, examples: int, batch_size: int | None = None) -> int:
-    """Optimisation steps in one pass over `examples` (as the Trainer counts them), at
-    `batch_size` per device (default: the arguments')."""
-    batch_size = batch_size or args.per_device_train_batch_size
-    batches = math.ceil(examples / (batch_size * args.world_size))
-    return max(batches // args.gradient_accumulation_steps, 1)
 
 
 def training_length(

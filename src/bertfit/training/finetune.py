@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Sequence
-from dataclasses import asdict, replace
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 from torch import nn
 from transformers import TrainerCallback, TrainingArguments, set_seed
+from transformers.trainer_utils import TrainOutput
 
 from bertfit.calibration import calibration_record, fit_temperature
 from bertfit.data.encoding import Preprocessing
@@ -62,7 +63,7 @@ log = logging.getLogger(__name__)
 
 # metrics.json, what a reviewer compares (`dvc exp show` columns), beside the kept validation
 # score: the trainable parameters (full, lora or a prompt) and the train rows used (bertfit
-# ablate's learning curve reads them); everything else is in run.json (issue 34)
+# ablate's learning curve reads them); everything else is in run.json
 METRIC_KEYS = ("trainable_parameters", "train_examples")
 
 
@@ -248,9 +249,7 @@ def recipe_entry(
         "task": task.name,
         "family": family.name,
         "method": params.method,
-        "batch_size": args.per_device_train_batch_size
-        * args.gradient_accumulation_steps
-        * args.world_size,
+        "batch_size": core.effective_batch_size(args),
         "optimizer": params.optimizer,
         "adafactor_relative_step": params.adafactor_relative_step,
         "learning_rate": params.learning_rate,
@@ -379,6 +378,36 @@ def validation_selection(
     )
 
 
+@dataclass
+class FinetuneRun:
+    """What finetune's set-up prepared for its run and its save: the model's family, tokenizer
+    and head, the input length and how texts became inputs, the scoring config, the train and
+    validation sets, the selection, the run's length and arguments, the trainer (the model in
+    it) with its DVCLive log, the checkpoint to resume from, where training started from, the
+    frozen base's fingerprint, and the work directory (the frozen base in its base/)."""
+
+    model_name: str
+    task: Task
+    params: FinetuneParams
+    family: Family
+    tokenizer: Any
+    head: HeadSpec | None
+    inputs: InputLength
+    prep: Preprocessing
+    config: dict[str, Any]
+    train_ds: Any
+    validation: ValidationSet
+    selection: Selection
+    length: TrainingLength
+    args: TrainingArguments
+    trainer: Any
+    live: LiveLog
+    resume: str | None
+    started: dict[str, bool]
+    fingerprint: str | None
+    work_dir: Path
+
+
 def finetune(
     model_name: str,
     task: Task,
@@ -394,26 +423,49 @@ def finetune(
     """Fine-tune `model_name` on train, pick the best epoch on validation, save to output_dir.
     With checkpoint_dir, a killed run resumes from its last checkpoint (training.checkpoints).
     extra_callbacks see each validation too (bertfit.search reports them to its pruner)."""
+    run = prepare_finetune(
+        model_name,
+        task,
+        train_df,
+        validation_df,
+        params,
+        max_seq_length,
+        output_dir,
+        report_dir,
+        checkpoint_dir,
+        extra_callbacks=extra_callbacks,
+    )
+    output = train_finetune(run)
+    if not run.trainer.is_world_process_zero():
+        return {}
+    return save_finetune(run, output, output_dir, report_dir, checkpoint_dir)
+
+
+def prepare_finetune(
+    model_name: str,
+    task: Task,
+    train_df: pd.DataFrame,
+    validation_df: pd.DataFrame,
+    params: FinetuneParams,
+    max_seq_length: int,
+    output_dir: Path,
+    report_dir: Path,
+    checkpoint_dir: Path | None = None,
+    arguments: Callable[[TrainingArguments], TrainingArguments] | None = None,
+    extra_callbacks: Sequence[TrainerCallback] = (),
+) -> FinetuneRun:
+    """The set-up: the model as the method trains it, the train and validation sets, the
+    selection, the run's length and the trainer. `arguments` changes the stage's
+    TrainingArguments before the trainer is built (a benchmark's fixed steps, no validation)."""
     check_writable(output_dir.parent, report_dir, (checkpoint_dir or output_dir).parent)
     set_seed(params.seed)
     family = family_for(model_name)
-    method = METHODS[params.method]
     tokenizer = load_tokenizer(model_name)
     head = head_spec(params)
-    model = family.classifier(model_name, task, head)
-    check_max_seq_length(model.config, max_seq_length, model_name)
-    # where training starts from, for metrics.json: the multitask head, the multitask prompt
-    started = {
-        "head_from_multitask": start_from_multitask(params, family, model, model_name, task, head)
-    }
     # one work directory, the same path on every process when launched with accelerate/torchrun
     work_dir = output_dir.parent / f".{output_dir.name}-work"
-    base_dir = work_dir / BASE_DIR
-    fingerprint = method.fingerprint(model)
-    with phase("tokenising"):  # counting tokens: is the text long for max_seq_length?
-        inputs = input_length(params, tokenizer, train_df, max_seq_length, model.config, task.name)
-    model, started["prompt_from_multitask"] = method.wrap(
-        model, family, params, model_name, task, head, inputs.max_seq_length, base_dir
+    model, inputs, started, fingerprint = finetune_model(
+        model_name, task, params, max_seq_length, train_df, (family, tokenizer, head), work_dir
     )
     prep = preprocessing(params, inputs.max_seq_length, inputs.head_tokens)
     encoder = family.encoder(tokenizer, prep)
@@ -427,48 +479,147 @@ def finetune(
     args = finetune_arguments(params, checkpoint_dir or work_dir, resumable)
     length = training_length(params, args, len(train_ds))
     args = finetune_arguments(params, checkpoint_dir or work_dir, resumable, length)
+    if arguments is not None:
+        args = arguments(args)
     data = [str(inputs.max_seq_length).encode(), *frame_bytes(train_df, validation_df)]
     resume, _ = stage_resume(args, checkpoint_dir, model_name, params, data)
     live = LiveLog(report_dir / LIVE_DIR, "finetune", selected_on=selection.key)
     callbacks = [*finetune_callbacks(params, selection), live, *extra_callbacks]
     extra = {"selection": selection, "callbacks": callbacks}
     trainer = core.stage_trainer(params, args, model, train_ds, collator, tokenizer, **extra)
-    plan = finetune_plan(
-        model_name, task, params, args, family, head, train_ds, validation, length, inputs
+    return FinetuneRun(
+        model_name,
+        task,
+        params,
+        family,
+        tokenizer,
+        head,
+        inputs,
+        prep,
+        config,
+        train_ds,
+        validation,
+        selection,
+        length,
+        args,
+        trainer,
+        live,
+        resume,
+        started,
+        fingerprint,
+        work_dir,
     )
-    log.info(plan)
-    output = core.fit(trainer, resume)
-    trainer.accelerator.wait_for_everyone()
-    if not trainer.is_world_process_zero():
-        return {}
 
-    tokenizer.model_max_length = inputs.max_seq_length  # pipeline() truncates to it (head only)
-    earlier = recipe_of(Path(resolve_model_name(model_name)))
-    entry = recipe_entry(model_name, task, params, args, family, inputs, earlier)
-    manifest = finetune_manifest(family, prep, task, head, config, params.method, fingerprint)
+
+def finetune_model(
+    model_name: str,
+    task: Task,
+    params: FinetuneParams,
+    max_seq_length: int,
+    train_df: pd.DataFrame,
+    loaded: tuple[Family, Any, HeadSpec | None],
+    work_dir: Path,
+) -> tuple[nn.Module, InputLength, dict[str, bool], str | None]:
+    """The family's classifier as the method trains it (its frozen base, if any, in
+    work_dir's base/), the input length read from the train texts, where training starts from
+    (the target's multitask head or prompt), and the base's fingerprint. `loaded`: the
+    family, the tokenizer and the head spec."""
+    family, tokenizer, head = loaded
+    method = METHODS[params.method]
+    model = family.classifier(model_name, task, head)
+    check_max_seq_length(model.config, max_seq_length, model_name)
+    # where training starts from, for metrics.json: the multitask head, the multitask prompt
+    started = {
+        "head_from_multitask": start_from_multitask(params, family, model, model_name, task, head)
+    }
+    fingerprint = method.fingerprint(model)
+    with phase("tokenising"):  # counting tokens: is the text long for max_seq_length?
+        inputs = input_length(params, tokenizer, train_df, max_seq_length, model.config, task.name)
+    model, started["prompt_from_multitask"] = method.wrap(
+        model,
+        family,
+        params,
+        model_name,
+        task,
+        head,
+        inputs.max_seq_length,
+        work_dir / BASE_DIR,
+    )
+    return model, inputs, started, fingerprint
+
+
+def train_finetune(run: FinetuneRun) -> TrainOutput:
+    """The run: the plan logged, then training from the last checkpoint if any, validated as
+    it goes, the kept step's weights restored (training.trainer.fit)."""
+    log.info(
+        finetune_plan(
+            run.model_name,
+            run.task,
+            run.params,
+            run.args,
+            run.family,
+            run.head,
+            run.train_ds,
+            run.validation,
+            run.length,
+            run.inputs,
+        )
+    )
+    output = core.fit(run.trainer, run.resume)
+    run.trainer.accelerator.wait_for_everyone()
+    return output
+
+
+def save_finetune(
+    run: FinetuneRun,
+    output: TrainOutput,
+    output_dir: Path,
+    report_dir: Path,
+    checkpoint_dir: Path | None,
+) -> dict[str, Any]:
+    """The save: the kept model (module-level `save`) with its manifest (the recipe so far
+    and this run's entry, the calibration's temperature) and model card, the work directory
+    and checkpoints removed, the reports written. Returns the stage's record."""
+    task, params, family, tokenizer = run.task, run.params, run.family, run.tokenizer
+    trainer = run.trainer
+    tokenizer.model_max_length = run.inputs.max_seq_length  # pipeline() truncates to it (head)
+    earlier = recipe_of(Path(resolve_model_name(run.model_name)))
+    entry = recipe_entry(run.model_name, task, params, run.args, family, run.inputs, earlier)
+    manifest = finetune_manifest(
+        family, run.prep, task, run.head, run.config, params.method, run.fingerprint
+    )
     manifest = replace(manifest, recipe=[*earlier, entry])
     trained = trainer.accelerator.unwrap_model(trainer.model)
     metrics = finetune_metrics(
-        selection, started, params, trainer, trained, output, len(train_ds), length, inputs
+        run.selection,
+        run.started,
+        params,
+        trainer,
+        trained,
+        output,
+        len(run.train_ds),
+        run.length,
+        run.inputs,
     )
-    metrics["validation_examples"] = len(validation.dataset)
+    metrics["validation_examples"] = len(run.validation.dataset)
     if task.problem == "classification":
         with phase("calibration"):
-            metrics["calibration"] = validation_calibration(selection, trained, args.bf16)
+            metrics["calibration"] = validation_calibration(run.selection, trained, run.args.bf16)
         manifest = replace(manifest, temperature=metrics["calibration"]["temperature"])
     # the card's values are metrics.json's and run.json's, read as they will be read
     card = model_card(manifest, task, json_values(metrics))
 
+    base_dir = run.work_dir / BASE_DIR
     with phase("saving"):
         core.write_model_dir(
             output_dir,
             lambda staged: save(trained, family, tokenizer, manifest, base_dir, staged, card),
         )
-    shutil.rmtree(work_dir, ignore_errors=True)
+    shutil.rmtree(run.work_dir, ignore_errors=True)
     clear_checkpoints(checkpoint_dir)
-    keys = (f"validation.{selection.key}", *METRIC_KEYS)
-    core.write_reports(report_dir, metrics, keys, params, live)
-    headline(finetune_headline(task, selection, metrics))
+    keys = (f"validation.{run.selection.key}", *METRIC_KEYS)
+    core.write_reports(report_dir, metrics, keys, params, run.live)
+    headline(finetune_headline(task, run.selection, metrics))
     return metrics
 
 

@@ -26,13 +26,13 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from accelerate import PartialState
 from transformers import TrainingArguments, set_seed
 
 from bertfit.data.encoding import Encoder, Preprocessing
@@ -49,14 +49,14 @@ from bertfit.phases import headline, phase
 from bertfit.reporting import check_writable
 from bertfit.training import trainer as core
 from bertfit.training.checkpoints import clear_checkpoints, frame_bytes, saving, stage_resume
-from bertfit.training.live import LIVE_DIR, TRAINING_KEYS, LiveLog, empty_log
+from bertfit.training.live import LIVE_DIR, TRAINING_KEYS, LiveLog
 from bertfit.training.sampling import TaskBatchSampler
 from bertfit.training.selection import Selection, ValidationSet
 
 log = logging.getLogger(__name__)
 
 # metrics.json, what a reviewer compares (`dvc exp show` columns): the selection value, the
-# mean of each task's own validation metric; everything else is in run.json (issue 34)
+# mean of each task's own validation metric; everything else is in run.json
 METRIC_KEYS = ("validation_mean_main",)
 
 
@@ -179,6 +179,30 @@ def best_metrics(selection: Selection, tasks: list[Task]) -> dict[str, Any]:
     }
 
 
+@dataclass
+class MultitaskRun:
+    """What multitask's set-up prepared for its run and its save: the tasks, the family and
+    method, each task's scoring config, how texts became inputs, the trainer (model, mixed
+    batches, selection and DVCLive log in it), the checkpoint to resume from, each task's
+    batches and train size, and the work directory."""
+
+    tasks: list[Task]
+    params: MultitaskParams
+    family: Family
+    method: TuningMethod
+    configs: dict[str, dict]
+    prep: Preprocessing
+    tokenizer: Any
+    model: torch.nn.Module
+    selection: Selection
+    trainer: Any
+    live: LiveLog
+    resume: str | None
+    task_batches: dict[str, int]
+    sizes: dict[str, int]
+    work_dir: Path
+
+
 def multitask(
     model_dir: Path,
     tasks: list[Task],
@@ -203,7 +227,32 @@ def multitask(
     if reason is not None:
         entry = {"stage": "multitask", "ran": False, "reason": reason}
         manifest = Manifest(family.name, "none", "multitask", recipe=[*recipe, entry])
-        return skip(model_dir, output_dir, manifest, report_dir, reason, params)
+        record = ({"enabled": False}, METRIC_KEYS, params)
+        curves = [*TRAINING_KEYS, "validation_mean_main"]
+        return core.skip_stage(
+            str(model_dir), output_dir, manifest, report_dir, record, curves, reason
+        )
+    run = prepare_multitask(
+        model_dir, tasks, params, max_seq_length, output_dir, report_dir, checkpoint_dir
+    )
+    output = train_multitask(run)
+    if not run.trainer.is_world_process_zero():
+        return {}
+    return save_multitask(run, output, recipe, output_dir, report_dir, checkpoint_dir)
+
+
+def prepare_multitask(
+    model_dir: Path,
+    tasks: list[Task],
+    params: MultitaskParams,
+    max_seq_length: int,
+    output_dir: Path,
+    report_dir: Path,
+    checkpoint_dir: Path | None = None,
+) -> MultitaskRun:
+    """The set-up: each task's train and validation sets, the model as the method trains it,
+    the task sampler, the selection and the trainer."""
+    family = family_for(str(model_dir))
     frames = {t.name: {s: t.split(s) for s in ("train", "validation")} for t in tasks}
     check_tasks(tasks, frames)
 
@@ -225,18 +274,7 @@ def multitask(
     sampler = task_sampler(params, [len(d) for d in train], args.world_size)
     task_batches = dict(zip([t.name for t in tasks], sampler.task_counts(), strict=True))
     sizes = dict(zip([t.name for t in tasks], map(len, train), strict=True))
-    log.info(
-        core.plan_line(
-            f"multitask on {model_dir}",
-            args,
-            sum(sizes.values()),
-            f"train {sizes}",
-            sampling=f"{params.sampling} (T={params.temperature:g}, K={params.mixing_limit})",
-            batches_per_task=task_batches,
-            layer_decay=params.layer_decay,
-            method=params.method,
-        )
-    )
+    log.info(multitask_plan(model_dir, params, args, sizes, task_batches))
     # each task's own head (or label words) scores its validation set; the mean selects
     selection = Selection(
         sets,
@@ -251,13 +289,67 @@ def multitask(
     live = LiveLog(report_dir / LIVE_DIR, "multitask", {t.name: t.metric for t in tasks})
     extra = {"selection": selection, "batch_sampler": sampler, "callbacks": [live]}
     trainer = core.stage_trainer(params, args, model, batches, collator, tokenizer, **extra)
-    output = core.fit(trainer, resume)
-    trainer.accelerator.wait_for_everyone()
-    if not trainer.is_world_process_zero():
-        return {}
+    return MultitaskRun(
+        tasks,
+        params,
+        family,
+        method,
+        configs,
+        prep,
+        tokenizer,
+        model,
+        selection,
+        trainer,
+        live,
+        resume,
+        task_batches,
+        sizes,
+        work_dir,
+    )
 
+
+def train_multitask(run: MultitaskRun) -> Any:
+    """The run: training from the last checkpoint if any, the best mean validation's weights
+    restored (training.trainer.fit)."""
+    output = core.fit(run.trainer, run.resume)
+    run.trainer.accelerator.wait_for_everyone()
+    return output
+
+
+def multitask_plan(
+    model_dir: Path,
+    params: MultitaskParams,
+    args: TrainingArguments,
+    sizes: dict[str, int],
+    task_batches: dict[str, int],
+) -> str:
+    """The training-plan log line: each task's train examples and batches, the sampling."""
+    return core.plan_line(
+        f"multitask on {model_dir}",
+        args,
+        sum(sizes.values()),
+        f"train {sizes}",
+        sampling=f"{params.sampling} (T={params.temperature:g}, K={params.mixing_limit})",
+        batches_per_task=task_batches,
+        layer_decay=params.layer_decay,
+        method=params.method,
+    )
+
+
+def save_multitask(
+    run: MultitaskRun,
+    output: Any,
+    recipe: list[dict[str, Any]],
+    output_dir: Path,
+    report_dir: Path,
+    checkpoint_dir: Path | None,
+) -> dict[str, Any]:
+    """The save: the model directory (module-level `save`) with the recipe so far and this
+    run's entry, the work directory and checkpoints removed, the reports written. Returns
+    the stage's record."""
+    params, tasks, trainer, sizes = run.params, run.tasks, run.trainer, run.sizes
     metrics = multitask_metrics(
-        params, selection, tasks, task_batches, sizes, model, trainer, output
+        params, run.selection, tasks, run.task_batches, sizes, run.model, trainer, output
     )
     entry = {
         "stage": "multitask",
@@ -267,25 +359,19 @@ def multitask(
         "steps": output.global_step,
         "sampling": params.sampling,
         "method": params.method,
-        "batch_size": args.per_device_train_batch_size
-        * args.gradient_accumulation_steps
-        * args.world_size,
+        "batch_size": core.effective_batch_size(trainer.args),
         "learning_rate": params.learning_rate,
         "seed": params.seed,
         "best_step": metrics["best_step"],
         "validation_mean_main": metrics["validation_mean_main"],
     }
     recipe = [*recipe, entry]
+    parts = (run.model, run.family, run.method, tasks, run.configs, run.prep, run.tokenizer)
     with phase("saving"):
-        core.write_model_dir(
-            output_dir,
-            lambda staged: save(
-                model, family, method, tasks, configs, prep, tokenizer, staged, recipe
-            ),
-        )
-    shutil.rmtree(work_dir, ignore_errors=True)
+        core.write_model_dir(output_dir, lambda staged: save(*parts, staged, recipe))
+    shutil.rmtree(run.work_dir, ignore_errors=True)
     clear_checkpoints(checkpoint_dir)
-    core.write_reports(report_dir, metrics, METRIC_KEYS, params, live)
+    core.write_reports(report_dir, metrics, METRIC_KEYS, params, run.live)
     headline(multitask_headline(metrics, tasks))
     return metrics
 
@@ -377,25 +463,3 @@ def save(
         base_fingerprint=fingerprint,
         recipe=recipe or [],
     ).save(staged)
-
-
-def skip(
-    model_dir: Path,
-    output_dir: Path,
-    manifest: Manifest,
-    report_dir: Path,
-    reason: str,
-    params: MultitaskParams | None = None,
-) -> dict:
-    """Disabled, or no target in the set: the pretrained encoder, unchanged, where finetune
-    expects it."""
-    metrics: dict[str, Any] = {"enabled": False}
-    state = PartialState()
-    if state.is_main_process:
-        core.pass_through(str(model_dir), output_dir, manifest)
-        core.write_reports(report_dir, metrics, METRIC_KEYS, params)
-        curves = [*TRAINING_KEYS, "validation_mean_main"]
-        empty_log(report_dir / LIVE_DIR, "multitask", curves)
-        headline(f"{reason}: {model_dir} passed through unchanged")
-    state.wait_for_everyone()
-    return metrics

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from accelerate import PartialState
 from transformers import TrainerCallback, TrainingArguments, set_seed
 
 from bertfit.models.family import Family, family_for
@@ -33,7 +32,7 @@ from bertfit.training.checkpoints import (
     clear_checkpoints,
     stage_resume,
 )
-from bertfit.training.live import LIVE_DIR, TRAINING_KEYS, LiveLog, empty_log
+from bertfit.training.live import LIVE_DIR, TRAINING_KEYS, LiveLog
 from bertfit.training.objectives.mlm import MaskedLM
 from bertfit.training.objectives.span_corruption import SpanCorruption
 
@@ -44,7 +43,7 @@ CORPUS_FILES = ("train.parquet", "heldout.parquet")
 OBJECTIVES = {objective.name: objective for objective in (MaskedLM, SpanCorruption)}
 CURVE_SCORES = ("loss", "accuracy")  # of the held-out scores, those drawn as curves
 # metrics.json, what a reviewer compares (`dvc exp show` columns): did further pretraining lower
-# the held-out loss; everything else is in run.json (issue 34)
+# the held-out loss; everything else is in run.json
 METRIC_KEYS = ("heldout_before.loss", "heldout_after.loss")
 
 
@@ -66,6 +65,44 @@ def pretrain_arguments(
     checkpoints = {"save_strategy": "steps", "save_steps": params.save_steps, "save_total_limit": 1}
     stage = {"max_steps": params.max_steps, **checkpoints, **objective.trainer_arguments}
     return core.training_arguments(params, checkpoint_dir, **stage)
+
+
+@dataclass
+class PretrainRun:
+    """What pretrain's set-up prepared for its run: the objective for the model's family, its
+    model (on the GPU when there is one), the corpus's train and held-out blocks, the collator,
+    the held-out batches scored before and after training, and the blocks' sizes for the plan
+    (mean tokens of a train block, held-out tokens scored)."""
+
+    model_name: str
+    params: PretrainParams
+    family: Family
+    corpus_dir: Path
+    objective: MaskedLM | SpanCorruption
+    tokenizer: Any
+    model: Any
+    train_ds: Any
+    heldout_ds: Any
+    collator: Any
+    heldout: list[dict[str, torch.Tensor]]
+    tokens_per_block: float
+    scored: int
+
+
+@dataclass
+class Pretrained:
+    """What pretrain's run did: its trainer, arguments and output, the step it resumed from,
+    the held-out scores before, after the head's warm-up (empty without one) and after, and
+    its DVCLive log."""
+
+    trainer: Any
+    args: TrainingArguments
+    output: Any
+    resumed_step: int
+    before: dict[str, float]
+    warmup: dict[str, Any]
+    after: dict[str, float]
+    live: LiveLog
 
 
 def pretrain(
@@ -90,8 +127,32 @@ def pretrain(
     if params.corpus == "none":
         entry |= {"ran": False, "reason": "pretrain.corpus is none"}
         manifest = replace(manifest, recipe=[*recipe, entry])
-        return skip(model_name, output_dir, manifest, report_dir, params)
+        record = ({"corpus": "none"}, METRIC_KEYS, params)
+        curves = [*TRAINING_KEYS, *(f"validation/{k}" for k in CURVE_SCORES)]
+        why = "pretrain.corpus is none"
+        return core.skip_stage(model_name, output_dir, manifest, report_dir, record, curves, why)
 
+    run = prepare_pretrain(model_name, corpus_dir, params, family)
+    trained = train_pretrain(run, checkpoint_dir, report_dir)
+    if not trained.trainer.is_world_process_zero():
+        return {}
+    entry |= ran_entry(
+        params,
+        trained.args,
+        run.objective.name,
+        len(run.train_ds),
+        trained.output,
+        trained.before,
+        trained.after,
+    )
+    manifest = replace(manifest, recipe=[*recipe, entry])
+    return save_pretrain(run, trained, manifest, output_dir, report_dir, checkpoint_dir)
+
+
+def prepare_pretrain(
+    model_name: str, corpus_dir: Path, params: PretrainParams, family: Family
+) -> PretrainRun:
+    """The set-up: the family's objective and its model, the corpus tokenised for it."""
     set_seed(params.seed)
     tokenizer = load_tokenizer(model_name)
     objective = OBJECTIVES[family.objective](params, model_name)
@@ -99,57 +160,89 @@ def pretrain(
     train_ds, heldout_ds, collator, heldout = tokenised_corpus(objective, tokenizer, corpus_dir)
     if torch.cuda.is_available():
         model.to("cuda")
+    tokens_per_block = float(np.mean([len(x) for x in train_ds["input_ids"]]))
+    scored = sum(len(b["input_ids"]) for b in heldout)
+    return PretrainRun(
+        model_name,
+        params,
+        family,
+        corpus_dir,
+        objective,
+        tokenizer,
+        model,
+        train_ds,
+        heldout_ds,
+        collator,
+        heldout,
+        tokens_per_block,
+        scored,
+    )
+
+
+def train_pretrain(run: PretrainRun, checkpoint_dir: Path, report_dir: Path) -> Pretrained:
+    """The run: score the held-out blocks, warm the fresh head up (when asked and not resumed),
+    train from the last checkpoint if any, score the held-out blocks again."""
+    objective, model, params, heldout = run.objective, run.model, run.params, run.heldout
     with phase("held-out scoring"):
         before = objective.score(model, heldout)
     log.info("held-out %s before: %s", objective.name, scores_text(before))
 
     objective.for_training(model)
     args = pretrain_arguments(params, checkpoint_dir, objective)
-    corpus = [corpus_dir / f for f in CORPUS_FILES]
-    resume, resumed_step = stage_resume(args, checkpoint_dir, model_name, params, corpus)
-    tokens_per_block = float(np.mean([len(x) for x in train_ds["input_ids"]]))
-    scored = sum(len(b["input_ids"]) for b in heldout)
-    blocks = (len(train_ds), tokens_per_block, scored)
-    log.info(plan(model_name, family, objective.name, params, args, blocks))
+    corpus = [run.corpus_dir / f for f in CORPUS_FILES]
+    resume, resumed_step = stage_resume(args, checkpoint_dir, run.model_name, params, corpus)
+    blocks = (len(run.train_ds), run.tokens_per_block, run.scored)
+    log.info(plan(run.model_name, run.family, objective.name, params, args, blocks))
     warmup: dict[str, Any] = {}
     if skipped := skip_head_warmup(objective, resumed_step):
         if params.head_warmup_steps:
             log.info("no head warm-up: %s", skipped)
     else:
-        data = (train_ds, collator, tokenizer)
+        data = (run.train_ds, run.collator, run.tokenizer)
         warmup = warm_up_head(objective, model, data, heldout, checkpoint_dir)
     first_batch = resumed_step * args.gradient_accumulation_steps
-    seeded = BatchSeeded(collator, params.seed, args.process_index, first_batch)
+    seeded = BatchSeeded(run.collator, params.seed, args.process_index, first_batch)
     live = LiveLog(report_dir / LIVE_DIR, "pretrain")
     start = warmup["heldout"] if warmup else before  # where the whole model starts from
     curve = HeldoutCurve(lambda m: objective.score(m, heldout), params.eval_steps, live, start)
     trainer = core.stage_trainer(
-        params, args, model, train_ds, seeded, tokenizer, callbacks=[live, curve]
+        params, args, model, run.train_ds, seeded, run.tokenizer, callbacks=[live, curve]
     )
     output = core.fit(trainer, resume)
     objective.after_training(model)
     with phase("held-out scoring"):
         after = curve.final(model, output.global_step)
     log.info("held-out %s after: %s", objective.name, scores_text(after))
-
     trainer.accelerator.wait_for_everyone()
-    if not trainer.is_world_process_zero():
-        return {}
-    entry |= ran_entry(params, args, objective.name, len(train_ds), output, before, after)
-    manifest = replace(manifest, recipe=[*recipe, entry])
+    return Pretrained(trainer, args, output, resumed_step, before, warmup, after, live)
+
+
+def save_pretrain(
+    run: PretrainRun,
+    trained: Pretrained,
+    manifest: Manifest,
+    output_dir: Path,
+    report_dir: Path,
+    checkpoint_dir: Path,
+) -> dict[str, Any]:
+    """The save: the model as a standard HF directory with the tokenizer and `manifest`, the
+    checkpoints cleared, the reports written. Returns the stage's record."""
+    objective, params, args, output = run.objective, run.params, trained.args, trained.output
 
     def save(staged: Path) -> None:
-        objective.export(model).save_pretrained(staged)
-        tokenizer.save_pretrained(staged)
+        objective.export(run.model).save_pretrained(staged)
+        run.tokenizer.save_pretrained(staged)
         manifest.save(staged)
 
     with phase("saving"):
         core.write_model_dir(output_dir, save)
         clear_checkpoints(checkpoint_dir)
-    sizes = {"train": len(train_ds), "scored": scored, "available": len(heldout_ds)}
-    metrics = run_record(params, args, output, (before, warmup, after), sizes, resumed_step)
-    metrics |= speed(args, output, resumed_step, tokens_per_block)
-    core.write_reports(report_dir, metrics, METRIC_KEYS, params, live)
+    sizes = {"train": len(run.train_ds), "scored": run.scored, "available": len(run.heldout_ds)}
+    scores = (trained.before, trained.warmup, trained.after)
+    metrics = run_record(params, args, output, scores, sizes, trained.resumed_step)
+    metrics |= speed(args, output, trained.resumed_step, run.tokens_per_block)
+    core.write_reports(report_dir, metrics, METRIC_KEYS, params, trained.live)
+    before, after = trained.before, trained.after
     headline(
         f"held-out {objective.name} loss {before['loss']:.4g} -> {after['loss']:.4g}, "
         f"accuracy {before['accuracy']:.3f} -> {after['accuracy']:.3f} "
@@ -357,9 +450,7 @@ def ran_entry(
         "max_seq_length": params.max_seq_length,
         "head_warmup_steps": params.head_warmup_steps,
         "steps": output.global_step,
-        "batch_size": args.per_device_train_batch_size
-        * args.gradient_accumulation_steps
-        * args.world_size,
+        "batch_size": core.effective_batch_size(args),
         "learning_rate": params.learning_rate,
         "seed": params.seed,
         "heldout_loss_before": before["loss"],
@@ -370,22 +461,6 @@ def ran_entry(
 def speed(args: Any, output: Any, resumed_step: int, tokens_per_block: float) -> dict[str, Any]:
     """The run's time and training tokens per second (the steps this run took, not resumed)."""
     runtime = output.metrics["train_runtime"]
-    batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+    batch = core.effective_batch_size(args)
     tokens = (output.global_step - resumed_step) * batch * tokens_per_block
     return {"train_runtime_s": runtime, "tokens_per_s": tokens / runtime if runtime else None}
-
-
-def skip(
-    model_name: str, output_dir: Path, manifest: Manifest, report_dir: Path, params: PretrainParams
-) -> dict[str, Any]:
-    """`corpus: none`: the base model, unchanged, where multitask expects the pretrained one."""
-    metrics: dict[str, Any] = {"corpus": "none"}
-    state = PartialState()
-    if state.is_main_process:
-        core.pass_through(model_name, output_dir, manifest)
-        core.write_reports(report_dir, metrics, METRIC_KEYS, params)
-        curves = [f"validation/{k}" for k in CURVE_SCORES]
-        empty_log(report_dir / LIVE_DIR, "pretrain", [*TRAINING_KEYS, *curves])
-        headline(f"pretrain.corpus is none: {model_name} passed through unchanged")
-    state.wait_for_everyone()
-    return metrics

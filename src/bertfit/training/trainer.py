@@ -8,8 +8,11 @@
   model selection on validation through the model family's `score` (training.selection).
 - `fit`: train, score the last step if no evaluation fell on it, restore the best weights.
 - `plan_line`: the training summary logged before training (effective batch with world size).
-- `write_model_dir`, `pass_through`, `write_reports`: the atomic model directory, the disabled
-  stage's copy, and metrics.json / run.json (the training curves: training.live, DVCLive).
+- `write_model_dir`, `pass_through`, `write_reports`, `skip_stage`: the atomic model
+  directory, the disabled stage's copy, metrics.json / run.json (the training curves:
+  training.live, DVCLive), and all of them for a stage that does not run.
+- `effective_batch_size`, `steps_per_epoch`: the examples in one optimisation step and the
+  steps in one epoch, as the Trainer counts them.
 """
 
 from __future__ import annotations
@@ -19,11 +22,12 @@ import math
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import PartialState
 from peft import PeftModel
 from pydantic import BaseModel
 from safetensors.torch import load_file
@@ -48,9 +52,9 @@ from bertfit.models.family import family_in
 from bertfit.models.loading import LOAD_KWARGS, load_tokenizer, resolve_model_name
 from bertfit.models.manifest import Manifest
 from bertfit.params import TrainingParams
-from bertfit.phases import duration, elapsed_s, phase
+from bertfit.phases import duration, elapsed_s, headline, phase
 from bertfit.reporting import make_readable, write_record
-from bertfit.training.live import LiveLog
+from bertfit.training.live import LIVE_DIR, LiveLog, empty_log
 from bertfit.training.optim import layerwise_param_groups
 from bertfit.training.selection import Selection
 
@@ -316,7 +320,7 @@ class BertfitTrainer(Trainer):
 
 
 class LogLines(TrainerCallback):
-    """Each logging step as one log line a person reads (issue 34), where the Trainer without
+    """Each logging step as one log line a person reads, where the Trainer without
     its bar would print() the dict:
 
         step 250/428 (58 %), 3m10s elapsed, ~2m15s left: loss 0.426, lr 2.1e-05
@@ -483,19 +487,30 @@ def fit(trainer: BertfitTrainer, resume: str | None = None) -> TrainOutput:
     return output
 
 
+def effective_batch_size(args: TrainingArguments) -> int:
+    """Examples in one optimisation step: per device, times accumulated batches, times
+    processes."""
+    return args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+
+
+def steps_per_epoch(args: TrainingArguments, examples: int, batch_size: int | None = None) -> int:
+    """Optimisation steps in one pass over `examples` (as the Trainer counts them), at
+    `batch_size` per device (default: the arguments')."""
+    batch_size = batch_size or args.per_device_train_batch_size
+    batches = math.ceil(examples / (batch_size * args.world_size))
+    return max(batches // args.gradient_accumulation_steps, 1)
+
+
 def planned_steps(args: TrainingArguments, examples: int) -> int:
     """Optimisation steps the Trainer will take: max_steps, or epochs of the examples."""
     if args.max_steps > 0:
         return args.max_steps
-    batches = math.ceil(examples / (args.per_device_train_batch_size * args.world_size))
-    return math.ceil(max(batches // args.gradient_accumulation_steps, 1) * args.num_train_epochs)
+    return math.ceil(steps_per_epoch(args, examples) * args.num_train_epochs)
 
 
 def plan_line(stage: str, args: TrainingArguments, examples: int, data: str, **details: Any) -> str:
     """The one training-plan summary: data, steps, effective batch (world size included)."""
-    effective = (
-        args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
-    )
+    effective = effective_batch_size(args)
     extra = "".join(f"; {k.replace('_', ' ')} {v}" for k, v in details.items())
     warn_long_warmup(stage, args, planned_steps(args, examples))
     return (
@@ -597,3 +612,27 @@ def write_reports(
     write_record(report_dir, run, metric_keys)
     if live is not None:
         live.end(record.get("best_step"))
+
+
+def skip_stage(
+    model_name: str,
+    output_dir: Path,
+    manifest: Manifest,
+    report_dir: Path,
+    record: tuple[dict[str, Any], Iterable[str], BaseModel | None],
+    curves: Sequence[str],
+    why: str,
+) -> dict[str, Any]:
+    """A stage that does not run (pretrain's `corpus: none`, multitask disabled or without the
+    target): its input model, unchanged, where the next stage expects it (pass_through), its
+    reports (`record`: the metrics, metrics.json's keys, the params), each of its `curves` with
+    its header only (live.empty_log), and a headline saying `why`. Returns the metrics."""
+    metrics, metric_keys, params = record
+    state = PartialState()
+    if state.is_main_process:
+        pass_through(model_name, output_dir, manifest)
+        write_reports(report_dir, metrics, metric_keys, params)
+        empty_log(report_dir / LIVE_DIR, manifest.stage, curves)
+        headline(f"{why}: {model_name} passed through unchanged")
+    state.wait_for_everyone()
+    return metrics
