@@ -98,10 +98,14 @@ def sample_batch(trained: Trained) -> dict[str, torch.Tensor]:
 def trace_onnx(model: nn.Module, batch: dict[str, torch.Tensor], path: Path) -> None:
     """torch.onnx's dynamo export of `model(**batch).logits`, batch and sequence dynamic."""
     batch_dim, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
-    logging.getLogger("onnx_ir").setLevel(logging.WARNING)  # a line per folded constant
+    # the exporter's and its optimizer's notes (a line per folded constant, torchvision's
+    # operators skipped) say nothing about a text classifier's graph: warnings and up only
+    for name in ("onnx_ir", "onnxscript", "torch.onnx"):
+        logging.getLogger(name).setLevel(logging.ERROR if name == "torch.onnx" else logging.WARNING)
     with warnings.catch_warnings():
         # the exporter names a shared dimension once and warns of the other inputs' names
         warnings.filterwarnings("ignore", message=".*axis name.*will not be used")
+        warnings.filterwarnings("ignore", category=FutureWarning, message=".*LeafSpec.*")
         program = torch.onnx.export(
             model.eval(),
             (),
