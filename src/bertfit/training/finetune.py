@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 from torch import nn
 from transformers import TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import TrainOutput
@@ -118,20 +117,6 @@ def finetune_arguments(
         **every,
         **saving(resumable, **when),
     )
-
-
-class EvaluationSeedDraw(TrainerCallback):
-    """Draw, at each evaluation, the one number the Trainer's own evaluation loop drew.
-
-    Until issue 10 finetune validated through the HF evaluation loop, whose DataLoader iterator
-    takes a base seed from torch's global generator; the next epoch's length-grouped batch order
-    comes from that generator too. Selection (training.selection) scores without a DataLoader,
-    so without this draw every epoch after the first would see other batches than before, and
-    the embedded default's results would move for no reason but the random stream.
-    """
-
-    def on_evaluate(self, args: TrainingArguments, state: Any, control: Any, **_: Any) -> None:
-        torch.empty((), dtype=torch.int64).random_()
 
 
 def finetune_manifest(
@@ -353,11 +338,10 @@ def finetune_metrics(
 
 
 def finetune_callbacks(params: FinetuneParams, selection: Selection) -> list[TrainerCallback]:
-    """The evaluation seed draw, and early stopping when a patience is set."""
-    callbacks: list[TrainerCallback] = [EvaluationSeedDraw()]
-    if params.early_stopping_patience is not None:
-        callbacks.append(EarlyStopping(selection, params.early_stopping_patience))
-    return callbacks
+    """Early stopping, when a patience is set."""
+    if params.early_stopping_patience is None:
+        return []
+    return [EarlyStopping(selection, params.early_stopping_patience)]
 
 
 def validation_selection(

@@ -16,7 +16,7 @@ import logging
 import shutil
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from peft import PeftConfig, TaskType
 from torch import nn
@@ -37,12 +37,29 @@ from bertfit.models.manifest import Manifest
 from bertfit.models.pooling import HeadSpec
 from bertfit.params import AdaptableParams
 
-if TYPE_CHECKING:  # models.family imports the methods; a family is handed in, never imported
-    from bertfit.models.family import Family
-
 log = logging.getLogger(__name__)
 
 Heads = dict[str, dict[str, Any]]  # the manifest's `heads`: task name -> its entry
+
+
+class Family(Protocol):
+    """What a method asks of the model family it trains; models.family's families fill it
+    (the family imports the methods, so a method is handed its family, never imports it)."""
+
+    task_type: TaskType  # peft's task type for an adapter on the family's models
+    multitask_head: str  # the multitask stage's head name in the manifest
+
+    def save(self, model: nn.Module, model_dir: Path) -> None: ...
+
+    def load(self, model_dir: Path, manifest: Manifest) -> nn.Module: ...
+
+    def describe(self, head: str) -> str: ...
+
+    def task_part(self, model: nn.Module, task: Task) -> nn.Module: ...
+
+    def save_multitask(
+        self, model: nn.Module, tasks: list[Task], configs: dict[str, dict], model_dir: Path
+    ) -> tuple[str, Heads]: ...
 
 
 class TuningMethod(ABC):

@@ -7,7 +7,6 @@ the multitask stage saves its shared model in the family's own form (models.fami
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from torch import nn
 from transformers import PreTrainedTokenizerBase
@@ -15,12 +14,9 @@ from transformers import PreTrainedTokenizerBase
 from bertfit.data.tasks import Task
 from bertfit.models.loading import load_tokenizer
 from bertfit.models.manifest import Manifest
-from bertfit.models.methods.base import Heads, TuningMethod
+from bertfit.models.methods.base import Family, Heads, TuningMethod
 from bertfit.models.pooling import HeadSpec
 from bertfit.params import AdaptableParams
-
-if TYPE_CHECKING:
-    from bertfit.models.family import Family
 
 
 class Full(TuningMethod):
