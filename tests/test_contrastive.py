@@ -59,6 +59,8 @@ def test_contrastive_trains_saves_without_pickles_and_predicts(
     assert np.allclose(probs.sum(1), 1.0, atol=1e-5)
     run = json.loads((tmp_path / "reports" / "run.json").read_text())
     assert run["method"] == "contrastive"
+    card = (model_dir / "README.md").read_text()
+    assert "tuned on sentence pairs" in card and "method contrastive" in card
 
 
 def test_the_head_reproduces_the_logistic_regression(
@@ -134,3 +136,17 @@ def test_params_validation() -> None:
         FinetuneParams(**(TINY_FINETUNE | {"contrastive_max_pairs": 0}))
     with pytest.raises(ValidationError, match="few_labels_per_class"):
         FinetuneParams(**(TINY_FINETUNE | {"few_labels_per_class": 0}))
+
+
+def test_the_plan_line_names_the_method_and_counts_its_pairs() -> None:
+    from types import SimpleNamespace
+
+    from bertfit import plan
+
+    overrides = {"contrastive_iterations": 20, "contrastive_max_pairs": 1000}
+    params = FinetuneParams(**(TINY_FINETUNE | overrides))
+    inp = SimpleNamespace(max_seq_length=128, head_tokens=32, share_truncated=0.0)
+    why = "16 train rows per class <= few_labels_per_class 64"
+    line = plan.finetune_plan(params, 32, 8, inp, None, ("contrastive", why)).summary
+    assert line.startswith(f"32 examples, method contrastive ({why}): 1,000 sentence pairs")
+    assert "= 125 steps of 8, then a logistic head" in line

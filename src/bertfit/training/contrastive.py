@@ -298,8 +298,8 @@ def contrastive_manifest(
     config: dict[str, Any],
     inputs: Any,
 ) -> Any:
-    """finetune's manifest for the saved directory, its recipe entry saying the pair batch and
-    rate."""
+    """finetune's manifest for the saved directory, its recipe entry saying what the pair loop
+    ran (a batch of pairs, AdamW, warm-up then linear decay, no layer-wise decay)."""
     batch = SimpleNamespace(
         per_device_train_batch_size=params.contrastive_batch_size,
         gradient_accumulation_steps=1,
@@ -307,7 +307,14 @@ def contrastive_manifest(
     )
     earlier = recipe_of(Path(resolve_model_name(model_name)))
     entry = recipe_entry(model_name, task, params, batch, family, inputs, earlier)
-    entry["learning_rate"] = params.contrastive_learning_rate
+    entry |= {  # what the pair loop ran (the card's sentence), not the Trainer's params
+        "optimizer": "adamw",
+        "learning_rate": params.contrastive_learning_rate,
+        "lr_scheduler_type": "linear",
+        "warmup_ratio": WARMUP_RATIO,
+        "warmup_steps": None,
+        "layer_decay": 1.0,
+    }
     manifest = finetune_manifest(family, prep, task, head, config, params.method, None)
     return replace(manifest, recipe=[*earlier, entry])
 
