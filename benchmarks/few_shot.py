@@ -21,12 +21,15 @@ Systems, all on the embedded base (all-MiniLM-L6-v2, a mean-pooling sentence-tra
 Each cell writes reports/benchmarks/few_shot/<dataset>_<n>_<system>_s<seed>.json (accuracy,
 macro F1, wall time) at once, and a cell whose file exists is skipped, so a partial table is
 real and a run can be continued. The summary (mean ± std over the seeds found) is printed and
-written to reports/benchmarks/few_shot.json. Wall times are on whatever else the machine runs.
+written beside the cells' folder (reports/benchmarks/few_shot.json). Wall times are on
+whatever else the machine runs.
 
     python benchmarks/few_shot.py                                # everything: hours on 2 cores
     python benchmarks/few_shot.py --datasets sst2 trec --sizes 8 16 --seeds 0 1 2
     python benchmarks/few_shot.py --datasets imdb --sizes 50 --seeds 0 --systems bertfit
     python benchmarks/few_shot.py --summary-only
+    python benchmarks/few_shot.py --systems bertfit --set finetune.contrastive_max_pairs=null \
+        --out-dir reports/benchmarks/few_shot_variants/pairs_all   # a variant, kept apart
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ DATASETS = ROOT.parent / "shared" / "datasets"
 OUT = ROOT / "reports" / "benchmarks" / "few_shot"
 SYSTEMS = ("bertfit", "bertfit_full", "setfit", "frozen_lr", "hf")
 TEST_ROWS = {"ag_news": 2000}  # the others: the whole test split
+OVERRIDES: dict[str, Any] = {}  # finetune.<key>=<value> from --set, for the bertfit systems
 
 
 @cache
@@ -102,7 +106,7 @@ def run_bertfit(train: pd.DataFrame, test: pd.DataFrame, seed: int, switch: bool
     from bertfit.training.finetune import finetune
 
     params = project_params()
-    section = copy.deepcopy(params["finetune"]) | {"seed": seed}
+    section = copy.deepcopy(params["finetune"]) | OVERRIDES | {"seed": seed}
     if not switch:
         section["few_labels_method"] = None
     task = Task("target", sorted(train["label"].unique()))
@@ -131,9 +135,12 @@ def run_setfit(train: pd.DataFrame, test: pd.DataFrame, seed: int) -> dict:
     from setfit import SetFitModel, Trainer, TrainingArguments
 
     model = SetFitModel.from_pretrained(model_path())
-    args = TrainingArguments(seed=seed, report_to="none", show_progress_bar=False)
-    trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_pandas(train))
-    trainer.train()
+    with tempfile.TemporaryDirectory() as tmp:  # its checkpoints, else ./checkpoints
+        args = TrainingArguments(
+            output_dir=tmp, seed=seed, report_to="none", show_progress_bar=False
+        )
+        trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_pandas(train))
+        trainer.train()
     return {"predicted": [str(y) for y in model.predict(list(test["text"]))]}
 
 
@@ -239,7 +246,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
     parser.add_argument("--out-dir", type=Path, default=OUT)
     parser.add_argument("--summary-only", action="store_true")
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="finetune.KEY=VALUE",
+        help="a variant of the bertfit systems' finetune params (YAML values); use --out-dir",
+    )
     args = parser.parse_args(argv)
+    for item in args.set:
+        key, _, value = item.partition("=")
+        OVERRIDES[key.removeprefix("finetune.")] = yaml.safe_load(value)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     if not args.summary_only:
         for seed in args.seeds:
@@ -257,7 +274,7 @@ def main(argv: list[str] | None = None) -> None:
                             flush=True,
                         )
     table = summary(args.out_dir)
-    write_json(args.out_dir.parent / "few_shot.json", table)
+    write_json(args.out_dir.with_suffix(".json"), table)
     print_summary(table)
 
 
