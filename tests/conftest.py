@@ -103,6 +103,13 @@ TINY_FINETUNE = {
     "lora_dropout": 0.0,
     "lora_target_modules": None,
     "mixed_precision": "no",
+    # the few-label switch off: the tests of other behaviour train with `method` on a few rows
+    "few_labels_method": None,
+    "few_labels_per_class": 64,
+    "contrastive_iterations": 2,
+    "contrastive_max_pairs": None,
+    "contrastive_batch_size": 8,
+    "contrastive_learning_rate": 1e-3,
 }
 
 TINY_MULTITASK = {

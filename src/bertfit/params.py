@@ -433,9 +433,10 @@ class FinetuneParams(AdaptableParams):
     chunk_pooling: Literal["mean", "max", "attention"] = Field(
         description="hierarchical: how the pieces' features are pooled"
     )
-    feature: Literal["cls", "mean", "max", "concat"] = Field(
+    feature: Literal["cls", "mean", "max", "concat", "sentence"] = Field(
         description="cls: the stock classifier on BERT's pooled [CLS]; mean / max / concat of the "
-        "[CLS] states of the last feature_layers layers"
+        "[CLS] states of the last feature_layers layers; sentence: the normalised mean of the "
+        "token states (a sentence-transformer's embedding)"
     )
     feature_layers: int = Field(gt=0)
     metric_for_best_model: Literal["task", "accuracy", "macro_f1", "loss"] = Field(
@@ -454,10 +455,29 @@ class FinetuneParams(AdaptableParams):
     label_scoring: Literal["sum", "mean"] = Field(
         description="seq2seq: a label word's score, its tokens' summed (or mean) log-likelihood"
     )
-    method: Literal["full", "prompt_tuning", "lora"] = Field(
+    method: Literal["full", "prompt_tuning", "lora", "contrastive"] = Field(
         description="full: every weight trains; prompt_tuning / lora: a peft adapter on the frozen "
-        "model (models.methods)"
+        "model; contrastive: sentence pairs tune the encoder's embedding, then a logistic head "
+        "(models.methods)"
     )
+    few_labels_method: Literal["full", "prompt_tuning", "lora", "contrastive"] | None = Field(
+        description="the method used instead of `method` when the train set has at most "
+        "few_labels_per_class rows per class (and the method fits the model and task); "
+        "null = always `method`"
+    )
+    few_labels_per_class: int = Field(
+        gt=0, description="train rows per class (rows / classes) up to which few_labels_method runs"
+    )
+    contrastive_iterations: int = Field(
+        gt=0,
+        description="contrastive: pair rounds per train row, each a same-class and a "
+        "different-class pair (SetFit's num_iterations)",
+    )
+    contrastive_max_pairs: int | None = Field(
+        gt=0, description="contrastive: the most pairs drawn in all (the budget); null = no cap"
+    )
+    contrastive_batch_size: int = Field(gt=0, description="contrastive: pairs per step")
+    contrastive_learning_rate: float = Field(gt=0, description="contrastive: the encoder's rate")
     lora_r: int = Field(gt=0, description="lora: rank of the update matrices")
     lora_alpha: float = Field(gt=0, description="lora: scaling (the update is alpha / r × BA)")
     lora_dropout: float = Field(ge=0, lt=1)

@@ -368,18 +368,55 @@ def multitask_plan(multitask: Any, inputs: Inputs, tokenizer: Any, work: Work) -
 
 
 def finetune_plan(
-    finetune: Any, train_rows: int, validation_rows: int, inp: Any, length: Any
+    finetune: Any,
+    train_rows: int,
+    validation_rows: int,
+    inp: Any,
+    length: Any,
+    method: tuple[str, str],
 ) -> StagePlan:
+    """finetune's line: the method it trains with and why (training.budget.tuning_method), then
+    its steps (the Trainer's, or a contrastive run's pairs), input length and validation."""
+    from bertfit.models.methods import METHODS
+
+    name, why = method
     truncation = finetune.truncation + (
         f" (head {inp.head_tokens})" if finetune.truncation == "head_tail" else ""
     )
+    inputs = (
+        f"{inp.max_seq_length} tokens, {truncation}, {100 * inp.share_truncated:.0f} % of texts cut"
+    )
+    if METHODS[name].loop is not None:  # its own loop: pairs, then a head (training.contrastive)
+        pairs = 2 * finetune.contrastive_iterations * train_rows
+        if finetune.contrastive_max_pairs is not None:
+            pairs = min(pairs, finetune.contrastive_max_pairs)
+        steps = math.ceil(pairs / finetune.contrastive_batch_size)
+        return StagePlan(
+            "finetune",
+            f"{train_rows:,} examples, method {name} ({why}): {pairs:,} sentence pairs = "
+            f"{steps} steps of {finetune.contrastive_batch_size}, then a logistic head; "
+            f"{inputs}; validation once on {validation_rows:,} rows",
+        )
     return StagePlan(
         "finetune",
         f"{train_rows:,} examples, batch {length.batch_size}, {length.epochs:g} epochs of "
-        f"{length.steps_per_epoch} steps = {length.steps} steps ({length.reason}); "
-        f"{inp.max_seq_length} tokens, {truncation}, {100 * inp.share_truncated:.0f} % of "
-        f"texts cut; validation {validations(length)}x on {validation_rows:,} rows",
+        f"{length.steps_per_epoch} steps = {length.steps} steps ({length.reason}); {inputs}; "
+        f"validation {validations(length)}x on {validation_rows:,} rows; method {name} ({why})",
     )
+
+
+def finetune_method(inputs: Inputs, data: TargetData) -> tuple[str, str]:
+    """The method finetune will train with for the target's train rows, and why."""
+    from bertfit.models.family import family_for
+    from bertfit.training.budget import tuning_method
+    from bertfit.training.finetune import head_spec
+
+    finetune = inputs.params["finetune"]
+    family = family_for(inputs.params["model"].name)
+    task = _task_of(inputs)
+    multitask = bool(inputs.params["multitask"].trained_tasks(inputs.target))
+    rows = len(data.train_df)
+    return tuning_method(finetune, family, task, head_spec(finetune), rows, multitask)
 
 
 @dataclass
@@ -475,7 +512,14 @@ def stage_plans(inputs: Inputs, data: TargetData, work: Work, tokenizer: Any) ->
         StagePlan("collect", ", ".join(inputs.prepared)),
         pretrain_plan(pretrain, inputs, work),
         multitask_plan(multitask, inputs, tokenizer, work),
-        finetune_plan(finetune, len(data.train_df), len(data.validation_df), data.inp, data.length),
+        finetune_plan(
+            finetune,
+            len(data.train_df),
+            len(data.validation_df),
+            data.inp,
+            data.length,
+            finetune_method(inputs, data),
+        ),
         StagePlan("evaluate", f"{len(data.test_df):,} test texts"),
     ]
 

@@ -1,7 +1,10 @@
 """Classifiers over other features than BERT's pooled [CLS] (Sun et al. 2019, 5.3.1 and 5.3.2).
 
 - feature: the last layer's [CLS] (`cls`), or the mean, max or concatenation of the [CLS] hidden
-  states of the last `feature_layers` layers (the paper's Table 3);
+  states of the last `feature_layers` layers (the paper's Table 3), or `sentence`: the
+  L2-normalised mean of the last layer's token states over the attention mask, the embedding a
+  mean-pooling sentence-transformer (the embedded all-MiniLM-L6-v2) is trained to give, which
+  the contrastive method (models.methods.contrastive) tunes;
 - hierarchical pooling of long texts: each piece of a text (data.encoding, `hierarchical`) is
   encoded on its own, and the pieces' features are pooled by mean, max or learned self-attention
   (a score per piece from a small tanh layer, softmax over the text's pieces) before the classifier.
@@ -34,13 +37,13 @@ from bertfit.models.last_layer import first_token_only
 from bertfit.models.loading import LOAD_KWARGS, classifier_config, resolve_model_name
 
 HEAD_WEIGHTS = "bertfit_head.safetensors"
-FEATURES = ("cls", "mean", "max", "concat")
+FEATURES = ("cls", "mean", "max", "concat", "sentence")
 CHUNK_POOLING = ("mean", "max", "attention")
 
 
 @dataclass(frozen=True)
 class HeadSpec:
-    feature: str  # cls | mean | max | concat
+    feature: str  # cls | mean | max | concat | sentence
     feature_layers: int  # the last k layers' [CLS] for mean / max / concat
     chunk_pooling: str | None  # mean | max | attention for hierarchical inputs, else None
 
@@ -63,12 +66,13 @@ class PooledClassifier(nn.Module):
         super().__init__()
         config = encoder.config
         layers = config.num_hidden_layers
-        if spec.feature != "cls" and not 1 <= spec.feature_layers <= layers:
+        if spec.feature in ("mean", "max", "concat") and not 1 <= spec.feature_layers <= layers:
             raise ValueError(
                 f"finetune.feature_layers must be in [1, {layers}] (the encoder's layers), "
                 f"got {spec.feature_layers}"
             )
-        first_token_only(encoder)  # every feature is a [CLS] state (models.last_layer)
+        if spec.feature != "sentence":  # the others are [CLS] states (models.last_layer)
+            first_token_only(encoder)
         self.encoder = encoder
         self.config = config  # num_labels / id2label, and the depth for layer-wise decay
         self.spec = spec
@@ -86,6 +90,8 @@ class PooledClassifier(nn.Module):
         return [m for m in (getattr(self, "attention", None), self.classifier) if m is not None]
 
     def features(self, **inputs: torch.Tensor) -> torch.Tensor:
+        if self.spec.feature == "sentence":
+            return sentence_embedding(self.encoder(**inputs).last_hidden_state, inputs)
         deep = self.spec.feature != "cls"
         out = self.encoder(**inputs, output_hidden_states=deep)
         if not deep:
@@ -150,6 +156,18 @@ class PooledClassifier(nn.Module):
         if unexpected or any(not k.startswith("encoder.") for k in missing):
             raise RuntimeError(f"{model_dir}: head weights do not fit ({missing}, {unexpected})")
         return model
+
+
+def sentence_embedding(states: torch.Tensor, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The L2-normalised mean of the token states over the attention mask (sentence-transformers'
+    Pooling(mean) then Normalize)."""
+    mask = inputs.get("attention_mask")
+    if mask is None:
+        mean = states.mean(1)
+    else:
+        weights = mask[..., None].to(states.dtype)
+        mean = (states * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+    return nn.functional.normalize(mean, dim=-1)
 
 
 def pooled_classifier(

@@ -15,6 +15,11 @@ a classifier in one or two epochs, and at 128 tokens most of each review is cut 
   one-epoch run. `early_stopping_patience` validations in a row that selection does not
   keep (none better than the best, nor within `selection_tolerance` of it) end the run
   (EarlyStopping below).
+- Tuning method (`tuning_method`): with at most `few_labels_per_class` train rows per class
+  (rows / classes), `few_labels_method` trains instead of `method`, when it fits the model, the
+  task and the head (a contrastive run needs an encoder and classes) and finetune does not
+  start from a multitask head of the target; the plan line says which and why
+  (docs/results.md, "Few labels", measured the threshold).
 - Input length (`input_length`): when more than `long_text_share` of the train texts are longer
   than `model.max_seq_length`, finetune reads `long_text_max_seq_length` tokens instead (within
   the model's position limit), with the head part of head+tail truncation scaled alike; the
@@ -37,10 +42,42 @@ from bertfit.models.methods import METHODS
 from bertfit.params import FinetuneParams
 from bertfit.training.trainer import steps_per_epoch
 
+if TYPE_CHECKING:  # annotations only: the caller has the family, the task and the head
+    from bertfit.data.tasks import Task
+    from bertfit.models.family import Family
+    from bertfit.models.pooling import HeadSpec
+
 if TYPE_CHECKING:  # an annotation only: budget runs nothing of selection
     from bertfit.training.selection import Selection
 
 log = logging.getLogger(__name__)
+
+
+def tuning_method(
+    params: FinetuneParams,
+    family: Family,
+    task: Task,
+    head: HeadSpec | None,
+    examples: int,
+    multitask_head: bool = False,
+) -> tuple[str, str]:
+    """The method finetune trains with for `examples` train rows, and why (for the plan).
+    `multitask_head`: finetune starts from the target's multitask head, which multitask trained
+    on the whole train split: the labels are not few, and the recipe goes on from that head."""
+    few = params.few_labels_method
+    if few is None or few == params.method or task.problem != "classification":
+        return params.method, "finetune.method"
+    if multitask_head and params.init_head_from_multitask:
+        return params.method, "it starts from the target's multitask head"
+    per_class = examples / max(len(task.labels), 1)
+    limit = params.few_labels_per_class
+    if per_class > limit:
+        return params.method, f"{per_class:.0f} train rows per class > few_labels_per_class {limit}"
+    unfit = METHODS[few].unfit(family, task, head)
+    if unfit is not None:
+        log.info("few_labels_method %s is not used: %s", few, unfit)
+        return params.method, f"few_labels_method {few} does not fit: {unfit}"
+    return few, f"{per_class:.0f} train rows per class <= few_labels_per_class {limit}"
 
 
 @dataclass(frozen=True)

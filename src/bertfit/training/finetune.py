@@ -40,7 +40,7 @@ from bertfit.models.loading import (
     load_tokenizer,
     resolve_model_name,
 )
-from bertfit.models.manifest import Manifest, recipe_of
+from bertfit.models.manifest import MANIFEST_FILE, Manifest, read_manifest, recipe_of
 from bertfit.models.methods import METHODS
 from bertfit.models.pooling import HeadSpec
 from bertfit.params import FinetuneParams
@@ -53,6 +53,7 @@ from bertfit.training.budget import (
     TrainingLength,
     input_length,
     training_length,
+    tuning_method,
 )
 from bertfit.training.checkpoints import clear_checkpoints, frame_bytes, saving, stage_resume
 from bertfit.training.live import LIVE_DIR, LiveLog
@@ -407,6 +408,11 @@ def finetune(
     """Fine-tune `model_name` on train, pick the best epoch on validation, save to output_dir.
     With checkpoint_dir, a killed run resumes from its last checkpoint (training.checkpoints).
     extra_callbacks see each validation too (bertfit.search reports them to its pruner)."""
+    params = chosen_method(params, model_name, family_for(model_name), task, train_df)
+    loop = METHODS[params.method].loop
+    if loop is not None:  # a method with a training loop of its own, not the Trainer's
+        args = (model_name, task, train_df, validation_df, params, max_seq_length)
+        return own_loop(loop)(*args, output_dir, report_dir)
     run = prepare_finetune(
         model_name,
         task,
@@ -605,6 +611,31 @@ def save_finetune(
     core.write_reports(report_dir, metrics, keys, params, run.live)
     headline(finetune_headline(task, run.selection, metrics))
     return metrics
+
+
+def chosen_method(
+    params: FinetuneParams, model_name: str, family: Family, task: Task, train_df: pd.DataFrame
+) -> FinetuneParams:
+    """The params with the method this train set gets (training.budget.tuning_method: the
+    few-labels switch), said once in the log."""
+    rows = len(drawn(train_df, task, "train", params.max_train_samples, params.seed))
+    heads = Path(resolve_model_name(model_name)) / MANIFEST_FILE
+    multitask = heads.is_file() and task.name in read_manifest(heads.parent).heads
+    name, why = tuning_method(params, family, task, head_spec(params), rows, multitask)
+    if name == params.method:
+        return params
+    log.info("finetune.method %s -> %s: %s", params.method, name, why)
+    return params.model_copy(update={"method": name})
+
+
+def own_loop(name: str) -> Callable[..., dict[str, Any]]:
+    """A method's own training loop (models.methods' `loop`); imported on use, because each
+    builds on this module's steps (manifest, selection, saving)."""
+    if name == "contrastive":
+        from bertfit.training.contrastive import finetune_contrastive
+
+        return finetune_contrastive
+    raise ValueError(f"no training loop {name!r}; known: ['contrastive']")
 
 
 def validation_calibration(selection: Selection, model: nn.Module, bf16: bool) -> dict[str, Any]:

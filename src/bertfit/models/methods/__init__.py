@@ -1,7 +1,8 @@
 """The tuning-method seam: one module per method, registered here by its params name.
 
 `full` (every weight), `prompt_tuning` and `lora` (a peft adapter on the frozen model, its base
-in `base/`); models.methods.base says what a method decides. Adding a method is its module
+in `base/`), `contrastive` (SetFit's sentence pairs, then a logistic head; its own training
+loop); models.methods.base says what a method decides. Adding a method is its module
 and its entry in METHODS (and its own hyperparameters in bertfit.params).
 """
 
@@ -11,11 +12,14 @@ from pathlib import Path
 
 from bertfit.models.manifest import Manifest
 from bertfit.models.methods.base import TuningMethod
+from bertfit.models.methods.contrastive import Contrastive
 from bertfit.models.methods.full import Full
 from bertfit.models.methods.lora import Lora
 from bertfit.models.methods.prompt_tuning import PromptTuning
 
-METHODS: dict[str, TuningMethod] = {m.name: m for m in (Full(), PromptTuning(), Lora())}
+METHODS: dict[str, TuningMethod] = {
+    m.name: m for m in (Full(), PromptTuning(), Lora(), Contrastive())
+}
 
 
 def method_in(manifest: Manifest, model_dir: Path) -> TuningMethod:

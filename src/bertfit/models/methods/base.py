@@ -46,6 +46,7 @@ class Family(Protocol):
     """What a method asks of the model family it trains; models.family's families fill it
     (the family imports the methods, so a method is handed its family, never imports it)."""
 
+    name: str  # encoder | seq2seq: what a method can train (TuningMethod.unfit)
     task_type: TaskType  # peft's task type for an adapter on the family's models
     multitask_head: str  # the multitask stage's head name in the manifest
 
@@ -69,6 +70,17 @@ class TuningMethod(ABC):
     name: str  # the params' and the manifest's `method`
     adapter: bool  # a peft adapter on a frozen base, the base saved beside it in base/
     library_name: str  # the model card's library: what loads the directory
+    # None: finetune trains through the Trainer (training.trainer); else the key of the method's
+    # own loop in training.finetune's OWN_LOOPS (models/ does not import training/)
+    loop: str | None = None
+
+    def unfit(self, family: Family, task: Task, head: HeadSpec | None) -> str | None:
+        """Why the method cannot train `task` on `family` with `head`; None when it can."""
+        return None
+
+    def head(self, family: Family, task: Task, head: HeadSpec | None) -> HeadSpec | None:
+        """The classifier head finetune builds for the method from the params' `head`."""
+        return head
 
     def extra_positions(self, params: AdaptableParams) -> int:
         """Input positions the method takes besides the text's tokens."""

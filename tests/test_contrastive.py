@@ -1,0 +1,152 @@
+"""The contrastive method (models.methods.contrastive, training.contrastive) and the few-labels
+switch (training.budget.tuning_method): it trains on a few real rows, saves torch weights only,
+loads and predicts like any finetune directory, and refuses what it cannot use."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+
+from bertfit.data.tasks import Task
+from bertfit.models.family import EncoderFamily, family_for, load_trained
+from bertfit.models.methods import METHODS
+from bertfit.models.pooling import HeadSpec
+from bertfit.params import FinetuneParams
+from bertfit.predict import predict_frame
+from bertfit.training.budget import tuning_method
+from bertfit.training.contrastive import sample_pairs
+from bertfit.training.finetune import finetune
+from tests.conftest import TINY_FINETUNE
+
+
+def trec_rows(trec_sample: dict, n: int) -> pd.DataFrame:
+    return pd.DataFrame(trec_sample["train"][:n])[["text", "label"]]
+
+
+def test_contrastive_trains_saves_without_pickles_and_predicts(
+    tmp_path: Path, tiny_model_dir: Path, trec_sample: dict
+) -> None:
+    rows = trec_rows(trec_sample, 24)
+    task = Task("trec", sorted(rows["label"].unique()))
+    params = FinetuneParams(**(TINY_FINETUNE | {"method": "contrastive"}))
+    metrics = finetune(
+        str(tiny_model_dir), task, rows, rows, params, 32, tmp_path / "model", tmp_path / "reports"
+    )
+    assert metrics["method"] == "contrastive"
+    assert metrics["train_pairs"] == 2 * 2 * len(rows)  # 2 rounds, a pair of each kind per row
+    assert np.isfinite(metrics["validation"]["accuracy"])
+    model_dir = tmp_path / "model"
+    assert {p.suffix for p in model_dir.iterdir() if p.is_file()} <= {
+        ".json",
+        ".safetensors",
+        ".md",
+        ".txt",
+    }
+    manifest = json.loads((model_dir / "bertfit_model.json").read_text())
+    assert (manifest["head"], manifest["method"]) == ("pooled", "contrastive")
+    assert manifest["head_config"]["feature"] == "sentence"
+    trained = load_trained(model_dir)
+    df = rows.drop(columns="label").head(6)
+    out = predict_frame(trained, df, batch_size=4)
+    assert list(out.columns) == ["text", "prediction", *[f"prob_{lab}" for lab in task.labels]]
+    assert set(out["prediction"]) <= set(task.labels)
+    probs = out[[f"prob_{lab}" for lab in task.labels]].to_numpy()
+    assert np.allclose(probs.sum(1), 1.0, atol=1e-5)
+    run = json.loads((tmp_path / "reports" / "run.json").read_text())
+    assert run["method"] == "contrastive"
+    card = (model_dir / "README.md").read_text()
+    assert "tuned on sentence pairs" in card and "method contrastive" in card
+
+
+def test_the_head_reproduces_the_logistic_regression(
+    tmp_path: Path, tiny_model_dir: Path, trec_sample: dict
+) -> None:
+    """The saved head's class choice on the train rows is the fitted estimator's."""
+    from sklearn.linear_model import LogisticRegression
+
+    from bertfit.training.contrastive import embed_batch
+
+    rows = trec_rows(trec_sample, 16)
+    task = Task("trec", sorted(rows["label"].unique()))
+    params = FinetuneParams(**(TINY_FINETUNE | {"method": "contrastive"}))
+    finetune(str(tiny_model_dir), task, rows, rows, params, 32, tmp_path / "m", tmp_path / "r")
+    trained = load_trained(tmp_path / "m")
+    batch = trained.tokenizer(list(rows["text"]), padding=True, return_tensors="pt")
+    trained.model.eval()
+    features = embed_batch(trained.model, dict(batch)).detach().numpy()
+    labels = rows["label"].map(task.labels.index).to_numpy()
+    expected = LogisticRegression(max_iter=1000, random_state=params.seed).fit(features, labels)
+    logits = trained.model(**batch).logits.detach().numpy()
+    assert (logits.argmax(1) == expected.predict(features)).mean() >= 0.9
+
+
+def test_pairs_follow_the_budget_and_the_classes() -> None:
+    labels = np.array([0, 0, 0, 1, 1, 2, 2, 2])
+    pairs = sample_pairs(labels, iterations=20, max_pairs=None, seed=0)
+    assert len(pairs) == 2 * 20 * len(labels)
+    same = labels[pairs[:, 0]] == labels[pairs[:, 1]]
+    assert np.array_equal(same, pairs[:, 2] == 1)
+    assert (pairs[:, 2] == 1).sum() == (pairs[:, 2] == 0).sum()
+    capped = sample_pairs(labels, iterations=20, max_pairs=50, seed=0)
+    assert len(capped) == 50
+    assert np.array_equal(capped, sample_pairs(labels, iterations=20, max_pairs=50, seed=0))
+    assert 10 < (capped[:, 2] == 1).sum() < 40  # both kinds, shuffled together
+    with pytest.raises(ValueError, match="at least two classes"):
+        sample_pairs(np.zeros(4, dtype=int), 2, None, 0)
+
+
+def test_bad_combinations_are_readable_errors(tiny_model_dir: Path, tiny_t5_dir: Path) -> None:
+    contrastive = METHODS["contrastive"]
+    task = Task("trec", ["a", "b"])
+    seq2seq = family_for(str(tiny_t5_dir))
+    with pytest.raises(ValueError, match=r"contrastive cannot be used: .* seq2seq model has none"):
+        contrastive.head(seq2seq, task, None)
+    with pytest.raises(ValueError, match=r"not feature max.*set finetune.feature to cls"):
+        contrastive.head(EncoderFamily(), task, HeadSpec("max", 2, None))
+    regression = Task("stsb", [], problem="regression")
+    with pytest.raises(ValueError, match="regression task"):
+        contrastive.head(EncoderFamily(), regression, None)
+    assert contrastive.head(EncoderFamily(), task, None).feature == "sentence"
+
+
+def test_the_few_labels_switch_follows_rows_per_class(tiny_t5_dir: Path) -> None:
+    params = FinetuneParams(
+        **(TINY_FINETUNE | {"few_labels_method": "contrastive", "few_labels_per_class": 8})
+    )
+    task = Task("trec", ["a", "b", "c"])
+    encoder = EncoderFamily()
+    assert tuning_method(params, encoder, task, None, 24)[0] == "contrastive"
+    method, why = tuning_method(params, encoder, task, None, 25)
+    assert method == "full" and "> few_labels_per_class 8" in why
+    method, why = tuning_method(params, family_for(str(tiny_t5_dir)), task, None, 24)
+    assert method == "full" and "does not fit" in why
+    off = params.model_copy(update={"few_labels_method": None})
+    assert tuning_method(off, encoder, task, None, 3)[0] == "full"
+
+
+def test_params_validation() -> None:
+    with pytest.raises(ValidationError, match="few_labels_method"):
+        FinetuneParams(**(TINY_FINETUNE | {"few_labels_method": "setfit"}))
+    with pytest.raises(ValidationError, match="contrastive_max_pairs"):
+        FinetuneParams(**(TINY_FINETUNE | {"contrastive_max_pairs": 0}))
+    with pytest.raises(ValidationError, match="few_labels_per_class"):
+        FinetuneParams(**(TINY_FINETUNE | {"few_labels_per_class": 0}))
+
+
+def test_the_plan_line_names_the_method_and_counts_its_pairs() -> None:
+    from types import SimpleNamespace
+
+    from bertfit import plan
+
+    overrides = {"contrastive_iterations": 20, "contrastive_max_pairs": 1000}
+    params = FinetuneParams(**(TINY_FINETUNE | overrides))
+    inp = SimpleNamespace(max_seq_length=128, head_tokens=32, share_truncated=0.0)
+    why = "16 train rows per class <= few_labels_per_class 64"
+    line = plan.finetune_plan(params, 32, 8, inp, None, ("contrastive", why)).summary
+    assert line.startswith(f"32 examples, method contrastive ({why}): 1,000 sentence pairs")
+    assert "= 125 steps of 8, then a logistic head" in line
