@@ -263,23 +263,36 @@ def test_a_killed_search_resumes_keeping_its_finished_trials(
     assert study.study_name in (out / "report.md").read_text()
 
 
-@pytest.mark.slow
-def test_two_processes_share_one_sqlite_study(chain: Any, tmp_path: Path) -> None:
+def share_one_study(chain: Any, tmp_path: Path, url: str) -> None:
+    """Two search processes started together on one database: both run trials of one study,
+    n trials in all, no values run twice."""
     out, marks = tmp_path / "search", tmp_path / "workers"
     marks.mkdir()
-    args = search_args(chain, out, "--storage", f"sqlite:///{tmp_path / 'search.db'}")
+    args = search_args(chain, out, "--storage", url)
     logs = [tmp_path / f"worker-{i}.log" for i in range(2)]
     processes = [search_process(-1, marks, args, log) for log in logs]
     for p, log in zip(processes, logs, strict=True):
         assert p.wait(timeout=300) == 0, log.read_text()
 
-    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'search.db'}")
+    storage = optuna.storages.RDBStorage(url)
     (summary,) = optuna.get_all_study_summaries(storage)
     trials = optuna.load_study(study_name=summary.study_name, storage=storage).trials
     pids = {t.user_attrs["worker"]["pid"] for t in trials}
     assert len(pids) == 2  # both processes ran trials of the one study
     assert 3 <= len(trials) <= 4 and all(t.state.name == "COMPLETE" for t in trials)
     assert len({t.params["learning_rate"] for t in trials}) == len(trials)  # none run twice
+
+
+@pytest.mark.slow
+def test_two_processes_share_one_sqlite_study(chain: Any, tmp_path: Path) -> None:
+    share_one_study(chain, tmp_path, f"sqlite:///{tmp_path / 'search.db'}")
+
+
+@pytest.mark.slow
+def test_two_processes_share_one_study_on_a_postgresql_server(
+    chain: Any, tmp_path: Path, postgres_url: str
+) -> None:
+    share_one_study(chain, tmp_path, postgres_url)
 
 
 @pytest.mark.slow
