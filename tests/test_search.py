@@ -161,6 +161,21 @@ def test_a_failing_trial_is_recorded_and_the_search_goes_on(
     assert (out / "history.png").stat().st_size > 0
 
 
+def test_more_trials_on_the_command_line_extend_the_study(
+    chain: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list = []
+    monkeypatch.setattr(trials_module, "finetune", fake_finetune(calls=calls))
+    out = tmp_path / "search"
+    first = search.main(search_args(chain, out, "--trials", "2"))
+    assert [t.state.name for t in first.trials] == ["COMPLETE", "COMPLETE"]
+
+    again = search.main(search_args(chain, out, "--trials", "4"))  # the same study, 2 more
+    assert again.study_name == first.study_name
+    assert [t.number for t in again.trials] == [0, 1, 2, 3] and len(calls) == 4
+    assert len(pd.read_csv(out / "trials.csv")) == 4
+
+
 def test_failures_in_a_row_stop_the_search_with_the_last_error(
     chain: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -62,21 +62,45 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """`bertfit search`'s options (and `python -m bertfit.search`'s)."""
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument(
+        "--params",
+        type=Path,
+        default=Path("params.yaml"),
+        help="the target, model and finetune settings the trials start from (default: "
+        "params.yaml)",
+    )
     parser.add_argument(
         "--space",
         type=Path,
         default=Path("search.yaml"),
         help="the file whose `search` section gives trials and spaces (default: search.yaml)",
     )
-    parser.add_argument("--data-dir", type=Path, default=Path("data"))
+    parser.add_argument(
+        "--trials",
+        type=positive_int,
+        metavar="N",
+        help="completed or pruned trials to reach (default: search.n_trials); the same command "
+        "with a higher N extends the study",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path("data"),
+        help="collect's output: the target's splits under DATA_DIR/tasks (default: data)",
+    )
     parser.add_argument(
         "--base-model-dir",
         type=Path,
         default=Path("models/multitask"),
         help="the model finetune starts from (run `dvc repro multitask` first)",
     )
-    parser.add_argument("--out", type=Path, default=Path("reports/search"))
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("reports/search"),
+        help="the study's journal, trials.csv, best_params.yaml and report.md "
+        "(default: reports/search)",
+    )
     parser.add_argument(
         "--storage",
         help="a database URL the study lives in (sqlite:///FILE, postgresql://USER@HOST/DB, "
@@ -130,7 +154,7 @@ def prepare(args: argparse.Namespace) -> Job:
         max_seq_length=model.max_seq_length,
         metric=metric,
         direction="minimize" if metric == "loss" else "maximize",
-        n_trials=search.n_trials,
+        n_trials=args.trials or search.n_trials,
         seed=search.seed,
         pruner=search.pruner,
         max_failures_in_a_row=search.max_failures_in_a_row,
