@@ -66,8 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--params",
         type=Path,
         default=Path("params.yaml"),
-        help="the target, model and finetune settings the trials start from (default: "
-        "params.yaml)",
+        help="the target, model and finetune settings the trials start from (default: params.yaml)",
     )
     parser.add_argument(
         "--space",
