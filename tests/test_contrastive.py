@@ -100,6 +100,23 @@ def test_pairs_follow_the_budget_and_the_classes() -> None:
         sample_pairs(np.zeros(4, dtype=int), 2, None, 0)
 
 
+def test_a_row_is_never_its_own_same_class_pair_unless_alone() -> None:
+    """A self-pair embeds one text twice: no information about its class. Only a class of
+    one row (3 here) pairs its row with itself; every row still gets a pair of each kind a
+    round, so the kinds stay balanced."""
+    labels = np.array([0, 0, 1, 1, 1, 2, 2, 3, 0, 1])
+    pairs = sample_pairs(labels, iterations=50, max_pairs=None, seed=0)
+    same = pairs[pairs[:, 2] == 1]
+    selfs = same[same[:, 0] == same[:, 1]]
+    assert set(selfs[:, 0].tolist()) == {7}  # the lone row of class 3, in each of its pairs
+    assert (same[:, 0] == 7).sum() == len(selfs) == 50
+    assert np.array_equal(labels[same[:, 0]], labels[same[:, 1]])
+    assert np.array_equal(np.bincount(same[:, 0]), np.full(len(labels), 50))
+    assert (pairs[:, 2] == 0).sum() == len(same)
+    partners = {i: set(same[same[:, 0] == i, 1].tolist()) for i in (0, 2)}
+    assert partners == {0: {1, 8}, 2: {3, 4, 9}}  # every other member drawn, the row never
+
+
 def test_bad_combinations_are_readable_errors(tiny_model_dir: Path, tiny_t5_dir: Path) -> None:
     contrastive = METHODS["contrastive"]
     task = Task("trec", ["a", "b"])

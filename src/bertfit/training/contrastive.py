@@ -1,9 +1,12 @@
 """finetune's own loop for the contrastive method (models.methods.contrastive): SetFit's recipe.
 
 1. Pairs (`sample_pairs`): in each of `contrastive_iterations` rounds every train row is paired
-   with a random row of its class (target cosine 1) and a random row of another class (0), as
-   SetFit's num_iterations draws them; at most `contrastive_max_pairs` in all (the budget that
-   keeps a run short on a CPU), shuffled with the seed.
+   with another random row of its class (target cosine 1) and a random row of another class
+   (0): as many pairs of each kind as SetFit's num_iterations gives, but drawn per row, so
+   every row is the left side of as many pairs (SetFit 1.2 cycles through the unique pairs,
+   self-pairs included, so a class's share of the same-class pairs grows with its size
+   squared); at most `contrastive_max_pairs` in all (the budget that keeps a run short on a
+   CPU), shuffled with the seed.
 2. The pair loss (`train_pairs`): sentence-transformers' CosineSimilarityLoss, the squared error
    between the two rows' cosine and the target, on the classifier's sentence embedding; AdamW,
    10 % warm-up then linear decay (SetFit's body training); both sides of a step go through the
@@ -74,7 +77,13 @@ WARMUP_RATIO = 0.1  # SetFit's (sentence-transformers' fit): 10 % of the steps
 def sample_pairs(
     labels: np.ndarray, iterations: int, max_pairs: int | None, seed: int
 ) -> np.ndarray:
-    """[pairs, 3] rows (left index, right index, target 1 same class / 0 another class)."""
+    """[pairs, 3] rows (left index, right index, target 1 same class / 0 another class).
+
+    A row's same-class partner is another row of its class, never the row itself: the two
+    sides of a self-pair embed the same text, so it says nothing about the class. A class of
+    one row has no other member, and its row pairs with itself: the pair keeps every row's
+    share of the pairs and the 1:1 balance of same-class and other-class pairs, and the two
+    passes still differ by dropout (SimCSE's positive), which is the most it can give."""
     labels = np.asarray(labels)
     classes = np.unique(labels)
     if len(classes) < 2:
@@ -90,10 +99,19 @@ def sample_pairs(
     pairs = []
     for _ in range(rounds):
         for i, c in enumerate(labels):
-            pairs.append((i, rng.choice(members[c]), 1))
+            pairs.append((i, same_class_partner(rng, members[c], i), 1))
             pairs.append((i, rng.choice(others[c]), 0))
     out = np.asarray(pairs, dtype=np.int64)[rng.permutation(len(pairs))]
     return out if max_pairs is None else out[:max_pairs]
+
+
+def same_class_partner(rng: np.random.Generator, members: np.ndarray, row: int) -> int:
+    """A random member of `row`'s class other than `row` (`row` itself when it is alone)."""
+    if len(members) == 1:
+        return int(members[0])
+    drawn = int(rng.integers(len(members) - 1))
+    position = int(np.searchsorted(members, row))  # members are sorted (np.flatnonzero)
+    return int(members[drawn + (drawn >= position)])
 
 
 def embed_batch(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
