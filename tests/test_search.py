@@ -339,6 +339,94 @@ def test_a_lora_space_runs(tmp_path: Path, tiny_model_dir: Path, trec_files: dic
     assert "-lora-encoder-" in study.study_name
 
 
+CONTRASTIVE = {
+    "contrastive_learning_rate": {"low": 1e-4, "high": 1e-3, "log": True},
+    "contrastive_iterations": {"low": 1, "high": 2},
+    "contrastive_batch_size": [8, 16],
+}
+FEW_LABELS = {"few_labels_method": "contrastive", "few_labels_per_class": 64}
+
+
+def test_the_trials_train_the_method_the_few_labels_switch_picks(
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    trec_files: dict,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """80 train rows of 6 classes (13 a class) are few labels: the pipeline's finetune would
+    train contrastive, so the trials do, drawn from its space, not finetune.method's (full)."""
+    space = SPACE | {"n_trials": 2, "spaces": {"full": FULL, "contrastive": CONTRASTIVE}}
+    c = ready_for_finetune(tmp_path, tiny_model_dir, trec_files, search=space, finetune=FEW_LABELS)
+    trained: list[str] = []
+    real = trials_module.finetune
+
+    def finetune(*args: Any, **kwargs: Any) -> dict:
+        metrics = real(*args, **kwargs)
+        trained.append(metrics["method"])
+        return metrics
+
+    monkeypatch.setattr(trials_module, "finetune", finetune)
+    caplog.set_level("INFO", logger="bertfit.search")
+    study = search.main(search_args(c, tmp_path / "search"))
+
+    assert trained == ["contrastive", "contrastive"]
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    assert set(study.best_params) == set(CONTRASTIVE)
+    assert "-contrastive-encoder-" in study.study_name
+    assert (
+        "the trials train method contrastive in place of finetune.method full: 13 train rows "
+        "per class <= few_labels_per_class 64" in caplog.text
+    )
+    best = yaml.safe_load((tmp_path / "search" / "best_params.yaml").read_text())["finetune"]
+    assert set(best) == set(CONTRASTIVE)
+
+
+def test_a_search_on_fewer_rows_than_the_pipeline_says_when_their_methods_differ(
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    trec_files: dict,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The search's 80 rows are 13 a class, the pipeline's 240 are 40: above a threshold of
+    20, the pipeline trains full while the trials train contrastive."""
+    space = SPACE | {"n_trials": 1, "spaces": {"full": FULL, "contrastive": CONTRASTIVE}}
+    few = FEW_LABELS | {"few_labels_per_class": 20}
+    c = ready_for_finetune(tmp_path, tiny_model_dir, trec_files, search=space, finetune=few)
+    calls: list = []
+    monkeypatch.setattr(trials_module, "finetune", fake_finetune(calls=calls))
+    caplog.set_level("INFO", logger="bertfit.search")
+    search.main(search_args(c, tmp_path / "search"))
+
+    assert [p.method for p in calls] == ["contrastive"]
+    assert (
+        "the pipeline's finetune trains method full on its 240 train rows (40 train rows per "
+        "class > few_labels_per_class 20), the trials contrastive on the search's 80" in caplog.text
+    )
+
+
+def test_a_contrastive_space_has_only_the_pair_loops_params() -> None:
+    with pytest.raises(
+        ValueError,
+        match=r"search.spaces.contrastive.learning_rate: unknown key; valid keys here: "
+        r"contrastive_batch_size, contrastive_iterations, contrastive_learning_rate, "
+        r"contrastive_max_pairs",
+    ):
+        parse_section(
+            {"search": SPACE | {"spaces": {"contrastive": {"learning_rate": [1e-5]}}}}, "search"
+        )
+    parsed = parse_section({"search": SPACE}, "search")
+    why = "13 train rows per class <= few_labels_per_class 64"
+    with pytest.raises(
+        ValueError,
+        match=r"no space for method contrastive, which finetune trains on these rows \(13 train "
+        r"rows per class <= few_labels_per_class 64; family encoder\): add "
+        r"search.spaces.contrastive",
+    ):
+        spaces.chosen_space(parsed, "encoder", "contrastive", why)
+
+
 def test_search_is_a_bertfit_command(capsys: pytest.CaptureFixture[str]) -> None:
     from bertfit import cli
 

@@ -547,12 +547,24 @@ class PromptTuningSpace(TrainingSpace):
     num_virtual_tokens: SearchedValues | None = None
 
 
+class ContrastiveSpace(Strict):
+    """Only the pair loop's own params: a contrastive run reads none of the Trainer's
+    (learning_rate, epochs, batch, warm-up, weight decay, optimizer)."""
+
+    contrastive_learning_rate: SearchedValues | None = None
+    contrastive_iterations: SearchedValues | None = None
+    contrastive_batch_size: SearchedValues | None = None
+    contrastive_max_pairs: SearchedValues | None = None
+
+
 class MethodSpaces(Strict):
-    """One space per finetune.method; the search uses the one of params.yaml's method."""
+    """One space per finetune.method; the search uses the one of the method finetune would
+    train on the search's train rows (finetune.method, or the few-labels switch's)."""
 
     full: FullSpace | None = None
     lora: LoraSpace | None = None
     prompt_tuning: PromptTuningSpace | None = None
+    contrastive: ContrastiveSpace | None = None
 
 
 class FamilySpaces(Strict):

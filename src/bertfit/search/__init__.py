@@ -3,8 +3,9 @@
 Each trial is a real finetune run (training.finetune.finetune, the same code the pipeline runs)
 on a seeded subset of the target's train split, with the trial's values in place of params.yaml's
 finetune ones; its value is the validation metric finetune selects on. Test data is never read.
-The space is the one of params.yaml's finetune.method (and of the model's family, when
-search.yaml gives the family its own), from search.yaml:
+The space is the one of the method finetune trains on the search's train rows (params.yaml's
+finetune.method, or finetune.few_labels_method on few rows per class: the pipeline's own
+choice), and of the model's family, when search.yaml gives the family its own:
 
     bertfit search                          # or: python -m bertfit.search
     bertfit search --workers 2              # two processes on this machine, one study
@@ -32,9 +33,10 @@ import sys
 from pathlib import Path
 
 import optuna
+import pandas as pd
 
 from bertfit.cli import configure_logging, positive_int
-from bertfit.data.tasks import read_task
+from bertfit.data.tasks import Task, read_task
 from bertfit.models.family import family_for
 from bertfit.params import (
     FinetuneParams,
@@ -54,7 +56,7 @@ from bertfit.search.trials import (
     work,
     worker_main,
 )
-from bertfit.training.finetune import drawn
+from bertfit.training.finetune import drawn, method_choice
 from bertfit.training.selection import selection_metric
 
 log = logging.getLogger(__name__)
@@ -137,10 +139,11 @@ def prepare(args: argparse.Namespace) -> Job:
             "--base-model-dir at a model directory"
         )
     family = family_for(str(args.base_model_dir)).name
-    where, space = chosen_space(search, family, params.method)
-    values = check_space(space, where, params)
     task = read_task(args.data_dir / "tasks" / target)
     train = drawn(task.split("train"), task, "train", search.max_train_samples, search.seed)
+    params, switched = trial_method(params, str(args.base_model_dir), task, train)
+    where, space = chosen_space(search, family, params.method, switched)
+    values = check_space(space, where, params)
     metric = selection_metric(params.metric_for_best_model, task)
     identity = {"space": space.model_dump(), "train": search.max_train_samples, "seed": search.seed}
     job = Job(
@@ -184,6 +187,42 @@ def prepare(args: argparse.Namespace) -> Job:
         job.storage or job.out_dir / studies.JOURNAL_FILE,
     )
     return job
+
+
+def trial_method(
+    params: FinetuneParams, model_dir: str, task: Task, train: pd.DataFrame
+) -> tuple[FinetuneParams, str | None]:
+    """The finetune params the trials start from, with the method finetune trains on the
+    search's train rows (training.finetune.method_choice: finetune.method, or the few-labels
+    switch's), so the space searched is the one of the method the trials train; and why, when
+    that is not finetune.method. Warns when the pipeline's own train rows get another method."""
+    family = family_for(model_dir)
+    name, why = method_choice(params, model_dir, family, task, len(train))
+    rows = len(drawn(task.split("train"), task, "train", params.max_train_samples, params.seed))
+    pipeline, pipeline_why = method_choice(params, model_dir, family, task, rows)
+    if pipeline != name:
+        log.warning(
+            "search: the pipeline's finetune trains method %s on its %d train rows (%s), the "
+            "trials %s on the search's %d: the best values found are %s's; set "
+            "search.max_train_samples to %d or more (or null) to search what the pipeline trains",
+            pipeline,
+            rows,
+            pipeline_why,
+            name,
+            len(train),
+            name,
+            rows,
+        )
+    if name == params.method:
+        log.info("search: the trials train method %s (%s)", name, why)
+        return params, None
+    log.info(
+        "search: the trials train method %s in place of finetune.method %s: %s",
+        name,
+        params.method,
+        why,
+    )
+    return params.model_copy(update={"method": name}), why
 
 
 def run_workers(job: Job) -> None:

@@ -8,7 +8,16 @@ from typing import Any
 import optuna
 from pydantic import ValidationError
 
-from bertfit.params import FinetuneParams, MethodSpaces, Range, SearchParams, TrainingSpace
+from bertfit.params import (
+    ContrastiveSpace,
+    FinetuneParams,
+    MethodSpaces,
+    Range,
+    SearchParams,
+    TrainingSpace,
+)
+
+Space = TrainingSpace | ContrastiveSpace  # a method's searchable params
 
 # how a progress line names each searched param (the rest by their own name)
 SHORT_NAMES = {
@@ -22,32 +31,44 @@ SHORT_NAMES = {
     "lora_alpha": "alpha",
     "lora_dropout": "dropout",
     "num_virtual_tokens": "virtual tokens",
+    "contrastive_learning_rate": "pair lr",
+    "contrastive_iterations": "pair rounds",
+    "contrastive_batch_size": "pair batch",
+    "contrastive_max_pairs": "max pairs",
 }
 
 
-def chosen_space(search: SearchParams, family: str, method: str) -> tuple[str, TrainingSpace]:
+def chosen_space(
+    search: SearchParams, family: str, method: str, switched: str | None = None
+) -> tuple[str, Space]:
     """The space for a model of `family` tuned with `method`: the family's own when search.yaml
-    gives one (family_spaces.<family>.<method>), else spaces.<method>; with its key."""
+    gives one (family_spaces.<family>.<method>), else spaces.<method>; with its key.
+    `switched`: why finetune trains `method` in place of finetune.method (the few-labels
+    switch), for the error when search.yaml has no space for it."""
     own: MethodSpaces | None = getattr(search.family_spaces, family)
     if own is not None and getattr(own, method) is not None:
         return f"family_spaces.{family}.{method}", getattr(own, method)
     space = getattr(search.spaces, method)
     if space is None:
+        which = f"finetune.method {method} (family {family})"
+        if switched is not None:
+            which = (
+                f"method {method}, which finetune trains on these rows ({switched}; "
+                f"family {family})"
+            )
         raise ValueError(
-            f"search.yaml: no space for finetune.method {method} (family {family}): add "
+            f"search.yaml: no space for {which}: add "
             f"search.spaces.{method} (or search.family_spaces.{family}.{method})"
         )
     return f"spaces.{method}", space
 
 
-def searched(space: TrainingSpace) -> dict[str, Range | list[Any]]:
+def searched(space: Space) -> dict[str, Range | list[Any]]:
     """The params the space searches, in the order it declares them."""
     return {name: values for name, values in space if values is not None}
 
 
-def check_space(
-    space: TrainingSpace, where: str, params: FinetuneParams
-) -> dict[str, Range | list[Any]]:
+def check_space(space: Space, where: str, params: FinetuneParams) -> dict[str, Range | list[Any]]:
     """Refuse, before any trial, a range end or a choice that finetune would refuse (a warm-up
     ratio of 1, a layer decay above 1): each is tried in params.yaml's finetune params."""
     values = searched(space)

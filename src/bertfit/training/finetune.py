@@ -619,13 +619,22 @@ def chosen_method(
     """The params with the method this train set gets (training.budget.tuning_method: the
     few-labels switch), said once in the log."""
     rows = len(drawn(train_df, task, "train", params.max_train_samples, params.seed))
-    heads = Path(resolve_model_name(model_name)) / MANIFEST_FILE
-    multitask = heads.is_file() and task.name in read_manifest(heads.parent).heads
-    name, why = tuning_method(params, family, task, head_spec(params), rows, multitask)
+    name, why = method_choice(params, model_name, family, task, rows)
     if name == params.method:
         return params
     log.info("finetune.method %s -> %s: %s", params.method, name, why)
     return params.model_copy(update={"method": name})
+
+
+def method_choice(
+    params: FinetuneParams, model_name: str, family: Family, task: Task, rows: int
+) -> tuple[str, str]:
+    """The method finetune trains `model_name` with on `rows` train rows, and why
+    (training.budget.tuning_method, told whether the model holds a multitask head of `task`);
+    bertfit search asks it too, so its trials train what the pipeline would."""
+    heads = Path(resolve_model_name(model_name)) / MANIFEST_FILE
+    multitask = heads.is_file() and task.name in read_manifest(heads.parent).heads
+    return tuning_method(params, family, task, head_spec(params), rows, multitask)
 
 
 def own_loop(name: str) -> Callable[..., dict[str, Any]]:
