@@ -22,6 +22,9 @@ from bertfit.training.budget import tuning_method
 from bertfit.training.contrastive import sample_pairs
 from bertfit.training.finetune import finetune
 from tests.conftest import TINY_FINETUNE
+from tests.test_stages import write_params
+
+FEW_LABELS = {"few_labels_method": "contrastive", "few_labels_per_class": 64}
 
 
 def trec_rows(trec_sample: dict, n: int) -> pd.DataFrame:
@@ -167,3 +170,92 @@ def test_the_plan_line_names_the_method_and_counts_its_pairs() -> None:
     line = plan.finetune_plan(params, 32, 8, inp, None, ("contrastive", why)).summary
     assert line.startswith(f"32 examples, method contrastive ({why}): 1,000 sentence pairs")
     assert "= 125 steps of 8, then a logistic head" in line
+
+
+def planned(tmp_path: Path, model_dir: Path, tasks: dict, costs: object, **finetune: object):
+    """bertfit plan's stages for the trec target (240 train rows, 40 a class) with `finetune`
+    overrides, estimated from `costs` (None: measured here)."""
+    from bertfit import plan
+
+    params_file = write_params(
+        tmp_path / "params.yaml",
+        str(model_dir),
+        tasks,
+        "trec",
+        pretrain={"corpus": "none"},
+        finetune=finetune,
+    )
+    return plan.make_plan(params_file, costs=costs)
+
+
+def test_the_plan_estimates_a_contrastive_runs_pairs_head_and_scoring(
+    tmp_path: Path, tiny_model_dir: Path, trec_files: dict
+) -> None:
+    """The switch sends trec's 40 rows a class to contrastive: its estimate is its pairs' texts
+    (2 a pair, padded to the longest of a step's randomly drawn texts), the head's pass over
+    the train rows and the validation's two passes, not the Trainer run of finetune.method."""
+    from bertfit import plan
+    from bertfit.data.encoding import token_lengths
+    from bertfit.models.loading import load_tokenizer
+
+    training = plan.Costs(startup=0.0, load=0.0, train_token=1.0, mlm_step=None, score_token=0.0)
+    scoring = plan.Costs(startup=0.0, load=0.0, train_token=0.0, mlm_step=None, score_token=1.0)
+
+    def finetune_seconds(costs: plan.Costs, **finetune: object) -> float:
+        made = planned(tmp_path, tiny_model_dir, trec_files, costs, **finetune)
+        return made.stages[3].seconds - plan.DVC_SECONDS_PER_STAGE
+
+    pairs = {"contrastive_iterations": 2, "contrastive_batch_size": 4}
+    trained = finetune_seconds(training, **FEW_LABELS, **pairs)
+    twice = finetune_seconds(training, **FEW_LABELS, **pairs | {"contrastive_iterations": 4})
+    assert twice == pytest.approx(2 * trained)  # the work follows the pairs
+    wider = finetune_seconds(training, **FEW_LABELS, **pairs | {"contrastive_batch_size": 16})
+    assert wider > trained  # 32 random texts a step are padded to a longer longest one
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    train = pd.read_json(tmp_path / "train.jsonl", lines=True)
+    lengths = np.minimum(token_lengths(tokenizer, train), 32)
+    texts = 2 * 2 * 2 * len(train)  # 2 rounds of 2 pairs a row, 2 texts a pair
+    assert trained == pytest.approx(texts * plan.expected_longest(lengths, 8))
+    assert trained > texts * lengths.mean()
+    trainer = finetune_seconds(training)  # the switch off: 30 steps of 16, length-grouped
+    assert trainer == pytest.approx(30 * 16 * lengths.mean())
+
+    # scoring: the head's features of every train row, on top of the same two validation
+    # passes as the Trainer run's two epochs
+    head = finetune_seconds(scoring, **FEW_LABELS, **pairs) - finetune_seconds(scoring)
+    assert head == pytest.approx(len(train) * lengths.mean())
+
+
+def test_the_plan_times_a_step_of_both_texts_of_the_contrastive_batch(
+    tmp_path: Path, tiny_model_dir: Path, trec_files: dict
+) -> None:
+    made = planned(
+        tmp_path, tiny_model_dir, trec_files, None, **FEW_LABELS, contrastive_batch_size=4
+    )
+    assert made.costs is not None and made.costs.shapes["finetune step"].startswith("8 x ")
+    assert made.stages[3].seconds > 0
+
+
+def test_the_plans_pair_count_is_the_sampled_one() -> None:
+    from types import SimpleNamespace
+
+    from bertfit import plan
+
+    labels = np.array([0, 1, 2] * 7)
+    for iterations, max_pairs in ((3, None), (3, 50), (20, 100), (1, 10_000)):
+        finetune = SimpleNamespace(
+            contrastive_iterations=iterations, contrastive_max_pairs=max_pairs
+        )
+        drawn = sample_pairs(labels, iterations, max_pairs, seed=0)
+        assert plan.contrastive_pairs(finetune, len(labels)) == len(drawn)
+
+
+def test_the_expected_longest_of_a_random_batch() -> None:
+    from bertfit import plan
+
+    lengths = np.array([3, 5, 5, 8, 13, 40])
+    assert plan.expected_longest(lengths, 1) == pytest.approx(lengths.mean())
+    assert plan.expected_longest(np.full(9, 7), 16) == pytest.approx(7)
+    draws = np.random.default_rng(0).choice(lengths, size=(200_000, 4)).max(1)
+    assert plan.expected_longest(lengths, 4) == pytest.approx(draws.mean(), rel=0.01)

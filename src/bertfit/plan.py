@@ -11,6 +11,9 @@ input length) and each stage's params. Then it measures, on this machine, a few 
 the base model at the shapes the run will use (a finetune step, a masked-LM step) and a scoring
 pass, and adds up every stage's steps, validation and scoring passes and start-up into an
 estimated wall time. Early stopping can end finetune sooner: the estimate is for the full run.
+A finetune the few-labels switch sends to contrastive (training.budget.tuning_method) is
+estimated from its own loop's work: both texts of every pair, a step's texts padded to the
+longest of them, then the head's pass over the train rows and the validation.
 
 Warnings say when a split is too small for its purpose: a test set whose 95 % interval on
 accuracy is wider than ±5 points (two runs closer than that cannot be told apart), a validation
@@ -326,7 +329,10 @@ class Work:
     mt_train_tokens: float = 0.0  # mean tokens of a multitask training example
     mt_scored_tokens: float = 0.0  # every multitask validation pass's tokens
     ft_tokens: float = 0.0  # mean tokens of a finetune training example
+    ft_step_rows: int = 0  # the texts of a finetune step (its batch; a pair step's both sides)
+    ft_trained_tokens: float = 0.0  # every finetune step's tokens
     ft_validation_tokens: float = 0.0  # every finetune validation pass's tokens
+    ft_head_tokens: float = 0.0  # a contrastive run's pass over the train rows for its head
     test_tokens: float = 0.0
 
 
@@ -387,9 +393,7 @@ def finetune_plan(
         f"{inp.max_seq_length} tokens, {truncation}, {100 * inp.share_truncated:.0f} % of texts cut"
     )
     if METHODS[name].loop is not None:  # its own loop: pairs, then a head (training.contrastive)
-        pairs = 2 * finetune.contrastive_iterations * train_rows
-        if finetune.contrastive_max_pairs is not None:
-            pairs = min(pairs, finetune.contrastive_max_pairs)
+        pairs = contrastive_pairs(finetune, train_rows)
         steps = math.ceil(pairs / finetune.contrastive_batch_size)
         return StagePlan(
             "finetune",
@@ -403,6 +407,25 @@ def finetune_plan(
         f"{length.steps_per_epoch} steps = {length.steps} steps ({length.reason}); {inputs}; "
         f"validation {validations(length)}x on {validation_rows:,} rows; method {name} ({why})",
     )
+
+
+def contrastive_pairs(finetune: Any, train_rows: int) -> int:
+    """The pairs a contrastive run draws (training.contrastive.sample_pairs): two a train row
+    a round, at most contrastive_max_pairs."""
+    pairs = 2 * finetune.contrastive_iterations * train_rows
+    if finetune.contrastive_max_pairs is not None:
+        pairs = min(pairs, finetune.contrastive_max_pairs)
+    return pairs
+
+
+def expected_longest(lengths: Any, rows: int) -> float:
+    """The mean length of the longest of `rows` texts drawn at random from `lengths`: the length
+    a batch of randomly drawn rows is padded to (P(longest <= the k-th shortest) = (k/n)^rows)."""
+    import numpy as np
+
+    ordered = np.sort(np.asarray(lengths, dtype=float))
+    below = (np.arange(len(ordered) + 1) / len(ordered)) ** rows
+    return float(np.dot(ordered, np.diff(below)))
 
 
 def finetune_method(inputs: Inputs, data: TargetData) -> tuple[str, str]:
@@ -482,10 +505,12 @@ def mean_tokens(tokenizer: Any, df: Any, limit: int) -> float:
     return float(np.minimum(token_lengths(tokenizer, df), limit).mean()) if len(df) else 0.0
 
 
-def target_work(inputs: Inputs, data: TargetData, tokenizer: Any) -> Work:
-    """The work of collect's token statistics, and of finetune's and evaluate's passes over
-    the target; pretrain_plan and multitask_plan add theirs."""
+def target_work(inputs: Inputs, data: TargetData, tokenizer: Any, method: str) -> Work:
+    """The work of collect's token statistics, and of finetune's (trained with `method`) and
+    evaluate's passes over the target; pretrain_plan and multitask_plan add theirs."""
     import numpy as np
+
+    from bertfit.models.methods import METHODS
 
     # collect counts every row's tokens, at the rate the target's train rows took here
     rows = sum(
@@ -496,15 +521,36 @@ def target_work(inputs: Inputs, data: TargetData, tokenizer: Any) -> Work:
     limit = data.inp.max_seq_length
     work.ft_tokens = float(np.minimum(data.lengths, limit).mean())
     validation_tokens = mean_tokens(tokenizer, data.validation_df, limit)
-    work.ft_validation_tokens = (
-        validations(data.length) * len(data.validation_df) * validation_tokens
-    )
+    passes = validations(data.length)
+    work.ft_step_rows = data.length.batch_size
+    work.ft_trained_tokens = data.length.steps * data.length.batch_size * work.ft_tokens
+    if METHODS[method].loop is not None:
+        contrastive_work(inputs.params["finetune"], data, work)
+        passes = 2  # the validation scored once for the record, once for the calibration
+    work.ft_validation_tokens = passes * len(data.validation_df) * validation_tokens
     work.test_tokens = len(data.test_df) * mean_tokens(tokenizer, data.test_df, limit)
     return work
 
 
-def stage_plans(inputs: Inputs, data: TargetData, work: Work, tokenizer: Any) -> list[StagePlan]:
-    """One line per stage of dvc.yaml, in its order; fills in `work`."""
+def contrastive_work(finetune: Any, data: TargetData, work: Work) -> None:
+    """A contrastive run's work (training.contrastive): both texts of every pair through the
+    encoder, 2 x contrastive_batch_size texts a step padded to the longest of them (the pairs
+    are drawn at random, not grouped by length), then a pass over the train rows for the
+    head's features (length-sorted batches: their mean length)."""
+    import numpy as np
+
+    pairs = contrastive_pairs(finetune, len(data.train_df))
+    work.ft_step_rows = 2 * finetune.contrastive_batch_size
+    lengths = np.minimum(data.lengths, data.inp.max_seq_length)
+    work.ft_trained_tokens = 2 * pairs * expected_longest(lengths, work.ft_step_rows)
+    work.ft_head_tokens = len(data.train_df) * work.ft_tokens
+
+
+def stage_plans(
+    inputs: Inputs, data: TargetData, work: Work, tokenizer: Any, method: tuple[str, str]
+) -> list[StagePlan]:
+    """One line per stage of dvc.yaml, in its order (finetune's trained with `method`, and
+    why); fills in `work`."""
     pretrain, multitask, finetune = (
         inputs.params[s] for s in ("pretrain", "multitask", "finetune")
     )
@@ -518,7 +564,7 @@ def stage_plans(inputs: Inputs, data: TargetData, work: Work, tokenizer: Any) ->
             len(data.validation_df),
             data.inp,
             data.length,
-            finetune_method(inputs, data),
+            method,
         ),
         StagePlan("evaluate", f"{len(data.test_df):,} test texts"),
     ]
@@ -556,8 +602,9 @@ def make_plan(
     model = inputs.params["model"]
     config, tokenizer = base_model(params_file, model)
     data = size_target(inputs, tokenizer, config)
-    work = target_work(inputs, data, tokenizer)
-    stages = stage_plans(inputs, data, work, tokenizer)
+    method = finetune_method(inputs, data)
+    work = target_work(inputs, data, tokenizer, method[0])
+    stages = stage_plans(inputs, data, work, tokenizer, method)
     lines = data_lines(inputs.target, data.task, data.lengths, model.max_seq_length)
     plan = Plan(params_file, inputs.target, lines, stages, plan_warnings(inputs, data))
     if costs is None:
@@ -568,17 +615,17 @@ def make_plan(
             inputs,
             inputs.params["finetune"],
             inputs.params["pretrain"],
-            data.length.batch_size,
+            work.ft_step_rows,
             round(work.ft_tokens),
             data.inp,
             data.train_df,
         )
     plan.costs = costs
-    estimate(plan, costs, work, inputs, data.length)
+    estimate(plan, costs, work, inputs)
     return plan
 
 
-def estimate(plan: Plan, costs: Costs, work: Work, inputs: Inputs, length: Any) -> None:
+def estimate(plan: Plan, costs: Costs, work: Work, inputs: Inputs) -> None:
     """Each stage's seconds: its start-up, its steps at the measured step cost, its scoring
     passes at the measured scoring cost."""
     pretrain, multitask = inputs.params["pretrain"], inputs.params["multitask"]
@@ -606,8 +653,8 @@ def estimate(plan: Plan, costs: Costs, work: Work, inputs: Inputs, length: Any) 
         )
     finetuned.seconds = (
         per_stage
-        + length.steps * length.batch_size * work.ft_tokens * costs.train_token
-        + work.ft_validation_tokens * costs.score_token
+        + work.ft_trained_tokens * costs.train_token
+        + (work.ft_validation_tokens + work.ft_head_tokens) * costs.score_token
     )
     evaluated.seconds = per_stage + work.test_tokens * costs.score_token
 
