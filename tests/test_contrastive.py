@@ -259,3 +259,49 @@ def test_the_expected_longest_of_a_random_batch() -> None:
     assert plan.expected_longest(np.full(9, 7), 16) == pytest.approx(7)
     draws = np.random.default_rng(0).choice(lengths, size=(200_000, 4)).max(1)
     assert plan.expected_longest(lengths, 4) == pytest.approx(draws.mean(), rel=0.01)
+
+
+def test_predict_and_serve_answer_as_the_contrastive_model_does_in_process(
+    tmp_path: Path, tiny_model_dir: Path, trec_sample: dict
+) -> None:
+    """A directory finetune trained with the contrastive method: `bertfit predict` and a real
+    `bertfit serve` process give each text the label and probabilities of the model itself,
+    scored here one unpadded text at a time (softmax of its logits over the saved temperature)."""
+    import torch
+
+    from bertfit import predict
+    from tests.test_serve import call, serving
+
+    rows = trec_rows(trec_sample, 24)
+    task = Task("trec", sorted(rows["label"].unique()))
+    params = FinetuneParams(**(TINY_FINETUNE | {"method": "contrastive"}))
+    model_dir = tmp_path / "model"
+    finetune(str(tiny_model_dir), task, rows, rows, params, 32, model_dir, tmp_path / "reports")
+    trained = load_trained(model_dir)
+    texts = [r["text"] for r in trec_sample["test"]]
+    texts = [t for t in texts if len(trained.tokenizer(t)["input_ids"]) < 32][:7]  # none cut
+    trained.model.eval()
+    with torch.no_grad():
+        logits = torch.cat(
+            [trained.model(**trained.tokenizer(t, return_tensors="pt")).logits for t in texts]
+        )
+    expected = torch.softmax(logits / trained.manifest.temperature, -1).numpy()
+    labels = [task.labels[i] for i in expected.argmax(1)]
+
+    pd.DataFrame({"text": texts}).to_csv(tmp_path / "new.csv", index=False)
+    predict.main([str(model_dir), str(tmp_path / "new.csv"), "--batch-size", "4",
+                  "--mixed-precision", "no"])  # fmt: skip
+    out = pd.read_csv(tmp_path / "new.predictions.csv")
+    assert out["prediction"].tolist() == labels
+    probs = out[[f"prob_{label}" for label in task.labels]].to_numpy()
+    np.testing.assert_allclose(probs, expected, atol=1e-5)
+
+    with serving(model_dir) as url:
+        status, meta = call(f"{url}/metadata")
+        assert status == 200 and (meta["method"], meta["head"]) == ("contrastive", "pooled")
+        assert meta["labels"] == task.labels
+        status, answer = call(f"{url}/predict", {"text": texts})
+    assert status == 200, answer
+    assert [p["label"] for p in answer["predictions"]] == labels
+    served = [[p["probabilities"][label] for label in task.labels] for p in answer["predictions"]]
+    np.testing.assert_allclose(served, expected, atol=1e-5)

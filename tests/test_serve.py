@@ -11,6 +11,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,13 @@ def model_dir(
 
 @pytest.fixture(scope="module")
 def server(model_dir: Path) -> Iterator[str]:
+    with serving(model_dir) as url:
+        yield url
+
+
+@contextmanager
+def serving(model_dir: Path) -> Iterator[str]:
+    """`bertfit serve model_dir` in a process of its own, on a free port; its URL once healthy."""
     port = free_port()
     command = [str(BERTFIT), "serve", str(model_dir), "--port", str(port), "--max-texts", "8",
                "--max-wait-ms", "50", "--mixed-precision", "no"]  # fmt: skip
@@ -78,9 +86,11 @@ def server(model_dir: Path) -> Iterator[str]:
             process.kill()
             raise AssertionError(f"the server did not start:\n{process.stdout.read()[-3000:]}")
         time.sleep(0.5)
-    yield url
-    process.terminate()
-    process.wait(timeout=30)
+    try:
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 def test_it_answers_as_predict_does(server: str, model_dir: Path, questions: pd.DataFrame) -> None:
