@@ -254,7 +254,11 @@ def wait_for(path: Path, process: subprocess.Popen, log: Path, timeout: float = 
 
 @pytest.mark.parametrize("kill", [signal.SIGKILL, signal.SIGTERM])
 def test_a_killed_search_resumes_keeping_its_finished_trials(
-    chain: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kill: signal.Signals
+    chain: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    kill: signal.Signals,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     out, mark = tmp_path / "search", tmp_path / "running-trial-3"
     log = tmp_path / "search.log"
@@ -266,6 +270,7 @@ def test_a_killed_search_resumes_keeping_its_finished_trials(
     assert list(before["state"]) == ["COMPLETE", "COMPLETE"]  # written as trials finished
 
     monkeypatch.setattr(trials_module, "finetune", fake_finetune())
+    caplog.set_level("INFO", logger="bertfit.search")
     study = search.main(search_args(chain, out))  # the same command: it resumes
 
     after = pd.read_csv(out / "trials.csv")
@@ -275,6 +280,9 @@ def test_a_killed_search_resumes_keeping_its_finished_trials(
     expected = "its process (pid" if kill == signal.SIGKILL else "KeyboardInterrupt: signal 15"
     assert after["error"][2].startswith(expected)
     assert after["learning_rate"][3] == after["learning_rate"][2]  # its values run again
+    assert after["retry_of"][3] == 2 and pd.isna(after["error"][3])  # not the failed one's error
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("trial 3/3")]
+    assert "(#2's values again)" in lines[-1] and lines[-1].endswith(", the last")
     assert study.study_name in (out / "report.md").read_text()
 
 
