@@ -57,6 +57,7 @@ def test_search_runs_trials_on_validation_and_writes_the_best_override(
     trials = pd.read_csv(out / "trials.csv")
     assert len(trials) == 3 and (trials["state"] == "COMPLETE").all()
     assert trials["value"].between(0, 1).all()  # validation accuracy of each trial
+    assert (trials["steps"] >= trials["validations"]).all()  # a validation after each step at most
     assert trials["learning_rate"].between(1e-4, 3e-3).all()
     assert set(trials["per_device_train_batch_size"]) <= {16, 32}
     assert trials["learning_rate"].nunique() == 3  # each trial its own values
@@ -197,6 +198,7 @@ def test_each_validation_is_reported_and_a_pruner_stops_the_trial(
     trials = pd.read_csv(out / "trials.csv")
     assert list(trials["state"]) == ["PRUNED"] * 3
     assert (trials["validations"] == 1).all()  # stopped at the first of its epochs
+    assert (trials["steps"] >= 1).all()  # the steps it trained before
     assert trials["value"].between(0, 1).all()  # its last reported validation
     assert not (out / "best_params.yaml").exists()
 
