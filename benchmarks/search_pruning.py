@@ -3,8 +3,9 @@
 `bertfit search` on the collected target (data/tasks/<target>) from models/multitask, once per
 pruner (search.yaml's space for params.yaml's finetune.method; its n_trials, max_train_samples
 and pruner replaced by the options here), each in its own study. Reported per pruner: wall
-time, trials completed and pruned, and the best validation score; one run, so on a shared
-machine the walls are noisy.
+time, the optimisation steps trained over all trials (the work, which load does not change),
+trials completed and pruned, and the best validation score; one run, so on a shared machine
+the walls are noisy and the steps are the figure to compare.
 
     .venv/bin/python benchmarks/search_pruning.py --trials 20 --pruners none median
     .venv/bin/python benchmarks/search_pruning.py --trials 3 --train-samples 100 \
@@ -58,8 +59,14 @@ def one_search(args: argparse.Namespace, pruner: str, work_dir: Path) -> dict:
     wall = time.perf_counter() - started
     states = [t.state.name for t in study.trials]
     complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    steps = [t.user_attrs.get("steps", 0) for t in study.trials]
+    batches = [t.params.get("per_device_train_batch_size", 0) for t in study.trials]
     return {
         "wall_s": round(wall, 1),
+        # the work done, which the machine's load does not change: optimisation steps and
+        # training examples over all trials
+        "steps": sum(steps),
+        "train_examples": sum(s * b for s, b in zip(steps, batches, strict=True)),
         "completed": states.count("COMPLETE"),
         "pruned": states.count("PRUNED"),
         "failed": states.count("FAIL"),
@@ -98,12 +105,12 @@ def main(argv: list[str] | None = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     print(f"{args.trials} trials of {args.train_samples} train rows each, one run:")
-    print(f"{'pruner':<20} {'wall':>8} {'completed':>10} {'pruned':>7} {'best':>7}")
+    print(f"{'pruner':<20} {'wall':>8} {'steps':>7} {'completed':>10} {'pruned':>7} {'best':>7}")
     for pruner, run in runs.items():
         best = f"{run['best_value']:.4f}" if run["best_value"] is not None else "-"
         print(
-            f"{pruner:<20} {run['wall_s']:>7.0f}s {run['completed']:>10} {run['pruned']:>7} "
-            f"{best:>7}"
+            f"{pruner:<20} {run['wall_s']:>7.0f}s {run['steps']:>7} {run['completed']:>10} "
+            f"{run['pruned']:>7} {best:>7}"
         )
     print(f"written to {args.out}")
 

@@ -57,6 +57,7 @@ def test_search_runs_trials_on_validation_and_writes_the_best_override(
     trials = pd.read_csv(out / "trials.csv")
     assert len(trials) == 3 and (trials["state"] == "COMPLETE").all()
     assert trials["value"].between(0, 1).all()  # validation accuracy of each trial
+    assert (trials["steps"] >= trials["validations"]).all()  # a validation after each step at most
     assert trials["learning_rate"].between(1e-4, 3e-3).all()
     assert set(trials["per_device_train_batch_size"]) <= {16, 32}
     assert trials["learning_rate"].nunique() == 3  # each trial its own values
@@ -197,6 +198,7 @@ def test_each_validation_is_reported_and_a_pruner_stops_the_trial(
     trials = pd.read_csv(out / "trials.csv")
     assert list(trials["state"]) == ["PRUNED"] * 3
     assert (trials["validations"] == 1).all()  # stopped at the first of its epochs
+    assert (trials["steps"] >= 1).all()  # the steps it trained before
     assert trials["value"].between(0, 1).all()  # its last reported validation
     assert not (out / "best_params.yaml").exists()
 
@@ -254,7 +256,11 @@ def wait_for(path: Path, process: subprocess.Popen, log: Path, timeout: float = 
 
 @pytest.mark.parametrize("kill", [signal.SIGKILL, signal.SIGTERM])
 def test_a_killed_search_resumes_keeping_its_finished_trials(
-    chain: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kill: signal.Signals
+    chain: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    kill: signal.Signals,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     out, mark = tmp_path / "search", tmp_path / "running-trial-3"
     log = tmp_path / "search.log"
@@ -266,6 +272,7 @@ def test_a_killed_search_resumes_keeping_its_finished_trials(
     assert list(before["state"]) == ["COMPLETE", "COMPLETE"]  # written as trials finished
 
     monkeypatch.setattr(trials_module, "finetune", fake_finetune())
+    caplog.set_level("INFO", logger="bertfit.search")
     study = search.main(search_args(chain, out))  # the same command: it resumes
 
     after = pd.read_csv(out / "trials.csv")
@@ -275,6 +282,9 @@ def test_a_killed_search_resumes_keeping_its_finished_trials(
     expected = "its process (pid" if kill == signal.SIGKILL else "KeyboardInterrupt: signal 15"
     assert after["error"][2].startswith(expected)
     assert after["learning_rate"][3] == after["learning_rate"][2]  # its values run again
+    assert after["retry_of"][3] == 2 and pd.isna(after["error"][3])  # not the failed one's error
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("trial 3/3")]
+    assert "(#2's values again)" in lines[-1] and lines[-1].endswith(", the last")
     assert study.study_name in (out / "report.md").read_text()
 
 

@@ -19,6 +19,7 @@ from bertfit.figures import STYLE, save_png
 from bertfit.phases import duration
 from bertfit.reporting import write_csv, write_text
 from bertfit.search.space import describe, number
+from bertfit.search.study import ERROR_ATTR, STEPS_ATTR
 
 log = logging.getLogger(__name__)
 
@@ -59,20 +60,29 @@ def progress_line(
         last = steps[max(steps)] if steps else math.nan
         outcome = f"pruned after {len(steps)} validations ({metric} {last:.4f})"
     else:
-        outcome = f"failed: {trial.user_attrs.get('error', 'no message')}"
+        outcome = f"failed: {trial.user_attrs.get(ERROR_ATTR, 'no message')}"
     best = best_trial(study)
     so_far = f" (best {best.value:.4f} at trial #{best.number})" if best is not None else ""
     mean = sum(durations) / len(durations) if durations else 0.0
     left = max(0, n_trials - done) * mean / workers
+    again = retried_from(trial)
+    values = describe(trial.params) + (f" (#{again}'s values again)" if again is not None else "")
+    to_go = f"~{duration(left)} left" if done < n_trials else "the last"
     return (
-        f"trial {done}/{n_trials} (#{trial.number}): {describe(trial.params)} -> {outcome}"
-        f"{so_far}; {duration(durations[-1] if durations else 0.0)}, ~{duration(left)} left"
+        f"trial {done}/{n_trials} (#{trial.number}): {values} -> {outcome}"
+        f"{so_far}; {duration(durations[-1] if durations else 0.0)}, {to_go}"
     )
 
 
+def retried_from(trial: FrozenTrial) -> int | None:
+    """The failed trial whose values this one runs again (study.retry_once), or None."""
+    return trial.system_attrs.get("failed_trial")
+
+
 def trial_rows(study: optuna.Study) -> tuple[list[dict[str, Any]], list[str]]:
-    """One row per trial (its number, value, state, values, time, validations, error) and the
-    columns, the space's params in the order the trials drew them."""
+    """One row per trial (its number, value, state, values, time, validations, steps trained,
+    the failed trial it runs again, a failed trial's error) and the columns, the space's params
+    in the order the trials drew them."""
     trials = study.get_trials(deepcopy=False)
     names = list(dict.fromkeys(name for t in trials for name in t.params))
     rows = [
@@ -83,11 +93,15 @@ def trial_rows(study: optuna.Study) -> tuple[list[dict[str, Any]], list[str]]:
             **t.params,
             "duration_s": round(t.duration.total_seconds(), 1) if t.duration else None,
             "validations": len(t.intermediate_values),
-            "error": t.user_attrs.get("error"),
+            "steps": t.user_attrs.get(STEPS_ATTR),
+            "retry_of": retried_from(t),
+            # a retry inherits the failed trial's user attrs: its error is not this trial's
+            "error": t.user_attrs.get(ERROR_ATTR) if t.state == TrialState.FAIL else None,
         }
         for t in trials
     ]
-    return rows, ["trial", "value", "state", *names, "duration_s", "validations", "error"]
+    columns = ["trial", "value", "state", *names, "duration_s", "validations", "steps", "retry_of"]
+    return rows, [*columns, "error"]
 
 
 def override(trial: FrozenTrial) -> dict[str, Any]:

@@ -36,6 +36,7 @@ HEARTBEAT_S = 30
 GRACE_S = 120
 WORKER_ATTR = "worker"  # a trial's user attr: the host and pid running it
 ERROR_ATTR = "error"  # a failed trial's user attr: the exception, as one line
+STEPS_ATTR = "steps"  # a trial's user attr: the optimisation steps trained by its last validation
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)  # the states n_trials counts
 
 

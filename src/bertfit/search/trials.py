@@ -61,7 +61,8 @@ class Job:
 
 class ReportValidation(TrainerCallback):
     """Each validation of a trial's finetune reported to optuna (step: the validation's count,
-    so trials compare like validations), and the trial stopped when the pruner says so."""
+    so trials compare like validations), with the steps trained so far, and the trial stopped
+    when the pruner says so."""
 
     def __init__(self, trial: optuna.Trial, metric: str) -> None:
         self.trial = trial
@@ -81,6 +82,8 @@ class ReportValidation(TrainerCallback):
         self.validations += 1
         value = float(metrics[self.key])
         self.trial.report(value, self.validations)
+        # the optimisation steps trained so far: what a pruned trial cost (trials.csv `steps`)
+        self.trial.set_user_attr(studies.STEPS_ATTR, state.global_step)
         if self.trial.should_prune():
             raise optuna.TrialPruned(
                 f"pruned at validation {self.validations} ({self.key[5:]} {value:.4f})"
