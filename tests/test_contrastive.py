@@ -147,6 +147,9 @@ def test_the_few_labels_switch_follows_rows_per_class(tiny_t5_dir: Path) -> None
     assert method == "full" and "does not fit" in why
     off = params.model_copy(update={"few_labels_method": None})
     assert tuning_method(off, encoder, task, None, 3)[0] == "full"
+    # a multitask head of the target saw the whole train split: the labels are not few
+    method, why = tuning_method(params, encoder, task, None, 24, multitask_head=True)
+    assert method == "full" and "multitask head for the target" in why
 
 
 def test_params_validation() -> None:

@@ -68,7 +68,10 @@ def tuning_method(
     if few is None or few == params.method or task.problem != "classification":
         return params.method, "finetune.method"
     if multitask_head and params.init_head_from_multitask:
-        return params.method, "it starts from the target's multitask head"
+        return params.method, (
+            "finetune.method; not few_labels_method: the model's multitask head for the target "
+            "was trained on its whole train split"
+        )
     per_class = examples / max(len(task.labels), 1)
     limit = params.few_labels_per_class
     if per_class > limit:
