@@ -263,7 +263,7 @@ def evaluate_scores(metrics_file: Path, fingerprint: str) -> TestScores:
     if not metrics_file.is_file() or not record_file.is_file():
         raise ExportError(
             f"{metrics_file}: not found, or no {EVALUATE_RECORD} beside it; run the evaluate "
-            "stage (dvc repro) on this model, or give --metrics the metrics.json it wrote"
+            "stage (make repro) on this model, or give --metrics the metrics.json it wrote"
         )
     record = json.loads(record_file.read_text(encoding="utf-8"))
     scored = record.get("model") or {}
@@ -275,7 +275,7 @@ def evaluate_scores(metrics_file: Path, fingerprint: str) -> TestScores:
         )
         raise ExportError(
             f"{metrics_file}: evaluate's scores {which}, not of the model exported "
-            f"(fingerprint {fingerprint}); run evaluate on this model, or leave --metrics out"
+            f"(fingerprint {fingerprint}); run evaluate on this model (make repro)"
         )
     metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
     return TestScores(f"attached from {metrics_file}", metrics, record)
@@ -289,7 +289,7 @@ def test_scores(metrics_file: Path | None, fingerprint: str) -> TestScores:
         test = evaluate_scores(Path(metrics_file or DEFAULT_METRICS), fingerprint)
     except ExportError as err:
         if metrics_file is not None:
-            raise
+            raise ExportError(f"{err}, or leave --metrics out") from None
         test = TestScores(f"none attached ({err})")
     if test.metrics:
         values = ", ".join(f"{k} {v:.4f}" for k, v in test.metrics.items() if isinstance(v, float))
