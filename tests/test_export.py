@@ -4,21 +4,25 @@ and serve read the exported directory, other model kinds and bad options are ref
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pandas as pd
 import pytest
+from huggingface_hub import ModelCard, ModelCardData
 
 from bertfit import cli
-from bertfit.data.tasks import Task
-from bertfit.export import export_model
+from bertfit.data.tasks import Task, read_task, write_task
+from bertfit.evaluation import evaluate
+from bertfit.export import QUANTIZATION, export_model
 from bertfit.inference import model_scores
 from bertfit.models.family import load_trained
-from bertfit.models.manifest import MANIFEST_FILE
+from bertfit.models.manifest import MANIFEST_FILE, model_fingerprint
 from bertfit.models.onnx import ONNX_FILE, ExportError, export_info, load_export
-from bertfit.params import FinetuneParams
+from bertfit.params import EvaluateParams, FinetuneParams
 from bertfit.serve import model_scorer
 from bertfit.training.finetune import finetune
 from tests.conftest import TINY_FINETUNE
@@ -94,7 +98,13 @@ def test_fp32_onnx_scores_equal_pytorch_and_int8_mostly_agrees(
     assert fp32.shape == int8.shape == expected.shape == (len(rows["test"]), 2)
     np.testing.assert_allclose(fp32, expected, atol=1e-4, rtol=0)
     assert (int8.argmax(-1) == expected.argmax(-1)).mean() >= 0.8
-    assert np.isfinite(int8).all() and not np.allclose(int8, expected, atol=1e-4)
+    # quantized: every weight product of the graph is an int8 MatMulNBits, and the scores move
+    # (on this tiny model, whose logits stay near zero, by less than 1e-4)
+    assert np.isfinite(int8).all() and not np.array_equal(int8, fp32)
+    graph = onnx.load(exported["int8"] / ONNX_FILE).graph
+    weights = {init.name for init in graph.initializer}
+    assert not [n for n in graph.node if n.op_type == "MatMul" and n.input[1] in weights]
+    assert any(n.op_type == "MatMulNBits" for n in graph.node)
 
 
 def test_predict_and_serve_read_the_export_as_the_pytorch_model(
@@ -174,3 +184,101 @@ def test_a_bad_format_or_quantization_is_refused_by_argparse(
         cli.main(["export", str(tmp_path), *options])
     assert exit_.value.code == 2
     assert "--format" in capsys.readouterr().err
+
+
+EVAL = EvaluateParams(per_device_eval_batch_size=8, prediction="rank", mixed_precision="no")
+
+
+@pytest.fixture(scope="module")
+def evaluated(model_dir: Path, rows: dict) -> Path:
+    """evaluate's report folder for the model: metrics.json, and run.json naming the model."""
+    task_dir = model_dir.parent / "data" / TOY.name
+    write_task(TOY, {"test": rows["test"]}, [], task_dir)
+    evaluate(model_dir, read_task(task_dir), EVAL, model_dir.parent / "reports" / "evaluate")
+    return model_dir.parent / "reports" / "evaluate"
+
+
+def card_of(out_dir: Path) -> ModelCard:
+    """The export's card, read as the Hub reads it; its front matter survives a round trip."""
+    card = ModelCard.load(out_dir / "README.md")
+    data = card.data.to_dict()
+    assert ModelCardData(**data).to_dict() == data
+    return card
+
+
+def results(card: ModelCard, split: str) -> dict[str, float]:
+    found = card.data.eval_results or []
+    return {r.metric_name: r.metric_value for r in found if r.dataset_split == split}
+
+
+def test_evaluate_names_the_model_it_scored(
+    model_dir: Path, evaluated: Path, tmp_path: Path
+) -> None:
+    run = json.loads((evaluated / "run.json").read_text())
+    assert run["model"] == {"dir": str(model_dir), "fingerprint": model_fingerprint(model_dir)}
+    assert "model" not in json.loads((evaluated / "metrics.json").read_text())
+    copy = Path(shutil.copytree(model_dir, tmp_path / "copy"))
+    assert model_fingerprint(copy) == model_fingerprint(model_dir)
+    (copy / "README.md").write_text((copy / "README.md").read_text() + "\nnotes\n")
+    assert model_fingerprint(copy) == model_fingerprint(model_dir)  # the card is not the model
+    (copy / "config.json").write_text((copy / "config.json").read_text() + "\n")
+    assert model_fingerprint(copy) != model_fingerprint(model_dir)
+
+
+def test_the_card_lists_test_metrics_of_this_model_beside_validation(
+    model_dir: Path, evaluated: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a base model with a licence (the tiny one has none): the card is not the model's
+    # fingerprint, so evaluate's scores are still of this model
+    licensed = Path(shutil.copytree(model_dir, tmp_path / "model"))
+    source = ModelCard.load(licensed / "README.md")
+    source.data.license = "apache-2.0"
+    source.save(licensed / "README.md")
+    metrics = json.loads((evaluated / "metrics.json").read_text())
+    with caplog.at_level(logging.INFO, logger="bertfit.export"):
+        out = export_model(licensed, "onnx", "int8", tmp_path / "out", evaluated / "metrics.json")
+    assert f"attached from {evaluated / 'metrics.json'}" in caplog.text
+    card = card_of(out)
+    assert card.data.license == "apache-2.0" and "\nlicense: apache-2.0\n" in card.content
+    assert results(card, "validation") == results(source, "validation") != {}
+    test = {k.removeprefix("test "): v for k, v in results(card, "test").items()}
+    assert test == {k: v for k, v in metrics.items() if k != "ece"} and test
+    assert card.data.model_name == source.data.model_name + "-onnx-int8"
+    assert {"onnx", "int8"} <= set(card.data.tags)
+    assert "## Test results" in card.text and "## Export" in card.text
+    assert "the test split's scores are in the evaluate stage's" not in card.text
+    assert f"bertfit predict {out}" in card.text
+    assert 'pipeline("text-classification"' not in card.text  # it loads no ONNX
+    assert export_info(out)["source_fingerprint"] == model_fingerprint(model_dir)
+    assert export_info(out)["quantization"] == QUANTIZATION["int8"]
+
+
+def test_metrics_of_another_model_are_refused(
+    model_dir: Path, evaluated: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    other = tmp_path / "reports" / "evaluate"
+    shutil.copytree(evaluated, other)
+    run = json.loads((other / "run.json").read_text())
+    (other / "run.json").write_text(json.dumps(run | {"model": {"dir": "x", "fingerprint": "0"}}))
+    with pytest.raises(ExportError, match=r"evaluate's scores of x \(fingerprint 0\), not of"):
+        export_model(model_dir, out_dir=tmp_path / "out", metrics_file=other / "metrics.json")
+    assert not (tmp_path / "out").exists()
+    (other / "run.json").write_text(json.dumps({k: v for k, v in run.items() if k != "model"}))
+    with pytest.raises(ExportError, match=r"of a model its run\.json does not name"):
+        export_model(model_dir, out_dir=tmp_path / "out", metrics_file=other / "metrics.json")
+    with pytest.raises(ExportError, match="not found"):
+        export_model(model_dir, out_dir=tmp_path / "out", metrics_file=tmp_path / "no.json")
+
+    # by default, the project's reports/evaluate/metrics.json, attached only when it matches
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.INFO, logger="bertfit.export"):
+        out = export_model(model_dir, out_dir=tmp_path / "out")
+    assert "no test metrics, none attached" in caplog.text and "does not name" in caplog.text
+    card = card_of(out)
+    assert results(card, "test") == {} and results(card, "validation")
+    assert "## Test results" not in card.text and "Test results: none attached" in card.text
+    shutil.rmtree(other)
+    shutil.copytree(evaluated, other)
+    cli.main(["export", str(model_dir), "--format", "onnx", "--out", str(tmp_path / "out")])
+    assert results(card_of(out), "test")

@@ -44,6 +44,7 @@ from bertfit.hardware import use_bf16
 from bertfit.inference import class_probabilities, model_scores, probability_columns
 from bertfit.metrics import metric_value, per_class_metrics, task_metrics
 from bertfit.models.family import Trained, load_trained
+from bertfit.models.manifest import model_fingerprint
 from bertfit.models.text2text import generate_labels, target_words
 from bertfit.params import EvaluateParams
 from bertfit.phases import elapsed_s, headline, phase
@@ -506,6 +507,9 @@ def save_evaluation(
     # task's and its metric's names, the interval, the sizes, the params, the wall time)
     record = {"task": task.name, "test_examples": len(test)} | metrics
     record |= {"interval": scored.interval}
+    # which model these scores are of: bertfit export attaches them to its card only when the
+    # directory it exports has this fingerprint
+    record["model"] = {"dir": str(run.model_dir), "fingerprint": model_fingerprint(run.model_dir)}
     seconds = elapsed_s()
     if seconds is not None:
         record["wall_s"] = seconds

@@ -1,6 +1,6 @@
 """bertfit export: a model directory as ONNX, scored by ONNX Runtime, optionally int8.
 
-    bertfit export MODEL_DIR --format onnx [--quantize int8] [--out DIR]
+    bertfit export MODEL_DIR --format onnx [--quantize int8] [--out DIR] [--metrics PATH]
 
 Writes DIR (default: MODEL_DIR-onnx, or MODEL_DIR-onnx-int8, beside it) holding `model.onnx`,
 the tokenizer, config.json and bertfit_model.json: the model's manifest with an `export` entry
@@ -11,9 +11,12 @@ length-sorted batches, temperature and columns, with ONNX Runtime computing the 
 predict loads (models.family.load_trained), with batch and sequence length dynamic; before
 anything is written, ONNX Runtime's logits on a sample batch must equal PyTorch's. The
 TorchScript exporter is not used: on transformers 5 it traces a graph that ignores its inputs.
-`--quantize int8` quantizes the weights of every MatMul to int8, one scale per output channel,
-and the activations at run time (onnxruntime.quantization.quantize_dynamic): a quarter of the
-size, and faster on CPUs with int8 dot products.
+`--quantize int8` stores the weights of every matrix product as int8 in blocks with their own
+scales and quantizes the activations per block of each token at run time (ONNX Runtime's
+MatMulNBits, quantize_int8): faster on CPUs with int8 dot products, and its predictions stay
+close to the fp32 model's. The card (README.md) is the model's own, rewritten for the export
+(model_card.export_card); its model-index gets evaluate's test metrics beside the validation
+ones when evaluate's run.json names this very model (test_scores, `--metrics`).
 
 Exported: encoder classifiers with the architecture's own head (manifest head `stock`), fully
 fine-tuned (method `full`), for classification or regression. Refused with the reason: text-to-
@@ -33,6 +36,7 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -40,8 +44,9 @@ import torch
 from torch import nn
 
 from bertfit import cli
+from bertfit.model_card import README_FILE, TestScores, export_card
 from bertfit.models.family import Trained, load_trained
-from bertfit.models.manifest import MANIFEST_FILE, Manifest
+from bertfit.models.manifest import MANIFEST_FILE, Manifest, model_fingerprint
 from bertfit.models.onnx import (
     EXPORT_KEY,
     ONNX_FILE,
@@ -58,9 +63,18 @@ log = logging.getLogger(__name__)
 
 FORMATS = ("onnx",)
 QUANTIZATIONS = ("int8",)
+INT8_BLOCK = 128  # rows of a weight block (a power of 2, at least 16)
+QUANTIZATION = {  # what each does, as the export's manifest and model card say it
+    "int8": f"each matrix product's weights in blocks of {INT8_BLOCK} input rows with a scale "
+    "each, and its activations quantized per block of each token at run time (ONNX Runtime's "
+    "MatMulNBits, 8 bits, accuracy level 4); the embeddings, pooler and classifier stay fp32"
+}
 OPSET = 18
 # fp32 ONNX Runtime against PyTorch on the sample batch: float rounding only
 ATOL, RTOL = 1e-4, 1e-4
+# evaluate's metrics in the project the command runs in; the run.json beside them names the model
+DEFAULT_METRICS = Path("reports/evaluate/metrics.json")
+EVALUATE_RECORD = "run.json"
 SAMPLE_TEXTS = [
     "a short text",
     "a longer text, so the sample batch is padded and its attention mask has zeros in it",
@@ -120,23 +134,41 @@ def trace_onnx(model: nn.Module, batch: dict[str, torch.Tensor], path: Path) -> 
     program.save(str(path), external_data=False)
 
 
-def quantize_int8(source: Path, target: Path) -> None:
-    """Dynamic int8 quantization: MatMul weights per output channel, activations at run time,
-    after ONNX Runtime's recommended pre-processing (shape inference, constant folding; its
-    symbolic shape inference does not follow the dynamo exporter's graphs, so it is skipped)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+def prepare_graph(source: Path, target: Path) -> None:
+    """ONNX Runtime's recommended pre-processing before quantization: shape inference and
+    constant folding (its symbolic shape inference does not follow the dynamo exporter's
+    graphs, so it is skipped)."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    prepared = target.with_name("prepared.onnx")
-    quant_pre_process(source, prepared, skip_symbolic_shape=True)
+    quant_pre_process(source, target, skip_symbolic_shape=True)
+
+
+def quantize_int8(prepared: Path, target: Path) -> None:
+    """int8 matrix products of a prepared graph, by ONNX Runtime's MatMulNBits: each weight
+    matrix in blocks of INT8_BLOCK input rows, a scale per block and output column; at run time
+    each token's activations are quantized to int8 per block too (accuracy level 4), and the
+    products run on int8 dot products. Chosen over quantize_dynamic, whose one activation scale
+    per tensor follows the few outlying hidden dimensions of a BERT layer's input, for
+    agreement with the fp32 model on validation (benchmarks/int8_choice.py). The embedding
+    tables stay fp32: quantized per tensor, they too move predictions."""
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import (
+        DefaultWeightOnlyQuantConfig,
+        MatMulNBitsQuantizer,
+    )
+
+    config = DefaultWeightOnlyQuantConfig(
+        block_size=INT8_BLOCK, is_symmetric=True, accuracy_level=4, bits=8
+    )
     root = logging.getLogger()
     level = root.level
     root.setLevel(max(level, logging.WARNING))  # it logs a line per tensor to the root logger
     try:
-        quantize_dynamic(prepared, target, per_channel=True, weight_type=QuantType.QInt8)
+        quantizer = MatMulNBitsQuantizer(onnx.load(prepared), algo_config=config)
+        quantizer.process()
     finally:
         root.setLevel(level)
-    prepared.unlink()
+    quantizer.model.save_model_to_file(str(target), use_external_data_format=False)
 
 
 def onnx_logits(path: Path, batch: dict[str, torch.Tensor]) -> np.ndarray:
@@ -164,15 +196,22 @@ def check_out(out_dir: Path) -> None:
 
 
 def export_model(
-    model_dir: Path, fmt: str = "onnx", quantize: str | None = None, out_dir: Path | None = None
+    model_dir: Path,
+    fmt: str = "onnx",
+    quantize: str | None = None,
+    out_dir: Path | None = None,
+    metrics_file: Path | None = None,
 ) -> Path:
-    """Export the model in `model_dir` (see the module's docstring); returns the directory."""
+    """Export the model in `model_dir` (see the module's docstring); returns the directory.
+    `metrics_file`: evaluate's metrics.json whose test scores the card gets (test_scores)."""
     model_dir = Path(model_dir)
     if fmt not in FORMATS or quantize not in (None, *QUANTIZATIONS):
         raise ExportError(f"format must be one of {FORMATS}, quantize one of {QUANTIZATIONS}")
     exportable(model_dir)
     out_dir = Path(out_dir) if out_dir is not None else default_out(model_dir, quantize)
     check_out(out_dir)
+    fingerprint = model_fingerprint(model_dir)
+    test = test_scores(metrics_file, fingerprint)
     trained = load_trained(model_dir)
     batch = sample_batch(trained)
     with torch.inference_mode():
@@ -188,11 +227,20 @@ def export_model(
                 f"{np.abs(got - expected).max():.3g} on the sample batch; the export is wrong"
             )
         if quantize:
-            quantize_int8(traced, work / ONNX_FILE)
+            prepare_graph(traced, work / "prepared.onnx")
+            quantize_int8(work / "prepared.onnx", work / ONNX_FILE)
             traced.unlink()
+            (work / "prepared.onnx").unlink()
             got = onnx_logits(work / ONNX_FILE, batch)
         difference = float(np.abs(got - expected).max())
-        write_export(trained, model_dir, work, quantize, list(batch), difference)
+        measured = {
+            "quantize": quantize,
+            "inputs": list(batch),
+            "sample_max_abs_logit_difference": difference,
+            "source_fingerprint": fingerprint,
+        }
+        info = write_export(trained, model_dir, work, measured)
+        write_card(model_dir, work, info, trained.task.name, str(out_dir), test)
         replace_dir(work, out_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -207,15 +255,76 @@ def export_model(
     return out_dir
 
 
-def write_export(
-    trained: Trained,
-    model_dir: Path,
-    work: Path,
-    quantize: str | None,
-    inputs: list[str],
-    difference: float,
+def evaluate_scores(metrics_file: Path, fingerprint: str) -> TestScores:
+    """evaluate's test scores in `metrics_file` when the run.json beside it says they are of
+    the model with `fingerprint`; an ExportError saying why not otherwise (missing, or the
+    scores of another model, or of a model evaluate did not name)."""
+    record_file = metrics_file.with_name(EVALUATE_RECORD)
+    if not metrics_file.is_file() or not record_file.is_file():
+        raise ExportError(
+            f"{metrics_file}: not found, or no {EVALUATE_RECORD} beside it; run the evaluate "
+            "stage (make repro) on this model, or give --metrics the metrics.json it wrote"
+        )
+    record = json.loads(record_file.read_text(encoding="utf-8"))
+    scored = record.get("model") or {}
+    if scored.get("fingerprint") != fingerprint:
+        which = (
+            f"of {scored.get('dir')} (fingerprint {scored['fingerprint']})"
+            if scored.get("fingerprint")
+            else f"of a model its {EVALUATE_RECORD} does not name (an older evaluate)"
+        )
+        raise ExportError(
+            f"{metrics_file}: evaluate's scores {which}, not of the model exported "
+            f"(fingerprint {fingerprint}); run evaluate on this model (make repro)"
+        )
+    metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
+    return TestScores(f"attached from {metrics_file}", metrics, record)
+
+
+def test_scores(metrics_file: Path | None, fingerprint: str) -> TestScores:
+    """The test scores the card gets: those of `metrics_file`, which must be of this model (an
+    ExportError otherwise); by default the project's reports/evaluate/metrics.json when it
+    exists and is of this model, else none, with the reason. Logged either way."""
+    try:
+        test = evaluate_scores(Path(metrics_file or DEFAULT_METRICS), fingerprint)
+    except ExportError as err:
+        if metrics_file is not None:
+            raise ExportError(f"{err}, or leave --metrics out") from None
+        test = TestScores(f"none attached ({err})")
+    if test.metrics:
+        values = ", ".join(f"{k} {v:.4f}" for k, v in test.metrics.items() if isinstance(v, float))
+        log.info("model card: test metrics %s", f"{values} {test.note}")
+    else:
+        log.info("model card: no test metrics, %s", test.note)
+    return test
+
+
+def write_card(
+    model_dir: Path, work: Path, export: dict, task_name: str, location: str, test: TestScores
 ) -> None:
-    """The tokenizer, config.json and the manifest with its `export` entry, beside the graph."""
+    """The export's model card from the model's own (model_card.export_card); a model
+    directory without one gives an export without one, said in the log."""
+    source = model_dir / README_FILE
+    if not source.is_file():
+        log.warning("%s: no model card, so the export has none", source)
+        return
+    card = export_card(
+        source.read_text(encoding="utf-8"),
+        export,
+        task_name,
+        location,
+        export["source_fingerprint"],
+        test,
+    )
+    (work / README_FILE).write_text(card, encoding="utf-8")
+
+
+def write_export(
+    trained: Trained, model_dir: Path, work: Path, measured: dict[str, Any]
+) -> dict[str, Any]:
+    """The tokenizer, config.json and the manifest with its `export` entry, beside the graph:
+    the format and versions, and `measured` (the quantization, the graph's inputs, its logits'
+    difference from PyTorch's, the fingerprint of the directory exported). Returns the entry."""
     import onnxruntime
 
     trained.tokenizer.save_pretrained(work)
@@ -224,14 +333,13 @@ def write_export(
     manifest[EXPORT_KEY] = {
         "format": "onnx",
         "file": ONNX_FILE,
-        "quantize": quantize,
         "opset": OPSET,
-        "inputs": inputs,
+        "quantization": QUANTIZATION[measured["quantize"]] if measured["quantize"] else None,
         "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__,
-        "sample_max_abs_logit_difference": difference,
-    }
+    } | measured
     write_json(work / MANIFEST_FILE, manifest)
+    return manifest[EXPORT_KEY]
 
 
 def replace_dir(work: Path, out_dir: Path) -> None:
@@ -256,6 +364,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="int8: dynamic int8 quantization of the weights (default: none, fp32)",
     )
     parser.add_argument(
+        "--metrics",
+        type=Path,
+        default=None,
+        help="evaluate's metrics.json, whose test scores the model card lists beside the "
+        "validation ones: refused unless the run.json beside it names this model (default: "
+        f"{DEFAULT_METRICS} when it exists and is of this model, else none)",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         default=None,
@@ -265,4 +381,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     cli.configure_logging()
-    export_model(args.model_dir, args.format, args.quantize, args.out)
+    export_model(args.model_dir, args.format, args.quantize, args.out, args.metrics)

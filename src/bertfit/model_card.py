@@ -20,17 +20,19 @@ ModelCard.validate, load and push_to_hub are never called.
 from __future__ import annotations
 
 import math
+import re
+from dataclasses import dataclass, field
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from bertfit.data.tasks import Task
 from bertfit.models.family import FAMILIES
-from bertfit.models.manifest import Manifest
+from bertfit.models.manifest import CARD_FILE, Manifest
 from bertfit.models.methods import METHODS
 from bertfit.reporting import markdown_table, md_code
 
-README_FILE = "README.md"
+README_FILE = CARD_FILE
 PROJECT_URL = "https://arxiv.org/abs/1905.05583"
 # metrics.json keys -> the Hub's metric ids (hf.co/metrics), where the names differ
 HUB_METRICS = {
@@ -40,6 +42,19 @@ HUB_METRICS = {
     "spearman": "spearmanr",
 }
 METRIC_PREFIX = "validation "  # the model-index metric name: "validation accuracy"
+TEST_PREFIX = "test "
+# evaluate's calibration figures: in an export card's test table, not in its model-index
+CALIBRATION_KEYS = ("ece", "ece_uncalibrated")
+VALIDATION_NOTE = (
+    "The metrics above are validation scores of the kept step, which selection looked at; the "
+    "test split's scores are in the evaluate stage's reports/evaluate/metrics.json."
+)
+SEED_NOTE = "One seed; differences of a few tenths of a point between runs are seed noise."
+# an export card's (export_card) when evaluate's test scores are attached
+TESTED_NOTE = (
+    "The validation results are those of the kept step, which selection looked at; the test "
+    "results are evaluate's, on texts selection never saw."
+)
 UNKNOWN_TOKEN_WARNING = 0.01  # collect.warn_unknown_token_share's default
 
 
@@ -278,11 +293,7 @@ def limitations(
     if language:
         languages = language if isinstance(language, str) else ", ".join(language)
         lines.append(f"Language: {languages} (the base model's card); other languages untested.")
-    lines.append(
-        "The metrics above are validation scores of the kept step, which selection looked "
-        "at; the test split's scores are in the evaluate stage's reports/evaluate/metrics.json. "
-        "One seed; differences of a few tenths of a point between runs are seed noise."
-    )
+    lines.append(f"{VALIDATION_NOTE} {SEED_NOTE}")
     return lines
 
 
@@ -359,3 +370,154 @@ def model_card(manifest: Manifest, task: Task, metrics: dict[str, Any]) -> str:
         ]
     )
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}"))
+
+
+# An ONNX export's card (bertfit export): the card above, as the model directory holds it, with
+# the export's name, tags, use and, when evaluate scored this very model, its test results.
+
+
+def card_sections(text: str) -> list[tuple[str, str]]:
+    """A card's body as (heading, text) pairs at its `## ` headings; what comes before the
+    first heading has the heading ''."""
+    parts = re.split(r"(?m)^## (.*)$", text)
+    return [("", parts[0]), *zip(parts[1::2], parts[2::2], strict=True)]
+
+
+def put_section(
+    sections: list[tuple[str, str]], heading: str, text: str, after: str | None = None
+) -> list[tuple[str, str]]:
+    """`sections` with `heading`'s text replaced, or the section added after `after` (at the
+    end when there is no such section)."""
+    body = f"\n\n{text.strip()}\n\n"
+    headings = [h for h, _ in sections]
+    if heading in headings:
+        return [(h, body if h == heading else t) for h, t in sections]
+    at = headings.index(after) + 1 if after in headings else len(sections)
+    return [*sections[:at], (heading, body), *sections[at:]]
+
+
+def test_eval_results(
+    data: ModelCardData, task_name: str, test: dict[str, Any]
+) -> list[EvalResult]:
+    """evaluate's test metrics as model-index results, on the dataset the validation results
+    name (the task's, when the card has none), split test."""
+    like = data.eval_results[0] if data.eval_results else None
+    return [
+        EvalResult(
+            task_type="text-classification",
+            task_name="Text Classification",
+            dataset_type=like.dataset_type if like else task_name,
+            dataset_name=like.dataset_name if like else task_name,
+            dataset_config=like.dataset_config if like else None,
+            dataset_split="test",
+            metric_type=HUB_METRICS.get(key, key),
+            metric_name=f"{TEST_PREFIX}{key}",
+            metric_value=value,
+        )
+        for key, value in card_metrics(test).items()
+        if key not in CALIBRATION_KEYS
+    ]
+
+
+def export_usage(location: str, graph_file: str) -> str:
+    """How to call an export: bertfit reads it as it reads the model it came from."""
+    return (
+        f"`{graph_file}` (inputs as the tokenizer gives them, output `logits`) with the "
+        "tokenizer and `bertfit_model.json`. bertfit reads the directory as it reads the model "
+        "it was exported from (the same truncation, temperature and output columns), scoring "
+        "with ONNX Runtime:\n\n"
+        "```bash\n"
+        f"bertfit predict {location} texts.csv --text-column text\n"
+        f"bertfit serve {location}   # POST /predict\n"
+        "```\n\n"
+        "`transformers.pipeline` does not load it (there are no PyTorch weights). With ONNX "
+        "Runtime alone, encode texts as the manifest's `preprocessing` says and divide the "
+        "logits by its `temperature` before the softmax."
+    )
+
+
+def export_text(export: dict[str, Any], source_fingerprint: str, test_note: str) -> str:
+    """What was exported and how, and where the test results come from (or why there are
+    none)."""
+    quantized = export.get("quantize")
+    how = (
+        f" {quantized} weights: {export['quantization']}."
+        if quantized and export.get("quantization")
+        else ""
+    )
+    return (
+        f"Exported by `bertfit export` to ONNX (opset {export['opset']}, torch "
+        f"{export['torch']}, ONNX Runtime {export['onnxruntime']}) from the model directory of "
+        f"fingerprint `{source_fingerprint}` (its files but this card).{how} On a sample batch "
+        f"its logits differ from the PyTorch model's by at most "
+        f"{export['sample_max_abs_logit_difference']:.3g}. Test results: {test_note}."
+    )
+
+
+@dataclass(frozen=True)
+class TestScores:
+    """evaluate's test scores of the model being exported, for its card: `metrics` as its
+    metrics.json holds them, `record` its run.json (the interval, the number of texts), and
+    `note`, where they come from; with no metrics, `note` says why none are attached."""
+
+    note: str
+    metrics: dict[str, Any] | None = None
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+def test_text(metrics: dict[str, Any], record: dict[str, Any], quantized: bool) -> str:
+    """The test table, the interval of the task's metric, and whose scores they are."""
+    values = card_metrics(metrics)
+    lines = [markdown_table(["metric", "test"], [[k, v] for k, v in values.items()]), ""]
+    metric, interval = record.get("metric"), record.get("interval") or {}
+    if metric in values and "lower" in interval:
+        lines.append(
+            f"{metric} {values[metric]:.4f}, {100 * interval['confidence']:g} % interval "
+            f"[{interval['lower']:.4f}, {interval['upper']:.4f}] ({interval.get('method', '')}) "
+            f"on {record.get('test_examples', 0):,} test texts.\n"
+        )
+    lines.append(
+        "These are evaluate's scores of the model this was exported from (the PyTorch model, "
+        "whose fingerprint evaluate recorded)"
+        + (
+            "; int8 quantization moves a few scores, so a few predictions may differ: "
+            "score labelled rows with `bertfit predict` to measure this export itself."
+            if quantized
+            else "; this export computes the same logits up to float rounding."
+        )
+    )
+    return "\n".join(lines)
+
+
+def export_card(
+    source: str,
+    export: dict[str, Any],
+    task_name: str,
+    location: str,
+    source_fingerprint: str,
+    test: TestScores,
+) -> str:
+    """README.md for an ONNX export of a model directory whose card is `source` (model_card's):
+    its front matter kept (licence, base model, validation results), the name and tags of an
+    ONNX model, its use from `location`, and, when `test` holds evaluate's metrics of this
+    very model (the caller checks the fingerprint), a model-index result per metric, split
+    test, beside the validation ones, and a Test results section."""
+    card = ModelCard(source)
+    data, quantized = card.data, export.get("quantize")
+    suffix = "-onnx" + (f"-{quantized}" if quantized else "")
+    data.model_name = f"{data.model_name or f'bertfit-{task_name}'}{suffix}"
+    data.library_name = None  # ONNX Runtime reads it, not transformers
+    data.tags = [*(data.tags or []), "onnx", *([quantized] if quantized else [])]
+    sections = card_sections(card.text)
+    if test.metrics:
+        results = test_eval_results(data, task_name, test.metrics)
+        data.eval_results = [*(data.eval_results or []), *results]
+        data.metrics = sorted({*(data.metrics or []), *(r.metric_type for r in results)})
+        text = test_text(test.metrics, test.record, bool(quantized))
+        sections = put_section(sections, "Test results", text, after="Validation results")
+        sections = [(h, t.replace(VALIDATION_NOTE, TESTED_NOTE)) for h, t in sections]
+    sections = put_section(sections, "How to use", export_usage(location, export["file"]))
+    text = export_text(export, source_fingerprint, test.note)
+    sections = put_section(sections, "Export", text, after="How to use")
+    body = sections[0][1] + "".join(f"## {h}{t}" for h, t in sections[1:])
+    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n{body.rstrip()}\n"))

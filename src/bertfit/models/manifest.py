@@ -19,6 +19,7 @@ loads with `AutoModelForSequenceClassification` and `pipeline("text-classificati
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,9 +27,11 @@ from typing import Any
 
 from bertfit.data.encoding import Preprocessing
 from bertfit.data.tasks import Task, task_from_info
+from bertfit.fingerprints import file_md5
 from bertfit.reporting import write_json
 
 MANIFEST_FILE = "bertfit_model.json"
+CARD_FILE = "README.md"  # the model card (bertfit.model_card): about the model, not part of it
 HEADS = ("none", "stock", "pooled", "multitask", "text2text")
 
 
@@ -105,3 +108,19 @@ def read_manifest(model_dir: Path) -> Manifest:
             "or point at models/finetune)"
         )
     return Manifest.from_json(json.loads(path.read_text(encoding="utf-8")))
+
+
+def model_fingerprint(model_dir: Path) -> str:
+    """md5 of the directory's files (their relative paths and md5s) but its model card: the
+    weights, config, tokenizer and manifest that make its predictions. evaluate records it with
+    its test metrics, so those are attached (bertfit export's card) to this very model only;
+    the card is left out since it is prose about the model, which export rewrites and a person
+    may edit."""
+    model_dir = Path(model_dir)
+    files = sorted(p for p in model_dir.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    h = hashlib.md5()
+    for file in files:
+        name = file.relative_to(model_dir).as_posix()
+        if name != CARD_FILE:
+            h.update(f"{name}\0{file_md5(file)}\n".encode())
+    return h.hexdigest()
