@@ -110,10 +110,13 @@ class Batcher:
 
 def model_scorer(model_dir: Path, batch_size: int, bf16: bool) -> tuple[Any, dict[str, Any]]:
     """A function that scores texts as `bertfit predict` does, and the model's metadata."""
+    import datasets
+
     from bertfit.models.family import load_trained
     from bertfit.models.onnx import export_info, load_export
     from bertfit.predict import check_model_dir, prediction_columns
 
+    datasets.disable_progress_bars()  # no "tokenising" bar in the server's log per request
     manifest, task = check_model_dir(model_dir)
     trained = load_export(model_dir) if export_info(model_dir) else load_trained(model_dir)
     prep = manifest.preprocessing
