@@ -40,8 +40,13 @@ def free_port() -> int:
 
 
 def as_server_user(command: list[str]) -> list[str]:
-    """The command as the `postgres` account when we are root (the server will not run as root)."""
-    return ["runuser", "-u", SERVER_USER, "--", *command] if os.geteuid() == 0 else command
+    """The command as the `postgres` account when we are root (the server will not run as root);
+    runuser lives in sbin, which a minimal PATH (`env -i PATH=/usr/bin:/bin`) leaves out."""
+    if os.geteuid() != 0:
+        return command
+    search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+    runuser = shutil.which("runuser", path=search) or "runuser"
+    return [runuser, "-u", SERVER_USER, "--", *command]
 
 
 def run(command: list[str], log: Path) -> None:

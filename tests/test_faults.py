@@ -225,6 +225,10 @@ def chain_reports(chain: Chain) -> dict:
         if stage != "evaluate":
             reports[f"{stage} live"] = live_files(report_dir)
             reports[f"{stage} curves"] = curve_files(report_dir)
+    # the model's identity names the run's folders (its dir; its fingerprint covers the manifest,
+    # whose recipe records the folder each stage started from); the weights are compared through
+    # the predictions and every metric
+    reports["evaluate"].pop("model")
     reports["predictions"] = pd.read_parquet(chain.predictions).to_dict("list")
     return reports
 
