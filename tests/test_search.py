@@ -7,6 +7,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import optuna
@@ -201,6 +202,41 @@ def test_each_validation_is_reported_and_a_pruner_stops_the_trial(
     assert (trials["steps"] >= 1).all()  # the steps it trained before
     assert trials["value"].between(0, 1).all()  # its last reported validation
     assert not (out / "best_params.yaml").exists()
+
+
+def learns_above(threshold: float) -> Any:
+    """A finetune whose four validations go through the search's real callback: a learning
+    rate below `threshold` cannot learn (accuracy stays near chance, lower rates lower), one at
+    or above it climbs; each validation is reported to optuna as a Trainer's would be."""
+
+    def finetune(*args: Any, extra_callbacks: Any = (), **kwargs: Any) -> dict:
+        lr = args[4].learning_rate
+        for i in range(1, 5):
+            value = 0.5 + 0.1 * i if lr >= threshold else 0.1 + lr
+            for callback in extra_callbacks:
+                state = SimpleNamespace(global_step=10 * i)
+                callback.on_evaluate(None, state, None, metrics={"eval_accuracy": value})
+        return {"validation": {"accuracy": value}}
+
+    return finetune
+
+
+def test_the_median_pruner_stops_trials_where_half_the_space_cannot_learn(
+    tmp_path: Path, tiny_model_dir: Path, trec_files: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    space = SPACE | {"n_trials": 16, "pruner": "median"}  # search.yaml's default pruner
+    space["spaces"] = {"full": {"learning_rate": {"low": 1e-5, "high": 1e-1, "log": True}}}
+    c = ready_for_finetune(tmp_path, tiny_model_dir, trec_files, search=space)
+    monkeypatch.setattr(trials_module, "finetune", learns_above(1e-3))  # half the log range
+    search.main(search_args(c, tmp_path / "search"))
+
+    trials = pd.read_csv(tmp_path / "search" / "trials.csv")
+    pruned = trials[trials["state"] == "PRUNED"]
+    assert len(trials) == 16 and len(pruned) >= 1
+    assert (pruned["learning_rate"] < 1e-3).all()  # only the rates that cannot learn
+    assert (pruned["validations"] < 4).all() and (pruned["steps"] < 40).all()  # stopped early
+    learners = trials[trials["learning_rate"] >= 1e-3]
+    assert (learners["state"] == "COMPLETE").all() and len(learners) >= 1
 
 
 def test_pruners_by_name() -> None:
