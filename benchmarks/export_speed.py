@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 
 from bertfit.export import export_model
-from bertfit.inference import model_scores
+from bertfit.inference import NOT_INPUTS, model_scores
 from bertfit.models.family import Trained, load_trained
 from bertfit.models.onnx import load_export
 from bertfit.reporting import write_json
@@ -69,13 +69,18 @@ def rate(trained: Trained, texts: pd.DataFrame, batch_size: int, warmup: int) ->
     return len(texts) / (time.perf_counter() - start), scores
 
 
+def single_batches(trained: Trained, texts: pd.DataFrame) -> list[dict[str, torch.Tensor]]:
+    """Each text encoded and collated alone, as predict's batch-1 path does, before timing."""
+    dataset = trained.encoder().inputs(texts[["text"]], trained.task)
+    rows = dataset.select_columns([c for c in dataset.column_names if c not in NOT_INPUTS])
+    collate = trained.collator()
+    return [collate([row]) for row in rows.to_list()]
+
+
 def forward_rate(trained: Trained, texts: pd.DataFrame, warmup: int) -> float:
     """Examples/s of the model's forward pass alone at batch 1, on batches collated before:
     the runtime's own speed, without predict's per-batch row selection and collation."""
-    dataset = trained.encoder().inputs(texts[["text"]], trained.task)
-    features = [c for c in dataset.column_names if c not in ("length", "labels", "label")]
-    collate = trained.collator()
-    batches = [collate([row]) for row in dataset.select_columns(features).to_list()]
+    batches = single_batches(trained, texts)
     score = trained.scorer()
     with torch.inference_mode():
         for batch in batches[:warmup]:

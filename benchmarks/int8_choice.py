@@ -55,6 +55,7 @@ import numpy as np
 import onnx
 import pandas as pd
 import torch
+from export_speed import single_batches  # this folder: the same batch-1 inputs as that benchmark
 from onnxruntime.quantization import (
     CalibrationDataReader,
     CalibrationMethod,
@@ -220,11 +221,7 @@ def fidelity(trained: Trained, texts: pd.DataFrame, reference: np.ndarray, label
 
 def forward_speeds(variants: dict[str, Trained], texts: pd.DataFrame, rounds: int) -> dict:
     """Examples/s of the forward pass at batch 1, variants interleaved, best round each."""
-    batches = {}
-    for name, trained in variants.items():
-        dataset = trained.encoder().inputs(texts[["text"]], trained.task)
-        rows = dataset.select_columns([c for c in dataset.column_names if c not in NOT_INPUTS])
-        batches[name] = [trained.collator()([row]) for row in rows.to_list()]
+    batches = {name: single_batches(trained, texts) for name, trained in variants.items()}
     best = dict.fromkeys(variants, 0.0)
     with torch.inference_mode():
         for _ in range(rounds):

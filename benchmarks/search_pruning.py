@@ -30,6 +30,7 @@ import yaml  # noqa: E402
 
 from bertfit import search  # noqa: E402
 from bertfit.params import read_params_file  # noqa: E402
+from bertfit.search.study import STEPS_ATTR  # noqa: E402
 
 
 def edited(path: Path, source: Path, section: str, values: dict) -> Path:
@@ -59,7 +60,7 @@ def one_search(args: argparse.Namespace, pruner: str, work_dir: Path) -> dict:
     wall = time.perf_counter() - started
     states = [t.state.name for t in study.trials]
     complete = [t for t in study.trials if t.state.name == "COMPLETE"]
-    steps = [t.user_attrs.get("steps", 0) for t in study.trials]
+    steps = [t.user_attrs.get(STEPS_ATTR, 0) for t in study.trials]
     batches = [t.params.get("per_device_train_batch_size", 0) for t in study.trials]
     return {
         "wall_s": round(wall, 1),

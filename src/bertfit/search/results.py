@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
 import optuna
 import yaml
 from matplotlib.figure import Figure
+from optuna.storages import RetryFailedTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from bertfit.figures import STYLE, save_png
@@ -76,7 +78,9 @@ def progress_line(
 
 def retried_from(trial: FrozenTrial) -> int | None:
     """The failed trial whose values this one runs again (study.retry_once), or None."""
-    return trial.system_attrs.get("failed_trial")
+    with warnings.catch_warnings():  # experimental in optuna 5, as the callback that sets it
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return RetryFailedTrialCallback.retried_trial_number(trial)
 
 
 def trial_rows(study: optuna.Study) -> tuple[list[dict[str, Any]], list[str]]:
