@@ -4,7 +4,10 @@ The case (issue 36): a user has N labelled rows per class. Every system below se
 class (drawn from the dataset's train split, stratified, with the cell's seed) and nothing else:
 bertfit's validation split is those same rows (no extra labelled set), and the test split is
 scored as is (ag_news: its first 2,000 rows, a random sample, since the files are shuffled; the
-full 7,600 would take most of the benchmark's time on 2 CPU cores).
+full 7,600 would take most of the benchmark's time on 2 CPU cores). `mr`, the embedded default's
+target, is read from the pipeline's data/tasks/mr (after `dvc repro` or `dvc pull`), so that
+`--base models/pretrain` (the pipeline's within-task pretrained model) measures ITPT before the
+few-label method on its own target.
 
 Systems, all on the embedded base (all-MiniLM-L6-v2, a mean-pooling sentence-transformer):
 - `bertfit`: training.finetune.finetune with the project's params.yaml finetune section and
@@ -28,6 +31,8 @@ whatever else the machine runs.
     python benchmarks/few_shot.py --datasets sst2 trec --sizes 8 16 --seeds 0 1 2
     python benchmarks/few_shot.py --datasets imdb --sizes 50 --seeds 0 --systems bertfit
     python benchmarks/few_shot.py --summary-only
+    python benchmarks/few_shot.py --datasets mr --sizes 8 --systems bertfit \
+        --base models/pretrain --out-dir reports/benchmarks/few_shot_variants/itpt
     python benchmarks/few_shot.py --systems bertfit --set finetune.contrastive_max_pairs=null \
         --out-dir reports/benchmarks/few_shot_variants/pairs_all   # a variant, kept apart
 """
@@ -39,6 +44,7 @@ import copy
 import gzip
 import json
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -49,6 +55,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import timing
+import torch
 import yaml
 
 from bertfit.reporting import write_json
@@ -59,10 +66,14 @@ OUT = ROOT / "reports" / "benchmarks" / "few_shot"
 SYSTEMS = ("bertfit", "bertfit_full", "setfit", "frozen_lr", "hf")
 TEST_ROWS = {"ag_news": 2000}  # the others: the whole test split
 OVERRIDES: dict[str, Any] = {}  # finetune.<key>=<value> from --set, for the bertfit systems
+BASE: dict[str, str] = {}  # --base: the bertfit systems' starting model instead of params.yaml's
 
 
 @cache
 def read_split(dataset: str, split: str) -> pd.DataFrame:
+    if dataset == "mr":  # the embedded default's target, as the pipeline's collect stage wrote it
+        frame = pd.read_parquet(ROOT / "data" / "tasks" / "mr" / f"{split}.parquet")
+        return frame[["text", "label"]]
     with gzip.open(DATASETS / dataset / f"{split}.jsonl.gz", "rt", encoding="utf-8") as f:
         frame = pd.DataFrame([json.loads(line) for line in f])
     limit = TEST_ROWS.get(dataset) if split == "test" else None
@@ -84,6 +95,10 @@ def model_path() -> str:
     from bertfit.models.loading import resolve_model_name
 
     return resolve_model_name(project_params()["model"]["name"])
+
+
+def bertfit_base() -> str:
+    return BASE.get("path") or model_path()
 
 
 def scores(gold: list[str], predicted: list[str]) -> dict[str, float]:
@@ -112,7 +127,7 @@ def run_bertfit(train: pd.DataFrame, test: pd.DataFrame, seed: int, switch: bool
     task = Task("target", sorted(train["label"].unique()))
     with tempfile.TemporaryDirectory() as tmp:
         metrics = finetune(
-            model_path(),
+            bertfit_base(),
             task,
             train,
             train,  # validation: the same rows, no extra labels
@@ -199,6 +214,8 @@ def run_cell(dataset: str, per_class: int, system: str, seed: int) -> dict[str, 
         "system": system,
         "seed": seed,
         "wall_s": round(wall, 1),
+        "load_average_1min": round(os.getloadavg()[0], 2),  # what else shared the cores
+        "threads": torch.get_num_threads(),
         "machine": timing.machine(),
     }
 
@@ -253,7 +270,14 @@ def main(argv: list[str] | None = None) -> None:
         metavar="finetune.KEY=VALUE",
         help="a variant of the bertfit systems' finetune params (YAML values); use --out-dir",
     )
+    parser.add_argument(
+        "--base",
+        help="the bertfit systems' starting model (e.g. models/pretrain, the pipeline's ITPT "
+        "model); the others keep the embedded base; use --out-dir",
+    )
     args = parser.parse_args(argv)
+    if args.base:
+        BASE["path"] = str(Path(args.base).resolve())
     for item in args.set:
         key, _, value = item.partition("=")
         OVERRIDES[key.removeprefix("finetune.")] = yaml.safe_load(value)

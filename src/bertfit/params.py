@@ -470,8 +470,8 @@ class FinetuneParams(AdaptableParams):
     )
     contrastive_iterations: int = Field(
         gt=0,
-        description="contrastive: pair rounds per train row, each a same-class and a "
-        "different-class pair (SetFit's num_iterations)",
+        description="contrastive: same-class pairs per train row, and as many different-class "
+        "pairs (SetFit's num_iterations)",
     )
     contrastive_max_pairs: int | None = Field(
         gt=0, description="contrastive: the most pairs drawn in all (the budget); null = no cap"

@@ -32,7 +32,7 @@ SHORT_NAMES = {
     "lora_dropout": "dropout",
     "num_virtual_tokens": "virtual tokens",
     "contrastive_learning_rate": "pair lr",
-    "contrastive_iterations": "pair rounds",
+    "contrastive_iterations": "pairs per row",
     "contrastive_batch_size": "pair batch",
     "contrastive_max_pairs": "max pairs",
 }
