@@ -69,6 +69,7 @@ from bertfit.training.live import LIVE_DIR, TRAINING_KEYS, empty_log
 log = logging.getLogger(__name__)
 
 WARMUP_RATIO = 0.1  # SetFit's (sentence-transformers' fit): 10 % of the steps
+MAX_GRAD_NORM = 1.0  # SetFit's body trains through transformers' Trainer, which clips at 1.0
 
 
 def sample_pairs(
@@ -206,11 +207,17 @@ def train_pairs(
         target = torch.as_tensor(chunk[:, 2], dtype=torch.float32, device=device)
         loss = nn.functional.mse_loss(nn.functional.cosine_similarity(left, right), target)
         loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_(encoder.parameters(), MAX_GRAD_NORM)
         optimizer.step()
         schedule.step()
         optimizer.zero_grad()
         curve.append(
-            {"step": step + 1, "loss": loss.item(), "learning_rate": schedule.get_last_lr()[0]}
+            {
+                "step": step + 1,
+                "loss": loss.item(),
+                "grad_norm": grad_norm.item(),
+                "learning_rate": schedule.get_last_lr()[0],
+            }
         )
         if (step + 1) % params.logging_steps == 0 or step + 1 == steps:
             log.info("contrastive step %d/%d: loss %.4f", step + 1, steps, loss.item())
