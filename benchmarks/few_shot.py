@@ -24,7 +24,8 @@ Systems, all on the embedded base (all-MiniLM-L6-v2, a mean-pooling sentence-tra
 Each cell writes reports/benchmarks/few_shot/<dataset>_<n>_<system>_s<seed>.json (accuracy,
 macro F1, wall time) at once, and a cell whose file exists is skipped, so a partial table is
 real and a run can be continued. The summary (mean ± std over the seeds found) is printed and
-written beside the cells' folder (reports/benchmarks/few_shot.json). Wall times are on
+written beside the cells' folder (reports/benchmarks/few_shot.json), then bertfit against SetFit
+and frozen + LR paired by seed (reports/benchmarks/few_shot_paired.json). Wall times are on
 whatever else the machine runs.
 
     python benchmarks/few_shot.py                                # everything: hours on 2 cores
@@ -255,6 +256,48 @@ def print_summary(table: dict[str, Any]) -> None:
         )
 
 
+def paired(out_dir: Path, against: tuple[str, ...] = ("setfit", "frozen_lr")) -> list[dict]:
+    """bertfit against each system in `against`, cell by cell: the same seed draws the same rows
+    for every system, so the differences are paired (mean and std over the seeds both ran)."""
+    accuracy: dict[tuple, dict[int, float]] = {}
+    for path in sorted(out_dir.glob("*.json")):
+        run = json.loads(path.read_text())
+        key = (run["dataset"], run["per_class"], run["system"])
+        accuracy.setdefault(key, {})[run["seed"]] = run["accuracy"]
+    rows = []
+    for dataset, per_class in sorted({(d, n) for d, n, _ in accuracy}, key=lambda k: (k[1], k[0])):
+        ours = accuracy.get((dataset, per_class, "bertfit"), {})
+        for other in against:
+            theirs = accuracy.get((dataset, per_class, other), {})
+            seeds = sorted(set(ours) & set(theirs))
+            if not seeds:
+                continue
+            diff = np.array([ours[s] - theirs[s] for s in seeds])
+            rows.append({
+                "dataset": dataset,
+                "per_class": per_class,
+                "against": other,
+                "seeds": seeds,
+                "difference_mean": float(diff.mean()),
+                "difference_std": float(diff.std(ddof=1)) if len(diff) > 1 else None,
+                "seeds_at_or_above": int((diff >= 0).sum()),
+            })
+    return rows
+
+
+def print_paired(rows: list[dict]) -> None:
+    print("| dataset | per class | bertfit − | seeds | difference, points | seeds bertfit ≥ |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        std = row["difference_std"]
+        spread = f" ± {100 * std:.1f}" if std is not None else ""
+        print(
+            f"| {row['dataset']} | {row['per_class']} | {row['against']} | "
+            f"{','.join(map(str, row['seeds']))} | {100 * row['difference_mean']:+.1f}{spread} | "
+            f"{row['seeds_at_or_above']}/{len(row['seeds'])} |"
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=["sst2", "trec", "ag_news"])
@@ -300,6 +343,10 @@ def main(argv: list[str] | None = None) -> None:
     table = summary(args.out_dir)
     write_json(args.out_dir.with_suffix(".json"), table)
     print_summary(table)
+    rows = paired(args.out_dir)
+    write_json(args.out_dir.parent / f"{args.out_dir.name}_paired.json", rows)
+    print()
+    print_paired(rows)
 
 
 if __name__ == "__main__":
