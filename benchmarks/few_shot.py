@@ -3,8 +3,9 @@
 The case (issue 36): a user has N labelled rows per class. Every system below sees the same N per
 class (drawn from the dataset's train split, stratified, with the cell's seed) and nothing else:
 bertfit's validation split is those same rows (no extra labelled set), and the test split is
-scored as is (ag_news: its first 2,000 rows, a random sample, since the files are shuffled; the
-full 7,600 would take most of the benchmark's time on 2 CPU cores). `mr`, the embedded default's
+scored as is (ag_news and imdb: their first 2,000 rows, a random sample, since the files are
+shuffled; the full 7,600 news items or 25,000 reviews at 256 tokens would take most of the
+benchmark's time on 2 CPU cores). `mr`, the embedded default's
 target, is read from the pipeline's data/tasks/mr (after `dvc repro` or `dvc pull`), so that
 `--base models/pretrain` (the pipeline's within-task pretrained model) measures ITPT before the
 few-label method on its own target.
@@ -65,7 +66,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ROOT.parent / "shared" / "datasets"
 OUT = ROOT / "reports" / "benchmarks" / "few_shot"
 SYSTEMS = ("bertfit", "bertfit_full", "setfit", "frozen_lr", "hf")
-TEST_ROWS = {"ag_news": 2000}  # the others: the whole test split
+TEST_ROWS = {"ag_news": 2000, "imdb": 2000}  # the others: the whole test split
 OVERRIDES: dict[str, Any] = {}  # finetune.<key>=<value> from --set, for the bertfit systems
 BASE: dict[str, str] = {}  # --base: the bertfit systems' starting model instead of params.yaml's
 
