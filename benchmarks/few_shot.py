@@ -274,15 +274,17 @@ def paired(out_dir: Path, against: tuple[str, ...] = ("setfit", "frozen_lr")) ->
             if not seeds:
                 continue
             diff = np.array([ours[s] - theirs[s] for s in seeds])
-            rows.append({
-                "dataset": dataset,
-                "per_class": per_class,
-                "against": other,
-                "seeds": seeds,
-                "difference_mean": float(diff.mean()),
-                "difference_std": float(diff.std(ddof=1)) if len(diff) > 1 else None,
-                "seeds_at_or_above": int((diff >= 0).sum()),
-            })
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "per_class": per_class,
+                    "against": other,
+                    "seeds": seeds,
+                    "difference_mean": float(diff.mean()),
+                    "difference_std": float(diff.std(ddof=1)) if len(diff) > 1 else None,
+                    "seeds_at_or_above": int((diff >= 0).sum()),
+                }
+            )
     return rows
 
 

@@ -103,8 +103,10 @@ def sample_pairs(
     same = draw_unique(rng, SameClassPairs(members), total - total // 2)
     other = draw_unique(rng, OtherClassPairs(members), total // 2)
     pairs = np.concatenate(
-        [np.column_stack([same, np.ones(len(same), np.int64)]),
-         np.column_stack([other, np.zeros(len(other), np.int64)])]
+        [
+            np.column_stack([same, np.ones(len(same), np.int64)]),
+            np.column_stack([other, np.zeros(len(other), np.int64)]),
+        ]
     )
     return pairs[rng.permutation(len(pairs))]
 
@@ -154,9 +156,7 @@ class OtherClassPairs:
     """The unique pairs of rows from two different classes, numbered class pair by class pair."""
 
     def __init__(self, members: list[np.ndarray]) -> None:
-        self.blocks = [
-            (a, b) for a in range(len(members)) for b in range(a + 1, len(members))
-        ]
+        self.blocks = [(a, b) for a in range(len(members)) for b in range(a + 1, len(members))]
         self.members = members
         counts = [len(members[a]) * len(members[b]) for a, b in self.blocks]
         self.starts = np.cumsum([0, *counts])
