@@ -225,10 +225,13 @@ def run_cell(dataset: str, per_class: int, system: str, seed: int) -> dict[str, 
 # --- the table ----------------------------------------------------------------------------------
 
 
-def summary(out_dir: Path) -> dict[str, Any]:
+def read_cells(out_dir: Path) -> list[dict[str, Any]]:
+    return [json.loads(path.read_text()) for path in sorted(out_dir.glob("*.json"))]
+
+
+def summary(runs_found: list[dict[str, Any]]) -> dict[str, Any]:
     cells: dict[str, list[dict]] = {}
-    for path in sorted(out_dir.glob("*.json")):
-        run = json.loads(path.read_text())
+    for run in runs_found:
         cells.setdefault(f"{run['dataset']}_{run['per_class']}_{run['system']}", []).append(run)
     table = {}
     for key, runs in sorted(cells.items()):
@@ -257,12 +260,13 @@ def print_summary(table: dict[str, Any]) -> None:
         )
 
 
-def paired(out_dir: Path, against: tuple[str, ...] = ("setfit", "frozen_lr")) -> list[dict]:
+def paired(
+    runs_found: list[dict[str, Any]], against: tuple[str, ...] = ("setfit", "frozen_lr")
+) -> list[dict]:
     """bertfit against each system in `against`, cell by cell: the same seed draws the same rows
     for every system, so the differences are paired (mean and std over the seeds both ran)."""
     accuracy: dict[tuple, dict[int, float]] = {}
-    for path in sorted(out_dir.glob("*.json")):
-        run = json.loads(path.read_text())
+    for run in runs_found:
         key = (run["dataset"], run["per_class"], run["system"])
         accuracy.setdefault(key, {})[run["seed"]] = run["accuracy"]
     rows = []
@@ -343,10 +347,11 @@ def main(argv: list[str] | None = None) -> None:
                             f"{result['accuracy']:.3f} in {result['wall_s']:.0f} s",
                             flush=True,
                         )
-    table = summary(args.out_dir)
+    runs_found = read_cells(args.out_dir)
+    table = summary(runs_found)
     write_json(args.out_dir.with_suffix(".json"), table)
     print_summary(table)
-    rows = paired(args.out_dir)
+    rows = paired(runs_found)
     write_json(args.out_dir.parent / f"{args.out_dir.name}_paired.json", rows)
     print()
     print_paired(rows)

@@ -124,7 +124,7 @@ def test_a_row_is_never_its_own_same_class_pair_unless_alone() -> None:
 
 def test_every_unique_pair_is_drawn_before_any_twice() -> None:
     """trec's shape at 8 rows per class: 6 classes, 48 rows. 960 other-class pairs are drawn
-    from the 960 unique ones, so each exactly once (random partners missed about a third);
+    from the 960 unique ones, so each exactly once (random partners missed 36 to 39 %);
     the 168 same-class pairs are cycled, each 5 or 6 times of the 960."""
     labels = np.random.default_rng(3).permutation(np.repeat(np.arange(6), 8))
     pairs = sample_pairs(labels, iterations=20, max_pairs=2000, seed=0)

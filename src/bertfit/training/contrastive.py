@@ -21,6 +21,7 @@ calibration temperature.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
@@ -82,8 +83,7 @@ def sample_pairs(
     without replacement: every unique pair once before any pair twice, in fresh shuffled passes
     when the count exceeds them (SetFit's oversampling cycles the rarer kind the same way).
     Drawing partners at random instead repeats some pairs and misses others: with trec's 6
-    classes at 8 rows each, a third of the 960 other-class pairs were never seen, and bertfit
-    trailed SetFit by 2.5 points on every seed (docs/results.md#few-labels).
+    classes at 8 rows each, 36 to 39 % of the 960 other-class pairs were never drawn (seeds 0-4).
 
     A same-class pair is two different rows of the class: a self-pair embeds the same text
     twice and says nothing about the class. A class of one row has only its self-pair, kept so
@@ -100,8 +100,10 @@ def sample_pairs(
         total = min(total, max_pairs)
     rng = np.random.default_rng(seed)
     members = [np.flatnonzero(labels == c) for c in classes]
-    same = draw_unique(rng, SameClassPairs(members), total - total // 2)
-    other = draw_unique(rng, OtherClassPairs(members), total // 2)
+    same = NumberedPairs([(rows, None) for rows in members]).draw(rng, total - total // 2)
+    other = NumberedPairs(
+        [(members[a], members[b]) for a, b in itertools.combinations(range(len(members)), 2)]
+    ).draw(rng, total // 2)
     pairs = np.concatenate(
         [
             np.column_stack([same, np.ones(len(same), np.int64)]),
@@ -109,16 +111,6 @@ def sample_pairs(
         ]
     )
     return pairs[rng.permutation(len(pairs))]
-
-
-def draw_unique(rng: np.random.Generator, space: Any, count: int) -> np.ndarray:
-    """`count` [left, right] pairs of `space`: whole shuffled passes over its pairs, then a
-    sample without replacement. The pairs are numbered rather than listed, so a large train set
-    (which only the pair budget limits) costs the pairs drawn, not all of them."""
-    passes, rest = divmod(count, space.size)
-    numbers = [rng.permutation(space.size) for _ in range(passes)]
-    numbers.append(rng.choice(space.size, size=rest, replace=False))
-    return space.pairs(np.concatenate(numbers))
 
 
 def triangle(k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -129,46 +121,43 @@ def triangle(k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return k - j * (j - 1) // 2, j
 
 
-class SameClassPairs:
-    """The unique pairs of two different rows of one class, numbered class by class (a class of
-    one row: its self-pair)."""
+class NumberedPairs:
+    """The unique pairs of some blocks, numbered block by block rather than listed, so a large
+    train set (which only the pair budget limits) costs the pairs drawn, not all of them. A
+    block (left, right) pairs each row of `left` with each of `right`; (rows, None) pairs two
+    different rows of `rows` (a block of one row: its self-pair)."""
 
-    def __init__(self, members: list[np.ndarray]) -> None:
-        self.members = members
-        counts = [max(1, len(m) * (len(m) - 1) // 2) for m in members]
-        self.starts = np.cumsum([0, *counts])
+    def __init__(self, blocks: list[tuple[np.ndarray, np.ndarray | None]]) -> None:
+        self.blocks = blocks
+        sizes = [
+            len(left) * len(right) if right is not None else max(1, math.comb(len(left), 2))
+            for left, right in blocks
+        ]
+        self.starts = np.cumsum([0, *sizes])
         self.size = int(self.starts[-1])
+
+    def draw(self, rng: np.random.Generator, count: int) -> np.ndarray:
+        """`count` [left, right] pairs: whole shuffled passes over the pairs, then a sample
+        without replacement."""
+        passes, rest = divmod(count, self.size)
+        numbers = [rng.permutation(self.size) for _ in range(passes)]
+        numbers.append(rng.choice(self.size, size=rest, replace=False))
+        return self.pairs(np.concatenate(numbers))
 
     def pairs(self, numbers: np.ndarray) -> np.ndarray:
         out = np.empty((len(numbers), 2), np.int64)
         block = np.searchsorted(self.starts, numbers, side="right") - 1
-        for c, rows in enumerate(self.members):
-            at = block == c
-            if len(rows) == 1:
-                out[at] = rows[0]
-                continue
-            i, j = triangle(numbers[at] - self.starts[c])
-            out[at, 0], out[at, 1] = rows[i], rows[j]
-        return out
-
-
-class OtherClassPairs:
-    """The unique pairs of rows from two different classes, numbered class pair by class pair."""
-
-    def __init__(self, members: list[np.ndarray]) -> None:
-        self.blocks = [(a, b) for a in range(len(members)) for b in range(a + 1, len(members))]
-        self.members = members
-        counts = [len(members[a]) * len(members[b]) for a, b in self.blocks]
-        self.starts = np.cumsum([0, *counts])
-        self.size = int(self.starts[-1])
-
-    def pairs(self, numbers: np.ndarray) -> np.ndarray:
-        out = np.empty((len(numbers), 2), np.int64)
-        block = np.searchsorted(self.starts, numbers, side="right") - 1
-        for n, (a, b) in enumerate(self.blocks):
+        for n, (left, right) in enumerate(self.blocks):
             at = block == n
-            left, right = np.divmod(numbers[at] - self.starts[n], len(self.members[b]))
-            out[at, 0], out[at, 1] = self.members[a][left], self.members[b][right]
+            k = numbers[at] - self.starts[n]
+            if right is not None:
+                i, j = np.divmod(k, len(right))
+                out[at, 0], out[at, 1] = left[i], right[j]
+            elif len(left) == 1:
+                out[at] = left[0]
+            else:
+                i, j = triangle(k)
+                out[at, 0], out[at, 1] = left[i], left[j]
         return out
 
 
