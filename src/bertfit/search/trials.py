@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import tempfile
 import time
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -130,12 +132,16 @@ class TrialsFailing(ValueError):
 def sampler(job: Job, finished: int, worker: int) -> optuna.samplers.BaseSampler:
     """TPE seeded by search.seed, the trials already run and the worker: a resumed search or a
     second worker must not redraw the first trials' random start. constant_liar keeps parallel
-    workers from proposing what a running trial already tries."""
-    seed = (
-        job.seed
-        if finished == worker == 0
-        else np.random.SeedSequence([job.seed, finished, worker]).generate_state(1)[0]
-    )
+    workers from proposing what a running trial already tries. With --storage, processes started
+    separately (on other machines, or by hand) are each worker 0 and can load the empty study at
+    the same moment, so their host and pid join the seed too: otherwise they drew the same
+    random start (a shared search is not reproducible by its seed anyway: workers interleave)."""
+    entropy = [job.seed, finished, worker]
+    if job.storage is not None:
+        entropy += [zlib.crc32(socket.gethostname().encode()), os.getpid()]
+    elif finished == worker == 0:
+        return optuna.samplers.TPESampler(seed=job.seed, constant_liar=True)
+    seed = np.random.SeedSequence(entropy).generate_state(1)[0]
     return optuna.samplers.TPESampler(seed=int(seed), constant_liar=True)
 
 
