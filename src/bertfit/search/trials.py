@@ -136,11 +136,11 @@ def sampler(job: Job, finished: int, worker: int) -> optuna.samplers.BaseSampler
     separately (on other machines, or by hand) are each worker 0 and can load the empty study at
     the same moment, so their host and pid join the seed too: otherwise they drew the same
     random start (a shared search is not reproducible by its seed anyway: workers interleave)."""
+    if job.storage is None and finished == worker == 0:
+        return optuna.samplers.TPESampler(seed=job.seed, constant_liar=True)
     entropy = [job.seed, finished, worker]
     if job.storage is not None:
         entropy += [zlib.crc32(socket.gethostname().encode()), os.getpid()]
-    elif finished == worker == 0:
-        return optuna.samplers.TPESampler(seed=job.seed, constant_liar=True)
     seed = np.random.SeedSequence(entropy).generate_state(1)[0]
     return optuna.samplers.TPESampler(seed=int(seed), constant_liar=True)
 
